@@ -1,0 +1,384 @@
+//! Exact decimals for rates and multipliers, and exact rounding of their products.
+//!
+//! JSON numbers such as `1.25` are read from their text, never through a float: a [`Dec`] is
+//! an integer mantissa and a power-of-ten scale. Points are computed by multiplying every
+//! factor exactly and dividing once at the end, so `1/3 × 3` is exactly 1 and the three
+//! roundings of SPEC section 4 never see a truncated intermediate.
+//!
+//! Owns: parsing decimal text, exact products, rounding a quotient. Must not touch floats.
+
+use std::fmt;
+use std::str::FromStr;
+
+use num_bigint::BigInt;
+
+/// The largest absolute value of a decimal in a config, of an amount and of points
+/// (SPEC section 2: "integers of at most 10^15 in absolute value").
+pub const MAX_ABS: i128 = 1_000_000_000_000_000;
+
+/// The most decimal places a config number may have.
+pub const MAX_SCALE: u32 = 18;
+
+/// An exact decimal: `mantissa / 10^scale`, kept normalised (no trailing zero in the
+/// mantissa unless the scale is 0), so equal values have equal representations.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct Dec {
+    mantissa: i128,
+    scale: u32,
+}
+
+/// Why a text is not an acceptable decimal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecError {
+    /// Not a JSON number.
+    #[error("not a number")]
+    Syntax,
+    /// More than [`MAX_SCALE`] decimal places, or larger than [`MAX_ABS`].
+    #[error("out of range (at most 10^15 in absolute value and 18 decimal places)")]
+    Range,
+}
+
+/// How an exact quotient becomes an integer (SPEC section 4, `points.rounding`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Rounding {
+    /// Towards negative infinity (the default).
+    Floor,
+    /// To the nearest integer, halves away from zero.
+    Nearest,
+    /// Towards positive infinity.
+    Ceil,
+}
+
+impl Dec {
+    /// Zero.
+    pub const ZERO: Dec = Dec {
+        mantissa: 0,
+        scale: 0,
+    };
+    /// One.
+    pub const ONE: Dec = Dec {
+        mantissa: 1,
+        scale: 0,
+    };
+
+    /// An integer as a decimal.
+    pub fn from_int(v: i64) -> Dec {
+        Dec {
+            mantissa: i128::from(v),
+            scale: 0,
+        }
+    }
+
+    fn normalised(mut mantissa: i128, mut scale: u32) -> Dec {
+        if mantissa == 0 {
+            return Dec::ZERO;
+        }
+        while scale > 0 && mantissa % 10 == 0 {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        Dec { mantissa, scale }
+    }
+
+    /// The mantissa and scale: the value is `mantissa / 10^scale`.
+    pub fn parts(self) -> (i128, u32) {
+        (self.mantissa, self.scale)
+    }
+
+    /// True when the value is below zero.
+    pub fn is_negative(self) -> bool {
+        self.mantissa < 0
+    }
+
+    /// True when the value is zero.
+    pub fn is_zero(self) -> bool {
+        self.mantissa == 0
+    }
+
+    /// The value as an integer, when it is one.
+    pub fn to_i64(self) -> Option<i64> {
+        if self.scale == 0 {
+            i64::try_from(self.mantissa).ok()
+        } else {
+            None
+        }
+    }
+}
+
+impl FromStr for Dec {
+    type Err = DecError;
+
+    /// Parses the JSON number grammar: `-?digits(.digits)?([eE][+-]?digits)?`.
+    fn from_str(s: &str) -> Result<Dec, DecError> {
+        let bytes = s.as_bytes();
+        let mut i = 0;
+        let negative = bytes.first() == Some(&b'-');
+        if negative {
+            i += 1;
+        }
+        let int_start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let int_digits = &s[int_start..i];
+        if int_digits.is_empty() || (int_digits.len() > 1 && int_digits.starts_with('0')) {
+            return Err(DecError::Syntax);
+        }
+        let mut frac_digits = "";
+        if i < bytes.len() && bytes[i] == b'.' {
+            i += 1;
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            frac_digits = &s[start..i];
+            if frac_digits.is_empty() {
+                return Err(DecError::Syntax);
+            }
+        }
+        let mut exponent: i64 = 0;
+        if i < bytes.len() && (bytes[i] == b'e' || bytes[i] == b'E') {
+            i += 1;
+            let mut exp_negative = false;
+            if i < bytes.len() && (bytes[i] == b'+' || bytes[i] == b'-') {
+                exp_negative = bytes[i] == b'-';
+                i += 1;
+            }
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            let digits = &s[start..i];
+            if digits.is_empty() {
+                return Err(DecError::Syntax);
+            }
+            // Any exponent beyond a few dozen is out of range whatever the digits are
+            // (unless the mantissa is zero, handled below).
+            exponent = digits
+                .get(digits.len().saturating_sub(6)..)
+                .and_then(|d| d.parse::<i64>().ok())
+                .filter(|_| digits.trim_start_matches('0').len() <= 6)
+                .unwrap_or(1_000_000);
+            if exp_negative {
+                exponent = -exponent;
+            }
+        }
+        if i != bytes.len() {
+            return Err(DecError::Syntax);
+        }
+        // Significant digits, with leading zeros dropped so that 0.000001 parses.
+        let all_digits = format!("{int_digits}{frac_digits}");
+        let significant = all_digits.trim_start_matches('0');
+        if significant.is_empty() {
+            return Ok(Dec::ZERO);
+        }
+        let trimmed = significant.trim_end_matches('0');
+        let trailing_zeros = (significant.len() - trimmed.len()) as i64;
+        // value = trimmed × 10^(trailing_zeros - frac_len + exponent)
+        let power = trailing_zeros - frac_digits.len() as i64 + exponent;
+        if trimmed.len() > 34 || power > 15 || power < -(i64::from(MAX_SCALE)) {
+            return Err(DecError::Range);
+        }
+        let mut mantissa: i128 = trimmed.parse().map_err(|_| DecError::Range)?;
+        let scale = if power >= 0 {
+            for _ in 0..power {
+                mantissa = mantissa.checked_mul(10).ok_or(DecError::Range)?;
+            }
+            0
+        } else {
+            (-power) as u32
+        };
+        let dec = Dec::normalised(if negative { -mantissa } else { mantissa }, scale);
+        if dec.mantissa.unsigned_abs() > (MAX_ABS as u128) * 10u128.pow(dec.scale) {
+            return Err(DecError::Range);
+        }
+        Ok(dec)
+    }
+}
+
+impl fmt::Display for Dec {
+    /// The shortest exact text: `2`, `1.25`, `-0.5`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scale == 0 {
+            return write!(f, "{}", self.mantissa);
+        }
+        let digits = self.mantissa.unsigned_abs().to_string();
+        let scale = self.scale as usize;
+        let padded = if digits.len() <= scale {
+            format!("{}{}", "0".repeat(scale + 1 - digits.len()), digits)
+        } else {
+            digits
+        };
+        let (int, frac) = padded.split_at(padded.len() - scale);
+        let sign = if self.mantissa < 0 { "-" } else { "" };
+        write!(f, "{sign}{int}.{frac}")
+    }
+}
+
+/// `round(product(factors) / divisor)` exactly. `factors` and `divisor` are decimals, the
+/// divisor non-zero. Returns the rounded integer, or `None` when it does not fit an `i128`.
+pub fn round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
+    if divisor.is_zero() {
+        return None;
+    }
+    fast_round_quotient(factors, divisor, rounding)
+        .or_else(|| big_round_quotient(factors, divisor, rounding))
+}
+
+/// The i128 path: enough for every realistic program.
+fn fast_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
+    // value = (Π m_i / 10^Σs_i) / (d / 10^t) = (Π m_i × 10^t) / (d × 10^Σs_i)
+    let mut num: i128 = 1;
+    let mut scale: u32 = 0;
+    for f in factors {
+        num = num.checked_mul(f.mantissa)?;
+        scale = scale.checked_add(f.scale)?;
+    }
+    num = num.checked_mul(10i128.checked_pow(divisor.scale)?)?;
+    let den = divisor.mantissa.checked_mul(10i128.checked_pow(scale)?)?;
+    Some(round_div(num, den, rounding))
+}
+
+fn round_div(num: i128, den: i128, rounding: Rounding) -> i128 {
+    let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };
+    let q = num.div_euclid(den); // floor, as den > 0
+    let r = num.rem_euclid(den); // 0 <= r < den
+    match rounding {
+        Rounding::Floor => q,
+        Rounding::Ceil => {
+            if r > 0 {
+                q + 1
+            } else {
+                q
+            }
+        }
+        Rounding::Nearest => {
+            // Compare 2r with den; halves go away from zero.
+            let twice = r * 2; // r < den <= i128::MAX / 10^k, so no overflow for den < MAX/2
+            if twice > den || (twice == den && num >= 0) {
+                q + 1
+            } else {
+                q
+            }
+        }
+    }
+}
+
+/// The arbitrary-precision path, for products that overflow an i128.
+fn big_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
+    let ten = BigInt::from(10);
+    let mut num = BigInt::from(1);
+    let mut scale: u32 = 0;
+    for f in factors {
+        num *= f.mantissa;
+        scale += f.scale;
+    }
+    num *= ten.pow(divisor.scale);
+    let mut den = BigInt::from(divisor.mantissa) * ten.pow(scale);
+    if den < BigInt::from(0) {
+        num = -num;
+        den = -den;
+    }
+    let zero = BigInt::from(0);
+    // floor division for den > 0
+    let mut q = &num / &den;
+    let mut r = &num % &den;
+    if r < zero {
+        q -= 1;
+        r += &den;
+    }
+    let q = match rounding {
+        Rounding::Floor => q,
+        Rounding::Ceil => {
+            if r > zero {
+                q + 1
+            } else {
+                q
+            }
+        }
+        Rounding::Nearest => {
+            let twice = &r * 2;
+            if twice > den || (twice == den && num >= zero) {
+                q + 1
+            } else {
+                q
+            }
+        }
+    };
+    i128::try_from(q).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Dec {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn parses_and_prints_exactly() {
+        for (text, shown) in [
+            ("1.25", "1.25"),
+            ("2", "2"),
+            ("2.0", "2"),
+            ("0.5", "0.5"),
+            ("-0.05", "-0.05"),
+            ("1e2", "100"),
+            ("1.5E-1", "0.15"),
+            ("0", "0"),
+            ("0.000", "0"),
+            ("1000000000000000", "1000000000000000"),
+        ] {
+            assert_eq!(d(text).to_string(), shown, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_bad_text_and_range() {
+        for bad in ["", "-", "01", "1.", ".5", "1e", "abc", "1.2.3", "+1", " 1"] {
+            assert_eq!(bad.parse::<Dec>(), Err(DecError::Syntax), "{bad:?}");
+        }
+        for big in ["1000000000000001", "1e16", "0.0000000000000000001", "1e999999999"] {
+            assert_eq!(big.parse::<Dec>(), Err(DecError::Range), "{big:?}");
+        }
+    }
+
+    #[test]
+    fn rounds_an_exact_quotient() {
+        // 1/3 × 3 is exactly one: no truncated intermediate.
+        let third = [Dec::ONE, d("3")];
+        assert_eq!(round_quotient(&third, d("3"), Rounding::Floor), Some(1));
+        // Seed example: 10000 × 1 × 2 × 1.5 × 3 / 100 = 900.
+        let f = [d("10000"), d("1"), d("2"), d("1.5"), d("3")];
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Floor), Some(900));
+        // 1234 / 100 = 12.34
+        let f = [d("1234"), Dec::ONE];
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Floor), Some(12));
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Ceil), Some(13));
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Nearest), Some(12));
+        // halves away from zero
+        let f = [d("1250")];
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Nearest), Some(13));
+        let f = [d("-1250")];
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Nearest), Some(-13));
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Floor), Some(-13));
+        assert_eq!(round_quotient(&f, d("100"), Rounding::Ceil), Some(-12));
+    }
+
+    #[test]
+    fn big_path_agrees_with_fast_path() {
+        let f = [d("999999999999999"), d("0.999999999999999999"), d("1.5")];
+        let fast = fast_round_quotient(&f, d("7"), Rounding::Nearest);
+        let big = big_round_quotient(&f, d("7"), Rounding::Nearest);
+        assert_eq!(fast, big);
+        // A product that overflows i128 still rounds exactly.
+        let f = [
+            d("999999999999999"),
+            d("999999999999999"),
+            d("999999999999999"),
+        ];
+        let got = round_quotient(&f, d("999999999999999"), Rounding::Floor);
+        assert_eq!(got, Some(999_999_999_999_999 * 999_999_999_999_999));
+    }
+}

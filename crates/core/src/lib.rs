@@ -1,0 +1,4 @@
+pub mod config;
+pub mod dec;
+pub mod ids;
+pub mod time;
