@@ -1,1 +1,5 @@
-fn main() {}
+//! The `loyalty` binary: see `loyalty-cli`.
+
+fn main() -> std::process::ExitCode {
+    loyalty_cli::main()
+}

@@ -1,1 +1,117 @@
+//! The `loyalty` command line: argument parsing, file reading, exit codes.
+//!
+//! Thin by design: every decision is made by `loyalty-core`. `anyhow` lives here, at the
+//! edge; the core's errors are typed.
+//!
+//! Exit codes: 0 when the command did its work (even if some records were rejected: that is
+//! output, not failure); 2 when an argument is wrong, a file cannot be read or the config
+//! does not validate, with the reason on standard error.
 
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use loyalty_core::time::Timestamp;
+use loyalty_core::{parse_config, Config, Engine};
+
+mod demo;
+
+/// Event-sourced loyalty engine.
+#[derive(Parser, Debug)]
+#[command(name = "loyalty", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Fold a file of envelopes through the engine and print JSON lines (SPEC section 9).
+    Fold {
+        /// The program config (`{"programs": [...]}`).
+        #[arg(long)]
+        config: PathBuf,
+        /// The records, one JSON envelope a line, in log order.
+        #[arg(long)]
+        events: PathBuf,
+        /// Advance the clock to this RFC 3339 time at the end, as a `clock.tick` would.
+        #[arg(long)]
+        until: Option<String>,
+    },
+    /// Fold the sample program and events shipped with the engine and print a readable
+    /// summary.
+    Demo,
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loyalty: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LOYALTY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Fold {
+            config,
+            events,
+            until,
+        } => fold(&config, &events, until.as_deref()),
+        Command::Demo => demo::run(),
+    }
+}
+
+/// Reads and validates a config file.
+pub fn load_config(path: &Path) -> Result<Config> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("the config {} does not validate", path.display()))
+}
+
+fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
+    let until = until
+        .map(|u| {
+            Timestamp::parse_rfc3339(u)
+                .with_context(|| format!("--until {u:?} is not an RFC 3339 time"))
+        })
+        .transpose()?;
+    let config = load_config(config)?;
+    let log = std::fs::read(events)
+        .with_context(|| format!("cannot read the events file {}", events.display()))?;
+    let mut engine = Engine::new(&config);
+    tracing::info!(bytes = log.len(), "folding");
+    // Buffer everything: an --until before the end clock is refused with nothing printed.
+    let mut text = Vec::with_capacity(log.len());
+    let result = loyalty_core::fold::fold(&mut engine, log.split(|b| *b == b'\n'), until, |line| {
+        text.extend_from_slice(line.as_bytes());
+        text.push(b'\n');
+    });
+    if let Err(e) = result {
+        bail!("--until: {e}");
+    }
+    let stdout = io::stdout();
+    let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
+    match w.write_all(&text).and_then(|()| w.flush()) {
+        Ok(()) => Ok(()),
+        // A closed pipe (`loyalty fold ... | head`) is the reader's choice, not a failure.
+        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) => Err(e).context("cannot write to standard output"),
+    }
+}

@@ -477,7 +477,10 @@ pub struct StampCard {
 impl Program {
     /// The tier config's tiers, or none.
     pub fn tier_list(&self) -> &[Tier] {
-        self.tiers.as_ref().map(|t| t.tiers.as_slice()).unwrap_or(&[])
+        self.tiers
+            .as_ref()
+            .map(|t| t.tiers.as_slice())
+            .unwrap_or(&[])
     }
 
     /// The tier of that name.
@@ -532,11 +535,16 @@ fn from_json<'a, T: Deserialize<'a>>(text: &'a str, prefix: &str) -> Result<T, C
         let inner = e.into_inner();
         let path = join(prefix, if path == "." { "" } else { &path });
         ConfigError::at(
-            if path.is_empty() { ".".to_string() } else { path },
+            if path.is_empty() {
+                ".".to_string()
+            } else {
+                path
+            },
             strip_position(&inner.to_string()),
         )
     })?;
-    de.end().map_err(|e| ConfigError::at(".", strip_position(&e.to_string())))?;
+    de.end()
+        .map_err(|e| ConfigError::at(".", strip_position(&e.to_string())))?;
     Ok(value)
 }
 
@@ -684,7 +692,11 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
         .transpose()?;
 
     let raw_campaigns = p.campaigns.unwrap_or_default();
-    unique(&at, "campaigns", raw_campaigns.iter().map(|c| c.id.as_str()))?;
+    unique(
+        &at,
+        "campaigns",
+        raw_campaigns.iter().map(|c| c.id.as_str()),
+    )?;
     let campaigns = raw_campaigns
         .into_iter()
         .enumerate()
@@ -859,10 +871,7 @@ fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
     })
 }
 
-fn validate_conditions(
-    c: Option<RawConditions>,
-    at: &At<'_>,
-) -> Result<Conditions, ConfigError> {
+fn validate_conditions(c: Option<RawConditions>, at: &At<'_>) -> Result<Conditions, ConfigError> {
     let Some(c) = c else {
         return Ok(Conditions::default());
     };
@@ -908,7 +917,10 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
             let start = match t.period.start.as_deref() {
                 None => (1, 1),
                 Some(s) => parse_month_day(s).ok_or_else(|| {
-                    at.err("period.start", format!("{s:?} is not a month-day \"MM-DD\""))
+                    at.err(
+                        "period.start",
+                        format!("{s:?} is not a month-day \"MM-DD\""),
+                    )
                 })?,
             };
             Period::Calendar { months, start }
@@ -939,7 +951,10 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
             if rank < prev.rank {
                 return Err(tat.err(
                     "rank",
-                    format!("ranks must be listed in increasing order ({rank} after {})", prev.rank),
+                    format!(
+                        "ranks must be listed in increasing order ({rank} after {})",
+                        prev.rank
+                    ),
                 ));
             }
         }
@@ -974,7 +989,13 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
 /// Parses `"MM-DD"` (February 29 allowed).
 pub fn parse_month_day(s: &str) -> Option<(u32, u32)> {
     let b = s.as_bytes();
-    if b.len() != 5 || b[2] != b'-' || !b.iter().enumerate().all(|(i, c)| i == 2 || c.is_ascii_digit()) {
+    if b.len() != 5
+        || b[2] != b'-'
+        || !b
+            .iter()
+            .enumerate()
+            .all(|(i, c)| i == 2 || c.is_ascii_digit())
+    {
         return None;
     }
     let month: u32 = s[..2].parse().ok()?;
@@ -1076,49 +1097,80 @@ mod tests {
         let cases = [
             (prog(r#","bogus":1"#), "programs[0].bogus", "unknown field"),
             (
-                prog(r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"per_amount","per":0,"points":1}}]"#),
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"per_amount","per":0,"points":1}}]"#,
+                ),
                 "programs[0].earningRules[0].award.per",
                 "greater than 0",
             ),
             (
-                prog(r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"window":"month"}]"#),
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"window":"month"}]"#,
+                ),
                 "programs[0].earningRules[0].window",
                 "needs a cap",
             ),
             (
-                prog(r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":-1}}]"#),
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":-1}}]"#,
+                ),
                 "programs[0].earningRules[0].award.points",
                 "negative",
             ),
             (
-                prog(r#","earningRules":[{"id":"r","trigger":"t","award":{"type":"fixed","points":1}},{"id":"r","trigger":"t","award":{"type":"fixed","points":1}}]"#),
+                prog(
+                    r#","earningRules":[{"id":"r","trigger":"t","award":{"type":"fixed","points":1}},{"id":"r","trigger":"t","award":{"type":"fixed","points":1}}]"#,
+                ),
                 "programs[0].earningRules[1].id",
                 "duplicate",
             ),
             (
-                prog(r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":0,"threshold":5}]}"#),
+                prog(
+                    r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":0,"threshold":5}]}"#,
+                ),
                 "programs[0].tierConfig.tiers[1].rank",
                 "increasing",
             ),
             (
-                prog(r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":1,"threshold":5}]}"#),
+                prog(
+                    r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":1,"threshold":5}]}"#,
+                ),
                 "programs[0].tierConfig.tiers[1].rank",
                 "duplicate",
             ),
             (
-                prog(r#","stampCards":[{"id":"card_a","trigger":"t","stampsRequired":3,"reward":"rwd_missing"}]"#),
+                prog(
+                    r#","stampCards":[{"id":"card_a","trigger":"t","stampsRequired":3,"reward":"rwd_missing"}]"#,
+                ),
                 "programs[0].stampCards[0].reward",
                 "not defined",
             ),
-            (prog(r#","timezone":"Mars/Olympus""#), "programs[0].timezone", "unknown time zone"),
-            (prog(r#","minimumRedemption":"100""#), "programs[0].minimumRedemption", "expected a number"),
-            (prog(r#","minimumRedemption":1.5"#), "programs[0].minimumRedemption", "whole number"),
             (
-                r#"{"programs":[{"id":"p","currency":"EUR"},{"id":"p","currency":"EUR"}]}"#.to_string(),
+                prog(r#","timezone":"Mars/Olympus""#),
+                "programs[0].timezone",
+                "unknown time zone",
+            ),
+            (
+                prog(r#","minimumRedemption":"100""#),
+                "programs[0].minimumRedemption",
+                "expected a number",
+            ),
+            (
+                prog(r#","minimumRedemption":1.5"#),
+                "programs[0].minimumRedemption",
+                "whole number",
+            ),
+            (
+                r#"{"programs":[{"id":"p","currency":"EUR"},{"id":"p","currency":"EUR"}]}"#
+                    .to_string(),
                 "programs[1].id",
                 "duplicate",
             ),
-            (r#"{"programs":[{"currency":"EUR"}]}"#.to_string(), "programs[0]", "missing field `id`"),
+            (
+                r#"{"programs":[{"currency":"EUR"}]}"#.to_string(),
+                "programs[0]",
+                "missing field `id`",
+            ),
         ];
         for (text, path, words) in cases {
             let e = refused(&text);

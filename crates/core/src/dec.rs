@@ -339,7 +339,12 @@ mod tests {
         for bad in ["", "-", "01", "1.", ".5", "1e", "abc", "1.2.3", "+1", " 1"] {
             assert_eq!(bad.parse::<Dec>(), Err(DecError::Syntax), "{bad:?}");
         }
-        for big in ["1000000000000001", "1e16", "0.0000000000000000001", "1e999999999"] {
+        for big in [
+            "1000000000000001",
+            "1e16",
+            "0.0000000000000000001",
+            "1e999999999",
+        ] {
             assert_eq!(big.parse::<Dec>(), Err(DecError::Range), "{big:?}");
         }
     }

@@ -1,4 +1,39 @@
+//! The loyalty rule engine: a pure function from a log of records to a ledger.
+//!
+//! No I/O, no clock, no randomness, no floating point: the same log gives the same bytes on
+//! any machine, in any run. The streaming service, `loyalty fold`, replay and the tests all
+//! run this code.
+//!
+//! Map of the modules, in the order a record meets them:
+//! - [`envelope`]: bytes to a typed [`envelope::Record`], or a rejection (`malformed`,
+//!   `invalid`).
+//! - [`config`]: the program config, validated whole.
+//! - [`engine`]: [`engine::Engine::apply`], which decides the state-dependent rejections and
+//!   applies a record in SPEC order.
+//! - [`earning`], [`caps`], [`campaigns`], [`tiers`]: the rules of SPEC sections 4 and 5.
+//! - [`output`]: transactions, outbound events, rejections and account lines, with their
+//!   JSON form.
+//! - [`fold`]: a whole log through the engine to JSON lines (`loyalty fold`).
+//! - [`dec`], [`time`], [`ids`]: exact decimals, calendars in a time zone, minted ids.
+//! - [`state`]: what the engine carries from one record to the next.
+#![deny(clippy::float_arithmetic)]
+#![warn(missing_docs)]
+
+pub mod campaigns;
+pub mod caps;
 pub mod config;
 pub mod dec;
+pub mod earning;
+pub mod engine;
+pub mod envelope;
+pub mod fold;
 pub mod ids;
+pub mod output;
+pub mod state;
+pub mod tiers;
 pub mod time;
+
+pub use config::{parse_config, Config, ConfigError, Program};
+pub use engine::Engine;
+pub use envelope::{Reason, Record, Rejection};
+pub use output::Output;

@@ -126,8 +126,9 @@ impl Window {
             Window::Lifetime => return None,
             Window::Day => (date, date.succ_opt()?),
             Window::Week => {
-                let monday = date
-                    .checked_sub_signed(Duration::days(i64::from(date.weekday().num_days_from_monday())))?;
+                let monday = date.checked_sub_signed(Duration::days(i64::from(
+                    date.weekday().num_days_from_monday(),
+                )))?;
                 (monday, monday.checked_add_signed(Duration::days(7))?)
             }
             Window::Month => {
@@ -178,8 +179,14 @@ mod tests {
 
     #[test]
     fn parses_and_prints_utc() {
-        assert_eq!(ts("2026-03-01T11:00:00+01:00").to_string(), "2026-03-01T10:00:00Z");
-        assert_eq!(ts("2026-03-01T10:00:00.999Z").to_string(), "2026-03-01T10:00:00Z");
+        assert_eq!(
+            ts("2026-03-01T11:00:00+01:00").to_string(),
+            "2026-03-01T10:00:00Z"
+        );
+        assert_eq!(
+            ts("2026-03-01T10:00:00.999Z").to_string(),
+            "2026-03-01T10:00:00Z"
+        );
         assert!(Timestamp::parse_rfc3339("2026-03-01").is_none());
         assert!(Timestamp::parse_rfc3339("2026-02-30T00:00:00Z").is_none());
     }
@@ -189,13 +196,25 @@ mod tests {
         let t = ts("2026-03-15T10:00:00Z"); // a Sunday
         let utc = chrono_tz::UTC;
         let (a, b) = Window::Month.range(t, utc).unwrap();
-        assert_eq!((a.to_string(), b.to_string()), ("2026-03-01T00:00:00Z".into(), "2026-04-01T00:00:00Z".into()));
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("2026-03-01T00:00:00Z".into(), "2026-04-01T00:00:00Z".into())
+        );
         let (a, b) = Window::Week.range(t, utc).unwrap();
-        assert_eq!((a.to_string(), b.to_string()), ("2026-03-09T00:00:00Z".into(), "2026-03-16T00:00:00Z".into()));
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("2026-03-09T00:00:00Z".into(), "2026-03-16T00:00:00Z".into())
+        );
         let (a, b) = Window::Year.range(t, utc).unwrap();
-        assert_eq!((a.to_string(), b.to_string()), ("2026-01-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into()));
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("2026-01-01T00:00:00Z".into(), "2027-01-01T00:00:00Z".into())
+        );
         let (a, b) = Window::Day.range(t, utc).unwrap();
-        assert_eq!((a.to_string(), b.to_string()), ("2026-03-15T00:00:00Z".into(), "2026-03-16T00:00:00Z".into()));
+        assert_eq!(
+            (a.to_string(), b.to_string()),
+            ("2026-03-15T00:00:00Z".into(), "2026-03-16T00:00:00Z".into())
+        );
         assert!(Window::Lifetime.range(t, utc).is_none());
     }
 
@@ -212,19 +231,46 @@ mod tests {
     #[test]
     fn months_clamp_to_the_last_day() {
         let utc = chrono_tz::UTC;
-        assert_eq!(add_months(ts("2026-01-31T10:00:00Z"), 1, utc).unwrap().to_string(), "2026-02-28T10:00:00Z");
-        assert_eq!(add_months(ts("2024-01-31T10:00:00Z"), 1, utc).unwrap().to_string(), "2024-02-29T10:00:00Z");
-        assert_eq!(add_months(ts("2026-06-01T10:00:00Z"), 12, utc).unwrap().to_string(), "2027-06-01T10:00:00Z");
+        assert_eq!(
+            add_months(ts("2026-01-31T10:00:00Z"), 1, utc)
+                .unwrap()
+                .to_string(),
+            "2026-02-28T10:00:00Z"
+        );
+        assert_eq!(
+            add_months(ts("2024-01-31T10:00:00Z"), 1, utc)
+                .unwrap()
+                .to_string(),
+            "2024-02-29T10:00:00Z"
+        );
+        assert_eq!(
+            add_months(ts("2026-06-01T10:00:00Z"), 12, utc)
+                .unwrap()
+                .to_string(),
+            "2027-06-01T10:00:00Z"
+        );
     }
 
     #[test]
     fn gaps_move_forward_and_ambiguity_takes_the_earlier() {
         let tz: Tz = "Europe/Berlin".parse().unwrap();
         // 2026-03-29 02:30 does not exist in Berlin: it becomes 03:30 CEST = 01:30 UTC.
-        let gap = NaiveDate::from_ymd_opt(2026, 3, 29).unwrap().and_hms_opt(2, 30, 0).unwrap();
-        assert_eq!(from_local(gap, tz).unwrap().to_string(), "2026-03-29T01:30:00Z");
+        let gap = NaiveDate::from_ymd_opt(2026, 3, 29)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(
+            from_local(gap, tz).unwrap().to_string(),
+            "2026-03-29T01:30:00Z"
+        );
         // 2026-10-25 02:30 happens twice: the earlier is 00:30 UTC (CEST).
-        let amb = NaiveDate::from_ymd_opt(2026, 10, 25).unwrap().and_hms_opt(2, 30, 0).unwrap();
-        assert_eq!(from_local(amb, tz).unwrap().to_string(), "2026-10-25T00:30:00Z");
+        let amb = NaiveDate::from_ymd_opt(2026, 10, 25)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(
+            from_local(amb, tz).unwrap().to_string(),
+            "2026-10-25T00:30:00Z"
+        );
     }
 }

@@ -1,0 +1,724 @@
+//! The input envelope (SPEC section 2): bytes in, a typed [`Record`] or a [`Rejection`] out.
+//!
+//! This module decides `malformed` and `invalid`, the two reasons that depend on the record
+//! alone; the reasons that depend on state (`duplicate`, `unknown_program`, …) are decided
+//! by the engine. Numbers are read from their JSON text; no float is made.
+//!
+//! Owns: the envelope, every input type's data schema, rejection reasons. Must not touch
+//! state.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::config::parse_month_day;
+use crate::dec::{Dec, MAX_ABS};
+use crate::time::Timestamp;
+
+/// Why a record was not applied (SPEC section 2), in the order of precedence.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Not a JSON object envelope.
+    Malformed,
+    /// A field missing, mistyped or out of range.
+    Invalid,
+    /// An id seen before.
+    Duplicate,
+    /// A command naming no configured program.
+    UnknownProgram,
+    /// A command for a customer with no account.
+    NotEnrolled,
+    /// A refund of a payment never applied.
+    UnknownPayment,
+    /// A program update that does not validate.
+    InvalidConfig,
+    /// A refusal: an adjustment or transfer beyond the balance.
+    InsufficientPoints,
+}
+
+impl Reason {
+    /// The machine-readable name, as printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Malformed => "malformed",
+            Reason::Invalid => "invalid",
+            Reason::Duplicate => "duplicate",
+            Reason::UnknownProgram => "unknown_program",
+            Reason::NotEnrolled => "not_enrolled",
+            Reason::UnknownPayment => "unknown_payment",
+            Reason::InvalidConfig => "invalid_config",
+            Reason::InsufficientPoints => "insufficient_points",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A record the engine did not apply, with why.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Rejection {
+    /// The record's id, when it has one.
+    pub source: Option<String>,
+    /// The machine-readable reason.
+    pub reason: Reason,
+    /// A human-readable detail that names the field.
+    pub detail: String,
+}
+
+impl Rejection {
+    /// A rejection of `source` for `reason`.
+    pub fn new(source: Option<&str>, reason: Reason, detail: impl Into<String>) -> Rejection {
+        Rejection {
+            source: source.map(str::to_string),
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// A well-formed, valid input record.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Record {
+    /// The envelope id (unique among applied records).
+    pub id: String,
+    /// The envelope type.
+    pub kind: String,
+    /// The event time.
+    pub created: Timestamp,
+    /// The typed data.
+    pub body: Body,
+}
+
+/// The data of a record, by type.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Body {
+    /// `payment.completed`, `invoice.paid`, `subscription.created` and custom types: the
+    /// events that trigger rules for one customer.
+    Event(Activity),
+    /// `payment.refunded`.
+    Refund(Refund),
+    /// `referral.converted` from upstream.
+    Referral(Referral),
+    /// `clock.tick`.
+    Tick,
+    /// `loyalty.account.enroll`.
+    Enroll(Enroll),
+    /// `loyalty.points.adjust`.
+    Adjust(Adjust),
+    /// `loyalty.qualifying_activity.record`.
+    Qualify(Qualify),
+    /// `loyalty.redemption.create`.
+    Redeem(Redeem),
+    /// `loyalty.points.transfer`.
+    Transfer(Transfer),
+    /// `loyalty.program.updated`: the program object's JSON text, validated by the engine.
+    ProgramUpdated(String),
+}
+
+/// An event that concerns one customer.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct Activity {
+    /// `data.id` (the payment, invoice or subscription id), when present.
+    pub object_id: Option<String>,
+    /// `data.customer`.
+    pub customer: String,
+    /// `data.metadata.loyalty_account`, which wins over the customer.
+    pub loyalty_account: Option<String>,
+    /// Minor units.
+    pub amount: Option<i64>,
+    /// Upper-case ISO code.
+    pub currency: Option<String>,
+    /// The string values of `data.metadata`.
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// `payment.refunded`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Refund {
+    /// The refund id.
+    pub refund_id: String,
+    /// The refunded payment's `data.id`.
+    pub payment: String,
+    /// `data.customer`.
+    pub customer: String,
+    /// Minor units refunded now.
+    pub amount: i64,
+    /// Upper-case ISO code.
+    pub currency: String,
+}
+
+/// `referral.converted`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Referral {
+    /// The member who referred.
+    pub referrer: String,
+    /// The member who was referred.
+    pub referee: String,
+    /// The code used, if given.
+    pub code: Option<String>,
+}
+
+/// `loyalty.account.enroll`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Enroll {
+    /// The customer.
+    pub customer: String,
+    /// The program.
+    pub program: String,
+    /// Another member's referral code.
+    pub referral_code: Option<String>,
+    /// `(month, day)`.
+    pub birthday: Option<(u32, u32)>,
+}
+
+/// `loyalty.points.adjust`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Adjust {
+    /// The customer.
+    pub customer: String,
+    /// The program.
+    pub program: String,
+    /// Signed points.
+    pub points: i64,
+    /// Why.
+    pub reason: String,
+}
+
+/// `loyalty.qualifying_activity.record`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Qualify {
+    /// The customer.
+    pub customer: String,
+    /// The program.
+    pub program: String,
+    /// The qualifying amount.
+    pub amount: i64,
+    /// Why.
+    pub reason: String,
+    /// An outside reference.
+    pub reference: Option<String>,
+}
+
+/// `loyalty.redemption.create`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Redeem {
+    /// The customer.
+    pub customer: String,
+    /// The program.
+    pub program: String,
+    /// The reward id.
+    pub reward: String,
+    /// Units (default 1).
+    pub quantity: i64,
+}
+
+/// `loyalty.points.transfer`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Transfer {
+    /// The program.
+    pub program: String,
+    /// The sending customer.
+    pub from: String,
+    /// The receiving customer.
+    pub to: String,
+    /// Points moved (positive).
+    pub points: i64,
+}
+
+impl Record {
+    /// The program a command names, if it is a command.
+    pub fn command_program(&self) -> Option<&str> {
+        match &self.body {
+            Body::Enroll(c) => Some(&c.program),
+            Body::Adjust(c) => Some(&c.program),
+            Body::Qualify(c) => Some(&c.program),
+            Body::Redeem(c) => Some(&c.program),
+            Body::Transfer(c) => Some(&c.program),
+            _ => None,
+        }
+    }
+}
+
+/// The command types of SPEC section 2.
+pub const COMMANDS: [&str; 6] = [
+    "loyalty.account.enroll",
+    "loyalty.points.adjust",
+    "loyalty.qualifying_activity.record",
+    "loyalty.redemption.create",
+    "loyalty.points.transfer",
+    "loyalty.program.updated",
+];
+
+#[derive(Deserialize)]
+struct RawEnvelope<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, rename = "type")]
+    kind: Option<&'a RawValue>,
+    #[serde(borrow)]
+    created: Option<&'a RawValue>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct RawData<'a> {
+    #[serde(borrow)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow)]
+    customer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    amount: Option<&'a RawValue>,
+    #[serde(borrow)]
+    currency: Option<&'a RawValue>,
+    #[serde(borrow)]
+    metadata: Option<&'a RawValue>,
+    #[serde(borrow)]
+    payment: Option<&'a RawValue>,
+    #[serde(borrow)]
+    subscription: Option<&'a RawValue>,
+    #[serde(borrow)]
+    plan: Option<&'a RawValue>,
+    #[serde(borrow)]
+    interval: Option<&'a RawValue>,
+    #[serde(borrow)]
+    referrer: Option<&'a RawValue>,
+    #[serde(borrow)]
+    referee: Option<&'a RawValue>,
+    #[serde(borrow)]
+    code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    program: Option<&'a RawValue>,
+    #[serde(borrow)]
+    referral_code: Option<&'a RawValue>,
+    #[serde(borrow)]
+    birthday: Option<&'a RawValue>,
+    #[serde(borrow)]
+    points: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reason: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reference: Option<&'a RawValue>,
+    #[serde(borrow)]
+    reward: Option<&'a RawValue>,
+    #[serde(borrow)]
+    quantity: Option<&'a RawValue>,
+    #[serde(borrow)]
+    from: Option<&'a RawValue>,
+    #[serde(borrow)]
+    to: Option<&'a RawValue>,
+}
+
+/// A JSON string value's text, or `None` when the raw value is not a string.
+fn as_string(raw: &RawValue) -> Option<String> {
+    let text = raw.get();
+    if !text.starts_with('"') {
+        return None;
+    }
+    // Fast path: no escapes.
+    let inner = &text[1..text.len() - 1];
+    if !inner.contains('\\') {
+        return Some(inner.to_string());
+    }
+    serde_json::from_str(text).ok()
+}
+
+fn is_null(raw: Option<&RawValue>) -> bool {
+    raw.is_none_or(|r| r.get() == "null")
+}
+
+/// Parses one input record.
+pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
+    let malformed =
+        |source: Option<&str>, detail: &str| Err(Rejection::new(source, Reason::Malformed, detail));
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return malformed(None, "the record is not valid UTF-8");
+    };
+    if !text.trim_start().starts_with('{') {
+        return malformed(None, "the record is not a JSON object");
+    }
+    let env: RawEnvelope<'_> = match serde_json::from_str(text) {
+        Ok(env) => env,
+        Err(e) => return malformed(None, &format!("the record is not valid JSON: {e}")),
+    };
+    let id = env.id.and_then(as_string);
+    let source = id.as_deref();
+    let Some(id) = id.clone() else {
+        return malformed(None, "id: missing or not a string");
+    };
+    let Some(kind) = env.kind.and_then(as_string) else {
+        return malformed(source, "type: missing or not a string");
+    };
+    let Some(created_text) = env.created.and_then(as_string) else {
+        return malformed(source, "created: missing or not a string");
+    };
+    let Some(data) = env.data.filter(|d| d.get().starts_with('{')) else {
+        return malformed(source, "data: missing or not an object");
+    };
+    let invalid = |detail: String| Err(Rejection::new(source, Reason::Invalid, detail));
+    if id.is_empty() {
+        return invalid("id: must not be empty".into());
+    }
+    let Some(created) = Timestamp::parse_rfc3339(&created_text) else {
+        return invalid(format!("created: {created_text:?} is not an RFC 3339 time"));
+    };
+    if kind.is_empty() {
+        return invalid("type: must not be empty".into());
+    }
+    if kind == "customer.birthday" {
+        return invalid("type: customer.birthday is raised by the engine, not sent to it".into());
+    }
+    if kind.starts_with("loyalty.") && !COMMANDS.contains(&kind.as_str()) {
+        return invalid(format!("type: {kind} is not a command"));
+    }
+    let body = if kind == "loyalty.program.updated" {
+        Body::ProgramUpdated(data.get().to_string())
+    } else {
+        let raw: RawData<'_> = match serde_json::from_str(data.get()) {
+            Ok(raw) => raw,
+            Err(e) => return invalid(format!("data: {e}")),
+        };
+        match data_body(&kind, &raw) {
+            Ok(body) => body,
+            Err(detail) => return invalid(detail),
+        }
+    };
+    Ok(Record {
+        id,
+        kind,
+        created,
+        body,
+    })
+}
+
+type Field<'a> = Option<&'a RawValue>;
+
+fn req_str(name: &str, raw: Field<'_>) -> Result<String, String> {
+    if is_null(raw) {
+        return Err(format!("data.{name}: missing"));
+    }
+    let s = raw
+        .and_then(as_string)
+        .ok_or_else(|| format!("data.{name}: must be a string"))?;
+    if s.is_empty() {
+        return Err(format!("data.{name}: must not be empty"));
+    }
+    Ok(s)
+}
+
+fn opt_str(name: &str, raw: Field<'_>) -> Result<Option<String>, String> {
+    if is_null(raw) {
+        Ok(None)
+    } else {
+        req_str(name, raw).map(Some)
+    }
+}
+
+/// A signed integer of at most 10^15 in absolute value.
+fn req_int(name: &str, raw: Field<'_>) -> Result<i64, String> {
+    if is_null(raw) {
+        return Err(format!("data.{name}: missing"));
+    }
+    let text = raw.map(RawValue::get).unwrap_or_default();
+    let dec: Dec = text
+        .parse()
+        .map_err(|_| format!("data.{name}: must be an integer of at most 10^15"))?;
+    let v = dec
+        .to_i64()
+        .ok_or_else(|| format!("data.{name}: must be an integer"))?;
+    if i128::from(v).abs() > MAX_ABS {
+        return Err(format!(
+            "data.{name}: must be at most 10^15 in absolute value"
+        ));
+    }
+    Ok(v)
+}
+
+fn req_amount(name: &str, raw: Field<'_>) -> Result<i64, String> {
+    let v = req_int(name, raw)?;
+    if v < 0 {
+        return Err(format!("data.{name}: must not be negative"));
+    }
+    Ok(v)
+}
+
+fn opt_amount(name: &str, raw: Field<'_>) -> Result<Option<i64>, String> {
+    if is_null(raw) {
+        Ok(None)
+    } else {
+        req_amount(name, raw).map(Some)
+    }
+}
+
+fn currency(name: &str, raw: Field<'_>) -> Result<String, String> {
+    Ok(req_str(name, raw)?.to_ascii_uppercase())
+}
+
+fn metadata(raw: Field<'_>) -> Result<(BTreeMap<String, String>, Option<String>), String> {
+    if is_null(raw) {
+        return Ok((BTreeMap::new(), None));
+    }
+    let text = raw.map(RawValue::get).unwrap_or_default();
+    if !text.starts_with('{') {
+        return Err("data.metadata: must be an object".into());
+    }
+    let map: BTreeMap<String, &RawValue> =
+        serde_json::from_str(text).map_err(|e| format!("data.metadata: {e}"))?;
+    let mut out = BTreeMap::new();
+    let mut account = None;
+    for (k, v) in map {
+        if k == "loyalty_account" {
+            if v.get() == "null" {
+                continue;
+            }
+            let s = as_string(v)
+                .filter(|s| !s.is_empty())
+                .ok_or("data.metadata.loyalty_account: must be a loy_ id string")?;
+            account = Some(s.clone());
+            out.insert(k, s);
+        } else if let Some(s) = as_string(v) {
+            // Stripe-style metadata values are strings; other values never match a condition.
+            out.insert(k, s);
+        }
+    }
+    Ok((out, account))
+}
+
+fn activity(raw: &RawData<'_>, id_required: bool) -> Result<Activity, String> {
+    let object_id = if id_required {
+        Some(req_str("id", raw.id)?)
+    } else {
+        opt_str("id", raw.id).unwrap_or(None)
+    };
+    let customer = req_str("customer", raw.customer)?;
+    let (metadata, loyalty_account) = metadata(raw.metadata)?;
+    Ok(Activity {
+        object_id,
+        customer,
+        loyalty_account,
+        amount: None,
+        currency: None,
+        metadata,
+    })
+}
+
+fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
+    Ok(match kind {
+        "payment.completed" => {
+            let mut a = activity(raw, true)?;
+            a.amount = Some(req_amount("amount", raw.amount)?);
+            a.currency = Some(currency("currency", raw.currency)?);
+            Body::Event(a)
+        }
+        "invoice.paid" => {
+            let mut a = activity(raw, true)?;
+            a.amount = Some(req_amount("amount", raw.amount)?);
+            a.currency = Some(currency("currency", raw.currency)?);
+            opt_str("subscription", raw.subscription)?;
+            Body::Event(a)
+        }
+        "subscription.created" => {
+            let mut a = activity(raw, true)?;
+            opt_str("plan", raw.plan)?;
+            opt_str("interval", raw.interval)?;
+            a.amount = opt_amount("amount", raw.amount)?;
+            a.currency = opt_str("currency", raw.currency)?.map(|c| c.to_ascii_uppercase());
+            Body::Event(a)
+        }
+        "payment.refunded" => Body::Refund(Refund {
+            refund_id: req_str("id", raw.id)?,
+            payment: req_str("payment", raw.payment)?,
+            customer: req_str("customer", raw.customer)?,
+            amount: req_amount("amount", raw.amount)?,
+            currency: currency("currency", raw.currency)?,
+        }),
+        "referral.converted" => {
+            req_str("id", raw.id)?;
+            let referral = Referral {
+                referrer: req_str("referrer", raw.referrer)?,
+                referee: req_str("referee", raw.referee)?,
+                code: opt_str("code", raw.code)?,
+            };
+            if referral.referrer == referral.referee {
+                return Err("data.referee: a customer cannot refer themselves".into());
+            }
+            Body::Referral(referral)
+        }
+        "clock.tick" => Body::Tick,
+        "loyalty.account.enroll" => Body::Enroll(Enroll {
+            customer: req_str("customer", raw.customer)?,
+            program: req_str("program", raw.program)?,
+            referral_code: opt_str("referralCode", raw.referral_code)?,
+            birthday: opt_str("birthday", raw.birthday)?
+                .map(|b| {
+                    parse_month_day(&b)
+                        .ok_or_else(|| format!("data.birthday: {b:?} is not a month-day \"MM-DD\""))
+                })
+                .transpose()?,
+        }),
+        "loyalty.points.adjust" => {
+            let points = req_int("points", raw.points)?;
+            if points == 0 {
+                return Err("data.points: must not be zero".into());
+            }
+            Body::Adjust(Adjust {
+                customer: req_str("customer", raw.customer)?,
+                program: req_str("program", raw.program)?,
+                points,
+                reason: req_str("reason", raw.reason)?,
+            })
+        }
+        "loyalty.qualifying_activity.record" => Body::Qualify(Qualify {
+            customer: req_str("customer", raw.customer)?,
+            program: req_str("program", raw.program)?,
+            amount: req_amount("amount", raw.amount)?,
+            reason: req_str("reason", raw.reason)?,
+            reference: opt_str("reference", raw.reference)?,
+        }),
+        "loyalty.redemption.create" => {
+            let quantity = if is_null(raw.quantity) {
+                1
+            } else {
+                req_int("quantity", raw.quantity)?
+            };
+            if quantity < 1 {
+                return Err("data.quantity: must be at least 1".into());
+            }
+            Body::Redeem(Redeem {
+                customer: req_str("customer", raw.customer)?,
+                program: req_str("program", raw.program)?,
+                reward: req_str("reward", raw.reward)?,
+                quantity,
+            })
+        }
+        "loyalty.points.transfer" => {
+            let points = req_int("points", raw.points)?;
+            if points <= 0 {
+                return Err("data.points: must be greater than 0".into());
+            }
+            let t = Transfer {
+                program: req_str("program", raw.program)?,
+                from: req_str("from", raw.from)?,
+                to: req_str("to", raw.to)?,
+                points,
+            };
+            if t.from == t.to {
+                return Err("data.to: must differ from data.from".into());
+            }
+            Body::Transfer(t)
+        }
+        _ => {
+            // A custom trigger: any other type, for one customer.
+            let mut a = activity(raw, false)?;
+            a.amount = opt_amount("amount", raw.amount)?;
+            a.currency = opt_str("currency", raw.currency)?.map(|c| c.to_ascii_uppercase());
+            Body::Event(a)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(line: &str) -> Reason {
+        parse(line.as_bytes()).expect_err(line).reason
+    }
+
+    #[test]
+    fn parses_a_payment() {
+        let r = parse(
+            br#"{"id":"evt_1","type":"payment.completed","created":"2026-03-01T10:00:00Z","data":{"id":"pay_1","customer":"cus_A","amount":12000,"currency":"eur","metadata":{"channel":"pos","n":3}}}"#,
+        )
+        .unwrap();
+        let Body::Event(a) = r.body else { panic!() };
+        assert_eq!(a.amount, Some(12000));
+        assert_eq!(a.currency.as_deref(), Some("EUR"));
+        assert_eq!(a.metadata.get("channel").map(String::as_str), Some("pos"));
+        assert!(!a.metadata.contains_key("n"));
+    }
+
+    #[test]
+    fn malformed_comes_first() {
+        for line in [
+            "not json",
+            "[1,2]",
+            "\"x\"",
+            "{",
+            r#"{"type":"payment.completed","created":"x","data":{}}"#,
+            r#"{"id":1,"type":"payment.completed","created":"x","data":{}}"#,
+            r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":[]}"#,
+            r#"{"id":"e","type":"payment.completed","created":5,"data":{}}"#,
+            r#"{"id":"e","created":"2026-01-01T00:00:00Z","data":{}}"#,
+        ] {
+            assert_eq!(reason(line), Reason::Malformed, "{line}");
+        }
+        assert_eq!(parse(b"\xff\xfe").unwrap_err().reason, Reason::Malformed);
+    }
+
+    #[test]
+    fn invalid_names_the_field() {
+        let cases = [
+            (
+                r#"{"id":"e","type":"payment.completed","created":"yesterday","data":{}}"#,
+                "created",
+            ),
+            (
+                r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":{"id":"p","customer":"c","amount":-5,"currency":"EUR"}}"#,
+                "data.amount",
+            ),
+            (
+                r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":{"id":"p","customer":"c","amount":"5","currency":"EUR"}}"#,
+                "data.amount",
+            ),
+            (
+                r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":{"id":"p","customer":"c","amount":5.5,"currency":"EUR"}}"#,
+                "data.amount",
+            ),
+            (
+                r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":{"id":"p","amount":5,"currency":"EUR"}}"#,
+                "data.customer",
+            ),
+            (
+                r#"{"id":"e","type":"payment.completed","created":"2026-01-01T00:00:00Z","data":{"id":"p","customer":"c","amount":10000000000000000,"currency":"EUR"}}"#,
+                "data.amount",
+            ),
+            (
+                r#"{"id":"e","type":"loyalty.points.earned","created":"2026-01-01T00:00:00Z","data":{}}"#,
+                "type",
+            ),
+            (
+                r#"{"id":"e","type":"customer.birthday","created":"2026-01-01T00:00:00Z","data":{}}"#,
+                "type",
+            ),
+            (
+                r#"{"id":"e","type":"loyalty.account.enroll","created":"2026-01-01T00:00:00Z","data":{"customer":"c","program":"p","birthday":"13-01"}}"#,
+                "data.birthday",
+            ),
+        ];
+        for (line, field) in cases {
+            let r = parse(line.as_bytes()).expect_err(line);
+            assert_eq!(r.reason, Reason::Invalid, "{line}");
+            assert!(r.detail.starts_with(field), "{line}: {}", r.detail);
+            assert_eq!(r.source.as_deref(), Some("e"));
+        }
+    }
+
+    #[test]
+    fn custom_types_need_a_customer() {
+        let ok = parse(br#"{"id":"e","type":"erp.order","created":"2026-01-01T00:00:00Z","data":{"customer":"c"}}"#).unwrap();
+        assert!(matches!(ok.body, Body::Event(_)));
+        assert_eq!(
+            reason(r#"{"id":"e","type":"erp.order","created":"2026-01-01T00:00:00Z","data":{}}"#),
+            Reason::Invalid
+        );
+    }
+}

@@ -1,0 +1,125 @@
+//! The engine's state: everything a fold carries from one record to the next.
+//!
+//! Maps whose iteration can reach output are `BTreeMap`s; the set of seen ids is a hash set
+//! with a fixed hasher (no per-process random seed), so the fold reads no randomness.
+//!
+//! Owns: accounts, rule usage (for caps and `maxUses`), seen ids, applied payments, the
+//! clock. Must not decide anything: the rules live in `engine`, `earning` and `caps`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasherDefault;
+use std::sync::Arc;
+
+use crate::config::Program;
+use crate::time::Timestamp;
+
+/// A hasher with fixed keys: deterministic across runs and machines.
+pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+
+/// The whole state of a fold.
+#[derive(Clone, Debug, Default)]
+pub struct State {
+    /// The largest `created` applied so far.
+    pub clock: Option<Timestamp>,
+    /// Ids of every applied or refused record.
+    pub seen: HashSet<String, FixedState>,
+    /// Programs in application order (file order, then programs added by updates).
+    pub programs: Vec<Arc<Program>>,
+    /// Accounts by `loy_` id.
+    pub accounts: BTreeMap<String, Account>,
+    /// Referral code → account id, per program: `(program, code)`.
+    pub referral_codes: BTreeMap<(String, String), String>,
+    /// Payments applied, by `data.id`, for refunds.
+    pub payments: HashMap<String, PaymentRecord, FixedState>,
+}
+
+/// A loyalty account: one per (program, customer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    /// `loy_…`.
+    pub id: String,
+    /// `prog_…`.
+    pub program: String,
+    /// The customer.
+    pub customer: String,
+    /// The points balance (may go negative only through refunds).
+    pub balance: i128,
+    /// The tier held, by name (`None` when the program has no tiers).
+    pub tier: Option<String>,
+    /// The qualifying value.
+    pub qualifying_value: i64,
+    /// This account's referral code.
+    pub referral_code: String,
+    /// The account that referred this one.
+    pub referred_by: Option<String>,
+    /// `(month, day)`.
+    pub birthday: Option<(u32, u32)>,
+    /// Stamps by card id.
+    pub stamps: BTreeMap<String, u32>,
+    /// What each rule has awarded this member, by rule id.
+    pub rule_usage: BTreeMap<String, RuleUsage>,
+}
+
+/// What one rule has awarded one member: for caps and `maxUses`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RuleUsage {
+    /// Times it awarded (transactions written, cashback paid).
+    pub uses: u64,
+    /// Points awarded, ever.
+    pub total: i128,
+    /// Points awarded by event time (seconds), so that any window, in any time zone, can
+    /// be summed after a program update changes the window or the zone.
+    pub by_time: BTreeMap<i64, i128>,
+}
+
+impl RuleUsage {
+    /// Points awarded with event times in `[from, to)`.
+    pub fn awarded_between(&self, from: Timestamp, to: Timestamp) -> i128 {
+        if from >= to {
+            return 0;
+        }
+        self.by_time.range(from.0..to.0).map(|(_, p)| *p).sum()
+    }
+
+    /// Records an award of `points` at `at`.
+    pub fn record(&mut self, at: Timestamp, points: i64) {
+        self.uses += 1;
+        self.total += i128::from(points);
+        *self.by_time.entry(at.0).or_insert(0) += i128::from(points);
+    }
+}
+
+/// A payment the engine applied: what a refund may give back.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PaymentRecord {
+    /// Minor units paid.
+    pub amount: i64,
+    /// Upper-case currency.
+    pub currency: String,
+    /// Minor units refunded so far.
+    pub refunded: i64,
+    /// The award transactions it caused, in order.
+    pub awards: Vec<AwardRecord>,
+}
+
+/// One award of a payment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AwardRecord {
+    /// The account credited.
+    pub account: String,
+    /// The rule, or `None` for a campaign bonus.
+    pub rule: Option<String>,
+    /// Campaigns on the award.
+    pub campaigns: Vec<String>,
+    /// Points awarded.
+    pub points: i64,
+    /// Points given back so far.
+    pub reversed: i64,
+}
+
+impl State {
+    /// The program of that id.
+    pub fn program(&self, id: &str) -> Option<&Arc<Program>> {
+        self.programs.iter().find(|p| p.id == id)
+    }
+}
