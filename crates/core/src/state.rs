@@ -17,7 +17,7 @@ use crate::time::Timestamp;
 pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
 
 /// The whole state of a fold.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
     /// The largest `created` applied so far.
     pub clock: Option<Timestamp>,

@@ -1,0 +1,138 @@
+//! `loyalty fold` as a user runs it: output, determinism, exit codes.
+
+use std::process::Command;
+
+use crate::support::{bin, fold, lines, of_kind, TempDir};
+
+const CONFIG: &str = r#"{"programs":[{"id":"prog_default","currency":"EUR","autoEnroll":true,
+  "earningRules":[{"id":"rule_purchase","trigger":"payment.completed",
+  "award":{"type":"per_amount","per":100,"points":1}}]}]}"#;
+
+const EVENTS: &str = r#"{"id":"evt_1","type":"payment.completed","created":"2026-03-01T10:00:00Z","data":{"id":"pay_1","customer":"cus_A","amount":12000,"currency":"EUR"}}
+
+{"id":"evt_2","type":"payment.completed","created":"2026-03-02T10:00:00+02:00","data":{"id":"pay_2","customer":"cus_A","amount":1234,"currency":"EUR"}}
+"#;
+
+#[test]
+fn fold_prints_transactions_events_and_accounts() {
+    let out = fold(CONFIG, EVENTS, None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let l = lines(&out);
+    let txs = of_kind(&l, "transaction");
+    assert_eq!(txs.len(), 2);
+    assert_eq!(txs[0]["points"], 120);
+    assert_eq!(txs[1]["points"], 12);
+    assert_eq!(txs[1]["balanceAfter"], 132);
+    assert_eq!(
+        txs[1]["created"], "2026-03-02T08:00:00Z",
+        "times print in UTC"
+    );
+    assert_eq!(txs[0]["metadata"]["capped"], false);
+    assert!(txs[0]["id"].as_str().unwrap().starts_with("ptx_"));
+    let accounts = of_kind(&l, "account");
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0]["balance"], 132);
+    assert!(accounts[0]["id"].as_str().unwrap().starts_with("loy_"));
+    // account lines come last
+    assert_eq!(l.last().unwrap()["kind"], "account");
+}
+
+#[test]
+fn fold_prints_the_same_bytes_every_run() {
+    let a = fold(CONFIG, EVENTS, None);
+    let b = fold(CONFIG, EVENTS, None);
+    assert!(!a.stdout.is_empty());
+    assert_eq!(a.stdout, b.stdout);
+}
+
+#[test]
+fn rejections_keep_exit_code_zero() {
+    let events = format!("{EVENTS}not json\n{{\"id\":\"evt_1\",\"type\":\"clock.tick\",\"created\":\"2026-03-05T00:00:00Z\",\"data\":{{}}}}\n");
+    let out = fold(CONFIG, &events, None);
+    assert_eq!(out.status.code(), Some(0));
+    let l = lines(&out);
+    let rejected = of_kind(&l, "rejected");
+    assert_eq!(rejected.len(), 2);
+    assert_eq!(rejected[0]["reason"], "malformed");
+    assert_eq!(rejected[0]["source"], serde_json::Value::Null);
+    assert_eq!(rejected[1]["reason"], "duplicate");
+    assert_eq!(rejected[1]["source"], "evt_1");
+    assert!(rejected[1]["detail"]
+        .as_str()
+        .is_some_and(|d| !d.is_empty()));
+}
+
+#[test]
+fn until_advances_the_clock_and_refuses_going_back() {
+    let out = fold(CONFIG, EVENTS, Some("2027-01-01T00:00:00Z"));
+    assert_eq!(out.status.code(), Some(0));
+    let out = fold(CONFIG, EVENTS, Some("2026-03-01T00:00:00Z"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is printed when --until is refused"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--until"));
+    let out = fold(CONFIG, EVENTS, Some("next tuesday"));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_files_exit_2_with_the_reason() {
+    let dir = TempDir::new("cli");
+    let events = dir.write("events.jsonl", EVENTS);
+    let config = dir.write("programs.json", CONFIG);
+    let missing = dir.0.join("missing.json");
+    let run = |c: &std::path::Path, e: &std::path::Path| {
+        Command::new(bin())
+            .args(["fold", "--config"])
+            .arg(c)
+            .arg("--events")
+            .arg(e)
+            .output()
+            .unwrap()
+    };
+    let out = run(&missing, &events);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the config"));
+    let out = run(&config, &missing);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the events"));
+
+    let invalid = dir.write(
+        "bad.json",
+        r#"{"programs":[{"id":"p","currency":"EUR","earningRules":[{"id":"r","trigger":"t","award":{"type":"per_amount","per":0,"points":1}}]}]}"#,
+    );
+    let out = run(&invalid, &events);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("programs[0].earningRules[0].award.per"),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let not_json = dir.write("nojson.json", "{programs:");
+    assert_eq!(run(&not_json, &events).status.code(), Some(2));
+
+    let out = Command::new(bin())
+        .args(["fold", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "a missing argument is exit 2");
+}
+
+#[test]
+fn demo_prints_a_summary() {
+    let out = Command::new(bin()).arg("demo").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("points awarded"), "{text}");
+    assert!(text.contains("duplicate"), "{text}");
+}

@@ -1,0 +1,8 @@
+//! All integration tests, in one test binary (ripgrep's habit): the `loyalty` binary run as
+//! users run it, the acceptance scenarios of `tests/scenarios/`, and property tests of the
+//! engine's invariants.
+
+mod cli;
+mod properties;
+mod scenarios;
+mod support;

@@ -1,0 +1,232 @@
+//! Property tests of the engine's invariants, over random logs: the same log gives the same
+//! bytes; a balance is the sum of its transactions; a cap is never exceeded within its
+//! window; bad input changes nothing; no input makes the engine panic.
+
+use std::collections::BTreeMap;
+
+use loyalty_core::envelope::Reason;
+use loyalty_core::fold::fold_to_string;
+use loyalty_core::output::{Output, TxKind};
+use loyalty_core::time::{Timestamp, Window};
+use loyalty_core::{parse_config, Engine};
+use proptest::prelude::*;
+use serde_json::{json, Value};
+
+const CAP: i64 = 700;
+
+fn config(window: &str) -> String {
+    json!({"programs": [
+        {"id": "prog_a", "currency": "EUR", "timezone": "Europe/Berlin", "autoEnroll": true,
+         "points": {"rounding": "nearest"},
+         "earningRules": [
+            {"id": "rule_spend", "trigger": "payment.completed",
+             "award": {"type": "per_amount", "per": 100, "points": 1}, "multiplier": 1.25},
+            {"id": "rule_capped", "trigger": "payment.completed",
+             "award": {"type": "per_amount", "per": 100, "points": 3},
+             "cap": {"points": CAP}, "window": window},
+            {"id": "rule_welcome", "trigger": "loyalty.account.created",
+             "award": {"type": "fixed", "points": 50}},
+            {"id": "rule_erp", "trigger": "erp.order",
+             "award": {"type": "fixed", "points": 7}, "conditions": {"maxUses": 3}},
+            {"id": "rule_cash", "trigger": "payment.completed",
+             "award": {"type": "cashback", "percent": 1.5}}],
+         "campaigns": [
+            {"id": "camp_x", "starts": "2026-02-01T00:00:00Z", "ends": "2026-04-01T00:00:00Z",
+             "multiplier": 1.1, "bonus": {"points": 5}}]},
+        {"id": "prog_b", "currency": "GBP",
+         "earningRules": [
+            {"id": "rule_fx", "trigger": "payment.completed",
+             "award": {"type": "per_currency", "rates": {"GBP": 1, "EUR": 0.87}, "per": 100},
+             "cap": {"points": 300}, "window": "week"}]}
+    ]})
+    .to_string()
+}
+
+const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+fn time_text(offset: i64) -> String {
+    Timestamp(BASE + offset).to_string()
+}
+
+/// One random record: mostly well-formed, sometimes broken on purpose.
+fn record() -> impl Strategy<Value = String> {
+    let customer = prop::sample::select(vec!["cus_a", "cus_b", "cus_c", "cus_d", ""]);
+    let program = prop::sample::select(vec!["prog_a", "prog_b", "prog_zzz"]);
+    let id = (0u32..60).prop_map(|n| format!("evt_{n}"));
+    let created = prop_oneof![
+        9 => (0i64..(400 * 86_400)).prop_map(time_text),
+        1 => Just("not a time".to_string()),
+    ];
+    let amount = prop_oneof![
+        8 => (0i64..200_000).prop_map(Value::from),
+        1 => (-1000i64..0).prop_map(Value::from),
+        1 => Just(json!("12")),
+    ];
+    let currency = prop::sample::select(vec!["EUR", "GBP", "usd"]);
+    let body = prop_oneof![
+        6 => (customer.clone(), amount.clone(), currency.clone(), 0u32..20).prop_map(|(c, a, cur, p)| {
+            ("payment.completed", json!({"id": format!("pay_{p}"), "customer": c, "amount": a, "currency": cur}))
+        }),
+        2 => (customer.clone(), (0i64..50_000), currency.clone(), 0u32..20).prop_map(|(c, a, cur, p)| {
+            ("payment.refunded", json!({"id": format!("re_{p}"), "payment": format!("pay_{p}"), "customer": c, "amount": a, "currency": cur}))
+        }),
+        2 => (customer.clone(), program.clone(), -800i64..800).prop_map(|(c, p, pts)| {
+            ("loyalty.points.adjust", json!({"customer": c, "program": p, "points": pts, "reason": "prop"}))
+        }),
+        2 => (customer.clone(), customer.clone(), program.clone(), 1i64..600).prop_map(|(f, t, p, pts)| {
+            ("loyalty.points.transfer", json!({"from": f, "to": t, "program": p, "points": pts}))
+        }),
+        2 => (customer.clone(), program.clone()).prop_map(|(c, p)| {
+            ("loyalty.account.enroll", json!({"customer": c, "program": p}))
+        }),
+        1 => customer.clone().prop_map(|c| ("erp.order", json!({"customer": c}))),
+        1 => Just(("clock.tick", json!({}))),
+        1 => Just(("loyalty.points.earned", json!({}))),
+    ];
+    (id, created, body, 0u8..20).prop_map(|(id, created, (kind, data), mangle)| {
+        let mut env = json!({"id": id, "type": kind, "created": created, "data": data});
+        match mangle {
+            0 => {
+                env.as_object_mut().unwrap().remove("data");
+            }
+            1 => env["id"] = json!(42),
+            2 => return "{\"id\": \"evt_x\", \"type\":".to_string(),
+            _ => {}
+        }
+        env.to_string()
+    })
+}
+
+fn log() -> impl Strategy<Value = Vec<String>> {
+    prop::collection::vec(record(), 1..80)
+}
+
+fn window() -> impl Strategy<Value = &'static str> {
+    prop::sample::select(vec!["day", "week", "month", "year", "lifetime"])
+}
+
+fn engine(window: &str) -> Engine {
+    Engine::new(&parse_config(&config(window)).expect("property config validates"))
+}
+
+fn run(window: &str, log: &[String]) -> Vec<Output> {
+    let mut e = engine(window);
+    let mut out = Vec::new();
+    for r in log {
+        e.apply(r.as_bytes(), &mut out);
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+    #[test]
+    fn the_same_log_gives_the_same_bytes(w in window(), log in log()) {
+        let text = log.join("\n");
+        let a = fold_to_string(&mut engine(w), text.as_bytes(), None).unwrap();
+        let b = fold_to_string(&mut engine(w), text.as_bytes(), None).unwrap();
+        prop_assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_balance_is_the_sum_of_its_transactions(w in window(), log in log()) {
+        let mut e = engine(w);
+        let mut out = Vec::new();
+        for r in &log {
+            e.apply(r.as_bytes(), &mut out);
+        }
+        let mut sums: BTreeMap<String, i128> = BTreeMap::new();
+        for o in &out {
+            if let Output::Transaction(t) = o {
+                let s = sums.entry(t.account.clone()).or_default();
+                *s += i128::from(t.points);
+                prop_assert_eq!(*s, t.balance_after, "balanceAfter of {}", t.id);
+                if t.kind != TxKind::Reversal {
+                    prop_assert!(t.points != 0);
+                }
+            }
+        }
+        for a in e.accounts() {
+            prop_assert_eq!(a.balance, sums.get(&a.id).copied().unwrap_or(0), "account {}", a.id);
+            // only refunds may take a balance below zero; none of them here exceed awards
+            prop_assert!(a.balance >= 0 || out.iter().any(|o| matches!(o, Output::Transaction(t) if t.kind == TxKind::Reversal)));
+        }
+    }
+
+    #[test]
+    fn a_cap_is_never_exceeded_within_its_window(w in window(), log in log()) {
+        let tz: chrono_tz::Tz = "Europe/Berlin".parse().unwrap();
+        let win = Window::parse(w).unwrap();
+        let mut per_window: BTreeMap<(String, Option<(Timestamp, Timestamp)>), i64> = BTreeMap::new();
+        for o in run(w, &log) {
+            if let Output::Transaction(t) = o {
+                if t.kind == TxKind::Award && t.rule.as_deref() == Some("rule_capped") {
+                    let key = (t.account.clone(), win.range(t.created, tz));
+                    let total = per_window.entry(key).or_default();
+                    *total += t.points;
+                    prop_assert!(*total <= CAP, "{} points in one {} window", total, w);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn bad_input_changes_nothing(w in window(), log in log()) {
+        let mut e = engine(w);
+        let mut out = Vec::new();
+        for r in &log {
+            let before = e.state().clone();
+            out.clear();
+            e.apply(r.as_bytes(), &mut out);
+            if let [Output::Rejected(rej)] = out.as_slice() {
+                if rej.reason != Reason::InsufficientPoints {
+                    prop_assert!(e.state() == &before, "{:?} changed the state", rej);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+        let mut e = engine("month");
+        let before = e.state().clone();
+        let mut out = Vec::new();
+        e.apply(&bytes, &mut out);
+        prop_assert_eq!(out.len(), 1);
+        prop_assert!(matches!(&out[0], Output::Rejected(_)));
+        prop_assert!(e.state() == &before);
+    }
+
+    #[test]
+    fn random_envelopes_never_panic(
+        id in prop_oneof![any::<String>().prop_map(Value::from), any::<i64>().prop_map(Value::from), Just(Value::Null)],
+        kind in prop_oneof![
+            prop::sample::select(vec!["payment.completed", "payment.refunded", "invoice.paid",
+                "subscription.created", "referral.converted", "clock.tick", "loyalty.account.enroll",
+                "loyalty.points.adjust", "loyalty.points.transfer", "loyalty.program.updated",
+                "loyalty.redemption.create", "x.custom"]).prop_map(Value::from),
+            any::<String>().prop_map(Value::from)],
+        created in prop_oneof![any::<String>().prop_map(Value::from),
+            (-100_000_000_000i64..300_000_000_000).prop_map(|s| Value::from(Timestamp(s).to_string()))],
+        fields in prop::collection::btree_map(
+            prop::sample::select(vec!["id", "customer", "amount", "currency", "metadata", "payment",
+                "referrer", "referee", "program", "points", "reason", "from", "to", "reward",
+                "quantity", "birthday", "referralCode", "earningRules", "tierConfig"]),
+            prop_oneof![any::<String>().prop_map(Value::from), any::<i64>().prop_map(Value::from),
+                Just(json!(1e300)), Just(json!(-0.5)), Just(json!({"loyalty_account": "loy_x"})),
+                Just(json!([1, "a"])), Just(Value::Null), Just(json!(true))],
+            0..8),
+    ) {
+        let mut data = serde_json::Map::new();
+        for (k, v) in fields {
+            data.insert(k.to_string(), v);
+        }
+        let env = json!({"id": id, "type": kind, "created": created, "data": data});
+        let mut e = engine("week");
+        let mut out = Vec::new();
+        e.apply(env.to_string().as_bytes(), &mut out);
+        // A record either applies or is rejected; it never panics.
+        prop_assert!(!out.is_empty() || e.state().seen.len() == 1);
+    }
+}
