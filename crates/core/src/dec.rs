@@ -236,32 +236,37 @@ fn fast_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opt
     }
     num = num.checked_mul(10i128.checked_pow(divisor.scale)?)?;
     let den = divisor.mantissa.checked_mul(10i128.checked_pow(scale)?)?;
-    Some(round_div(num, den, rounding))
+    round_div(num, den, rounding)
 }
 
-fn round_div(num: i128, den: i128, rounding: Rounding) -> i128 {
-    let (num, den) = if den < 0 { (-num, -den) } else { (num, den) };
-    let q = num.div_euclid(den); // floor, as den > 0
-    let r = num.rem_euclid(den); // 0 <= r < den
-    match rounding {
+/// `round(num / den)`; `None` on overflow (the caller then takes the big-integer path).
+fn round_div(num: i128, den: i128, rounding: Rounding) -> Option<i128> {
+    let (num, den) = if den < 0 {
+        (num.checked_neg()?, den.checked_neg()?)
+    } else {
+        (num, den)
+    };
+    let q = num.checked_div_euclid(den)?; // floor, as den > 0
+    let r = num.checked_rem_euclid(den)?; // 0 <= r < den
+    Some(match rounding {
         Rounding::Floor => q,
         Rounding::Ceil => {
             if r > 0 {
-                q + 1
+                q.checked_add(1)?
             } else {
                 q
             }
         }
         Rounding::Nearest => {
-            // Compare 2r with den; halves go away from zero.
-            let twice = r * 2; // r < den <= i128::MAX / 10^k, so no overflow for den < MAX/2
-            if twice > den || (twice == den && num >= 0) {
-                q + 1
+            // 2r against den, without computing 2r; halves go away from zero.
+            let rest = den - r;
+            if r > rest || (r == rest && num >= 0) {
+                q.checked_add(1)?
             } else {
                 q
             }
         }
-    }
+    })
 }
 
 /// The arbitrary-precision path, for products that overflow an i128.
@@ -369,6 +374,13 @@ mod tests {
         assert_eq!(round_quotient(&f, d("100"), Rounding::Nearest), Some(-13));
         assert_eq!(round_quotient(&f, d("100"), Rounding::Floor), Some(-13));
         assert_eq!(round_quotient(&f, d("100"), Rounding::Ceil), Some(-12));
+    }
+
+    #[test]
+    fn nearest_does_not_overflow_near_the_limit() {
+        assert_eq!(round_div(i128::MAX - 1, i128::MAX, Rounding::Nearest), Some(1));
+        assert_eq!(round_div(1, i128::MAX, Rounding::Nearest), Some(0));
+        assert_eq!(round_div(i128::MIN, -1, Rounding::Floor), None);
     }
 
     #[test]

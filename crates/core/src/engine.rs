@@ -540,7 +540,7 @@ impl Engine {
                     currency: a.currency.clone().unwrap_or_default(),
                     ..PaymentRecord::default()
                 });
-            entry.amount += a.amount.unwrap_or(0);
+            entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
             entry.awards.extend(awards);
         }
     }
