@@ -378,7 +378,10 @@ mod tests {
 
     #[test]
     fn nearest_does_not_overflow_near_the_limit() {
-        assert_eq!(round_div(i128::MAX - 1, i128::MAX, Rounding::Nearest), Some(1));
+        assert_eq!(
+            round_div(i128::MAX - 1, i128::MAX, Rounding::Nearest),
+            Some(1)
+        );
         assert_eq!(round_div(1, i128::MAX, Rounding::Nearest), Some(0));
         assert_eq!(round_div(i128::MIN, -1, Rounding::Floor), None);
     }

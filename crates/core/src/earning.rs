@@ -26,6 +26,8 @@ pub struct Trigger<'a> {
     pub currency: Option<&'a str>,
     /// The string values of `data.metadata`.
     pub metadata: Option<&'a BTreeMap<String, String>>,
+    /// `data.id` of the event (the payment, invoice or subscription), when it has one.
+    pub object_id: Option<&'a str>,
 }
 
 /// True when every condition holds for a member of `rank` that this rule has awarded
@@ -129,6 +131,7 @@ mod tests {
             amount: Some(amount),
             currency: Some(currency),
             metadata: None,
+            object_id: None,
         }
     }
 

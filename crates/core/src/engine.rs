@@ -15,7 +15,7 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 
 use crate::caps::headroom;
-use crate::config::{parse_program, Award, Config, Program, Recipient};
+use crate::config::{parse_program, Award, Config, Program, QualifyOn, Recipient};
 use crate::dec::Dec;
 use crate::earning::{award_points, cashback_amount, conditions_hold, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
@@ -179,7 +179,7 @@ impl Engine {
                 };
                 let id = ids::account_id(&prog.id, &a.customer);
                 let balance = self.state.accounts[&id].balance;
-                if balance + i128::from(a.points) < 0 {
+                if a.points < 0 && balance + i128::from(a.points) < 0 {
                     cx.out.push(Output::Rejected(Rejection::new(
                         Some(&rec.id),
                         Reason::InsufficientPoints,
@@ -243,6 +243,19 @@ impl Engine {
                 data.insert("points".into(), Value::from(t.points));
                 data.insert("transactions".into(), json!([tx_out, tx_in]));
                 cx.event("loyalty.points.transferred", data);
+            }
+            (Body::Qualify(q), _) => {
+                let Some(prog) = self.program(&q.program) else {
+                    return;
+                };
+                let custom = prog
+                    .tiers
+                    .as_ref()
+                    .is_some_and(|t| t.qualify_on == QualifyOn::Custom);
+                let id = ids::account_id(&prog.id, &q.customer);
+                if let (true, Some(account)) = (custom, self.state.accounts.get_mut(&id)) {
+                    account.qualifying_value = account.qualifying_value.saturating_add(q.amount);
+                }
             }
             (Body::ProgramUpdated(_), Accepted::Program(prog)) => {
                 self.update_program(prog, &mut cx)
@@ -398,13 +411,15 @@ impl Engine {
                     format!("data.{e}").replace("data..:", "data:"),
                 ),
             },
-            Body::Qualify(_) | Body::Redeem(_) => reject(
+            Body::Redeem(_) => reject(
                 Reason::Invalid,
                 format!("type: {} is not supported yet", rec.kind),
             ),
-            Body::Referral(_) | Body::Tick | Body::Adjust(_) | Body::Transfer(_) => {
-                Ok(Accepted::Plain)
-            }
+            Body::Referral(_)
+            | Body::Tick
+            | Body::Adjust(_)
+            | Body::Transfer(_)
+            | Body::Qualify(_) => Ok(Accepted::Plain),
         }
     }
 
@@ -471,6 +486,7 @@ impl Engine {
             amount: None,
             currency: None,
             metadata: None,
+            object_id: None,
         };
         self.earn(
             prog,
@@ -516,6 +532,7 @@ impl Engine {
                 amount: a.amount,
                 currency: a.currency.as_deref(),
                 metadata: Some(&a.metadata),
+                object_id: a.object_id.as_deref(),
             };
             let payment = a.object_id.as_deref().filter(|_| is_payment);
             self.earn(
@@ -599,6 +616,7 @@ impl Engine {
             amount: None,
             currency: None,
             metadata: None,
+            object_id: None,
         };
         let to = Recipients {
             default: referrer.as_deref(),
@@ -663,7 +681,9 @@ impl Engine {
                 data.insert("rule".into(), Value::String(rule.id.clone()));
                 data.insert(
                     "payment".into(),
-                    payment.map_or(Value::Null, |p| Value::String(p.into())),
+                    t.object_id
+                        .or(payment)
+                        .map_or(Value::Null, |p| Value::String(p.into())),
                 );
                 data.insert("amount".into(), Value::from(cash));
                 data.insert("currency".into(), Value::String(currency.to_string()));
