@@ -130,7 +130,10 @@ fn bad_files_exit_2_with_the_reason() {
 
 #[test]
 fn demo_prints_a_summary() {
-    let out = Command::new(bin()).arg("demo").output().unwrap();
+    let out = Command::new(bin())
+        .args(["demo", "--offline"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("points awarded"), "{text}");

@@ -17,6 +17,7 @@ use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
 mod demo;
+mod streaming;
 
 /// Event-sourced loyalty engine.
 #[derive(Parser, Debug)]
@@ -40,10 +41,54 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
-    /// Fold the sample program and events shipped with the engine and print a readable
-    /// summary.
-    Demo,
+    /// The whole streaming path on an embedded broker, with a live view (`--offline`: fold
+    /// the sample files and print a summary).
+    Demo(demo::DemoArgs),
+    /// Run the streaming service: input topics in, RocksDB ledger, loyalty events out.
+    Run {
+        #[command(flatten)]
+        args: Box<streaming::RunArgs>,
+        /// The state directory (RocksDB).
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Print a state directory in exactly the JSON lines of `loyalty fold`.
+    Export {
+        /// The state directory.
+        #[arg(long)]
+        state: PathBuf,
+    },
+    /// Print the engine's log topic as JSON envelopes, one a line, in log order.
+    Log {
+        #[command(flatten)]
+        kafka: streaming::KafkaArgs,
+    },
+    /// Rebuild the state from the log topic into a new directory.
+    Replay {
+        #[command(flatten)]
+        args: Box<streaming::RunArgs>,
+        /// The new state directory.
+        #[arg(long)]
+        state: PathBuf,
+        /// Publish the events again (same ids and signatures).
+        #[arg(long)]
+        publish: bool,
+    },
+    /// Verify an `x-vinr-signature` header against a payload (exit 0 valid, 1 invalid).
+    VerifySignature(streaming::VerifyArgs),
 }
+
+/// A signature that does not verify: exit code 1, the answer already printed.
+#[derive(Debug)]
+struct Invalid;
+
+impl std::fmt::Display for Invalid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the signature does not verify")
+    }
+}
+
+impl std::error::Error for Invalid {}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
@@ -51,6 +96,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<Invalid>() => ExitCode::from(1),
         Err(e) => {
             eprintln!("loyalty: error: {e:#}");
             ExitCode::from(2)
@@ -74,7 +120,22 @@ fn run(cli: Cli) -> Result<()> {
             events,
             until,
         } => fold(&config, &events, until.as_deref()),
-        Command::Demo => demo::run(),
+        Command::Demo(args) => demo::run(&args),
+        Command::Run { args, state } => streaming::run(&args, &state),
+        Command::Export { state } => streaming::export(&state),
+        Command::Log { kafka } => streaming::log(&kafka),
+        Command::Replay {
+            args,
+            state,
+            publish,
+        } => streaming::replay(&args, &state, publish),
+        Command::VerifySignature(args) => {
+            if streaming::verify(&args)? {
+                Ok(())
+            } else {
+                Err(Invalid.into())
+            }
+        }
     }
 }
 

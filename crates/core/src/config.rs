@@ -522,6 +522,25 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
     Ok(Config { programs })
 }
 
+/// The JSON text of each program of a config file, with its id, in file order (for the
+/// streaming service, which writes its configured programs into its log). The file must
+/// validate.
+pub fn program_texts(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
+    #[derive(Deserialize)]
+    struct Programs {
+        programs: Vec<Box<RawValue>>,
+    }
+    let config = parse_config(text)?;
+    let raw: Programs =
+        serde_json::from_str(text).map_err(|e| ConfigError::at(".", e.to_string()))?;
+    Ok(config
+        .programs
+        .iter()
+        .zip(raw.programs)
+        .map(|(p, r)| (p.id.clone(), r.get().to_string()))
+        .collect())
+}
+
 /// Parses and validates one program object (the data of `loyalty.program.updated`).
 pub fn parse_program(text: &str) -> Result<Program, ConfigError> {
     let raw: RawProgram = from_json(text, "")?;

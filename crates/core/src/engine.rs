@@ -39,6 +39,35 @@ pub struct ClockError {
 #[derive(Clone, Debug)]
 pub struct Engine {
     state: State,
+    /// What changed since [`Engine::take_changes`] was last called, so that a store can
+    /// persist exactly the entries a batch touched.
+    changes: Changes,
+}
+
+/// The keys of the state a run of `apply` changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Accounts created or changed.
+    pub accounts: std::collections::BTreeSet<String>,
+    /// Record ids newly seen, in order.
+    pub seen: Vec<String>,
+    /// Payments recorded or refunded.
+    pub payments: std::collections::BTreeSet<String>,
+    /// The program list changed.
+    pub programs: bool,
+    /// The clock moved.
+    pub clock: bool,
+}
+
+impl Changes {
+    /// True when nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+            && self.seen.is_empty()
+            && self.payments.is_empty()
+            && !self.programs
+            && !self.clock
+    }
 }
 
 /// What a record needs once its rejections are decided.
@@ -113,7 +142,40 @@ impl Engine {
                 programs: config.programs.clone(),
                 ..State::default()
             },
+            changes: Changes::default(),
         }
+    }
+
+    /// An engine with no programs: the streaming service's, whose programs all come from
+    /// `loyalty.program.updated` records in its log.
+    pub fn empty() -> Engine {
+        Engine::from_state(State::default())
+    }
+
+    /// An engine over a state loaded from a store.
+    pub fn from_state(mut state: State) -> Engine {
+        state.referral_codes = state
+            .accounts
+            .values()
+            .map(|a| ((a.program.clone(), a.referral_code.clone()), a.id.clone()))
+            .collect();
+        Engine {
+            state,
+            changes: Changes::default(),
+        }
+    }
+
+    /// What changed since the last call, and forget it.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    fn account_mut(&mut self, id: &str) -> Option<&mut Account> {
+        let account = self.state.accounts.get_mut(id)?;
+        if !self.changes.accounts.contains(id) {
+            self.changes.accounts.insert(id.to_string());
+        }
+        Some(account)
     }
 
     /// The state, for inspection.
@@ -144,6 +206,7 @@ impl Engine {
             }
         };
         self.state.seen.insert(rec.id.clone());
+        self.changes.seen.push(rec.id.clone());
         self.advance_clock(rec.created, out);
         let mut cx = Cx {
             source: rec.id.clone(),
@@ -253,12 +316,12 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|t| t.qualify_on == QualifyOn::Custom);
                 let id = ids::account_id(&prog.id, &q.customer);
-                if let (true, Some(account)) = (custom, self.state.accounts.get_mut(&id)) {
+                if let (true, Some(account)) = (custom, self.account_mut(&id)) {
                     account.qualifying_value = account.qualifying_value.saturating_add(q.amount);
                 }
             }
-            (Body::ProgramUpdated(_), Accepted::Program(prog)) => {
-                self.update_program(prog, &mut cx)
+            (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
+                self.update_program(prog, text, &mut cx)
             }
             // `check` refuses the commands of later sections, and pairs every other body with
             // the `Accepted` it needs.
@@ -428,6 +491,7 @@ impl Engine {
     fn advance_clock(&mut self, to: Timestamp, _out: &mut Vec<Output>) {
         if self.state.clock.is_none_or(|c| to > c) {
             self.state.clock = Some(to);
+            self.changes.clock = true;
         }
     }
 
@@ -479,6 +543,7 @@ impl Engine {
             .referral_codes
             .insert((prog.id.clone(), referral_code), id.clone());
         self.state.accounts.insert(id.clone(), account);
+        self.changes.accounts.insert(id.clone());
         cx.event("loyalty.account.created", data);
         let trigger = Trigger {
             kind: "loyalty.account.created",
@@ -558,6 +623,7 @@ impl Engine {
                     ..PaymentRecord::default()
                 });
             entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
+            self.changes.payments.insert(pid.clone());
             entry.awards.extend(awards);
         }
     }
@@ -600,6 +666,7 @@ impl Engine {
             cx.event("loyalty.points.reversed", data);
         }
         self.state.payments.insert(r.payment.clone(), payment);
+        self.changes.payments.insert(r.payment.clone());
     }
 
     fn earn_referral(
@@ -671,11 +738,7 @@ impl Engine {
                 if cash == 0 {
                     continue;
                 }
-                let account = self
-                    .state
-                    .accounts
-                    .get_mut(account_id)
-                    .expect("checked above");
+                let account = self.account_mut(account_id).expect("checked above");
                 account.rule_usage.entry(rule.id.clone()).or_default().uses += 1;
                 let mut data = base_data(account);
                 data.insert("rule".into(), Value::String(rule.id.clone()));
@@ -713,9 +776,7 @@ impl Engine {
                 continue;
             }
             let campaign_ids: Vec<String> = active.iter().map(|c| c.id.clone()).collect();
-            self.state
-                .accounts
-                .get_mut(account_id)
+            self.account_mut(account_id)
                 .expect("checked above")
                 .rule_usage
                 .entry(rule.id.clone())
@@ -815,9 +876,7 @@ impl Engine {
     ) -> (String, i128) {
         let id = cx.tx_id();
         let account = self
-            .state
-            .accounts
-            .get_mut(account_id)
+            .account_mut(account_id)
             .expect("transactions are posted to existing accounts");
         account.balance += i128::from(points);
         let balance = account.balance;
@@ -839,7 +898,16 @@ impl Engine {
     }
 
     /// Replaces (or adds) a program from this point of the log on (SPEC section 3).
-    fn update_program(&mut self, prog: Arc<Program>, cx: &mut Cx<'_>) {
+    fn update_program(&mut self, prog: Arc<Program>, text: &str, cx: &mut Cx<'_>) {
+        self.changes.programs = true;
+        *self
+            .state
+            .program_revisions
+            .entry(prog.id.clone())
+            .or_insert(0) += 1;
+        self.state
+            .program_texts
+            .insert(prog.id.clone(), text.to_string());
         let old = match self.state.programs.iter_mut().find(|p| p.id == prog.id) {
             Some(slot) => Some(std::mem::replace(slot, prog.clone())),
             None => {
@@ -858,7 +926,7 @@ impl Engine {
             .map(|a| a.id.clone())
             .collect();
         for id in ids {
-            let account = self.state.accounts.get_mut(&id).expect("listed above");
+            let account = self.account_mut(&id).expect("listed above");
             let new = tiers::highest_met(&prog, account.qualifying_value).map(|t| t.name.clone());
             let previous = std::mem::replace(&mut account.tier, new.clone());
             let (Some(from), Some(to)) = (previous, new) else {

@@ -339,15 +339,18 @@ fn is_null(raw: Option<&RawValue>) -> bool {
 pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
     let malformed =
         |source: Option<&str>, detail: &str| Err(Rejection::new(source, Reason::Malformed, detail));
+    // One detail for every record that is not a JSON object, whatever the cause, so that a
+    // record printed by `loyalty log` (as a JSON string, when it is not an object) is
+    // rejected with the very same line by a fold over that output.
+    const NOT_AN_OBJECT: &str = "the record is not a JSON object";
     let Ok(text) = std::str::from_utf8(bytes) else {
-        return malformed(None, "the record is not valid UTF-8");
+        return malformed(None, NOT_AN_OBJECT);
     };
     if !text.trim_start().starts_with('{') {
-        return malformed(None, "the record is not a JSON object");
+        return malformed(None, NOT_AN_OBJECT);
     }
-    let env: RawEnvelope<'_> = match serde_json::from_str(text) {
-        Ok(env) => env,
-        Err(e) => return malformed(None, &format!("the record is not valid JSON: {e}")),
+    let Ok(env) = serde_json::from_str::<RawEnvelope<'_>>(text) else {
+        return malformed(None, NOT_AN_OBJECT);
     };
     let id = env.id.and_then(as_string);
     let source = id.as_deref();
@@ -397,6 +400,21 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
         created,
         body,
     })
+}
+
+/// A log record as one line of JSON text: a JSON object keeps its bytes, with line breaks
+/// (which JSON allows only as whitespace between tokens) turned into spaces; anything else
+/// (not UTF-8, not JSON, not an object, empty) becomes a JSON string of its text, which the
+/// engine rejects exactly as it rejected the original: `malformed`, with the same detail.
+pub fn log_line(bytes: &[u8]) -> String {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        if text.trim_start().starts_with('{')
+            && serde_json::from_str::<serde::de::IgnoredAny>(text).is_ok()
+        {
+            return text.replace(['\n', '\r'], " ");
+        }
+    }
+    serde_json::to_string(&String::from_utf8_lossy(bytes)).unwrap_or_else(|_| "\"\"".into())
 }
 
 type Field<'a> = Option<&'a RawValue>;
@@ -709,6 +727,24 @@ mod tests {
             assert_eq!(r.reason, Reason::Invalid, "{line}");
             assert!(r.detail.starts_with(field), "{line}: {}", r.detail);
             assert_eq!(r.source.as_deref(), Some("e"));
+        }
+    }
+
+    #[test]
+    fn a_log_line_folds_like_the_record() {
+        for raw in [
+            &b"not json"[..],
+            b"",
+            b"   ",
+            b"\xff\xfe{",
+            b"{\"id\": \"e\",\n \"type\": \"clock.tick\", \"created\": \"2026-01-01T00:00:00Z\",\r\n \"data\": {}}",
+            b"{\"id\":\"e\",\"type\":\"x\",\"created\":\"2026-01-01T00:00:00Z\",\"data\":{\"customer\":\"a\\nb\"}}",
+            b"[1,\n2]",
+            b"{\"id\": 1}",
+        ] {
+            let line = log_line(raw);
+            assert!(!line.contains('\n') && !line.trim().is_empty(), "{line}");
+            assert_eq!(parse(line.as_bytes()), parse(raw), "{line}");
         }
     }
 

@@ -10,6 +10,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::Program;
 use crate::time::Timestamp;
 
@@ -31,10 +33,15 @@ pub struct State {
     pub referral_codes: BTreeMap<(String, String), String>,
     /// Payments applied, by `data.id`, for refunds.
     pub payments: HashMap<String, PaymentRecord, FixedState>,
+    /// The JSON text of each program set by a `loyalty.program.updated`, so that a store
+    /// can persist the programs as the log defined them.
+    pub program_texts: BTreeMap<String, String>,
+    /// How many updates each program has had.
+    pub program_revisions: BTreeMap<String, u64>,
 }
 
 /// A loyalty account: one per (program, customer).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// `loy_…`.
     pub id: String,
@@ -61,7 +68,7 @@ pub struct Account {
 }
 
 /// What one rule has awarded one member: for caps and `maxUses`.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleUsage {
     /// Times it awarded (transactions written, cashback paid).
     pub uses: u64,
@@ -90,7 +97,7 @@ impl RuleUsage {
 }
 
 /// A payment the engine applied: what a refund may give back.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRecord {
     /// Minor units paid.
     pub amount: i64,
@@ -103,7 +110,7 @@ pub struct PaymentRecord {
 }
 
 /// One award of a payment.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwardRecord {
     /// The account credited.
     pub account: String,

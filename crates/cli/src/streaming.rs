@@ -1,0 +1,256 @@
+//! The streaming subcommands: `run`, `export`, `log`, `replay`, `verify-signature`.
+
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use loyalty_store::Store;
+use loyalty_stream::{replay, service, signature, Format, Settings};
+
+/// Kafka connection and topic names, shared by the streaming subcommands.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Bootstrap brokers, `host:port[,host:port]`.
+    #[arg(long, env = "LOYALTY_BROKERS")]
+    pub brokers: String,
+    /// The engine's own log topic.
+    #[arg(long, default_value = "loyalty.log", env = "LOYALTY_LOG_TOPIC")]
+    pub log_topic: String,
+}
+
+/// Outbound encoding.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum FormatArg {
+    /// JSON envelopes.
+    Json,
+    /// protobuf `Envelope`s (proto/loyalty.proto).
+    Protobuf,
+}
+
+/// Options of `loyalty run` (and of `replay --publish`).
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The program config; programs that differ from the state's are appended to the log.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// The HMAC key outbound messages are signed with.
+    #[arg(long, env = "LOYALTY_SIGNING_SECRET", hide_env_values = true)]
+    pub signing_secret: Option<String>,
+    /// Outbound value encoding.
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: FormatArg,
+    /// Input topics, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "payment.completed,payment.refunded,invoice.paid,subscription.created,referral.converted,loyalty.commands"
+    )]
+    pub input_topics: Vec<String>,
+    /// Partitions of the input topics the engine creates.
+    #[arg(long, default_value_t = 1)]
+    pub input_partitions: i32,
+    /// Partitions of the log topic, when the engine creates it.
+    #[arg(long, default_value_t = 1)]
+    pub log_partitions: i32,
+    /// The dead-letter topic.
+    #[arg(long, default_value = "loyalty.dlq")]
+    pub dlq_topic: String,
+    /// Prefix of the outbound topics (each is named after its event type).
+    #[arg(long, default_value = "")]
+    pub output_prefix: String,
+    /// Seconds between the `clock.tick` records the engine writes into its log.
+    #[arg(long, default_value_t = 60)]
+    pub tick_interval_secs: u64,
+    /// How many seconds a record's `created` may be ahead of the wall clock.
+    #[arg(long, default_value_t = 300)]
+    pub max_skew_secs: u64,
+    /// Records per batch.
+    #[arg(long, default_value_t = 2000)]
+    pub batch_size: usize,
+}
+
+impl RunArgs {
+    pub fn settings(&self, need_secret: bool) -> Result<Settings> {
+        let mut s = Settings::new(&self.kafka.brokers);
+        s.log_topic = self.kafka.log_topic.clone();
+        s.input_topics = self.input_topics.clone();
+        s.input_partitions = self.input_partitions.max(1);
+        s.log_partitions = self.log_partitions.max(1);
+        s.dlq_topic = self.dlq_topic.clone();
+        s.output_prefix = self.output_prefix.clone();
+        s.format = match self.format {
+            FormatArg::Json => Format::Json,
+            FormatArg::Protobuf => Format::Protobuf,
+        };
+        s.tick_interval = Duration::from_secs(self.tick_interval_secs.max(1));
+        s.max_skew = Duration::from_secs(self.max_skew_secs);
+        s.batch_size = self.batch_size.max(1);
+        match &self.signing_secret {
+            Some(secret) if !secret.is_empty() => s.signing_secret = secret.as_bytes().to_vec(),
+            _ if need_secret => {
+                bail!("a signing secret is needed: --signing-secret or LOYALTY_SIGNING_SECRET")
+            }
+            _ => {}
+        }
+        if let Some(path) = &self.config {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?;
+            s.programs = loyalty_core::config::program_texts(&text)
+                .with_context(|| format!("the config {} does not validate", path.display()))?;
+        }
+        Ok(s)
+    }
+}
+
+/// A flag set by SIGINT or SIGTERM.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        rt.block_on(async {
+            #[cfg(unix)]
+            {
+                let mut term =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    {
+                        Ok(t) => t,
+                        Err(_) => return,
+                    };
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            #[cfg(not(unix))]
+            let _ = tokio::signal::ctrl_c().await;
+        });
+        tracing::info!("stopping");
+        flag.store(true, Ordering::SeqCst);
+    });
+    stop
+}
+
+pub fn run(args: &RunArgs, state: &Path) -> Result<()> {
+    let settings = args.settings(true)?;
+    let store = Store::open(state)
+        .with_context(|| format!("cannot open the state in {}", state.display()))?;
+    let stop = stop_on_signal();
+    let counters = Arc::new(service::Counters::default());
+    service::run(&settings, &store, &stop, &counters)
+}
+
+pub fn export(state: &Path) -> Result<()> {
+    let store = Store::open_read_only(state)
+        .with_context(|| format!("cannot open the state in {}", state.display()))?;
+    let stdout = io::stdout();
+    let mut w = BufWriter::new(stdout.lock());
+    let mut failed = None;
+    store.export(|line| {
+        if failed.is_none() {
+            if let Err(e) = writeln!(w, "{line}") {
+                failed = Some(e);
+            }
+        }
+    })?;
+    if let Some(e) = failed {
+        return Err(e).context("cannot write to standard output");
+    }
+    w.flush().context("cannot write to standard output")
+}
+
+pub fn log(kafka: &KafkaArgs) -> Result<()> {
+    let mut s = Settings::new(&kafka.brokers);
+    s.log_topic = kafka.log_topic.clone();
+    let stdout = io::stdout();
+    let mut w = BufWriter::new(stdout.lock());
+    replay::print_log(&s, &mut w)?;
+    w.flush().context("cannot write to standard output")
+}
+
+pub fn replay(args: &RunArgs, state: &Path, publish: bool) -> Result<()> {
+    let settings = args.settings(publish)?;
+    if state.exists()
+        && std::fs::read_dir(state)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false)
+    {
+        bail!(
+            "{} is not empty: replay rebuilds the state into a new directory",
+            state.display()
+        );
+    }
+    let mut store = Store::open(state)
+        .with_context(|| format!("cannot create the state in {}", state.display()))?;
+    store.set_sync(false);
+    let stop = stop_on_signal();
+    replay::replay(&settings, &store, publish, &stop)?;
+    Ok(())
+}
+
+/// Options of `loyalty verify-signature`.
+#[derive(Args, Debug)]
+pub struct VerifyArgs {
+    /// The signing secret.
+    #[arg(long, env = "LOYALTY_SIGNING_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// The `x-vinr-signature` header value.
+    #[arg(long)]
+    pub header: String,
+    /// A file holding the payload bytes exactly as received.
+    #[arg(long, conflicts_with = "payload")]
+    pub payload_file: Option<PathBuf>,
+    /// The payload, as text.
+    #[arg(long)]
+    pub payload: Option<String>,
+    /// Seconds the timestamp may be from now.
+    #[arg(long, default_value_t = 300)]
+    pub tolerance: i64,
+    /// Do not check the timestamp (for replayed events).
+    #[arg(long)]
+    pub no_tolerance: bool,
+    /// "Now", in unix seconds (default: the wall clock).
+    #[arg(long)]
+    pub now: Option<i64>,
+}
+
+pub fn verify(args: &VerifyArgs) -> Result<bool> {
+    let payload = match (&args.payload_file, &args.payload) {
+        (Some(f), _) => std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?,
+        (None, Some(p)) => p.clone().into_bytes(),
+        (None, None) => bail!("give the payload with --payload-file or --payload"),
+    };
+    let now = args.now.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    let tolerance = (!args.no_tolerance).then_some(args.tolerance);
+    match signature::verify(
+        &args.header,
+        &payload,
+        args.secret.as_bytes(),
+        tolerance,
+        now,
+    ) {
+        Ok(()) => {
+            println!("valid");
+            Ok(true)
+        }
+        Err(e) => {
+            println!("invalid: {e}");
+            Ok(false)
+        }
+    }
+}

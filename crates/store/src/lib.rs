@@ -1,0 +1,562 @@
+//! The engine's durable state in RocksDB.
+//!
+//! One [`Store::commit`] writes one batch of folded records atomically: the accounts,
+//! payments, seen ids, programs and clock the batch changed, the output lines it produced
+//! (the ledger in order: transactions, events, rejections), the outbox of messages to
+//! publish, and the log offsets it consumed. A crash leaves either all of a batch or none
+//! of it, so the engine resumes from the offsets it stored and never folds a record twice.
+//!
+//! Keys (one column family, prefixes):
+//! - `a/{loy}`: an account (JSON); `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
+//! - `m/programs`, `m/clock`, `m/seq`: programs as the log set them, the clock, the next
+//!   output sequence number
+//! - `m/log/{partition}`: the next log offset to fold; `m/src/{log partition}/{topic}/{partition}`:
+//!   the highest source offset folded from that log partition (to skip re-appended records)
+//! - `m/in/{topic}/{partition}`: the next input offset to sequence into the log
+//! - `o/{seq}`: an output line; `x/{seq}`: an outbox entry, removed once delivered
+//!
+//! Owns: the layout and atomicity. Must not know Kafka (offsets are plain numbers here).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use loyalty_core::engine::Changes;
+use loyalty_core::state::{Account, PaymentRecord, State};
+use loyalty_core::time::Timestamp;
+use loyalty_core::{config::parse_program, Engine};
+use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// RocksDB failed.
+    #[error("rocksdb: {0}")]
+    Rocks(#[from] rocksdb::Error),
+    /// A stored value did not decode: the state is corrupt.
+    #[error("corrupt state at key {key}: {why}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A message waiting to be published.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutboxEntry {
+    /// Its key in the store (`x/{seq}`), for removal after delivery.
+    pub seq: u64,
+    /// The topic.
+    pub topic: String,
+    /// The message key.
+    pub key: Option<Vec<u8>>,
+    /// The message value.
+    pub payload: Vec<u8>,
+    /// Headers, in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Offsets and positions kept beside the state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Positions {
+    /// Next log offset to fold, by log partition.
+    pub log: BTreeMap<i32, i64>,
+    /// Highest source offset folded, by (log partition, topic, partition).
+    pub src: BTreeMap<(i32, String, i32), i64>,
+    /// Next input offset to sequence, by (topic, partition).
+    pub input: BTreeMap<(String, i32), i64>,
+}
+
+/// One batch of folded records, ready to be written at once.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// What the engine changed.
+    pub changes: Changes,
+    /// Output lines (JSON), in order.
+    pub lines: Vec<String>,
+    /// Messages to publish (their `seq` is assigned by the store).
+    pub outbox: Vec<OutboxEntry>,
+    /// New log positions.
+    pub log: BTreeMap<i32, i64>,
+    /// New source offsets.
+    pub src: BTreeMap<(i32, String, i32), i64>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct StoredPrograms {
+    order: Vec<String>,
+    texts: BTreeMap<String, String>,
+    revisions: BTreeMap<String, u64>,
+}
+
+/// The engine's RocksDB.
+pub struct Store {
+    db: DB,
+    next_seq: std::sync::atomic::AtomicU64,
+    /// Sync the write-ahead log on every batch (durability across power loss).
+    sync: bool,
+    /// The scratch directory of a secondary (read-only) instance, removed on drop.
+    secondary: Option<std::path::PathBuf>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.secondary {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.db.path())
+            .finish()
+    }
+}
+
+const SEQ_KEY: &[u8] = b"m/seq";
+
+/// A stored key and its value.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
+fn corrupt(key: &[u8], why: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        key: String::from_utf8_lossy(key).into_owned(),
+        why: why.to_string(),
+    }
+}
+
+fn seq_key(prefix: &str, seq: u64) -> String {
+    format!("{prefix}/{seq:020}")
+}
+
+impl Store {
+    /// Opens (creating if missing) the store in `path`.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        opts.increase_parallelism(2);
+        let db = DB::open(&opts, path)?;
+        let next = match db.get(SEQ_KEY)? {
+            Some(v) => parse_u64(SEQ_KEY, &v)?,
+            None => 0,
+        };
+        Ok(Store {
+            db,
+            next_seq: std::sync::atomic::AtomicU64::new(next),
+            sync: true,
+            secondary: None,
+        })
+    }
+
+    /// Opens an existing store read-only, as a RocksDB secondary instance, so that
+    /// `loyalty export` can read a consistent view beside a running engine.
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        let mut opts = Options::default();
+        opts.set_max_open_files(-1);
+        let secondary = std::env::temp_dir().join(format!(
+            "loyalty-secondary-{}-{}",
+            std::process::id(),
+            path.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        ));
+        let db = DB::open_as_secondary(&opts, path, &secondary)?;
+        db.try_catch_up_with_primary()?;
+        let next = match db.get(SEQ_KEY)? {
+            Some(v) => parse_u64(SEQ_KEY, &v)?,
+            None => 0,
+        };
+        Ok(Store {
+            db,
+            next_seq: std::sync::atomic::AtomicU64::new(next),
+            sync: false,
+            secondary: Some(secondary),
+        })
+    }
+
+    /// Turns the per-batch WAL sync off (for replay into a fresh directory, which can be
+    /// redone from the log if the machine fails).
+    pub fn set_sync(&mut self, sync: bool) {
+        self.sync = sync;
+    }
+
+    fn prefix(
+        &self,
+        prefix: &str,
+    ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
+        let p = prefix.as_bytes().to_vec();
+        self.db
+            .iterator(IteratorMode::From(&p.clone(), Direction::Forward))
+            .map(|r| r.map_err(StoreError::from))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&p)))
+    }
+
+    /// Loads the engine's whole state.
+    pub fn load_engine(&self) -> Result<Engine, StoreError> {
+        let mut state = State::default();
+        for kv in self.prefix("a/") {
+            let (k, v) = kv?;
+            let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            state.accounts.insert(a.id.clone(), a);
+        }
+        for kv in self.prefix("p/") {
+            let (k, v) = kv?;
+            let p: PaymentRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            state
+                .payments
+                .insert(String::from_utf8_lossy(&k[2..]).into_owned(), p);
+        }
+        for kv in self.prefix("s/") {
+            let (k, _) = kv?;
+            state
+                .seen
+                .insert(String::from_utf8_lossy(&k[2..]).into_owned());
+        }
+        if let Some(v) = self.db.get(b"m/programs")? {
+            let p: StoredPrograms =
+                serde_json::from_slice(&v).map_err(|e| corrupt(b"m/programs", e))?;
+            for id in &p.order {
+                let text = p
+                    .texts
+                    .get(id)
+                    .ok_or_else(|| corrupt(b"m/programs", format!("no text for {id}")))?;
+                let prog = parse_program(text).map_err(|e| corrupt(b"m/programs", e))?;
+                state.programs.push(Arc::new(prog));
+            }
+            state.program_texts = p.texts;
+            state.program_revisions = p.revisions;
+        }
+        if let Some(v) = self.db.get(b"m/clock")? {
+            state.clock = Some(Timestamp(parse_u64(b"m/clock", &v)? as i64));
+        }
+        Ok(Engine::from_state(state))
+    }
+
+    /// The stored positions.
+    pub fn positions(&self) -> Result<Positions, StoreError> {
+        let mut p = Positions::default();
+        for kv in self.prefix("m/log/") {
+            let (k, v) = kv?;
+            let part = parse_i32(&k, &k[6..])?;
+            p.log.insert(part, parse_u64(&k, &v)? as i64);
+        }
+        for kv in self.prefix("m/src/") {
+            let (k, v) = kv?;
+            let rest = String::from_utf8_lossy(&k[6..]).into_owned();
+            let (lp, rest) = rest.split_once('/').ok_or_else(|| corrupt(&k, "bad key"))?;
+            let (topic, part) = rest
+                .rsplit_once('/')
+                .ok_or_else(|| corrupt(&k, "bad key"))?;
+            let lp: i32 = lp.parse().map_err(|e| corrupt(&k, e))?;
+            let part: i32 = part.parse().map_err(|e| corrupt(&k, e))?;
+            p.src
+                .insert((lp, topic.to_string(), part), parse_u64(&k, &v)? as i64);
+        }
+        for kv in self.prefix("m/in/") {
+            let (k, v) = kv?;
+            let rest = String::from_utf8_lossy(&k[5..]).into_owned();
+            let (topic, part) = rest
+                .rsplit_once('/')
+                .ok_or_else(|| corrupt(&k, "bad key"))?;
+            let part: i32 = part.parse().map_err(|e| corrupt(&k, e))?;
+            p.input
+                .insert((topic.to_string(), part), parse_u64(&k, &v)? as i64);
+        }
+        Ok(p)
+    }
+
+    /// Writes a batch of folded records atomically.
+    pub fn commit(&self, engine: &Engine, batch: Batch) -> Result<(), StoreError> {
+        let state = engine.state();
+        let mut wb = WriteBatch::default();
+        let c = &batch.changes;
+        for id in &c.accounts {
+            if let Some(a) = state.accounts.get(id) {
+                let v = serde_json::to_vec(a).map_err(|e| corrupt(id.as_bytes(), e))?;
+                wb.put(format!("a/{id}"), v);
+            }
+        }
+        for id in &c.payments {
+            if let Some(p) = state.payments.get(id) {
+                let v = serde_json::to_vec(p).map_err(|e| corrupt(id.as_bytes(), e))?;
+                wb.put(format!("p/{id}"), v);
+            }
+        }
+        for id in &c.seen {
+            wb.put(format!("s/{id}"), b"");
+        }
+        if c.programs {
+            let p = StoredPrograms {
+                order: state.programs.iter().map(|p| p.id.clone()).collect(),
+                texts: state.program_texts.clone(),
+                revisions: state.program_revisions.clone(),
+            };
+            let v = serde_json::to_vec(&p).map_err(|e| corrupt(b"m/programs", e))?;
+            wb.put(b"m/programs", v);
+        }
+        if let (true, Some(clock)) = (c.clock, state.clock) {
+            wb.put(b"m/clock", (clock.0 as u64).to_be_bytes());
+        }
+        let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
+        for line in &batch.lines {
+            wb.put(seq_key("o", seq), line.as_bytes());
+            seq += 1;
+        }
+        for entry in &batch.outbox {
+            wb.put(seq_key("x", seq), encode_outbox(entry));
+            seq += 1;
+        }
+        wb.put(SEQ_KEY, seq.to_be_bytes());
+        for (part, off) in &batch.log {
+            wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
+        }
+        for ((lp, topic, part), off) in &batch.src {
+            wb.put(
+                format!("m/src/{lp}/{topic}/{part}"),
+                (*off as u64).to_be_bytes(),
+            );
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo)?;
+        self.next_seq
+            .store(seq, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Stores the sequencer's next input offsets.
+    pub fn store_input_offsets(
+        &self,
+        offsets: &BTreeMap<(String, i32), i64>,
+    ) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for ((topic, part), off) in offsets {
+            wb.put(format!("m/in/{topic}/{part}"), (*off as u64).to_be_bytes());
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.write_opt(wb, &wo)?;
+        Ok(())
+    }
+
+    /// Every outbox entry, in order.
+    pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.prefix("x/") {
+            let (k, v) = kv?;
+            let seq: u64 = std::str::from_utf8(&k[2..])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| corrupt(&k, "bad sequence"))?;
+            out.push(decode_outbox(seq, &v).ok_or_else(|| corrupt(&k, "bad outbox entry"))?);
+        }
+        Ok(out)
+    }
+
+    /// Removes delivered outbox entries.
+    pub fn remove_outbox(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut wb = WriteBatch::default();
+        for s in seqs {
+            wb.delete(seq_key("x", *s));
+        }
+        self.db.write(wb)?;
+        Ok(())
+    }
+
+    /// Prints the state as `loyalty fold` prints it: the output lines in order, then the
+    /// accounts sorted by id.
+    pub fn export(&self, mut emit: impl FnMut(&str)) -> Result<(), StoreError> {
+        for kv in self.prefix("o/") {
+            let (k, v) = kv?;
+            let line = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e))?;
+            emit(line);
+        }
+        let engine = self.load_engine()?;
+        for a in engine.accounts() {
+            emit(&a.to_json_line());
+        }
+        Ok(())
+    }
+}
+
+fn parse_u64(key: &[u8], v: &[u8]) -> Result<u64, StoreError> {
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| corrupt(key, "not an 8-byte number"))?;
+    Ok(u64::from_be_bytes(b))
+}
+
+fn parse_i32(key: &[u8], v: &[u8]) -> Result<i32, StoreError> {
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| corrupt(key, "bad partition"))
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_be_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
+    let mut out = Vec::with_capacity(e.payload.len() + 128);
+    put_bytes(&mut out, e.topic.as_bytes());
+    match &e.key {
+        Some(k) => {
+            out.push(1);
+            put_bytes(&mut out, k);
+        }
+        None => out.push(0),
+    }
+    put_bytes(&mut out, &e.payload);
+    out.extend_from_slice(&(e.headers.len() as u32).to_be_bytes());
+    for (k, v) in &e.headers {
+        put_bytes(&mut out, k.as_bytes());
+        put_bytes(&mut out, v);
+    }
+    out
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn u32(&mut self) -> Option<u32> {
+        let (head, rest) = self.0.split_first_chunk::<4>()?;
+        self.0 = rest;
+        Some(u32::from_be_bytes(*head))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        if self.0.len() < n {
+            return None;
+        }
+        let (b, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(b)
+    }
+    fn byte(&mut self) -> Option<u8> {
+        let (b, rest) = self.0.split_first()?;
+        self.0 = rest;
+        Some(*b)
+    }
+}
+
+fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
+    let mut r = Reader(v);
+    let topic = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+    let key = match r.byte()? {
+        1 => Some(r.bytes()?.to_vec()),
+        _ => None,
+    };
+    let payload = r.bytes()?.to_vec();
+    let n = r.u32()?;
+    let mut headers = Vec::new();
+    for _ in 0..n {
+        let k = String::from_utf8(r.bytes()?.to_vec()).ok()?;
+        headers.push((k, r.bytes()?.to_vec()));
+    }
+    Some(OutboxEntry {
+        seq,
+        topic,
+        key,
+        payload,
+        headers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loyalty_core::output::Output;
+
+    fn tmp(label: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("loyalty-store-{}-{label}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    const PROGRAM: &str = r#"{"id":"prog_a","currency":"EUR","autoEnroll":true,"earningRules":[{"id":"rule_a","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}]}"#;
+
+    fn fold_into(store: &Store, engine: &mut Engine, records: &[String]) {
+        let mut out = Vec::new();
+        for r in records {
+            engine.apply(r.as_bytes(), &mut out);
+        }
+        let batch = Batch {
+            changes: engine.take_changes(),
+            lines: out.iter().map(Output::to_json_line).collect(),
+            outbox: vec![OutboxEntry {
+                seq: 0,
+                topic: "t".into(),
+                key: Some(b"k".to_vec()),
+                payload: b"\xff payload".to_vec(),
+                headers: vec![("h".into(), b"v".to_vec())],
+            }],
+            log: [(0, records.len() as i64)].into_iter().collect(),
+            src: [((0, "payment.completed".to_string(), 0), 7)]
+                .into_iter()
+                .collect(),
+        };
+        store.commit(engine, batch).unwrap();
+    }
+
+    #[test]
+    fn a_reopened_store_continues_where_it_stopped() {
+        let dir = tmp("reopen");
+        let update = format!(
+            r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{PROGRAM}}}"#
+        );
+        let pay = |i: u32| {
+            format!(
+                r#"{{"id":"e{i}","type":"payment.completed","created":"2026-01-0{i}T00:00:00Z","data":{{"id":"p{i}","customer":"c","amount":1000,"currency":"EUR"}}}}"#
+            )
+        };
+        let all = [update.clone(), pay(1), pay(2), pay(3)];
+        let mut straight = Engine::empty();
+        let mut expected = Vec::new();
+        for r in &all {
+            straight.apply(r.as_bytes(), &mut expected);
+        }
+        {
+            let store = Store::open(&dir).unwrap();
+            let mut e = store.load_engine().unwrap();
+            fold_into(&store, &mut e, &all[..2]);
+        }
+        let store = Store::open(&dir).unwrap();
+        let mut e = store.load_engine().unwrap();
+        assert_eq!(e.state().accounts.len(), 1);
+        fold_into(&store, &mut e, &all[2..]);
+        assert_eq!(
+            e.state(),
+            straight.state(),
+            "the reloaded engine is the straight one"
+        );
+        let mut lines = Vec::new();
+        store.export(|l| lines.push(l.to_string())).unwrap();
+        let want: Vec<String> = expected
+            .iter()
+            .map(Output::to_json_line)
+            .chain(straight.accounts().map(|a| a.to_json_line()))
+            .collect();
+        assert_eq!(lines, want);
+        let outbox = store.outbox().unwrap();
+        assert_eq!(outbox.len(), 2);
+        assert_eq!(outbox[0].payload, b"\xff payload");
+        store.remove_outbox(&[outbox[0].seq]).unwrap();
+        assert_eq!(store.outbox().unwrap().len(), 1);
+        let pos = store.positions().unwrap();
+        assert_eq!(pos.log.get(&0), Some(&2));
+        assert_eq!(
+            pos.src.get(&(0, "payment.completed".to_string(), 0)),
+            Some(&7)
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

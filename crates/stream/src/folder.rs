@@ -1,0 +1,109 @@
+//! Folding the engine's log: log records in, one atomic store batch out.
+
+use std::collections::BTreeMap;
+
+use loyalty_core::output::Output;
+use loyalty_core::Engine;
+use loyalty_store::{Batch, Store, StoreError};
+
+use crate::logrec::{self, Dedupe, Meta};
+use crate::outbox;
+use crate::Settings;
+
+/// The engine over its store, with the log positions it has folded.
+pub struct Folder {
+    /// The pure engine.
+    pub engine: Engine,
+    dedupe: Dedupe,
+    /// Next log offset to fold, by log partition.
+    pub positions: BTreeMap<i32, i64>,
+    /// Whether folded events go to the outbox (replay leaves them out unless asked).
+    publish: bool,
+    batch: Batch,
+    out: Vec<Output>,
+    /// Records folded in the open batch.
+    pub pending: usize,
+    /// Points awarded so far by this folder (for the live view).
+    pub awarded: i128,
+    /// Tier changes so far.
+    pub tier_changes: u64,
+}
+
+impl std::fmt::Debug for Folder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Folder")
+            .field("positions", &self.positions)
+            .finish()
+    }
+}
+
+impl Folder {
+    /// A folder resuming from what `store` holds.
+    pub fn open(store: &Store, publish: bool) -> Result<Folder, StoreError> {
+        let engine = store.load_engine()?;
+        let positions = store.positions()?;
+        Ok(Folder {
+            engine,
+            dedupe: Dedupe { max: positions.src },
+            positions: positions.log,
+            publish,
+            batch: Batch::default(),
+            out: Vec::new(),
+            pending: 0,
+            awarded: 0,
+            tier_changes: 0,
+        })
+    }
+
+    /// Folds one log record into the open batch.
+    pub fn fold(
+        &mut self,
+        settings: &Settings,
+        partition: i32,
+        offset: i64,
+        meta: &Meta,
+        value: &[u8],
+    ) {
+        self.positions.insert(partition, offset + 1);
+        self.batch.log.insert(partition, offset + 1);
+        self.pending += 1;
+        if let Some(src) = &meta.source {
+            if self.dedupe.seen_before(partition, src) {
+                tracing::debug!(?src, "skipping a record appended twice to the log");
+                return;
+            }
+            self.batch
+                .src
+                .insert((partition, src.topic.clone(), src.partition), src.offset);
+        }
+        let json = logrec::json_value(meta.content_type.as_deref(), value);
+        self.out.clear();
+        self.engine.apply(&json, &mut self.out);
+        for o in &self.out {
+            match o {
+                Output::Transaction(t) if t.kind == loyalty_core::output::TxKind::Award => {
+                    self.awarded += i128::from(t.points);
+                }
+                Output::Event(e) if e.kind == "loyalty.tier.changed" => self.tier_changes += 1,
+                _ => {}
+            }
+            self.batch.lines.push(o.to_json_line());
+            if self.publish {
+                if let Some(e) = outbox::entry(settings, o, value, meta.source.as_ref()) {
+                    self.batch.outbox.push(e);
+                }
+            }
+        }
+    }
+
+    /// Writes the open batch to the store, atomically. Returns the records it held.
+    pub fn commit(&mut self, store: &Store) -> Result<usize, StoreError> {
+        if self.pending == 0 {
+            return Ok(0);
+        }
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.changes = self.engine.take_changes();
+        store.commit(&self.engine, batch)?;
+        Ok(std::mem::take(&mut self.pending))
+    }
+}

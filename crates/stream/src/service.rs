@@ -1,0 +1,503 @@
+//! `loyalty run`: sequence the input topics into the log, fold the log into the store,
+//! publish the outbox. One loop, three steps, each batched:
+//!
+//! 1. Sequence: poll up to a batch of input records; reject those whose `created` is too
+//!    far ahead of the wall clock (to the DLQ); append the rest to the log with their
+//!    source in headers (program updates to every partition); once the log has
+//!    acknowledged them, store the next input offsets. A crash in between appends the same
+//!    records again on restart; the folder recognises them by their source and skips them.
+//! 2. Fold: poll up to a batch of log records, fold them, and write state, ledger lines,
+//!    outbox and log offsets in one RocksDB batch.
+//! 3. Publish: send the outbox with an idempotent producer; remove each entry once its
+//!    delivery is acknowledged. What a crash leaves in the outbox is sent again, with the
+//!    same bytes.
+//!
+//! The wall clock is read here, and only here: for the skew check and for the `clock.tick`
+//! records the engine appends to its log.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use loyalty_core::config::parse_program;
+use loyalty_core::time::Timestamp;
+use loyalty_store::Store;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use tokio::runtime::Runtime;
+
+use crate::folder::Folder;
+use crate::logrec::{self, Source};
+use crate::outbox::{DETAIL, REASON, SOURCE_ID};
+use crate::watermark::cached_high;
+use crate::{topics, Settings};
+
+/// A Kafka consumer that reads assigned partitions (no group join: the engine keeps its
+/// offsets in its own store).
+pub fn consumer(settings: &Settings) -> Result<BaseConsumer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("group.id", "loyalty-engine")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set("fetch.wait.max.ms", "10")
+        .create()
+        .context("cannot create a Kafka consumer")
+}
+
+/// The idempotent producer that writes the log and publishes the outbox.
+pub fn producer(settings: &Settings) -> Result<FutureProducer> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "60000")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .context("cannot create the Kafka producer")
+}
+
+/// The wall clock, in unix seconds.
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The log partition of a key: FNV-1a, so that it is the same in every run.
+pub fn partition_of(key: Option<&[u8]>, partitions: i32) -> i32 {
+    let Some(key) = key else { return 0 };
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    (h % partitions.max(1) as u32) as i32
+}
+
+fn send(
+    producer: &FutureProducer,
+    mut record: FutureRecord<'_, [u8], [u8]>,
+) -> Result<DeliveryFuture> {
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((
+                rdkafka::error::KafkaError::MessageProduction(
+                    rdkafka::types::RDKafkaErrorCode::QueueFull,
+                ),
+                r,
+            )) => {
+                record = r;
+                producer.poll(Duration::from_millis(10));
+            }
+            Err((e, _)) => return Err(e).context("cannot queue a message"),
+        }
+    }
+}
+
+fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>) -> Result<()> {
+    for f in futures {
+        match rt.block_on(f) {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e).context("a message was not delivered"),
+            Err(_) => anyhow::bail!("the producer went away before delivering"),
+        }
+    }
+    Ok(())
+}
+
+/// Sends every outbox entry and removes the delivered ones. Returns how many were sent.
+pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) -> Result<usize> {
+    let entries = store.outbox().context("cannot read the outbox")?;
+    if entries.is_empty() {
+        return Ok(0);
+    }
+    let mut pending = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+        for (k, v) in &e.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v.as_slice()),
+            });
+        }
+        let mut rec = FutureRecord::to(&e.topic)
+            .payload(e.payload.as_slice())
+            .headers(headers);
+        if let Some(k) = &e.key {
+            rec = rec.key(k.as_slice());
+        }
+        pending.push((e.seq, send(producer, rec)?));
+    }
+    let mut delivered = Vec::with_capacity(pending.len());
+    let mut failed = None;
+    for (seq, f) in pending {
+        match rt.block_on(f) {
+            Ok(Ok(_)) => delivered.push(seq),
+            Ok(Err((e, _))) => failed = Some(e.to_string()),
+            Err(_) => failed = Some("the producer went away".into()),
+        }
+    }
+    store
+        .remove_outbox(&delivered)
+        .context("cannot trim the outbox")?;
+    if let Some(e) = failed {
+        tracing::warn!(error = %e, left = entries.len() - delivered.len(), "outbox not fully delivered; will retry");
+    }
+    Ok(delivered.len())
+}
+
+/// Polls up to `max` messages, waiting at most `wait` for the first.
+fn poll_batch<'c>(
+    consumer: &'c BaseConsumer,
+    max: usize,
+    wait: Duration,
+) -> Vec<rdkafka::message::BorrowedMessage<'c>> {
+    let mut out = Vec::new();
+    let mut timeout = wait;
+    while out.len() < max {
+        match consumer.poll(timeout) {
+            Some(Ok(m)) => out.push(m),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                break;
+            }
+            None => break,
+        }
+        timeout = Duration::ZERO;
+    }
+    out
+}
+
+/// Assigns every partition of `topic` at the given next offsets (the beginning where none).
+fn assign(
+    consumer: &BaseConsumer,
+    topics_and_offsets: &[(String, i32, Option<i64>)],
+) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for (t, p, off) in topics_and_offsets {
+        let offset = off.map_or(Offset::Beginning, Offset::Offset);
+        tpl.add_partition_offset(t, *p, offset)
+            .context("cannot build the assignment")?;
+    }
+    consumer.assign(&tpl).context("cannot assign partitions")?;
+    Ok(())
+}
+
+/// The high watermark of every partition of the log.
+pub fn log_ends(
+    consumer: &BaseConsumer,
+    settings: &Settings,
+    partitions: i32,
+) -> Result<BTreeMap<i32, i64>> {
+    (0..partitions)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(&settings.log_topic, p, Duration::from_secs(30))
+                .map(|(_, high)| (p, high))
+                .with_context(|| format!("cannot read the end of {} [{p}]", settings.log_topic))
+        })
+        .collect()
+}
+
+/// Appends a record the engine writes itself (a tick, a program update) to every log
+/// partition.
+fn broadcast(
+    producer: &FutureProducer,
+    settings: &Settings,
+    partitions: i32,
+    value: &[u8],
+    futures: &mut Vec<DeliveryFuture>,
+) -> Result<()> {
+    for p in 0..partitions {
+        let rec = FutureRecord::to(&settings.log_topic)
+            .payload(value)
+            .partition(p)
+            .headers(logrec::headers(None, true, None));
+        futures.push(send(producer, rec)?);
+    }
+    Ok(())
+}
+
+/// The running service's counters, for logs and the demo's live view.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Input records sequenced into the log.
+    pub sequenced: std::sync::atomic::AtomicU64,
+    /// Log records folded.
+    pub folded: std::sync::atomic::AtomicU64,
+    /// Messages published from the outbox.
+    pub published: std::sync::atomic::AtomicU64,
+    /// Points awarded.
+    pub awarded: std::sync::atomic::AtomicI64,
+    /// Tier changes.
+    pub tier_changes: std::sync::atomic::AtomicU64,
+}
+
+/// Runs the service until `stop` is set. Returns after the last batch is stored and the
+/// outbox is flushed.
+pub fn run(
+    settings: &Settings,
+    store: &Store,
+    stop: &AtomicBool,
+    counters: &Arc<Counters>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(topics::ensure(settings))?;
+    let producer = producer(settings)?;
+    let mut folder = Folder::open(store, true).context("cannot load the state")?;
+
+    // Whatever a previous run stored but did not deliver goes out first.
+    publish_outbox(&rt, &producer, store)?;
+
+    let log_consumer = consumer(settings)?;
+    let log_partitions = topics::partitions(&log_consumer, &settings.log_topic)?;
+    let assignment: Vec<_> = (0..log_partitions)
+        .map(|p| {
+            (
+                settings.log_topic.clone(),
+                p,
+                folder.positions.get(&p).copied(),
+            )
+        })
+        .collect();
+    assign(&log_consumer, &assignment)?;
+
+    // Catch up with the log as it is now, so that the engine holds all it has.
+    let mut ends = log_ends(&log_consumer, settings, log_partitions)?;
+    loop {
+        for (p, end) in ends.iter_mut() {
+            if let Some(high) = cached_high(&log_consumer, &settings.log_topic, *p) {
+                *end = (*end).max(high);
+            }
+        }
+        let behind = ends
+            .iter()
+            .any(|(p, end)| folder.positions.get(p).copied().unwrap_or(0) < *end);
+        if !behind || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
+        counters.published.fetch_add(
+            publish_outbox(&rt, &producer, store)? as u64,
+            Ordering::Relaxed,
+        );
+    }
+
+    // Program config changes enter the log, so that replay sees them where they happened.
+    let mut futures = Vec::new();
+    for (id, text) in &settings.programs {
+        let wanted =
+            parse_program(text).with_context(|| format!("program {id} does not validate"))?;
+        let state = folder.engine.state();
+        if state.program(id).is_some_and(|p| **p == wanted) {
+            continue;
+        }
+        let revision = state.program_revisions.get(id).copied().unwrap_or(0) + 1;
+        let created = state.clock.unwrap_or(Timestamp(0));
+        let record = format!(
+            r#"{{"id":{},"type":"loyalty.program.updated","created":"{created}","data":{text}}}"#,
+            serde_json::Value::String(format!("cfg_{id}_{revision}"))
+        );
+        tracing::info!(program = %id, revision, "appending the configured program to the log");
+        broadcast(
+            &producer,
+            settings,
+            log_partitions,
+            record.as_bytes(),
+            &mut futures,
+        )?;
+    }
+    await_all(&rt, std::mem::take(&mut futures))?;
+
+    let input_consumer = consumer(settings)?;
+    let mut input_offsets = store.positions()?.input;
+    let mut assignment = Vec::new();
+    for t in &settings.input_topics {
+        for p in 0..topics::partitions(&input_consumer, t)? {
+            assignment.push((t.clone(), p, input_offsets.get(&(t.clone(), p)).copied()));
+        }
+    }
+    assign(&input_consumer, &assignment)?;
+
+    let mut last_tick = Instant::now();
+    tracing::info!(log_partitions, inputs = assignment.len(), "running");
+    while !stop.load(Ordering::Relaxed) {
+        // 1. Sequence.
+        let messages = poll_batch(
+            &input_consumer,
+            settings.batch_size,
+            Duration::from_millis(5),
+        );
+        let wall = now();
+        let mut touched = BTreeMap::new();
+        for m in &messages {
+            let value = m.payload().unwrap_or_default();
+            let meta = logrec::meta(m.headers());
+            let json = logrec::json_value(meta.content_type.as_deref(), value);
+            let parsed = loyalty_core::envelope::parse(&json).ok();
+            let src = Source {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            touched.insert((src.topic.clone(), src.partition), src.offset + 1);
+            if let Some(rec) = parsed
+                .as_ref()
+                .filter(|r| r.created.0 > wall + settings.max_skew.as_secs() as i64)
+            {
+                let detail = format!(
+                    "created: {} is more than {} s ahead of the engine's clock",
+                    rec.created,
+                    settings.max_skew.as_secs()
+                );
+                let headers = OwnedHeaders::new()
+                    .insert(Header {
+                        key: REASON,
+                        value: Some(b"invalid".as_slice()),
+                    })
+                    .insert(Header {
+                        key: DETAIL,
+                        value: Some(detail.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: SOURCE_ID,
+                        value: Some(rec.id.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: logrec::SRC_TOPIC,
+                        value: Some(src.topic.as_bytes()),
+                    })
+                    .insert(Header {
+                        key: logrec::SRC_PARTITION,
+                        value: Some(src.partition.to_string().as_bytes()),
+                    })
+                    .insert(Header {
+                        key: logrec::SRC_OFFSET,
+                        value: Some(src.offset.to_string().as_bytes()),
+                    });
+                let rec = FutureRecord::to(&settings.dlq_topic)
+                    .payload(value)
+                    .key(rec.id.as_bytes())
+                    .headers(headers);
+                futures.push(send(&producer, rec)?);
+                continue;
+            }
+            let headers = logrec::headers(Some(&src), false, meta.content_type.as_deref());
+            let is_update = parsed
+                .as_ref()
+                .is_some_and(|r| r.kind == "loyalty.program.updated");
+            let parts: Vec<i32> = if is_update {
+                (0..log_partitions).collect()
+            } else {
+                vec![partition_of(m.key(), log_partitions)]
+            };
+            for p in parts {
+                let mut rec = FutureRecord::to(&settings.log_topic)
+                    .payload(value)
+                    .partition(p)
+                    .headers(headers.clone());
+                if let Some(k) = m.key() {
+                    rec = rec.key(k);
+                }
+                futures.push(send(&producer, rec)?);
+            }
+        }
+        // Ticks, so that time-driven effects happen without traffic.
+        if last_tick.elapsed() >= settings.tick_interval {
+            last_tick = Instant::now();
+            let created = Timestamp(wall);
+            let tick = format!(
+                r#"{{"id":"tick_{wall}","type":"clock.tick","created":"{created}","data":{{}}}}"#
+            );
+            broadcast(
+                &producer,
+                settings,
+                log_partitions,
+                tick.as_bytes(),
+                &mut futures,
+            )?;
+        }
+        await_all(&rt, std::mem::take(&mut futures))?;
+        if !touched.is_empty() {
+            input_offsets.extend(touched);
+            store
+                .store_input_offsets(&input_offsets)
+                .context("cannot store the input offsets")?;
+            counters
+                .sequenced
+                .fetch_add(messages.len() as u64, Ordering::Relaxed);
+        }
+        drop(messages);
+
+        // 2. Fold.
+        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
+
+        // 3. Publish.
+        counters.published.fetch_add(
+            publish_outbox(&rt, &producer, store)? as u64,
+            Ordering::Relaxed,
+        );
+    }
+    fold_step(settings, store, &log_consumer, &mut folder, counters)?;
+    publish_outbox(&rt, &producer, store)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn fold_step(
+    settings: &Settings,
+    store: &Store,
+    consumer: &BaseConsumer,
+    folder: &mut Folder,
+    counters: &Counters,
+) -> Result<()> {
+    let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5));
+    for m in &messages {
+        let meta = logrec::meta(m.headers());
+        folder.fold(
+            settings,
+            m.partition(),
+            m.offset(),
+            &meta,
+            m.payload().unwrap_or_default(),
+        );
+    }
+    let n = folder
+        .commit(store)
+        .context("cannot store a folded batch")?;
+    counters.folded.fetch_add(n as u64, Ordering::Relaxed);
+    counters.awarded.store(
+        i64::try_from(folder.awarded).unwrap_or(i64::MAX),
+        Ordering::Relaxed,
+    );
+    counters
+        .tier_changes
+        .store(folder.tier_changes, Ordering::Relaxed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_stable() {
+        assert_eq!(partition_of(Some(b"cus_A"), 1), 0);
+        assert_eq!(partition_of(None, 8), 0);
+        let p = partition_of(Some(b"cus_A"), 8);
+        assert_eq!(p, partition_of(Some(b"cus_A"), 8));
+        assert!((0..8).contains(&p));
+    }
+}

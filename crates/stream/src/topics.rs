@@ -1,0 +1,82 @@
+//! Creating the topics the engine needs when they are missing.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::ClientConfig;
+
+use crate::Settings;
+
+/// Creates every input, log, output and dead-letter topic that does not exist yet.
+pub async fn ensure(settings: &Settings) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .context("cannot create the Kafka admin client")?;
+    let mut wanted: Vec<(String, i32)> = settings
+        .input_topics
+        .iter()
+        .map(|t| (t.clone(), settings.input_partitions))
+        .collect();
+    wanted.push((settings.log_topic.clone(), settings.log_partitions));
+    wanted.push((settings.dlq_topic.clone(), 1));
+    wanted.extend(settings.output_topics().into_iter().map(|t| (t, 1)));
+    let existing = existing_topics(settings)?;
+    let missing: Vec<&(String, i32)> = wanted
+        .iter()
+        .filter(|(t, _)| !existing.contains(t))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic<'_>> = missing
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = admin
+        .create_topics(&new, &opts)
+        .await
+        .context("CreateTopics failed")?;
+    for r in results {
+        match r {
+            Ok(t) => tracing::info!(topic = %t, "created topic"),
+            Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
+                tracing::debug!(topic = %t, "topic exists")
+            }
+            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn existing_topics(settings: &Settings) -> Result<Vec<String>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .context("cannot create a Kafka client")?;
+    let md = c
+        .fetch_metadata(None, Duration::from_secs(30))
+        .context("cannot fetch the cluster's metadata")?;
+    Ok(md.topics().iter().map(|t| t.name().to_string()).collect())
+}
+
+/// The number of partitions of `topic`.
+pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("cannot fetch the metadata of {topic}"))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .with_context(|| format!("topic {topic} does not exist"))?;
+    if let Some(e) = t.error() {
+        anyhow::bail!("topic {topic}: {e:?}");
+    }
+    Ok(t.partitions().len() as i32)
+}
