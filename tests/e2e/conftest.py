@@ -165,10 +165,13 @@ class Engine:
                 "--dlq-topic", f"{p}loyalty.dlq", "--output-prefix", p,
                 "--signing-secret", SECRET, "--tick-interval-secs", "3600", "--batch-size", "200"] + self.extra
 
-    def start(self):
+    def start(self, failpoint=None):
+        env = dict(os.environ, LOYALTY_LOG="info")
+        env.pop("LOYALTY_FAILPOINT", None)
+        if failpoint:
+            env["LOYALTY_FAILPOINT"] = failpoint
         self.proc = subprocess.Popen([loyalty_bin(), "run", "--state", str(self.state)] + self.args(),
-                                     stdout=self.log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, LOYALTY_LOG="info"))
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
         # Upstream produces only once the engine has created its topics (a produce to a
         # missing topic would auto-create it with the broker's default partitions).
         from kafka import KafkaConsumer

@@ -69,6 +69,11 @@ fn streaming(args: &DemoArgs) -> Result<()> {
             .create_topic(t, 3, 1)
             .context("cannot create a demo topic")?;
     }
+    for t in settings.output_topics().iter().chain([&settings.dlq_topic]) {
+        cluster
+            .create_topic(t, 1, 1)
+            .context("cannot create a demo topic")?;
+    }
 
     let stop = Arc::new(AtomicBool::new(false));
     let counters = Arc::new(Counters::default());
@@ -142,7 +147,9 @@ fn streaming(args: &DemoArgs) -> Result<()> {
             break;
         }
         if engine.is_finished() {
-            break;
+            let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+            result.context("the engine stopped")?;
+            anyhow::bail!("the engine stopped before folding every payment");
         }
         if started.elapsed() > Duration::from_secs(300) {
             anyhow::bail!("the demo did not finish within 5 minutes");

@@ -34,7 +34,7 @@ use crate::folder::Folder;
 use crate::logrec::{self, Source};
 use crate::outbox::{DETAIL, REASON, SOURCE_ID};
 use crate::watermark::cached_high;
-use crate::{topics, Settings};
+use crate::{failpoint, topics, Settings};
 
 /// A Kafka consumer that reads assigned partitions (no group join: the engine keeps its
 /// offsets in its own store).
@@ -145,6 +145,9 @@ pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) ->
             Ok(Err((e, _))) => failed = Some(e.to_string()),
             Err(_) => failed = Some("the producer went away".into()),
         }
+    }
+    if !delivered.is_empty() {
+        failpoint::hit("publish-after-ack");
     }
     store
         .remove_outbox(&delivered)
@@ -431,6 +434,7 @@ pub fn run(
         }
         await_all(&rt, std::mem::take(&mut futures))?;
         if !touched.is_empty() {
+            failpoint::hit("sequence-after-log-ack");
             input_offsets.extend(touched);
             store
                 .store_input_offsets(&input_offsets)
@@ -477,6 +481,9 @@ fn fold_step(
     let n = folder
         .commit(store)
         .context("cannot store a folded batch")?;
+    if n > 0 {
+        failpoint::hit("fold-after-commit");
+    }
     counters.folded.fetch_add(n as u64, Ordering::Relaxed);
     counters.awarded.store(
         i64::try_from(folder.awarded).unwrap_or(i64::MAX),
