@@ -147,7 +147,9 @@ fn streaming(args: &DemoArgs) -> Result<()> {
             break;
         }
         if engine.is_finished() {
-            let result = engine.join().map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
+            let result = engine
+                .join()
+                .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
             result.context("the engine stopped")?;
             anyhow::bail!("the engine stopped before folding every payment");
         }

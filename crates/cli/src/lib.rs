@@ -17,6 +17,7 @@ use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
 mod demo;
+mod loadgen;
 mod streaming;
 
 /// Event-sourced loyalty engine.
@@ -74,6 +75,8 @@ enum Command {
         #[arg(long)]
         publish: bool,
     },
+    /// Generate synthetic payments, to a file or to Kafka (benchmarks).
+    Loadgen(loadgen::LoadArgs),
     /// Verify an `x-vinr-signature` header against a payload (exit 0 valid, 1 invalid).
     VerifySignature(streaming::VerifyArgs),
 }
@@ -129,6 +132,7 @@ fn run(cli: Cli) -> Result<()> {
             state,
             publish,
         } => streaming::replay(&args, &state, publish),
+        Command::Loadgen(args) => loadgen::run(&args),
         Command::VerifySignature(args) => {
             if streaming::verify(&args)? {
                 Ok(())

@@ -186,10 +186,7 @@ impl Store {
         self.sync = sync;
     }
 
-    fn prefix(
-        &self,
-        prefix: &str,
-    ) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
+    fn prefix(&self, prefix: &str) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
         let p = prefix.as_bytes().to_vec();
         self.db
             .iterator(IteratorMode::From(&p.clone(), Direction::Forward))
