@@ -118,9 +118,18 @@ def check_exactly_once(broker, eng, cfg, expected, n_malformed):
         assert stripe.WebhookSignature.verify_header(m.value.decode(), sig, SECRET, tolerance=None)
     assert set(by_id) == {e["id"] for e in earned}
 
-    # The dead-letter topic holds the original bytes with the reason in a header.
+    # The dead-letter topic holds each rejected record once, its original bytes, the reason
+    # in a header.
     dlq = read_topic(broker["bootstrap"], eng.topics["dlq"], len(reasons))
-    assert len([m for m in dlq if dict(m.headers)["x-loyalty-reason"] == b"malformed"]) >= n_malformed
+    assert sorted(dict(m.headers)["x-loyalty-reason"].decode() for m in dlq) == reasons
+    assert sorted(m.value for m in dlq if dict(m.headers)["x-loyalty-reason"] == b"malformed") == \
+        sorted(v for _, v in MALFORMED[:n_malformed])
+
+    # Every input record entered the log once (the raw log, not `loyalty log`'s view).
+    raw = read_topic(broker["bootstrap"], eng.topics["log"], 1)
+    sources = [(h.get("x-loyalty-src-topic"), h.get("x-loyalty-src-offset"))
+               for h in (dict(m.headers) for m in raw) if "x-loyalty-src-offset" in h]
+    assert len(sources) == len(set(sources)), "an input record entered the log twice"
 
     # `loyalty log` prints each record once; folding it prints what the live engine stored.
     log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
@@ -202,6 +211,27 @@ def test_broker_briefly_unreachable(broker, workdir, prefix):
              == {k: v["balance"] for k, v in want.items()}, 180, "every balance after the outage")
     eng.stop()
     assert len(lines_of(eng.export(), "transaction")) == len(lines_of(fold(cfg, [json.dumps(e) for e in first + second]), "transaction"))
+
+
+def test_a_record_from_the_future_is_rejected_before_the_log(broker, workdir, prefix):
+    cfg = write_config(workdir)
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state").start()
+    future = payments(1, 1, seed=21)[0]
+    future["id"], future["created"] = "evt_future", now_minus(-86_400)
+    ok = payments(3, 2, seed=22)
+    send_all(broker["bootstrap"], eng.topics["payments"], [future] + ok)
+    expected = fold(cfg, [json.dumps(e) for e in ok])
+    wait_for(lambda: balances(eng.export()) == balances(expected), 120, "the valid payments")
+    dlq = read_topic(broker["bootstrap"], eng.topics["dlq"], 1)
+    assert [dict(m.headers)["x-loyalty-reason"] for m in dlq] == [b"invalid"]
+    assert json.loads(dlq[0].value)["id"] == "evt_future"
+    assert b"ahead" in dict(dlq[0].headers)["x-loyalty-detail"]
+    eng.stop()
+    # It never entered the log: the state is the fold of the others alone.
+    assert eng.export() == expected
+    log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
+                          "--log-topic", eng.topics["log"]], capture_output=True, check=True).stdout.decode()
+    assert "evt_future" not in log
 
 
 def test_verify_signature_cli_rejects_wrong_and_stale(workdir):

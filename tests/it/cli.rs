@@ -147,8 +147,16 @@ fn streaming_demo_runs_the_whole_path_on_the_embedded_broker() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("2000 payments through Kafka in, RocksDB, Kafka out"), "{text}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("2000 payments through Kafka in, RocksDB, Kafka out"),
+        "{text}"
+    );
     assert_eq!(text.matches("signature verified").count(), 4, "{text}");
     assert!(!text.contains("REJECTED"), "{text}");
 }

@@ -67,6 +67,11 @@ impl Folder {
         self.positions.insert(partition, offset + 1);
         self.batch.log.insert(partition, offset + 1);
         self.pending += 1;
+        // A record written to every partition (a program update, a tick) is applied from
+        // partition 0; its copies elsewhere only mark those partitions' order.
+        if meta.broadcast && partition != 0 {
+            return;
+        }
         if let Some(src) = &meta.source {
             if self.dedupe.seen_before(partition, src) {
                 tracing::debug!(?src, "skipping a record appended twice to the log");
@@ -94,6 +99,16 @@ impl Folder {
                 }
             }
         }
+    }
+
+    /// The highest offset of each input partition that the folded log holds.
+    pub fn appended(&self) -> BTreeMap<(String, i32), i64> {
+        let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for ((_, topic, partition), offset) in &self.dedupe.max {
+            let e = out.entry((topic.clone(), *partition)).or_insert(*offset);
+            *e = (*e).max(*offset);
+        }
+        out
     }
 
     /// Writes the open batch to the store, atomically. Returns the records it held.

@@ -25,6 +25,7 @@ use loyalty_core::config::parse_program;
 use loyalty_core::time::Timestamp;
 use loyalty_store::Store;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -58,7 +59,10 @@ pub fn producer(settings: &Settings) -> Result<FutureProducer> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "60000")
+        // Ride out a broker outage of minutes; and never deliver a record after one of its
+        // predecessors failed (a gap would let a later record pass for the earlier one).
+        .set("message.timeout.ms", "300000")
+        .set("enable.gapless.guarantee", "true")
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("cannot create the Kafka producer")
@@ -82,10 +86,15 @@ pub fn partition_of(key: Option<&[u8]>, partitions: i32) -> i32 {
     (h % partitions.max(1) as u32) as i32
 }
 
-fn send(
+fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture> {
+    try_send(producer, record).context("cannot queue a message")
+}
+
+/// Queues a record, waiting while the producer's queue is full.
+fn try_send(
     producer: &FutureProducer,
     mut record: FutureRecord<'_, [u8], [u8]>,
-) -> Result<DeliveryFuture> {
+) -> std::result::Result<DeliveryFuture, KafkaError> {
     loop {
         match producer.send_result(record) {
             Ok(f) => return Ok(f),
@@ -98,7 +107,7 @@ fn send(
                 record = r;
                 producer.poll(Duration::from_millis(10));
             }
-            Err((e, _)) => return Err(e).context("cannot queue a message"),
+            Err((e, _)) => return Err(e),
         }
     }
 }
@@ -211,6 +220,20 @@ pub fn log_ends(
         .collect()
 }
 
+/// True for a produce error that retrying will never cure.
+fn refused_for_good(e: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidMessageSize
+                | C::InvalidRecord
+                | C::MessageBatchTooLarge
+        )
+    )
+}
+
 /// Appends a record the engine writes itself (a tick, a program update) to every log
 /// partition.
 fn broadcast(
@@ -278,8 +301,15 @@ pub fn run(
     assign(&log_consumer, &assignment)?;
 
     // Catch up with the log as it is now, so that the engine holds all it has.
+    // ListOffsets gives a lower bound (tansu's is too low); every fetch then tells the end,
+    // so poll at least once before deciding.
     let mut ends = log_ends(&log_consumer, settings, log_partitions)?;
     loop {
+        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
+        counters.published.fetch_add(
+            publish_outbox(&rt, &producer, store)? as u64,
+            Ordering::Relaxed,
+        );
         for (p, end) in ends.iter_mut() {
             if let Some(high) = cached_high(&log_consumer, &settings.log_topic, *p) {
                 *end = (*end).max(high);
@@ -291,11 +321,6 @@ pub fn run(
         if !behind || stop.load(Ordering::Relaxed) {
             break;
         }
-        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
-        counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store)? as u64,
-            Ordering::Relaxed,
-        );
     }
 
     // Program config changes enter the log, so that replay sees them where they happened.
@@ -309,9 +334,14 @@ pub fn run(
         }
         let revision = state.program_revisions.get(id).copied().unwrap_or(0) + 1;
         let created = state.clock.unwrap_or(Timestamp(0));
+        // The id only has to be new (a record left in the log by a crashed run may already
+        // carry this revision number).
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         let record = format!(
             r#"{{"id":{},"type":"loyalty.program.updated","created":"{created}","data":{text}}}"#,
-            serde_json::Value::String(format!("cfg_{id}_{revision}"))
+            serde_json::Value::String(format!("cfg_{id}_{revision}_{nanos}"))
         );
         tracing::info!(program = %id, revision, "appending the configured program to the log");
         broadcast(
@@ -325,7 +355,18 @@ pub fn run(
     await_all(&rt, std::mem::take(&mut futures))?;
 
     let input_consumer = consumer(settings)?;
+    // Resume each input partition after the last record already in the log (BROKER.md):
+    // records appended before a crash that came before their input offsets were stored
+    // are not appended again. Only with one log partition: across partitions a later
+    // record may have landed while an earlier one did not, and then the stored offsets
+    // (with the folder's per-partition check against records appended twice) are right.
     let mut input_offsets = store.positions()?.input;
+    if log_partitions == 1 {
+        for (source, last) in folder.appended() {
+            let next = input_offsets.entry(source).or_insert(0);
+            *next = (*next).max(last + 1);
+        }
+    }
     let mut assignment = Vec::new();
     for t in &settings.input_topics {
         for p in 0..topics::partitions(&input_consumer, t)? {
@@ -345,7 +386,9 @@ pub fn run(
         );
         let wall = now();
         let mut touched = BTreeMap::new();
-        for m in &messages {
+        let mut appends: Vec<(DeliveryFuture, usize)> = Vec::new();
+        let mut refused: Vec<usize> = Vec::new();
+        for (index, m) in messages.iter().enumerate() {
             let value = m.payload().unwrap_or_default();
             let meta = logrec::meta(m.headers());
             let json = logrec::json_value(meta.content_type.as_deref(), value);
@@ -397,10 +440,10 @@ pub fn run(
                 futures.push(send(&producer, rec)?);
                 continue;
             }
-            let headers = logrec::headers(Some(&src), false, meta.content_type.as_deref());
             let is_update = parsed
                 .as_ref()
                 .is_some_and(|r| r.kind == "loyalty.program.updated");
+            let headers = logrec::headers(Some(&src), is_update, meta.content_type.as_deref());
             let parts: Vec<i32> = if is_update {
                 (0..log_partitions).collect()
             } else {
@@ -414,15 +457,24 @@ pub fn run(
                 if let Some(k) = m.key() {
                     rec = rec.key(k);
                 }
-                futures.push(send(&producer, rec)?);
+                match try_send(&producer, rec) {
+                    Ok(f) => appends.push((f, index)),
+                    Err(e) if refused_for_good(&e) => refused.push(index),
+                    Err(e) => return Err(e).context("cannot queue a log record"),
+                }
             }
         }
         // Ticks, so that time-driven effects happen without traffic.
         if last_tick.elapsed() >= settings.tick_interval {
             last_tick = Instant::now();
             let created = Timestamp(wall);
+            // The id only has to be new: nanoseconds of the wall clock, so that a restart
+            // within the same second does not write a tick the engine takes for a duplicate.
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos());
             let tick = format!(
-                r#"{{"id":"tick_{wall}","type":"clock.tick","created":"{created}","data":{{}}}}"#
+                r#"{{"id":"tick_{nanos}","type":"clock.tick","created":"{created}","data":{{}}}}"#
             );
             broadcast(
                 &producer,
@@ -431,6 +483,55 @@ pub fn run(
                 tick.as_bytes(),
                 &mut futures,
             )?;
+        }
+        await_all(&rt, std::mem::take(&mut futures))?;
+        for (f, index) in appends.drain(..) {
+            match rt.block_on(f) {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) if refused_for_good(&e) => refused.push(index),
+                Ok(Err((e, _))) => return Err(e).context("a log record was not delivered"),
+                Err(_) => anyhow::bail!("the producer went away before delivering"),
+            }
+        }
+        // A record the broker will never take (too large once in the log) must not stop
+        // the engine: it goes to the dead-letter topic, with its reason, and is skipped.
+        refused.sort_unstable();
+        refused.dedup();
+        for index in refused.drain(..) {
+            let m = &messages[index];
+            let size = m.payload().map_or(0, <[u8]>::len);
+            let detail = format!("the record ({size} bytes) is too large for the log");
+            let headers = OwnedHeaders::new()
+                .insert(Header {
+                    key: REASON,
+                    value: Some(b"invalid".as_slice()),
+                })
+                .insert(Header {
+                    key: DETAIL,
+                    value: Some(detail.as_bytes()),
+                })
+                .insert(Header {
+                    key: logrec::SRC_TOPIC,
+                    value: Some(m.topic().as_bytes()),
+                })
+                .insert(Header {
+                    key: logrec::SRC_PARTITION,
+                    value: Some(m.partition().to_string().as_bytes()),
+                })
+                .insert(Header {
+                    key: logrec::SRC_OFFSET,
+                    value: Some(m.offset().to_string().as_bytes()),
+                });
+            tracing::warn!(
+                topic = m.topic(),
+                offset = m.offset(),
+                size,
+                "record too large for the log"
+            );
+            let rec = FutureRecord::to(&settings.dlq_topic)
+                .payload(&[][..])
+                .headers(headers);
+            futures.push(send(&producer, rec)?);
         }
         await_all(&rt, std::mem::take(&mut futures))?;
         if !touched.is_empty() {
