@@ -135,6 +135,10 @@ def check_exactly_once(broker, eng, cfg, expected, n_malformed):
     log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
                           "--log-topic", eng.topics["log"]], capture_output=True, check=True).stdout.decode()
     assert fold(cfg, log.splitlines()) == live
+    # The log carries every program itself: a fold with no configured program agrees too.
+    empty = cfg.parent / "no-programs.json"
+    empty.write_text('{"programs": []}')
+    assert fold(empty, log.splitlines()) == live
 
     # A replay into a new directory rebuilds the same state, byte for byte, publishing nothing.
     replayed = eng.state.parent / (eng.state.name + ".replayed")
