@@ -332,3 +332,47 @@ def test_protobuf_in_and_out_and_replay_publish(broker, workdir, prefix):
         h = dict(m.headers)
         eid = h["x-loyalty-event-id"].decode()
         assert first[eid] == (m.value, h["x-vinr-signature"])
+
+
+def test_demotion_through_clock_ticks_survives_kill9_and_replay(broker, workdir, prefix):
+    """A member promoted 40 days ago on a rolling one-month period is demoted by the
+    engine's own clock ticks (no traffic carries the clock), and the demotion survives a
+    SIGKILL and a replay."""
+    config = {"programs": [{
+        "id": "prog_tiers", "currency": "EUR", "autoEnroll": True,
+        "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+                          "award": {"type": "per_amount", "per": 100, "points": 1}}],
+        "tierConfig": {"qualifyOn": "spend", "period": {"type": "rolling", "months": 1},
+                       "tiers": [{"name": "Member", "rank": 0, "threshold": 0},
+                                 {"name": "Silver", "rank": 1, "threshold": 10000}]}}]}
+    cfg = workdir / "programs.json"
+    cfg.write_text(json.dumps(config))
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state")
+    eng.extra = ["--tick-interval-secs", "1"]
+    eng.start()
+    payment = {"id": "evt_old", "type": "payment.completed", "created": now_minus(40 * 86_400),
+               "data": {"id": "pay_old", "customer": "cus_T", "amount": 15000, "currency": "EUR"}}
+    send_all(broker["bootstrap"], eng.topics["payments"], [payment])
+
+    def changes():
+        return [e for e in lines_of(eng.export(), "event") if e["type"] == "loyalty.tier.changed"]
+
+    got = wait_for(lambda: (c := changes()) and len(c) == 2 and c, 60, "the promotion and the demotion")
+    up, down = got
+    assert (up["data"]["direction"], up["data"]["toTier"]) == ("up", "Silver")
+    assert (down["data"]["direction"], down["data"]["toTier"]) == ("down", "Member")
+    # Stamped with the local day boundary at which it fell due, after the payment left the
+    # window: neither the payment's time nor a tick's.
+    assert down["created"].endswith("T00:00:00Z") and down["created"] > payment["created"]
+    eng.kill9()
+    eng.start()
+    eng.stop()
+    live = eng.export()
+    assert [e["id"] for e in lines_of(live, "event") if e["type"] == "loyalty.tier.changed"] == [up["id"], down["id"]]
+    assert accounts(live)[("prog_tiers", "cus_T")]["tier"]["name"] == "Member"
+    replayed = workdir / "replayed"
+    subprocess.run([loyalty_bin(), "replay", "--state", str(replayed)] + eng.args(), capture_output=True, check=True)
+    out = subprocess.run([loyalty_bin(), "export", "--state", str(replayed)], capture_output=True, check=True)
+    assert out.stdout.decode() == live
+    msgs = read_topic(broker["bootstrap"], f"{prefix}loyalty.tier.changed", 2)
+    assert [json.loads(m.value)["data"]["direction"] for m in msgs] == ["up", "down"]

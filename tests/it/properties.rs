@@ -230,3 +230,149 @@ proptest! {
         prop_assert!(!out.is_empty() || e.state().seen.len() == 1);
     }
 }
+
+mod tiers {
+    //! Section 5 invariants over random payments and refunds.
+    use super::*;
+    use loyalty_core::output::OutEvent;
+    use loyalty_core::time::add_months;
+
+    fn config(soft: bool, tz: &str) -> String {
+        json!({"programs": [{"id": "prog_t", "currency": "EUR", "autoEnroll": true, "timezone": tz,
+            "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+                "award": {"type": "per_amount", "per": 100, "points": 1}}],
+            "tierConfig": {"qualifyOn": "spend", "period": {"type": "rolling", "months": 2},
+                "softLanding": soft,
+                "tiers": [{"name": "M", "rank": 0, "threshold": 0},
+                          {"name": "S", "rank": 1, "threshold": 20000, "earnMultiplier": 1.5},
+                          {"name": "G", "rank": 2, "threshold": 50000, "earnMultiplier": 2},
+                          {"name": "P", "rank": 3, "threshold": 90000, "earnMultiplier": 3}]}}]})
+        .to_string()
+    }
+
+    /// Payments (and refunds of them) by three customers over a year, in time order with
+    /// some late records.
+    fn log() -> impl Strategy<Value = Vec<String>> {
+        prop::collection::vec((0u8..3, 0i64..(330 * 86_400), 1i64..60_000, 0u8..10), 1..60).prop_map(|items| {
+            let mut out = Vec::new();
+            let mut t = 0;
+            for (i, (c, step, amount, kind)) in items.into_iter().enumerate() {
+                t = if kind == 0 { step / 3 } else { t.max(step) };
+                let created = time_text(t);
+                if kind == 1 && i > 0 {
+                    out.push(json!({"id": format!("r{i}"), "type": "payment.refunded", "created": created,
+                        "data": {"id": format!("re{i}"), "payment": format!("pay{}", i - 1), "customer": "x",
+                                 "amount": amount / 4, "currency": "EUR"}}).to_string());
+                } else {
+                    out.push(json!({"id": format!("e{i}"), "type": "payment.completed", "created": created,
+                        "data": {"id": format!("pay{i}"), "customer": format!("cus_{c}"), "amount": amount,
+                                 "currency": "EUR"}}).to_string());
+                }
+            }
+            out
+        })
+    }
+
+    fn tiers_changed(out: &[Output]) -> Vec<&OutEvent> {
+        out.iter()
+            .filter_map(|o| match o {
+                Output::Event(e) if e.kind == "loyalty.tier.changed" => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 120, ..ProptestConfig::default() })]
+
+        /// Right after a day boundary is evaluated, every member's tier is exactly the one its
+        /// value meets (no soft landing): promotion is immediate, demotion at the boundary.
+        #[test]
+        fn a_members_tier_matches_its_value(log in log(), tz in prop::sample::select(vec!["UTC", "Europe/Berlin", "America/New_York"])) {
+            let cfg = parse_config(&config(false, tz)).unwrap();
+            let mut e = Engine::new(&cfg);
+            let mut out = Vec::new();
+            for r in &log {
+                e.apply(r.as_bytes(), &mut out);
+            }
+            let prog = e.state().programs[0].clone();
+            let clock = e.clock().unwrap();
+            let boundary = loyalty_core::time::day_bounds(Timestamp(clock.0 + 86_400), prog.tz).unwrap().1;
+            e.advance_to(boundary, &mut out).unwrap();
+            for a in e.state().accounts.values() {
+                let value = loyalty_core::tiers::value_at(a, &prog, boundary);
+                let want = loyalty_core::tiers::highest_met(&prog, value).unwrap();
+                prop_assert_eq!(a.tier.as_deref(), Some(want.name.as_str()), "value {}", value);
+            }
+        }
+
+        /// With soft landing, a member is demoted one rank at a time, at most once within one
+        /// period length.
+        #[test]
+        fn soft_landing_demotes_at_most_once_per_period(log in log()) {
+            let cfg = parse_config(&config(true, "UTC")).unwrap();
+            let mut e = Engine::new(&cfg);
+            let mut out = Vec::new();
+            for r in &log {
+                e.apply(r.as_bytes(), &mut out);
+            }
+            let end = Timestamp(e.clock().unwrap().0 + 400 * 86_400);
+            e.advance_to(end, &mut out).unwrap();
+            let prog = e.state().programs[0].clone();
+            let rank = |n: &str| prog.tier(n).unwrap().rank;
+            let mut last: BTreeMap<String, Timestamp> = BTreeMap::new();
+            for ev in tiers_changed(&out) {
+                if ev.data["direction"] != "down" {
+                    continue;
+                }
+                let (from, to) = (ev.data["fromTier"].as_str().unwrap(), ev.data["toTier"].as_str().unwrap());
+                prop_assert_eq!(rank(from), rank(to) + 1, "one rank at a time");
+                let acct = ev.data["account"].as_str().unwrap().to_string();
+                if let Some(prev) = last.get(&acct) {
+                    prop_assert!(add_months(*prev, 2, prog.tz).unwrap() <= ev.created,
+                        "demoted at {} and again at {}", prev, ev.created);
+                }
+                last.insert(acct, ev.created);
+            }
+        }
+
+        /// Replay equals live: folding a log straight through prints what folding it in two
+        /// parts prints, with the state stored in RocksDB and loaded back in between.
+        #[test]
+        fn replay_equals_live_across_a_store_round_trip(log in log(), cut in 0usize..60) {
+            let cfg = parse_config(&config(true, "Europe/Berlin")).unwrap();
+            let text = log.join("\n");
+            let straight = fold_to_string(&mut Engine::new(&cfg), text.as_bytes(), None).unwrap();
+
+            // The streaming engine starts with no programs and learns them from its log.
+            let update = |p: &serde_json::Value| json!({"id": "cfg", "type": "loyalty.program.updated",
+                "created": "1970-01-01T00:00:00Z", "data": p}).to_string();
+            let program: serde_json::Value = serde_json::from_str::<serde_json::Value>(&config(true, "Europe/Berlin")).unwrap()["programs"][0].clone();
+            let mut records = vec![update(&program)];
+            records.extend(log.iter().cloned());
+            let cut = cut.min(records.len());
+            let dir = std::env::temp_dir().join(format!("loyalty-prop-{}-{}", std::process::id(), cut));
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut lines = Vec::new();
+            for part in [&records[..cut], &records[cut..]] {
+                let store = loyalty_store::Store::open(&dir).unwrap();
+                let mut e = store.load_engine().unwrap();
+                let mut out = Vec::new();
+                for r in part {
+                    e.apply(r.as_bytes(), &mut out);
+                }
+                lines.extend(out.iter().map(Output::to_json_line));
+                let batch = loyalty_store::Batch { changes: e.take_changes(), ..Default::default() };
+                store.commit(&e, batch).unwrap();
+            }
+            let store = loyalty_store::Store::open(&dir).unwrap();
+            let e = store.load_engine().unwrap();
+            lines.extend(e.accounts().map(|a| a.to_json_line()));
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+            let mut joined = lines.join("\n");
+            joined.push('\n');
+            prop_assert_eq!(joined, straight);
+        }
+    }
+}

@@ -22,7 +22,7 @@ mod streaming;
 
 /// Event-sourced loyalty engine.
 #[derive(Parser, Debug)]
-#[command(name = "loyalty", version, about, long_about = None)]
+#[command(name = "loyalty", version, about, long_about = None, args_override_self = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -21,7 +21,7 @@ use crate::earning::{award_points, cashback_amount, conditions_hold, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::output::{AccountView, OutEvent, Output, TierView, Transaction, TxKind};
-use crate::state::{Account, AwardRecord, PaymentRecord, State};
+use crate::state::{Account, AwardRecord, Due, DueKind, PaymentRecord, State};
 use crate::time::Timestamp;
 use crate::{campaigns, tiers};
 
@@ -89,6 +89,8 @@ struct Cx<'o> {
     out: &'o mut Vec<Output>,
     /// Awards of the payment being applied, for later refunds.
     payment_awards: Option<Vec<AwardRecord>>,
+    /// Accounts whose qualifying activity changed: their tier is checked for promotion.
+    touched: Vec<String>,
 }
 
 impl Cx<'_> {
@@ -116,6 +118,14 @@ struct Recipients<'a> {
     default: Option<&'a str>,
     /// For `referral.converted` rules.
     referral: Option<(Option<&'a str>, Option<&'a str>)>,
+}
+
+fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> Map<String, Value> {
+    let mut data = base_data(a);
+    data.insert("fromTier".into(), Value::String(from));
+    data.insert("toTier".into(), Value::String(to));
+    data.insert("direction".into(), Value::String(direction.into()));
+    data
 }
 
 fn base_data(a: &Account) -> Map<String, Value> {
@@ -159,10 +169,12 @@ impl Engine {
             .values()
             .map(|a| ((a.program.clone(), a.referral_code.clone()), a.id.clone()))
             .collect();
-        Engine {
+        let mut engine = Engine {
             state,
             changes: Changes::default(),
-        }
+        };
+        engine.rebuild_schedule();
+        engine
     }
 
     /// What changed since the last call, and forget it.
@@ -215,15 +227,22 @@ impl Engine {
             n_ev: 0,
             out,
             payment_awards: None,
+            touched: Vec::new(),
         };
+        self.apply_body(rec, accepted, &mut cx);
+        self.promote_touched(&mut cx);
+    }
+
+    /// Applies a record's body (after its rejections were decided and the clock moved).
+    fn apply_body(&mut self, rec: &Record, accepted: Accepted, cx: &mut Cx<'_>) {
         match (&rec.body, accepted) {
-            (Body::Event(a), _) => self.apply_activity(rec, a, &mut cx),
-            (Body::Refund(r), _) => self.apply_refund(rec, r, &mut cx),
+            (Body::Event(a), _) => self.apply_activity(rec, a, cx),
+            (Body::Refund(r), _) => self.apply_refund(rec, r, cx),
             (Body::Referral(r), _) => {
                 for prog in self.state.programs.clone() {
-                    let referrer = self.account_for(&prog, &r.referrer, &mut cx);
-                    let referee = self.account_for(&prog, &r.referee, &mut cx);
-                    self.earn_referral(&prog, rec.created, referrer, referee, &mut cx);
+                    let referrer = self.account_for(&prog, &r.referrer, cx);
+                    let referee = self.account_for(&prog, &r.referee, cx);
+                    self.earn_referral(&prog, rec.created, referrer, referee, cx);
                 }
             }
             (Body::Tick, _) => {}
@@ -233,7 +252,7 @@ impl Engine {
                 };
                 let id = ids::account_id(&prog.id, &e.customer);
                 if !self.state.accounts.contains_key(&id) {
-                    self.enroll(&prog, &e.customer, referred_by, e.birthday, &mut cx);
+                    self.enroll(&prog, &e.customer, referred_by, e.birthday, cx);
                 }
             }
             (Body::Adjust(a), _) => {
@@ -256,7 +275,7 @@ impl Engine {
                 let mut md = Map::new();
                 md.insert("reason".into(), Value::String(a.reason.clone()));
                 let (tx, balance) =
-                    self.post(&mut cx, &id, TxKind::Adjustment, a.points, None, vec![], md);
+                    self.post(cx, &id, TxKind::Adjustment, a.points, None, vec![], md);
                 let mut data = base_data(&self.state.accounts[&id]);
                 data.insert("points".into(), Value::from(a.points));
                 data.insert("transaction".into(), Value::String(tx));
@@ -283,7 +302,7 @@ impl Engine {
                     return;
                 }
                 let (tx_out, _) = self.post(
-                    &mut cx,
+                    cx,
                     &from,
                     TxKind::TransferOut,
                     -t.points,
@@ -292,7 +311,7 @@ impl Engine {
                     Map::new(),
                 );
                 let (tx_in, _) = self.post(
-                    &mut cx,
+                    cx,
                     &to,
                     TxKind::TransferIn,
                     t.points,
@@ -316,12 +335,12 @@ impl Engine {
                     .as_ref()
                     .is_some_and(|t| t.qualify_on == QualifyOn::Custom);
                 let id = ids::account_id(&prog.id, &q.customer);
-                if let (true, Some(account)) = (custom, self.account_mut(&id)) {
-                    account.qualifying_value = account.qualifying_value.saturating_add(q.amount);
+                if custom {
+                    self.qualify(&id, rec.created, q.amount, cx);
                 }
             }
             (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
-                self.update_program(prog, text, &mut cx)
+                self.update_program(prog, text, cx)
             }
             // `check` refuses the commands of later sections, and pairs every other body with
             // the `Accepted` it needs.
@@ -352,6 +371,8 @@ impl Engine {
     fn account_view(&self, a: &Account) -> AccountView {
         let prog = self.state.program(&a.program);
         let tier = prog.and_then(|p| a.tier.as_deref().and_then(|t| p.tier(t)));
+        let now = self.state.clock.unwrap_or(Timestamp(i64::MIN / 4));
+        let value = prog.map_or(0, |p| tiers::value_at(a, p, now));
         AccountView {
             kind: "account",
             id: a.id.clone(),
@@ -363,8 +384,8 @@ impl Engine {
                 rank: t.rank,
                 earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
             }),
-            qualifying_value: a.qualifying_value,
-            at_risk: tier.is_some_and(|t| a.qualifying_value < t.threshold),
+            qualifying_value: value,
+            at_risk: tier.is_some_and(|t| value < t.threshold),
             referral_code: a.referral_code.clone(),
             stamps: a.stamps.clone(),
         }
@@ -486,12 +507,29 @@ impl Engine {
         }
     }
 
-    /// Moves the clock forward to `to`. Time-driven effects (expiry, tier evaluations,
-    /// birthdays) are carried out here, in time order, as the clock passes them.
-    fn advance_clock(&mut self, to: Timestamp, _out: &mut Vec<Output>) {
-        if self.state.clock.is_none_or(|c| to > c) {
-            self.state.clock = Some(to);
-            self.changes.clock = true;
+    /// Moves the clock forward to `to`, carrying out every time-driven effect due at or
+    /// before it, in time order, each at the time it fell due (SPEC section 6).
+    fn advance_clock(&mut self, to: Timestamp, out: &mut Vec<Output>) {
+        let first = self.state.clock.is_none();
+        if self.state.clock.is_some_and(|c| to <= c) {
+            return;
+        }
+        while let Some(due) = self.state.schedule.first().cloned() {
+            if due.at > to.0 {
+                break;
+            }
+            self.state.schedule.pop_first();
+            // Effects see the clock at the time they fell due.
+            self.state.clock =
+                Some(Timestamp(due.at).max(self.state.clock.unwrap_or(Timestamp(due.at))));
+            self.carry_out(due, out);
+        }
+        self.state.clock = Some(to);
+        self.changes.clock = true;
+        if first {
+            for prog in self.state.programs.clone() {
+                self.schedule_close(&prog);
+            }
         }
     }
 
@@ -530,7 +568,9 @@ impl Engine {
             customer: customer.to_string(),
             balance: 0,
             tier: tiers::initial(prog),
-            qualifying_value: 0,
+            activity: Default::default(),
+            last_demotion: None,
+            tier_due: None,
             referral_code: referral_code.clone(),
             referred_by,
             birthday,
@@ -585,12 +625,25 @@ impl Engine {
         if is_payment {
             cx.payment_awards = Some(Vec::new());
         }
+        let mut spend_accounts = Vec::new();
         for (prog, linked) in targets {
             let account = match linked {
                 Some(id) => Some(id),
                 None => self.account_for(&prog, &a.customer, cx),
             };
             let Some(account) = account else { continue };
+            // Qualifying spend: payments in the program currency (SPEC section 5).
+            let spend = prog
+                .tiers
+                .as_ref()
+                .is_some_and(|t| t.qualify_on == QualifyOn::Spend)
+                && a.currency
+                    .as_deref()
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&prog.currency));
+            if let (true, true, Some(amount)) = (is_payment, spend, a.amount) {
+                self.qualify(&account, rec.created, amount, cx);
+                spend_accounts.push(account.clone());
+            }
             let trigger = Trigger {
                 kind: &rec.kind,
                 at: rec.created,
@@ -623,16 +676,25 @@ impl Engine {
                     ..PaymentRecord::default()
                 });
             entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
-            self.changes.payments.insert(pid.clone());
             entry.awards.extend(awards);
+            for acct in spend_accounts {
+                if !entry.spend_accounts.contains(&acct) {
+                    entry.spend_accounts.push(acct);
+                }
+            }
+            self.changes.payments.insert(pid.clone());
         }
     }
 
-    fn apply_refund(&mut self, _rec: &Record, r: &envelope::Refund, cx: &mut Cx<'_>) {
+    fn apply_refund(&mut self, rec: &Record, r: &envelope::Refund, cx: &mut Cx<'_>) {
         let Some(mut payment) = self.state.payments.remove(&r.payment) else {
             return;
         };
         payment.refunded += r.amount;
+        // The refund comes off the qualifying spend it added to.
+        for acct in payment.spend_accounts.clone() {
+            self.qualify(&acct, rec.created, -r.amount, cx);
+        }
         for award in &mut payment.awards {
             let due = if payment.refunded >= payment.amount {
                 i128::from(award.points)
@@ -664,6 +726,9 @@ impl Engine {
                 award.rule.clone().map_or(Value::Null, Value::String),
             );
             cx.event("loyalty.points.reversed", data);
+            if self.qualifies_on_points(&award.account) {
+                self.qualify(&award.account, rec.created, -give, cx);
+            }
         }
         self.state.payments.insert(r.payment.clone(), payment);
         self.changes.payments.insert(r.payment.clone());
@@ -838,6 +903,10 @@ impl Engine {
             campaigns.clone(),
             md,
         );
+        if self.qualifies_on_points(account_id) {
+            let at = cx.created;
+            self.qualify(account_id, at, points, cx);
+        }
         if payment.is_some() {
             if let Some(awards) = cx.payment_awards.as_mut() {
                 awards.push(AwardRecord {
@@ -925,9 +994,11 @@ impl Engine {
             .filter(|a| a.tier.as_deref().is_none_or(|t| prog.tier(t).is_none()))
             .map(|a| a.id.clone())
             .collect();
+        let now = self.state.clock.unwrap_or(cx.created);
         for id in ids {
             let account = self.account_mut(&id).expect("listed above");
-            let new = tiers::highest_met(&prog, account.qualifying_value).map(|t| t.name.clone());
+            let value = tiers::value_at(account, &prog, now);
+            let new = tiers::highest_met(&prog, value).map(|t| t.name.clone());
             let previous = std::mem::replace(&mut account.tier, new.clone());
             let (Some(from), Some(to)) = (previous, new) else {
                 continue;
@@ -937,14 +1008,242 @@ impl Engine {
                 .and_then(|p| p.tier(&from))
                 .map_or(0, |t| t.rank);
             let to_rank = prog.tier(&to).map_or(0, |t| t.rank);
-            let mut data = base_data(account);
-            data.insert("fromTier".into(), Value::String(from));
-            data.insert("toTier".into(), Value::String(to));
-            data.insert(
-                "direction".into(),
-                Value::String(if to_rank >= from_rank { "up" } else { "down" }.into()),
-            );
+            let direction = if to_rank >= from_rank { "up" } else { "down" };
+            let data = tier_changed_data(account, from, to, direction);
             cx.event("loyalty.tier.changed", data);
         }
+        // Thresholds, periods and the time zone may have changed: every evaluation of this
+        // program is scheduled anew.
+        let members: Vec<String> = self
+            .state
+            .accounts
+            .values()
+            .filter(|a| a.program == prog.id)
+            .map(|a| a.id.clone())
+            .collect();
+        for id in members {
+            self.reschedule(&id);
+        }
+        self.schedule_close(&prog);
+    }
+
+    /// True when the account's program qualifies on points.
+    fn qualifies_on_points(&self, account_id: &str) -> bool {
+        self.state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .and_then(|p| p.tiers.as_ref())
+            .is_some_and(|t| t.qualify_on == QualifyOn::Points)
+    }
+
+    /// Records qualifying activity for an account at `at`, and marks it for a promotion
+    /// check.
+    fn qualify(&mut self, account_id: &str, at: Timestamp, amount: i64, cx: &mut Cx<'_>) {
+        if amount == 0 {
+            return;
+        }
+        let Some(account) = self.account_mut(account_id) else {
+            return;
+        };
+        let slot = account.activity.entry(at.0).or_insert(0);
+        *slot = slot.saturating_add(amount);
+        if !cx.touched.iter().any(|t| t == account_id) {
+            cx.touched.push(account_id.to_string());
+        }
+    }
+
+    /// Promotion (SPEC section 5): as soon as the value reaches a higher tier's threshold,
+    /// the member moves to the highest tier its value meets. Checked for every account whose
+    /// activity the record changed; then its next evaluation is scheduled.
+    fn promote_touched(&mut self, cx: &mut Cx<'_>) {
+        let now = self.state.clock.unwrap_or(cx.created);
+        for id in std::mem::take(&mut cx.touched) {
+            let Some(account) = self.state.accounts.get(&id) else {
+                continue;
+            };
+            let Some(prog) = self.state.program(&account.program).cloned() else {
+                continue;
+            };
+            let value = tiers::value_at(account, &prog, now);
+            let current = account.tier.as_deref().and_then(|t| prog.tier(t));
+            let best = tiers::highest_met(&prog, value);
+            if let (Some(cur), Some(best)) = (current, best) {
+                if best.rank > cur.rank {
+                    let (from, to) = (cur.name.clone(), best.name.clone());
+                    let account = self.account_mut(&id).expect("exists");
+                    account.tier = Some(to.clone());
+                    let data = tier_changed_data(account, from, to, "up");
+                    cx.event("loyalty.tier.changed", data);
+                }
+            }
+            self.reschedule(&id);
+        }
+    }
+
+    /// Schedules the next evaluation of an account's tier (rolling periods).
+    fn reschedule(&mut self, id: &str) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program) else {
+            return;
+        };
+        let after = self.state.clock.unwrap_or(Timestamp(i64::MIN / 4));
+        let due = tiers::next_rolling_evaluation(account, prog, after).map(|t| t.0);
+        if due == account.tier_due {
+            return;
+        }
+        if let Some(old) = account.tier_due {
+            self.state.schedule.remove(&Due {
+                at: old,
+                kind: DueKind::Tier,
+                account: id.to_string(),
+                item: String::new(),
+            });
+        }
+        if let Some(at) = due {
+            self.state.schedule.insert(Due {
+                at,
+                kind: DueKind::Tier,
+                account: id.to_string(),
+                item: String::new(),
+            });
+        }
+        self.account_mut(id).expect("exists").tier_due = due;
+    }
+
+    /// Schedules the next period close of a program with a calendar period.
+    fn schedule_close(&mut self, prog: &Program) {
+        self.state
+            .schedule
+            .retain(|d| !(d.account.is_empty() && d.item == prog.id));
+        let Some(clock) = self.state.clock else {
+            return;
+        };
+        if let Some(close) = tiers::next_close(prog, clock) {
+            self.state.schedule.insert(Due {
+                at: close.0,
+                kind: DueKind::Tier,
+                account: String::new(),
+                item: prog.id.clone(),
+            });
+        }
+    }
+
+    /// Rebuilds the schedule from the accounts and programs (after a load).
+    fn rebuild_schedule(&mut self) {
+        self.state.schedule.clear();
+        let dues: Vec<Due> = self
+            .state
+            .accounts
+            .values()
+            .filter_map(|a| {
+                a.tier_due.map(|at| Due {
+                    at,
+                    kind: DueKind::Tier,
+                    account: a.id.clone(),
+                    item: String::new(),
+                })
+            })
+            .collect();
+        self.state.schedule.extend(dues);
+        for prog in self.state.programs.clone() {
+            self.schedule_close(&prog);
+        }
+    }
+
+    /// Carries out one time-driven effect.
+    fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
+        let at = Timestamp(due.at);
+        match due.kind {
+            DueKind::Tier if due.account.is_empty() => {
+                // A calendar period close: every member of the program, by account id.
+                let Some(prog) = self.state.program(&due.item).cloned() else {
+                    return;
+                };
+                let members: Vec<String> = self
+                    .state
+                    .accounts
+                    .values()
+                    .filter(|a| a.program == prog.id)
+                    .map(|a| a.id.clone())
+                    .collect();
+                for id in members {
+                    let value = tiers::closing_value(&self.state.accounts[&id], &prog, at);
+                    self.demote(&id, &prog, value, at, "close", out);
+                }
+                // The next close falls after this one.
+                if let Some(next) = tiers::next_close(&prog, at) {
+                    self.state.schedule.insert(Due {
+                        at: next.0,
+                        kind: DueKind::Tier,
+                        account: String::new(),
+                        item: prog.id.clone(),
+                    });
+                }
+            }
+            DueKind::Tier => {
+                let Some(account) = self.state.accounts.get(&due.account) else {
+                    return;
+                };
+                let Some(prog) = self.state.program(&account.program).cloned() else {
+                    return;
+                };
+                if account.tier_due != Some(due.at) {
+                    return;
+                }
+                let value = tiers::value_at(account, &prog, at);
+                self.account_mut(&due.account).expect("exists").tier_due = None;
+                self.demote(&due.account, &prog, value, at, "tier", out);
+                self.reschedule(&due.account);
+            }
+        }
+    }
+
+    /// Demotion (SPEC section 5): below the current tier's threshold at an evaluation, the
+    /// member drops to the highest tier its value meets, or one rank with soft landing.
+    fn demote(
+        &mut self,
+        id: &str,
+        prog: &Program,
+        value: i64,
+        at: Timestamp,
+        kind: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some(current) = account.tier.as_deref().and_then(|t| prog.tier(t)) else {
+            return;
+        };
+        if value >= current.threshold {
+            return;
+        }
+        let soft = prog.tiers.as_ref().is_some_and(|t| t.soft_landing);
+        let target = if soft {
+            tiers::one_below(prog, current)
+        } else {
+            tiers::highest_met(prog, value).filter(|t| t.rank < current.rank)
+        };
+        let Some(target) = target else {
+            return;
+        };
+        let (from, to) = (current.name.clone(), target.name.clone());
+        let account = self.account_mut(id).expect("exists");
+        account.tier = Some(to.clone());
+        account.last_demotion = Some(at.0);
+        let data = tier_changed_data(account, from, to, "down");
+        let mut cx = Cx {
+            source: ids::due_source(id, kind, at.0, ""),
+            created: at,
+            n_tx: 0,
+            n_ev: 0,
+            out,
+            payment_awards: None,
+            touched: Vec::new(),
+        };
+        cx.event("loyalty.tier.changed", data);
     }
 }

@@ -38,6 +38,30 @@ pub struct State {
     pub program_texts: BTreeMap<String, String>,
     /// How many updates each program has had.
     pub program_revisions: BTreeMap<String, u64>,
+    /// Time-driven effects, in the order they fall due. Derived from the accounts and the
+    /// programs (rebuilt when a state is loaded), so it is never stored.
+    pub schedule: std::collections::BTreeSet<Due>,
+}
+
+/// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
+/// account.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Due {
+    /// When, in unix seconds.
+    pub at: i64,
+    /// The kind, in the order kinds run at one instant.
+    pub kind: DueKind,
+    /// The account (empty for a program-wide effect).
+    pub account: String,
+    /// What else identifies it (the program of a period close).
+    pub item: String,
+}
+
+/// Kinds of time-driven effects, in the order they run at one instant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DueKind {
+    /// A tier evaluation (rolling period) or a period close (calendar period).
+    Tier,
 }
 
 /// A loyalty account: one per (program, customer).
@@ -53,8 +77,13 @@ pub struct Account {
     pub balance: i128,
     /// The tier held, by name (`None` when the program has no tiers).
     pub tier: Option<String>,
-    /// The qualifying value.
-    pub qualifying_value: i64,
+    /// Qualifying activity by event time (seconds): what counts towards the tier under the
+    /// program's `qualifyOn`, signed (refunds and reversals count negative).
+    pub activity: BTreeMap<i64, i64>,
+    /// When the member was last demoted (soft landing: not again within a period).
+    pub last_demotion: Option<i64>,
+    /// When its tier is next evaluated (a rolling period), as scheduled.
+    pub tier_due: Option<i64>,
     /// This account's referral code.
     pub referral_code: String,
     /// The account that referred this one.
@@ -107,6 +136,9 @@ pub struct PaymentRecord {
     pub refunded: i64,
     /// The award transactions it caused, in order.
     pub awards: Vec<AwardRecord>,
+    /// The accounts whose qualifying spend it added to.
+    #[serde(default)]
+    pub spend_accounts: Vec<String>,
 }
 
 /// One award of a payment.

@@ -1,8 +1,21 @@
-//! Tiers (SPEC section 5): which tier a qualifying value meets.
+//! Tiers (SPEC section 5): qualifying values over periods, and when a member's tier is
+//! evaluated.
 //!
-//! Owns: tier lookup by value. Evaluation over periods and the clock comes with section 5.
+//! A member's qualifying activity is kept by event time (`Account::activity`: payments in
+//! the program currency minus refunds, rule and campaign points minus reversals, or
+//! recorded custom amounts, by `qualifyOn`). The value at a time is then a sum over the
+//! period that holds it: `(t - N months, t]` for a rolling period, `[start of the calendar
+//! period, t]` for a calendar one. So a late event counts in the period it belongs to, and
+//! a calendar close "resets" every value without touching anything.
+//!
+//! Owns: values, period boundaries, the next time a member's tier must be evaluated. Must
+//! not write anything: the engine carries out what this module computes.
 
-use crate::config::{Program, Tier};
+use chrono::{Datelike, NaiveDate};
+
+use crate::config::{Period, Program, Tier};
+use crate::state::Account;
+use crate::time::{add_months, add_months_date, day_bounds, start_of, Timestamp};
 
 /// The highest tier whose threshold `value` meets; the lowest tier when it meets none.
 pub fn highest_met(prog: &Program, value: i64) -> Option<&Tier> {
@@ -17,4 +30,276 @@ pub fn highest_met(prog: &Program, value: i64) -> Option<&Tier> {
 /// The tier a new member starts in.
 pub fn initial(prog: &Program) -> Option<String> {
     highest_met(prog, 0).map(|t| t.name.clone())
+}
+
+/// The tier one rank below `tier` (soft landing), if any.
+pub fn one_below<'p>(prog: &'p Program, tier: &Tier) -> Option<&'p Tier> {
+    prog.tier_list().iter().rev().find(|t| t.rank < tier.rank)
+}
+
+fn sum(account: &Account, from_excl: Option<i64>, from_incl: Option<i64>, to_incl: i64) -> i64 {
+    let lower = match (from_excl, from_incl) {
+        (Some(x), _) => std::ops::Bound::Excluded(x),
+        (None, Some(x)) => std::ops::Bound::Included(x),
+        (None, None) => std::ops::Bound::Unbounded,
+    };
+    if let std::ops::Bound::Excluded(x) | std::ops::Bound::Included(x) = lower {
+        if x > to_incl {
+            return 0;
+        }
+    }
+    account
+        .activity
+        .range((lower, std::ops::Bound::Included(to_incl)))
+        .fold(0i64, |acc, (_, v)| acc.saturating_add(*v))
+}
+
+/// `t` minus `months` calendar months in `tz` (the start of a rolling window).
+fn months_before(t: Timestamp, months: u32, prog: &Program) -> Option<Timestamp> {
+    let local = t.local(prog.tz)?;
+    let date = sub_months_date(local.date(), months)?;
+    crate::time::from_local(date.and_time(local.time()), prog.tz)
+}
+
+fn sub_months_date(date: NaiveDate, months: u32) -> Option<NaiveDate> {
+    let total = i64::from(date.year()) * 12 + i64::from(date.month0()) - i64::from(months);
+    let year = i32::try_from(total.div_euclid(12)).ok()?;
+    let month = (total.rem_euclid(12) + 1) as u32;
+    let mut day = date.day();
+    loop {
+        if let Some(d) = NaiveDate::from_ymd_opt(year, month, day) {
+            return Some(d);
+        }
+        if day <= 28 {
+            return None;
+        }
+        day -= 1;
+    }
+}
+
+/// The calendar period holding `t`: `[start, next start)`.
+pub fn calendar_period(
+    t: Timestamp,
+    months: u32,
+    start: (u32, u32),
+    prog: &Program,
+) -> Option<(Timestamp, Timestamp)> {
+    let date = t.local(prog.tz)?.date();
+    // Period starts are the anchor (year 0, start month and day) plus k×N months.
+    let anchor = NaiveDate::from_ymd_opt(0, start.0, 1)?;
+    let since = i64::from(date.year()) * 12 + i64::from(date.month0()) - i64::from(start.0 - 1);
+    let mut k = since.div_euclid(i64::from(months.max(1)));
+    let boundary = |k: i64| -> Option<Timestamp> {
+        let m = u32::try_from(k * i64::from(months)).ok()?;
+        let first = add_months_date(anchor, m)?;
+        // The start day, clamped to the month's last day.
+        let mut day = start.1;
+        let d = loop {
+            if let Some(d) = first.with_day(day) {
+                break d;
+            }
+            if day <= 28 {
+                return None;
+            }
+            day -= 1;
+        };
+        start_of(d, prog.tz)
+    };
+    let mut lo = boundary(k)?;
+    while lo > t {
+        k -= 1;
+        lo = boundary(k)?;
+    }
+    let mut hi = boundary(k + 1)?;
+    while hi <= t {
+        k += 1;
+        lo = hi;
+        hi = boundary(k + 1)?;
+    }
+    Some((lo, hi))
+}
+
+/// The qualifying value of `account` at time `t`.
+pub fn value_at(account: &Account, prog: &Program, t: Timestamp) -> i64 {
+    let Some(tc) = &prog.tiers else { return 0 };
+    match tc.period {
+        Period::Rolling { months } => match months_before(t, months, prog) {
+            Some(from) => sum(account, Some(from.0), None, t.0),
+            None => sum(account, None, None, t.0),
+        },
+        Period::Calendar { months, start } => match calendar_period(t, months, start, prog) {
+            Some((from, _)) => sum(account, None, Some(from.0), t.0),
+            None => 0,
+        },
+    }
+}
+
+/// The value a calendar period closing at `close` ended with: activity in `[start, close)`.
+pub fn closing_value(account: &Account, prog: &Program, close: Timestamp) -> i64 {
+    let Some(tc) = &prog.tiers else { return 0 };
+    let Period::Calendar { months, start } = tc.period else {
+        return 0;
+    };
+    match calendar_period(Timestamp(close.0 - 1), months, start, prog) {
+        Some((from, _)) => sum(account, None, Some(from.0), close.0 - 1),
+        None => 0,
+    }
+}
+
+/// The first calendar period close after `t`, for a program with a calendar period.
+pub fn next_close(prog: &Program, t: Timestamp) -> Option<Timestamp> {
+    let tc = prog.tiers.as_ref()?;
+    let Period::Calendar { months, start } = tc.period else {
+        return None;
+    };
+    calendar_period(t, months, start, prog).map(|(_, hi)| hi)
+}
+
+/// The first local day boundary after `t` (strictly).
+fn next_day_boundary(t: Timestamp, prog: &Program) -> Option<Timestamp> {
+    day_bounds(t, prog.tz).map(|(_, next)| next)
+}
+
+/// The first local day boundary at or after `t`.
+fn day_boundary_at_or_after(t: Timestamp, prog: &Program) -> Option<Timestamp> {
+    let (start, next) = day_bounds(t, prog.tz)?;
+    Some(if start == t { start } else { next })
+}
+
+/// For a rolling period: the first day boundary after `after` at which the member's value
+/// would be below the threshold of the tier it holds (given no new activity), no earlier
+/// than one period after its last demotion when the program lands softly. `None` when the
+/// member cannot be demoted (lowest tier, no tiers, a calendar period).
+pub fn next_rolling_evaluation(
+    account: &Account,
+    prog: &Program,
+    after: Timestamp,
+) -> Option<Timestamp> {
+    let tc = prog.tiers.as_ref()?;
+    let Period::Rolling { months } = tc.period else {
+        return None;
+    };
+    let tier = prog.tier(account.tier.as_deref()?)?;
+    // The lowest tier cannot be demoted.
+    one_below(prog, tier)?;
+    let earliest = match (tc.soft_landing, account.last_demotion) {
+        (true, Some(d)) => add_months(Timestamp(d), months, prog.tz),
+        _ => None,
+    };
+    let mut candidates = Vec::new();
+    candidates.push(next_day_boundary(after, prog)?);
+    if let Some(e) = earliest {
+        candidates.push(day_boundary_at_or_after(e, prog)?);
+    }
+    // The day boundary at which each entry leaves the window.
+    for &at in account.activity.keys() {
+        let Some(leave) = add_months(Timestamp(at), months, prog.tz) else {
+            continue;
+        };
+        let Some(mut b) = day_boundary_at_or_after(leave, prog) else {
+            continue;
+        };
+        for _ in 0..5 {
+            match months_before(b, months, prog) {
+                Some(from) if from.0 < at => b = next_day_boundary(b, prog)?,
+                _ => break,
+            }
+        }
+        if b > after {
+            candidates.push(b);
+        }
+    }
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates
+        .into_iter()
+        .filter(|b| *b > after && earliest.is_none_or(|e| *b >= e))
+        .find(|b| value_at(account, prog, *b) < tier.threshold)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_program;
+
+    fn ts(s: &str) -> Timestamp {
+        Timestamp::parse_rfc3339(s).unwrap()
+    }
+
+    fn program(period: &str) -> Program {
+        parse_program(&format!(
+            r#"{{"id":"p","currency":"EUR","tierConfig":{{"period":{period},"softLanding":true,
+            "tiers":[{{"name":"A","rank":0,"threshold":0}},{{"name":"B","rank":1,"threshold":100}},{{"name":"C","rank":2,"threshold":200}}]}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn account(tier: &str, activity: &[(&str, i64)]) -> Account {
+        Account {
+            id: "loy_x".into(),
+            program: "p".into(),
+            customer: "c".into(),
+            balance: 0,
+            tier: Some(tier.into()),
+            activity: activity.iter().map(|(t, v)| (ts(t).0, *v)).collect(),
+            last_demotion: None,
+            tier_due: None,
+            referral_code: String::new(),
+            referred_by: None,
+            birthday: None,
+            stamps: Default::default(),
+            rule_usage: Default::default(),
+        }
+    }
+
+    #[test]
+    fn calendar_periods_start_on_the_start_day() {
+        let p = program(r#"{"type":"calendar","months":3,"start":"01-15"}"#);
+        let (lo, hi) = calendar_period(ts("2026-03-01T00:00:00Z"), 3, (1, 15), &p).unwrap();
+        assert_eq!(
+            (lo.to_string(), hi.to_string()),
+            ("2026-01-15T00:00:00Z".into(), "2026-04-15T00:00:00Z".into())
+        );
+        let (lo, _) = calendar_period(ts("2026-01-14T23:59:59Z"), 3, (1, 15), &p).unwrap();
+        assert_eq!(lo.to_string(), "2025-10-15T00:00:00Z");
+        assert_eq!(
+            next_close(&p, ts("2026-04-15T00:00:00Z"))
+                .unwrap()
+                .to_string(),
+            "2026-07-15T00:00:00Z"
+        );
+    }
+
+    #[test]
+    fn rolling_values_count_the_last_n_months() {
+        let p = program(r#"{"type":"rolling","months":1}"#);
+        let a = account(
+            "B",
+            &[("2026-01-10T12:00:00Z", 150), ("2026-01-20T12:00:00Z", 60)],
+        );
+        assert_eq!(value_at(&a, &p, ts("2026-01-31T00:00:00Z")), 210);
+        assert_eq!(
+            value_at(&a, &p, ts("2026-02-10T12:00:00Z")),
+            60,
+            "(t - 1 month, t] excludes t - 1 month"
+        );
+        assert_eq!(value_at(&a, &p, ts("2026-02-21T00:00:00Z")), 0);
+        // B's threshold is 100: the value falls below it when the 150 leaves the window,
+        // at the first day boundary after 2026-02-10T12:00.
+        let due = next_rolling_evaluation(&a, &p, ts("2026-01-20T12:00:00Z")).unwrap();
+        assert_eq!(due.to_string(), "2026-02-11T00:00:00Z");
+    }
+
+    #[test]
+    fn calendar_closing_values_and_reset() {
+        let p = program(r#"{"type":"calendar","months":12,"start":"01-01"}"#);
+        let a = account("C", &[("2026-02-01T10:00:00Z", 500)]);
+        assert_eq!(closing_value(&a, &p, ts("2027-01-01T00:00:00Z")), 500);
+        assert_eq!(
+            value_at(&a, &p, ts("2027-01-01T00:00:00Z")),
+            0,
+            "a new period starts at zero"
+        );
+        assert_eq!(closing_value(&a, &p, ts("2028-01-01T00:00:00Z")), 0);
+    }
 }
