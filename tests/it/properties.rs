@@ -376,3 +376,61 @@ mod tiers {
         }
     }
 }
+
+mod lots {
+    //! Section 7 invariants: a balance is the sum of its open lots minus its debt; no lot
+    //! goes negative; stock never goes below zero.
+    use super::*;
+
+    const CONFIG: &str = r#"{"programs":[{"id":"prog_l","currency":"EUR","autoEnroll":true,
+        "pointsExpiry":{"months":1,"warnDays":5},
+        "earningRules":[{"id":"rule_p","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}],
+        "rewards":[{"id":"rwd_a","cost":40,"stock":3},{"id":"rwd_b","cost":15,"maxPerMember":2}]}]}"#;
+
+    fn record() -> impl Strategy<Value = (u8, u8, i64, i64)> {
+        (0u8..6, 0u8..3, 1i64..20_000, 0i64..(90 * 86_400))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+        #[test]
+        fn balances_equal_open_lots_minus_debt(items in prop::collection::vec(record(), 1..80)) {
+            let mut e = Engine::new(&parse_config(CONFIG).unwrap());
+            let mut out = Vec::new();
+            let mut t = 0;
+            for (i, (kind, c, n, step)) in items.into_iter().enumerate() {
+                t = t.max(step);
+                let created = time_text(t);
+                let cus = format!("cus_{c}");
+                let data = match kind {
+                    0 | 1 => json!({"type": "payment.completed", "data": {"id": format!("pay{i}"), "customer": cus, "amount": n, "currency": "EUR"}}),
+                    2 => json!({"type": "payment.refunded", "data": {"id": format!("re{i}"), "payment": format!("pay{}", i.saturating_sub(1)), "customer": cus, "amount": n / 3, "currency": "EUR"}}),
+                    3 => json!({"type": "loyalty.points.adjust", "data": {"customer": cus, "program": "prog_l", "points": n % 200 - 100, "reason": "p"}}),
+                    4 => json!({"type": "loyalty.points.transfer", "data": {"program": "prog_l", "from": cus, "to": format!("cus_{}", (c + 1) % 3), "points": n % 150 + 1}}),
+                    _ => json!({"type": "loyalty.redemption.create", "data": {"customer": cus, "program": "prog_l", "reward": if n % 2 == 0 { "rwd_a" } else { "rwd_b" }, "quantity": n % 2 + 1}}),
+                };
+                let mut env = data;
+                env["id"] = json!(format!("r{i}"));
+                env["created"] = json!(created);
+                e.apply(env.to_string().as_bytes(), &mut out);
+                for a in e.state().accounts.values() {
+                    prop_assert_eq!(loyalty_core::lots::total(a), a.balance, "after record {}", i);
+                    prop_assert!(a.lots.iter().all(|l| l.remaining >= 0));
+                    prop_assert!(a.debt >= 0);
+                }
+                for ((_, reward), used) in &e.state().stock_used {
+                    prop_assert!(reward != "rwd_a" || *used <= 3, "stock of rwd_a went below zero");
+                }
+            }
+            let end = Timestamp(e.clock().map_or(BASE, |c| c.0) + 120 * 86_400);
+            e.advance_to(end, &mut out).unwrap();
+            for a in e.state().accounts.values() {
+                prop_assert_eq!(loyalty_core::lots::total(a), a.balance);
+                // Every lot has expired by now: what is left is only debt.
+                prop_assert!(a.lots.is_empty());
+                prop_assert_eq!(a.balance, -i128::from(a.debt));
+            }
+        }
+    }
+}

@@ -80,6 +80,11 @@ impl Dec {
         Dec { mantissa, scale }
     }
 
+    /// `mantissa / 10^scale`, normalised.
+    pub fn from_parts(mantissa: i128, scale: u32) -> Dec {
+        Dec::normalised(mantissa, scale)
+    }
+
     /// The mantissa and scale: the value is `mantissa / 10^scale`.
     pub fn parts(self) -> (i128, u32) {
         (self.mantissa, self.scale)

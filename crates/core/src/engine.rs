@@ -20,9 +20,10 @@ use crate::dec::Dec;
 use crate::earning::{award_points, cashback_amount, conditions_hold, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
+use crate::lots;
 use crate::output::{AccountView, OutEvent, Output, TierView, Transaction, TxKind};
 use crate::state::{Account, AwardRecord, Due, DueKind, PaymentRecord, State};
-use crate::time::Timestamp;
+use crate::time::{add_months, Timestamp};
 use crate::{campaigns, tiers};
 
 /// Why the clock cannot be moved where it was asked to go.
@@ -57,6 +58,8 @@ pub struct Changes {
     pub programs: bool,
     /// The clock moved.
     pub clock: bool,
+    /// Reward stock changed.
+    pub rewards: bool,
 }
 
 impl Changes {
@@ -67,6 +70,7 @@ impl Changes {
             && self.payments.is_empty()
             && !self.programs
             && !self.clock
+            && !self.rewards
     }
 }
 
@@ -118,6 +122,20 @@ struct Recipients<'a> {
     default: Option<&'a str>,
     /// For `referral.converted` rules.
     referral: Option<(Option<&'a str>, Option<&'a str>)>,
+}
+
+/// `100 - percent`, exactly.
+fn sub_percent(percent: Dec) -> Dec {
+    let (m, s) = percent.parts();
+    // A discount is validated to at most 100 with at most 18 decimals: no overflow.
+    Dec::from_parts(100i128 * 10i128.pow(s) - m, s)
+}
+
+/// `days` local days before `t`, at the same local time.
+fn minus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
+    let local = t.local(tz)?;
+    let earlier = local.checked_sub_signed(chrono::Duration::days(i64::from(days)))?;
+    crate::time::from_local(earlier, tz)
 }
 
 fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> Map<String, Value> {
@@ -326,6 +344,7 @@ impl Engine {
                 data.insert("transactions".into(), json!([tx_out, tx_in]));
                 cx.event("loyalty.points.transferred", data);
             }
+            (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => {
                 let Some(prog) = self.program(&q.program) else {
                     return;
@@ -495,11 +514,8 @@ impl Engine {
                     format!("data.{e}").replace("data..:", "data:"),
                 ),
             },
-            Body::Redeem(_) => reject(
-                Reason::Invalid,
-                format!("type: {} is not supported yet", rec.kind),
-            ),
-            Body::Referral(_)
+            Body::Redeem(_)
+            | Body::Referral(_)
             | Body::Tick
             | Body::Adjust(_)
             | Body::Transfer(_)
@@ -571,6 +587,10 @@ impl Engine {
             activity: Default::default(),
             last_demotion: None,
             tier_due: None,
+            lots: Vec::new(),
+            debt: 0,
+            next_lot: 0,
+            redeemed: Default::default(),
             referral_code: referral_code.clone(),
             referred_by,
             birthday,
@@ -706,6 +726,9 @@ impl Engine {
                 continue;
             }
             award.reversed += give;
+            if let Some(account) = self.account_mut(&award.account) {
+                lots::reverse(account, give, &award.transaction);
+            }
             let (tx, balance) = self.post(
                 cx,
                 &award.account,
@@ -915,6 +938,7 @@ impl Engine {
                     campaigns: campaigns.clone(),
                     points,
                     reversed: 0,
+                    transaction: tx.clone(),
                 });
             }
         }
@@ -944,9 +968,37 @@ impl Engine {
         metadata: Map<String, Value>,
     ) -> (String, i128) {
         let id = cx.tx_id();
+        // Lots: credits form lots (after paying off any debt), deductions consume the lots
+        // that expire first. Reversals and expiries move their lots themselves.
+        let expiry = self
+            .state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .and_then(|p| p.expiry.map(|e| (e, p.tz)));
+        let (expires, warn) = match expiry {
+            Some((e, tz)) => {
+                let expires = add_months(cx.created, e.months, tz);
+                let warn = expires
+                    .filter(|_| e.warn_days > 0)
+                    .and_then(|x| minus_days(x, e.warn_days, tz));
+                (expires, warn)
+            }
+            None => (None, None),
+        };
         let account = self
             .account_mut(account_id)
             .expect("transactions are posted to existing accounts");
+        let mut new_lot = None;
+        match kind {
+            TxKind::Award | TxKind::Adjustment | TxKind::TransferIn if points > 0 => {
+                new_lot = lots::credit(account, points, cx.created, expires, warn, &id);
+            }
+            TxKind::Adjustment | TxKind::TransferOut | TxKind::Redemption => {
+                lots::debit(account, -points);
+            }
+            _ => {}
+        }
         account.balance += i128::from(points);
         let balance = account.balance;
         cx.out.push(Output::Transaction(Transaction {
@@ -963,6 +1015,18 @@ impl Engine {
             created: cx.created,
             metadata,
         }));
+        if let Some(lot) = new_lot {
+            for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {
+                if let Some(at) = at {
+                    self.state.schedule.insert(Due {
+                        at,
+                        kind,
+                        account: account_id.to_string(),
+                        item: lot.seq.to_string(),
+                    });
+                }
+            }
+        }
         (id, balance)
     }
 
@@ -1025,6 +1089,95 @@ impl Engine {
             self.reschedule(&id);
         }
         self.schedule_close(&prog);
+    }
+
+    /// A redemption (SPEC section 7): refused for the first reason that applies, in the
+    /// spec's order; otherwise a `redemption` transaction, a `rdm_` id, stock lowered.
+    fn redeem(&mut self, rec: &Record, r: &envelope::Redeem, cx: &mut Cx<'_>) {
+        let Some(prog) = self.program(&r.program) else {
+            return;
+        };
+        let id = ids::account_id(&prog.id, &r.customer);
+        let Some(account) = self.state.accounts.get(&id) else {
+            return;
+        };
+        let (rank, _) = Self::tier_of(&prog, account);
+        let discount = account
+            .tier
+            .as_deref()
+            .and_then(|t| prog.tier(t))
+            .map_or(Dec::ZERO, |t| t.redemption_discount);
+        let key = (prog.id.clone(), r.reward.clone());
+        let used = self.state.stock_used.get(&key).copied().unwrap_or(0);
+        let mine = account.redeemed.get(&r.reward).copied().unwrap_or(0);
+        let reward = prog.reward(&r.reward).filter(|w| {
+            w.starts.is_none_or(|s| rec.created >= s) && w.ends.is_none_or(|e| rec.created < e)
+        });
+        // cost × quantity, less the tier's discount percent, rounded up.
+        let cost = reward.map(|w| {
+            let hundred = Dec::from_int(100);
+            let keep = crate::dec::round_quotient(
+                &[
+                    Dec::from_int(w.cost),
+                    Dec::from_int(r.quantity),
+                    sub_percent(discount),
+                ],
+                hundred,
+                crate::dec::Rounding::Ceil,
+            );
+            keep.map_or(i64::MAX, |k| i64::try_from(k).unwrap_or(i64::MAX))
+        });
+        let reason = match (reward, cost) {
+            (None, _) | (_, None) => Some("not_available"),
+            (Some(w), Some(cost)) => {
+                if rank < w.min_rank || w.max_rank.is_some_and(|m| rank > m) {
+                    Some("tier_required")
+                } else if w.stock.is_some_and(|s| s - used < r.quantity) {
+                    Some("out_of_stock")
+                } else if w
+                    .max_per_member
+                    .is_some_and(|m| mine.saturating_add(r.quantity) > m)
+                {
+                    Some("limit_reached")
+                } else if account.balance < i128::from(cost)
+                    || account.balance < i128::from(prog.minimum_redemption)
+                {
+                    Some("insufficient_points")
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(reason) = reason {
+            let mut data = base_data(account);
+            data.insert("reward".into(), Value::String(r.reward.clone()));
+            data.insert("reason".into(), Value::String(reason.into()));
+            cx.event("loyalty.redemption.rejected", data);
+            return;
+        }
+        let cost = cost.unwrap_or(0);
+        let redemption = ids::redemption_id(&cx.source, cx.n_ev);
+        let (tx, balance) = if cost > 0 {
+            let mut md = Map::new();
+            md.insert("redemption".into(), Value::String(redemption.clone()));
+            md.insert("reward".into(), Value::String(r.reward.clone()));
+            let (tx, balance) = self.post(cx, &id, TxKind::Redemption, -cost, None, vec![], md);
+            (Value::String(tx), balance)
+        } else {
+            (Value::Null, self.state.accounts[&id].balance)
+        };
+        *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
+        self.changes.rewards = true;
+        let account = self.account_mut(&id).expect("exists");
+        *account.redeemed.entry(r.reward.clone()).or_insert(0) += r.quantity;
+        let mut data = base_data(account);
+        data.insert("redemption".into(), Value::String(redemption));
+        data.insert("reward".into(), Value::String(r.reward.clone()));
+        data.insert("quantity".into(), Value::from(r.quantity));
+        data.insert("cost".into(), Value::from(cost));
+        data.insert("transaction".into(), tx);
+        data.insert("balance".into(), num(balance));
+        cx.event("loyalty.reward.redeemed", data);
     }
 
     /// True when the account's program qualifies on points.
@@ -1148,6 +1301,30 @@ impl Engine {
             })
             .collect();
         self.state.schedule.extend(dues);
+        let lot_dues: Vec<Due> = self
+            .state
+            .accounts
+            .values()
+            .flat_map(|a| {
+                a.lots.iter().flat_map(move |l| {
+                    [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)]
+                        .into_iter()
+                        .filter_map(move |(at, kind)| {
+                            at.map(|at| Due {
+                                at,
+                                kind,
+                                account: a.id.clone(),
+                                item: l.seq.to_string(),
+                            })
+                        })
+                })
+            })
+            .collect();
+        // Effects that already fell due are not carried out again.
+        let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
+        self.state
+            .schedule
+            .extend(lot_dues.into_iter().filter(|d| d.at > clock));
         for prog in self.state.programs.clone() {
             self.schedule_close(&prog);
         }
@@ -1157,6 +1334,64 @@ impl Engine {
     fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
         let at = Timestamp(due.at);
         match due.kind {
+            DueKind::Expiry | DueKind::Warning => {
+                let Ok(seq) = due.item.parse::<u64>() else {
+                    return;
+                };
+                let Some(account) = self.state.accounts.get(&due.account) else {
+                    return;
+                };
+                let left = lots::remaining(account, seq);
+                let kind = if due.kind == DueKind::Expiry {
+                    "expiry"
+                } else {
+                    "warning"
+                };
+                let mut cx = Cx {
+                    source: ids::due_source(&due.account, kind, at.0, &due.item),
+                    created: at,
+                    n_tx: 0,
+                    n_ev: 0,
+                    out,
+                    payment_awards: None,
+                    touched: Vec::new(),
+                };
+                if due.kind == DueKind::Warning {
+                    // Once, with the amount due; nothing for a lot with nothing left.
+                    let expires = account
+                        .lots
+                        .iter()
+                        .find(|l| l.seq == seq)
+                        .and_then(|l| l.expires);
+                    if let (true, Some(expires)) = (left > 0, expires) {
+                        let mut data = base_data(account);
+                        data.insert("points".into(), Value::from(left));
+                        data.insert(
+                            "expiresAt".into(),
+                            Value::String(Timestamp(expires).to_string()),
+                        );
+                        cx.event("loyalty.points.expiring", data);
+                    }
+                    return;
+                }
+                let left = lots::expire(self.account_mut(&due.account).expect("exists"), seq);
+                if left > 0 {
+                    let (tx, balance) = self.post(
+                        &mut cx,
+                        &due.account,
+                        TxKind::Expiry,
+                        -left,
+                        None,
+                        vec![],
+                        Map::new(),
+                    );
+                    let mut data = base_data(&self.state.accounts[&due.account]);
+                    data.insert("points".into(), Value::from(-left));
+                    data.insert("transaction".into(), Value::String(tx));
+                    data.insert("balance".into(), num(balance));
+                    cx.event("loyalty.points.expired", data);
+                }
+            }
             DueKind::Tier if due.account.is_empty() => {
                 // A calendar period close: every member of the program, by account id.
                 let Some(prog) = self.state.program(&due.item).cloned() else {

@@ -28,6 +28,7 @@ pub mod engine;
 pub mod envelope;
 pub mod fold;
 pub mod ids;
+pub mod lots;
 pub mod output;
 pub mod state;
 pub mod tiers;

@@ -38,6 +38,9 @@ pub struct State {
     pub program_texts: BTreeMap<String, String>,
     /// How many updates each program has had.
     pub program_revisions: BTreeMap<String, u64>,
+    /// Units of each reward redeemed so far, by `(program, reward)` (stock left is `stock`
+    /// minus this).
+    pub stock_used: BTreeMap<(String, String), i64>,
     /// Time-driven effects, in the order they fall due. Derived from the accounts and the
     /// programs (rebuilt when a state is loaded), so it is never stored.
     pub schedule: std::collections::BTreeSet<Due>,
@@ -60,6 +63,10 @@ pub struct Due {
 /// Kinds of time-driven effects, in the order they run at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum DueKind {
+    /// What is left of a lot expires.
+    Expiry,
+    /// The warning before a lot expires.
+    Warning,
     /// A tier evaluation (rolling period) or a period close (calendar period).
     Tier,
 }
@@ -84,6 +91,18 @@ pub struct Account {
     pub last_demotion: Option<i64>,
     /// When its tier is next evaluated (a rolling period), as scheduled.
     pub tier_due: Option<i64>,
+    /// Open lots (SPEC section 7).
+    #[serde(default)]
+    pub lots: Vec<crate::lots::Lot>,
+    /// Points owed: what reversals took beyond the open lots.
+    #[serde(default)]
+    pub debt: i64,
+    /// The number of the next lot.
+    #[serde(default)]
+    pub next_lot: u64,
+    /// Units redeemed, by reward id (for `maxPerMember`).
+    #[serde(default)]
+    pub redeemed: BTreeMap<String, i64>,
     /// This account's referral code.
     pub referral_code: String,
     /// The account that referred this one.
@@ -154,6 +173,9 @@ pub struct AwardRecord {
     pub points: i64,
     /// Points given back so far.
     pub reversed: i64,
+    /// The award transaction (its lots are taken back first).
+    #[serde(default)]
+    pub transaction: String,
 }
 
 impl State {

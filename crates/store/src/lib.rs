@@ -229,6 +229,11 @@ impl Store {
             state.program_texts = p.texts;
             state.program_revisions = p.revisions;
         }
+        if let Some(v) = self.db.get(b"m/stock")? {
+            let stock: Vec<((String, String), i64)> =
+                serde_json::from_slice(&v).map_err(|e| corrupt(b"m/stock", e))?;
+            state.stock_used = stock.into_iter().collect();
+        }
         if let Some(v) = self.db.get(b"m/clock")? {
             state.clock = Some(Timestamp(parse_u64(b"m/clock", &v)? as i64));
         }
@@ -296,6 +301,11 @@ impl Store {
             };
             let v = serde_json::to_vec(&p).map_err(|e| corrupt(b"m/programs", e))?;
             wb.put(b"m/programs", v);
+        }
+        if c.rewards {
+            let stock: Vec<(&(String, String), &i64)> = state.stock_used.iter().collect();
+            let v = serde_json::to_vec(&stock).map_err(|e| corrupt(b"m/stock", e))?;
+            wb.put(b"m/stock", v);
         }
         if let (true, Some(clock)) = (c.clock, state.clock) {
             wb.put(b"m/clock", (clock.0 as u64).to_be_bytes());
