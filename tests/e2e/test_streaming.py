@@ -376,3 +376,54 @@ def test_demotion_through_clock_ticks_survives_kill9_and_replay(broker, workdir,
     assert out.stdout.decode() == live
     msgs = read_topic(broker["bootstrap"], f"{prefix}loyalty.tier.changed", 2)
     assert [json.loads(m.value)["data"]["direction"] for m in msgs] == ["up", "down"]
+
+
+def test_redemption_refund_and_transfer_survive_kill9_and_replay(broker, workdir, prefix):
+    config = {"programs": [{
+        "id": "prog_life", "currency": "EUR", "pointsExpiry": {"months": 12, "warnDays": 30},
+        "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+                          "award": {"type": "per_amount", "per": 100, "points": 1}}],
+        "rewards": [{"id": "rwd_tee", "name": "T-shirt", "cost": 300, "stock": 5}]}]}
+    cfg = workdir / "programs.json"
+    cfg.write_text(json.dumps(config))
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state").start()
+
+    def cmd(i, kind, data, ago):
+        return {"id": f"c{i}", "type": kind, "created": now_minus(ago), "data": data}
+
+    phases = [
+        (eng.topics["commands"], [cmd(1, "loyalty.account.enroll", {"customer": "cus_A", "program": "prog_life"}, 600),
+                                  cmd(2, "loyalty.account.enroll", {"customer": "cus_B", "program": "prog_life"}, 600)]),
+        (eng.topics["payments"], [{"id": "p1", "type": "payment.completed", "created": now_minus(500),
+                                   "data": {"id": "pay_A", "customer": "cus_A", "amount": 50000, "currency": "EUR"}},
+                                  {"id": "p2", "type": "payment.completed", "created": now_minus(500),
+                                   "data": {"id": "pay_B", "customer": "cus_B", "amount": 10000, "currency": "EUR"}}]),
+        (eng.topics["commands"], [cmd(3, "loyalty.redemption.create", {"customer": "cus_A", "program": "prog_life", "reward": "rwd_tee"}, 400),
+                                  cmd(4, "loyalty.points.transfer", {"program": "prog_life", "from": "cus_A", "to": "cus_B", "points": 100}, 400),
+                                  cmd(5, "loyalty.redemption.create", {"customer": "cus_B", "program": "prog_life", "reward": "rwd_nope"}, 400)]),
+        (eng.topics["refunds"], [{"id": "r1", "type": "payment.refunded", "created": now_minus(300),
+                                  "data": {"id": "re_A", "payment": "pay_A", "customer": "cus_A", "amount": 25000, "currency": "EUR"}}]),
+    ]
+    sent = []
+    for i, (topic, records) in enumerate(phases):
+        send_all(broker["bootstrap"], topic, records)
+        sent += records
+        want = fold(cfg, [json.dumps(r) for r in sent])
+        wait_for(lambda: eng.export() == want, 120, f"phase {i + 1}")
+        if i == 2:
+            eng.kill9()
+            eng.start()
+    eng.stop()
+    live = eng.export()
+    assert balances(live) == {("prog_life", "cus_A"): -150, ("prog_life", "cus_B"): 200}
+    kinds = [t["type"] for t in lines_of(live, "transaction")]
+    assert kinds == ["award", "award", "redemption", "transfer_out", "transfer_in", "reversal"]
+    rejected = [e for e in lines_of(live, "event") if e["type"] == "loyalty.redemption.rejected"]
+    assert [e["data"]["reason"] for e in rejected] == ["not_available"]
+    # Published at least once, and always with the same id and payload (downstream
+    # deduplicates on the id).
+    redeemed = {}
+    for m in read_topic(broker["bootstrap"], f"{prefix}loyalty.reward.redeemed", 1):
+        assert redeemed.setdefault(json.loads(m.value)["id"], m.value) == m.value
+    assert [json.loads(v)["data"]["cost"] for v in redeemed.values()] == [300]
+    check_exactly_once(broker, eng, cfg, fold(cfg, [json.dumps(r) for r in sent]), 0)

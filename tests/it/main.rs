@@ -3,6 +3,7 @@
 //! engine's invariants.
 
 mod cli;
+mod lifecycle;
 mod properties;
 mod scenarios;
 mod support;

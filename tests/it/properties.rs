@@ -413,7 +413,14 @@ mod lots {
                 let mut env = data;
                 env["id"] = json!(format!("r{i}"));
                 env["created"] = json!(created);
+                let total = |e: &Engine| e.state().accounts.values().map(|a| a.balance).sum::<i128>();
+                let before = total(&e);
+                let due_before = e.clock();
                 e.apply(env.to_string().as_bytes(), &mut out);
+                if kind == 4 && due_before.is_some_and(|c| c.0 >= BASE + t) {
+                    // No time-driven effect ran in between: a transfer conserves points.
+                    prop_assert_eq!(total(&e), before, "a transfer changed the total");
+                }
                 for a in e.state().accounts.values() {
                     prop_assert_eq!(loyalty_core::lots::total(a), a.balance, "after record {}", i);
                     prop_assert!(a.lots.iter().all(|l| l.remaining >= 0));

@@ -124,6 +124,18 @@ struct Recipients<'a> {
     referral: Option<(Option<&'a str>, Option<&'a str>)>,
 }
 
+/// The start (local midnight) of the first birthday `(month, day)` after `after`; February
+/// 29 falls on February 28 in other years.
+fn next_birthday(month: u32, day: u32, after: Timestamp, tz: chrono_tz::Tz) -> Option<Timestamp> {
+    use chrono::Datelike;
+    let year = after.local(tz)?.year();
+    (year..year + 3).find_map(|y| {
+        let date = chrono::NaiveDate::from_ymd_opt(y, month, day)
+            .or_else(|| chrono::NaiveDate::from_ymd_opt(y, month, day - 1))?;
+        crate::time::start_of(date, tz).filter(|t| *t > after)
+    })
+}
+
 /// `100 - percent`, exactly.
 fn sub_percent(percent: Dec) -> Dec {
     let (m, s) = percent.parts();
@@ -260,6 +272,14 @@ impl Engine {
                 for prog in self.state.programs.clone() {
                     let referrer = self.account_for(&prog, &r.referrer, cx);
                     let referee = self.account_for(&prog, &r.referee, cx);
+                    // One conversion per referee.
+                    if let Some(id) = &referee {
+                        let account = self.account_mut(id).expect("just found");
+                        if account.referral_converted {
+                            continue;
+                        }
+                        account.referral_converted = true;
+                    }
                     self.earn_referral(&prog, rec.created, referrer, referee, cx);
                 }
             }
@@ -591,6 +611,8 @@ impl Engine {
             debt: 0,
             next_lot: 0,
             redeemed: Default::default(),
+            referral_converted: false,
+            birthday_due: None,
             referral_code: referral_code.clone(),
             referred_by,
             birthday,
@@ -604,6 +626,7 @@ impl Engine {
             .insert((prog.id.clone(), referral_code), id.clone());
         self.state.accounts.insert(id.clone(), account);
         self.changes.accounts.insert(id.clone());
+        self.schedule_birthday(&id, cx.created);
         cx.event("loyalty.account.created", data);
         let trigger = Trigger {
             kind: "loyalty.account.created",
@@ -683,6 +706,11 @@ impl Engine {
                 payment,
                 cx,
             );
+            self.stamp(&prog, &account, &trigger, cx);
+            // The referee's first payment converts its referral, inside the engine.
+            if is_payment {
+                self.convert_referral(&prog, &account, rec.created, cx);
+            }
         }
         if let (true, Some(pid), Some(awards)) =
             (is_payment, &a.object_id, cx.payment_awards.take())
@@ -1085,8 +1113,10 @@ impl Engine {
             .filter(|a| a.program == prog.id)
             .map(|a| a.id.clone())
             .collect();
+        let now = self.state.clock.unwrap_or(cx.created);
         for id in members {
             self.reschedule(&id);
+            self.schedule_birthday(&id, now);
         }
         self.schedule_close(&prog);
     }
@@ -1178,6 +1208,102 @@ impl Engine {
         data.insert("transaction".into(), tx);
         data.insert("balance".into(), num(balance));
         cx.event("loyalty.reward.redeemed", data);
+    }
+
+    /// Stamp cards (SPEC section 7): each qualifying event adds a stamp; a full card emits
+    /// `loyalty.stamp_card.completed`, issues its reward as a redemption that costs no
+    /// points, and starts over.
+    fn stamp(&mut self, prog: &Arc<Program>, account_id: &str, t: &Trigger<'_>, cx: &mut Cx<'_>) {
+        for card in prog.stamp_cards.iter().filter(|c| c.trigger == t.kind) {
+            let Some(account) = self.state.accounts.get(account_id) else {
+                return;
+            };
+            let (rank, _) = Self::tier_of(prog, account);
+            if !conditions_hold(&card.conditions, t, rank, 0) {
+                continue;
+            }
+            let account = self.account_mut(account_id).expect("exists");
+            let stamps = account.stamps.entry(card.id.clone()).or_insert(0);
+            *stamps += 1;
+            if *stamps < card.stamps_required {
+                continue;
+            }
+            *stamps = 0;
+            *account.redeemed.entry(card.reward.clone()).or_insert(0) += 1;
+            let balance = account.balance;
+            let redemption = ids::redemption_id(&cx.source, cx.n_ev);
+            let mut data = base_data(account);
+            data.insert("card".into(), Value::String(card.id.clone()));
+            data.insert("reward".into(), Value::String(card.reward.clone()));
+            data.insert("redemption".into(), Value::String(redemption.clone()));
+            let mut redeemed = base_data(account);
+            redeemed.insert("redemption".into(), Value::String(redemption));
+            redeemed.insert("reward".into(), Value::String(card.reward.clone()));
+            redeemed.insert("quantity".into(), Value::from(1));
+            redeemed.insert("cost".into(), Value::from(0));
+            redeemed.insert("transaction".into(), Value::Null);
+            redeemed.insert("balance".into(), num(balance));
+            cx.event("loyalty.stamp_card.completed", data);
+            cx.event("loyalty.reward.redeemed", redeemed);
+        }
+    }
+
+    /// The referral of a member who enrolled with another member's code converts on its
+    /// first payment: `referral.converted` is raised inside the engine, once.
+    fn convert_referral(
+        &mut self,
+        prog: &Arc<Program>,
+        account_id: &str,
+        at: Timestamp,
+        cx: &mut Cx<'_>,
+    ) {
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        if account.referral_converted {
+            return;
+        }
+        let Some(referrer) = account.referred_by.clone() else {
+            return;
+        };
+        if referrer == account_id || !self.state.accounts.contains_key(&referrer) {
+            return;
+        }
+        self.account_mut(account_id)
+            .expect("exists")
+            .referral_converted = true;
+        self.earn_referral(prog, at, Some(referrer), Some(account_id.to_string()), cx);
+    }
+
+    /// Schedules the start of an account's next birthday after `after`.
+    fn schedule_birthday(&mut self, id: &str, after: Timestamp) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some((month, day)) = account.birthday else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program) else {
+            return;
+        };
+        let due = next_birthday(month, day, after, prog.tz);
+        if let Some(old) = account.birthday_due {
+            self.state.schedule.remove(&Due {
+                at: old,
+                kind: DueKind::Birthday,
+                account: id.to_string(),
+                item: String::new(),
+            });
+        }
+        if let Some(at) = due {
+            self.state.schedule.insert(Due {
+                at: at.0,
+                kind: DueKind::Birthday,
+                account: id.to_string(),
+                item: String::new(),
+            });
+        }
+        self.account_mut(id).expect("exists").birthday_due = due.map(|t| t.0);
     }
 
     /// True when the account's program qualifies on points.
@@ -1301,6 +1427,20 @@ impl Engine {
             })
             .collect();
         self.state.schedule.extend(dues);
+        let birthdays: Vec<Due> = self
+            .state
+            .accounts
+            .values()
+            .filter_map(|a| {
+                a.birthday_due.map(|at| Due {
+                    at,
+                    kind: DueKind::Birthday,
+                    account: a.id.clone(),
+                    item: String::new(),
+                })
+            })
+            .collect();
+        self.state.schedule.extend(birthdays);
         let lot_dues: Vec<Due> = self
             .state
             .accounts
@@ -1334,6 +1474,47 @@ impl Engine {
     fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
         let at = Timestamp(due.at);
         match due.kind {
+            DueKind::Birthday => {
+                let Some(account) = self.state.accounts.get(&due.account) else {
+                    return;
+                };
+                if account.birthday_due != Some(due.at) {
+                    return;
+                }
+                let Some(prog) = self.state.program(&account.program).cloned() else {
+                    return;
+                };
+                let mut cx = Cx {
+                    source: ids::due_source(&due.account, "birthday", at.0, ""),
+                    created: at,
+                    n_tx: 0,
+                    n_ev: 0,
+                    out,
+                    payment_awards: None,
+                    touched: Vec::new(),
+                };
+                let trigger = Trigger {
+                    kind: "customer.birthday",
+                    at,
+                    amount: None,
+                    currency: None,
+                    metadata: None,
+                    object_id: None,
+                };
+                let id = due.account.clone();
+                self.earn(
+                    &prog,
+                    &trigger,
+                    Recipients {
+                        default: Some(&id),
+                        referral: None,
+                    },
+                    None,
+                    &mut cx,
+                );
+                self.promote_touched(&mut cx);
+                self.schedule_birthday(&id, at);
+            }
             DueKind::Expiry | DueKind::Warning => {
                 let Ok(seq) = due.item.parse::<u64>() else {
                     return;

@@ -69,6 +69,8 @@ pub enum DueKind {
     Warning,
     /// A tier evaluation (rolling period) or a period close (calendar period).
     Tier,
+    /// The start of a member's birthday.
+    Birthday,
 }
 
 /// A loyalty account: one per (program, customer).
@@ -103,6 +105,12 @@ pub struct Account {
     /// Units redeemed, by reward id (for `maxPerMember`).
     #[serde(default)]
     pub redeemed: BTreeMap<String, i64>,
+    /// Whether this member's referral has converted (one conversion per referee).
+    #[serde(default)]
+    pub referral_converted: bool,
+    /// When its next birthday starts, as scheduled.
+    #[serde(default)]
+    pub birthday_due: Option<i64>,
     /// This account's referral code.
     pub referral_code: String,
     /// The account that referred this one.

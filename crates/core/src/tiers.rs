@@ -248,6 +248,8 @@ mod tests {
             debt: 0,
             next_lot: 0,
             redeemed: Default::default(),
+            referral_converted: false,
+            birthday_due: None,
             referral_code: String::new(),
             referred_by: None,
             birthday: None,
