@@ -267,7 +267,7 @@ impl Engine {
     fn apply_body(&mut self, rec: &Record, accepted: Accepted, cx: &mut Cx<'_>) {
         match (&rec.body, accepted) {
             (Body::Event(a), _) => self.apply_activity(rec, a, cx),
-            (Body::Refund(r), _) => self.apply_refund(rec, r, cx),
+            (Body::Refund(r), _) => self.apply_refund(r, cx),
             (Body::Referral(r), _) => {
                 for prog in self.state.programs.clone() {
                     let referrer = self.account_for(&prog, &r.referrer, cx);
@@ -424,7 +424,9 @@ impl Engine {
                 earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
             }),
             qualifying_value: value,
-            at_risk: tier.is_some_and(|t| value < t.threshold),
+            at_risk: tier.is_some_and(|t| {
+                value < t.threshold && prog.is_some_and(|p| tiers::one_below(p, t).is_some())
+            }),
             referral_code: a.referral_code.clone(),
             stamps: a.stamps.clone(),
         }
@@ -606,6 +608,7 @@ impl Engine {
             tier: tiers::initial(prog),
             activity: Default::default(),
             last_demotion: None,
+            reset_at: None,
             tier_due: None,
             lots: Vec::new(),
             debt: 0,
@@ -721,6 +724,7 @@ impl Engine {
                 .entry(pid.clone())
                 .or_insert_with(|| PaymentRecord {
                     currency: a.currency.clone().unwrap_or_default(),
+                    created: rec.created.0,
                     ..PaymentRecord::default()
                 });
             entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
@@ -734,14 +738,15 @@ impl Engine {
         }
     }
 
-    fn apply_refund(&mut self, rec: &Record, r: &envelope::Refund, cx: &mut Cx<'_>) {
+    fn apply_refund(&mut self, r: &envelope::Refund, cx: &mut Cx<'_>) {
         let Some(mut payment) = self.state.payments.remove(&r.payment) else {
             return;
         };
         payment.refunded += r.amount;
-        // The refund comes off the qualifying spend it added to.
+        // The refund comes off the qualifying spend the payment added, at the payment's
+        // time: it lowers the value of the period that payment counted in.
         for acct in payment.spend_accounts.clone() {
-            self.qualify(&acct, rec.created, -r.amount, cx);
+            self.qualify(&acct, Timestamp(payment.created), -r.amount, cx);
         }
         for award in &mut payment.awards {
             let due = if payment.refunded >= payment.amount {
@@ -778,7 +783,7 @@ impl Engine {
             );
             cx.event("loyalty.points.reversed", data);
             if self.qualifies_on_points(&award.account) {
-                self.qualify(&award.account, rec.created, -give, cx);
+                self.qualify(&award.account, Timestamp(award.created), -give, cx);
             }
         }
         self.state.payments.insert(r.payment.clone(), payment);
@@ -967,6 +972,7 @@ impl Engine {
                     points,
                     reversed: 0,
                     transaction: tx.clone(),
+                    created: cx.created.0,
                 });
             }
         }
@@ -1117,6 +1123,10 @@ impl Engine {
         for id in members {
             self.reschedule(&id);
             self.schedule_birthday(&id, now);
+            // A lowered threshold promotes at once.
+            if !cx.touched.contains(&id) {
+                cx.touched.push(id);
+            }
         }
         self.schedule_close(&prog);
     }
@@ -1585,9 +1595,15 @@ impl Engine {
                     .filter(|a| a.program == prog.id)
                     .map(|a| a.id.clone())
                     .collect();
+                // One effect per member, at the same instant, so that they run in account-id
+                // order with every other effect of this kind due then (SPEC section 6).
                 for id in members {
-                    let value = tiers::closing_value(&self.state.accounts[&id], &prog, at);
-                    self.demote(&id, &prog, value, at, "close", out);
+                    self.state.schedule.insert(Due {
+                        at: due.at,
+                        kind: DueKind::Tier,
+                        account: id,
+                        item: format!("close:{}", prog.id),
+                    });
                 }
                 // The next close falls after this one.
                 if let Some(next) = tiers::next_close(&prog, at) {
@@ -1598,6 +1614,18 @@ impl Engine {
                         item: prog.id.clone(),
                     });
                 }
+            }
+            DueKind::Tier if due.item.starts_with("close:") => {
+                let Some(account) = self.state.accounts.get(&due.account) else {
+                    return;
+                };
+                let Some(prog) = self.state.program(&account.program).cloned() else {
+                    return;
+                };
+                let value = tiers::closing_value(account, &prog, at);
+                self.demote(&due.account, &prog, value, at, "close", out);
+                // The close resets the value; the balance is untouched.
+                self.account_mut(&due.account).expect("exists").reset_at = Some(due.at);
             }
             DueKind::Tier => {
                 let Some(account) = self.state.accounts.get(&due.account) else {
@@ -1610,8 +1638,11 @@ impl Engine {
                     return;
                 }
                 let value = tiers::value_at(account, &prog, at);
+                let allowed = tiers::may_demote_at(account, &prog, at);
                 self.account_mut(&due.account).expect("exists").tier_due = None;
-                self.demote(&due.account, &prog, value, at, "tier", out);
+                if allowed {
+                    self.demote(&due.account, &prog, value, at, "tier", out);
+                }
                 self.reschedule(&due.account);
             }
         }

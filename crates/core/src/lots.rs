@@ -127,3 +127,64 @@ pub fn total(account: &Account) -> i128 {
         .sum::<i128>()
         - i128::from(account.debt)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        serde_json::from_str(
+            r#"{"id":"loy_x","program":"p","customer":"c","balance":0,"tier":null,"activity":{},
+            "last_demotion":null,"tier_due":null,"referral_code":"X","referred_by":null,
+            "birthday":null,"stamps":{},"rule_usage":{}}"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn deductions_take_the_lots_that_expire_first() {
+        let mut a = account();
+        credit(
+            &mut a,
+            100,
+            Timestamp(10),
+            Some(Timestamp(1000)),
+            None,
+            "t1",
+        );
+        credit(&mut a, 50, Timestamp(20), Some(Timestamp(500)), None, "t2");
+        credit(&mut a, 70, Timestamp(30), None, None, "t3");
+        debit(&mut a, 120);
+        assert_eq!(remaining(&a, 1), 0, "the lot expiring at 500 went first");
+        assert_eq!(remaining(&a, 0), 30);
+        assert_eq!(remaining(&a, 2), 70, "a lot that never expires goes last");
+        assert_eq!(total(&a), 100);
+    }
+
+    #[test]
+    fn a_reversal_takes_its_own_lot_first_then_debt_is_paid_off() {
+        let mut a = account();
+        credit(
+            &mut a,
+            100,
+            Timestamp(10),
+            Some(Timestamp(1000)),
+            None,
+            "t1",
+        );
+        credit(&mut a, 50, Timestamp(20), Some(Timestamp(500)), None, "t2");
+        reverse(&mut a, 120, "t1");
+        assert_eq!(remaining(&a, 0), 0);
+        assert_eq!(remaining(&a, 1), 30, "then the lot that expires first");
+        reverse(&mut a, 80, "t2");
+        assert_eq!((total(&a), a.debt), (-50, 50));
+        assert!(
+            credit(&mut a, 30, Timestamp(40), None, None, "t3").is_none(),
+            "all of it pays the debt"
+        );
+        let lot = credit(&mut a, 30, Timestamp(50), None, None, "t4").unwrap();
+        assert_eq!((lot.remaining, a.debt, total(&a)), (10, 0, 10));
+        assert_eq!(expire(&mut a, lot.seq), 10);
+        assert_eq!(total(&a), 0);
+    }
+}

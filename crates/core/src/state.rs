@@ -91,6 +91,10 @@ pub struct Account {
     pub activity: BTreeMap<i64, i64>,
     /// When the member was last demoted (soft landing: not again within a period).
     pub last_demotion: Option<i64>,
+    /// When a calendar period close last reset its value (activity before it never counts
+    /// again).
+    #[serde(default)]
+    pub reset_at: Option<i64>,
     /// When its tier is next evaluated (a rolling period), as scheduled.
     pub tier_due: Option<i64>,
     /// Open lots (SPEC section 7).
@@ -166,6 +170,9 @@ pub struct PaymentRecord {
     /// The accounts whose qualifying spend it added to.
     #[serde(default)]
     pub spend_accounts: Vec<String>,
+    /// When it was paid (a refund comes off the spend of that time).
+    #[serde(default)]
+    pub created: i64,
 }
 
 /// One award of a payment.
@@ -184,6 +191,9 @@ pub struct AwardRecord {
     /// The award transaction (its lots are taken back first).
     #[serde(default)]
     pub transaction: String,
+    /// When it was awarded (a reversal comes off the qualifying points of that time).
+    #[serde(default)]
+    pub created: i64,
 }
 
 impl State {

@@ -128,7 +128,14 @@ pub fn value_at(account: &Account, prog: &Program, t: Timestamp) -> i64 {
             None => sum(account, None, None, t.0),
         },
         Period::Calendar { months, start } => match calendar_period(t, months, start, prog) {
-            Some((from, _)) => sum(account, None, Some(from.0), t.0),
+            // A close resets the value: nothing before the last reset counts again, even
+            // after an update changes the period.
+            Some((from, _)) => sum(
+                account,
+                None,
+                Some(from.0.max(account.reset_at.unwrap_or(i64::MIN))),
+                t.0,
+            ),
             None => 0,
         },
     }
@@ -141,7 +148,12 @@ pub fn closing_value(account: &Account, prog: &Program, close: Timestamp) -> i64
         return 0;
     };
     match calendar_period(Timestamp(close.0 - 1), months, start, prog) {
-        Some((from, _)) => sum(account, None, Some(from.0), close.0 - 1),
+        Some((from, _)) => sum(
+            account,
+            None,
+            Some(from.0.max(account.reset_at.unwrap_or(i64::MIN))),
+            close.0 - 1,
+        ),
         None => 0,
     }
 }
@@ -183,38 +195,64 @@ pub fn next_rolling_evaluation(
     // The lowest tier cannot be demoted.
     one_below(prog, tier)?;
     let earliest = match (tc.soft_landing, account.last_demotion) {
-        (true, Some(d)) => add_months(Timestamp(d), months, prog.tz),
+        // Soft landing: not again within one period length (never, if that is beyond the
+        // calendar).
+        (true, Some(d)) => Some(add_months(Timestamp(d), months, prog.tz)?),
         _ => None,
     };
-    let mut candidates = Vec::new();
-    candidates.push(next_day_boundary(after, prog)?);
-    if let Some(e) = earliest {
-        candidates.push(day_boundary_at_or_after(e, prog)?);
+    let allowed = |b: Timestamp| earliest.is_none_or(|e| b >= e);
+    // Demoted at the next day boundary if the value will be below the threshold there.
+    let next = next_day_boundary(after, prog)?;
+    if allowed(next) && value_at(account, prog, next) < tier.threshold {
+        return Some(next);
     }
-    // The day boundary at which each entry leaves the window.
-    for &at in account.activity.keys() {
-        let Some(leave) = add_months(Timestamp(at), months, prog.tz) else {
-            continue;
-        };
-        let Some(mut b) = day_boundary_at_or_after(leave, prog) else {
-            continue;
-        };
-        for _ in 0..5 {
-            match months_before(b, months, prog) {
-                Some(from) if from.0 < at => b = next_day_boundary(b, prog)?,
-                _ => break,
+    // Otherwise the value can only fall when the oldest activity in the window leaves it:
+    // check again then (or when soft landing allows the next demotion). A check that finds
+    // the value still high enough schedules the next one, so the work per event stays
+    // small however much activity a member has.
+    let window_start = months_before(after, months, prog);
+    let oldest = account
+        .activity
+        .range((
+            window_start.map_or(std::ops::Bound::Unbounded, |w| {
+                std::ops::Bound::Excluded(w.0)
+            }),
+            std::ops::Bound::Included(after.0),
+        ))
+        .next()
+        .map(|(&at, _)| at);
+    let mut checkpoint: Option<Timestamp> = None;
+    if let Some(at) = oldest {
+        if let Some(leave) = add_months(Timestamp(at), months, prog.tz) {
+            let mut b = day_boundary_at_or_after(leave, prog)?;
+            for _ in 0..5 {
+                match months_before(b, months, prog) {
+                    Some(from) if from.0 < at => b = next_day_boundary(b, prog)?,
+                    _ => break,
+                }
             }
-        }
-        if b > after {
-            candidates.push(b);
+            checkpoint = Some(b.max(next));
         }
     }
-    candidates.sort_unstable();
-    candidates.dedup();
-    candidates
-        .into_iter()
-        .filter(|b| *b > after && earliest.is_none_or(|e| *b >= e))
-        .find(|b| value_at(account, prog, *b) < tier.threshold)
+    if let Some(e) = earliest {
+        let b = day_boundary_at_or_after(e, prog)?;
+        if b > next {
+            checkpoint = Some(checkpoint.map_or(b, |c| c.min(b)));
+        }
+    }
+    checkpoint
+}
+
+/// True when a rolling-period member may be demoted at `at` (soft landing: one period after
+/// its last demotion).
+pub fn may_demote_at(account: &Account, prog: &Program, at: Timestamp) -> bool {
+    let Some(tc) = &prog.tiers else { return false };
+    match (tc.period, tc.soft_landing, account.last_demotion) {
+        (Period::Rolling { months }, true, Some(d)) => {
+            add_months(Timestamp(d), months, prog.tz).is_some_and(|e| at >= e)
+        }
+        _ => true,
+    }
 }
 
 #[cfg(test)]
@@ -243,6 +281,7 @@ mod tests {
             tier: Some(tier.into()),
             activity: activity.iter().map(|(t, v)| (ts(t).0, *v)).collect(),
             last_demotion: None,
+            reset_at: None,
             tier_due: None,
             lots: Vec::new(),
             debt: 0,

@@ -20,9 +20,13 @@ pub struct Timestamp(pub i64);
 
 impl Timestamp {
     /// Parses an RFC 3339 time such as `2026-03-01T10:00:00Z` or `2026-03-01T11:00:00+01:00`.
+    /// Times are accepted in the years 0001 to 9998 (UTC), so that every time the engine
+    /// prints is `YYYY-MM-DDTHH:MM:SSZ` and calendar arithmetic around it stays in range.
     pub fn parse_rfc3339(text: &str) -> Option<Timestamp> {
+        use chrono::Datelike;
         DateTime::parse_from_rfc3339(text)
             .ok()
+            .filter(|t| (1..=9998).contains(&t.naive_utc().year()))
             .map(|t| Timestamp(t.timestamp()))
     }
 
