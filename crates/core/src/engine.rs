@@ -97,7 +97,20 @@ struct Cx<'o> {
     touched: Vec<String>,
 }
 
-impl Cx<'_> {
+impl<'o> Cx<'o> {
+    /// The minting context of a record, or of an effect that fell due.
+    fn new(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+        Cx {
+            source,
+            created,
+            n_tx: 0,
+            n_ev: 0,
+            out,
+            payment_awards: None,
+            touched: Vec::new(),
+        }
+    }
+
     fn tx_id(&mut self) -> String {
         self.n_tx += 1;
         ids::transaction_id(&self.source, self.n_tx - 1)
@@ -250,15 +263,7 @@ impl Engine {
         self.state.seen.insert(rec.id.clone());
         self.changes.seen.push(rec.id.clone());
         self.advance_clock(rec.created, out);
-        let mut cx = Cx {
-            source: rec.id.clone(),
-            created: rec.created,
-            n_tx: 0,
-            n_ev: 0,
-            out,
-            payment_awards: None,
-            touched: Vec::new(),
-        };
+        let mut cx = Cx::new(rec.id.clone(), rec.created, out);
         self.apply_body(rec, accepted, &mut cx);
         self.promote_touched(&mut cx);
     }
@@ -1423,58 +1428,34 @@ impl Engine {
     /// Rebuilds the schedule from the accounts and programs (after a load).
     fn rebuild_schedule(&mut self) {
         self.state.schedule.clear();
+        // Effects that already fell due are not carried out again.
+        let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
         let dues: Vec<Due> = self
             .state
             .accounts
             .values()
-            .filter_map(|a| {
-                a.tier_due.map(|at| Due {
-                    at,
-                    kind: DueKind::Tier,
-                    account: a.id.clone(),
-                    item: String::new(),
+            .flat_map(|a| {
+                let lots = a.lots.iter().flat_map(|l| {
+                    [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)]
+                        .map(|(at, kind)| (at, kind, l.seq.to_string()))
+                });
+                [
+                    (a.tier_due, DueKind::Tier, String::new()),
+                    (a.birthday_due, DueKind::Birthday, String::new()),
+                ]
+                .into_iter()
+                .chain(lots)
+                .filter_map(|(at, kind, item)| {
+                    at.filter(|at| *at > clock).map(|at| Due {
+                        at,
+                        kind,
+                        account: a.id.clone(),
+                        item,
+                    })
                 })
             })
             .collect();
         self.state.schedule.extend(dues);
-        let birthdays: Vec<Due> = self
-            .state
-            .accounts
-            .values()
-            .filter_map(|a| {
-                a.birthday_due.map(|at| Due {
-                    at,
-                    kind: DueKind::Birthday,
-                    account: a.id.clone(),
-                    item: String::new(),
-                })
-            })
-            .collect();
-        self.state.schedule.extend(birthdays);
-        let lot_dues: Vec<Due> = self
-            .state
-            .accounts
-            .values()
-            .flat_map(|a| {
-                a.lots.iter().flat_map(move |l| {
-                    [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)]
-                        .into_iter()
-                        .filter_map(move |(at, kind)| {
-                            at.map(|at| Due {
-                                at,
-                                kind,
-                                account: a.id.clone(),
-                                item: l.seq.to_string(),
-                            })
-                        })
-                })
-            })
-            .collect();
-        // Effects that already fell due are not carried out again.
-        let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
-        self.state
-            .schedule
-            .extend(lot_dues.into_iter().filter(|d| d.at > clock));
         for prog in self.state.programs.clone() {
             self.schedule_close(&prog);
         }
@@ -1494,15 +1475,7 @@ impl Engine {
                 let Some(prog) = self.state.program(&account.program).cloned() else {
                     return;
                 };
-                let mut cx = Cx {
-                    source: ids::due_source(&due.account, "birthday", at.0, ""),
-                    created: at,
-                    n_tx: 0,
-                    n_ev: 0,
-                    out,
-                    payment_awards: None,
-                    touched: Vec::new(),
-                };
+                let mut cx = Cx::new(ids::due_source(&due.account, "birthday", at.0, ""), at, out);
                 let trigger = Trigger {
                     kind: "customer.birthday",
                     at,
@@ -1538,15 +1511,11 @@ impl Engine {
                 } else {
                     "warning"
                 };
-                let mut cx = Cx {
-                    source: ids::due_source(&due.account, kind, at.0, &due.item),
-                    created: at,
-                    n_tx: 0,
-                    n_ev: 0,
+                let mut cx = Cx::new(
+                    ids::due_source(&due.account, kind, at.0, &due.item),
+                    at,
                     out,
-                    payment_awards: None,
-                    touched: Vec::new(),
-                };
+                );
                 if due.kind == DueKind::Warning {
                     // Once, with the amount due; nothing for a lot with nothing left.
                     let expires = account
@@ -1682,15 +1651,7 @@ impl Engine {
         account.tier = Some(to.clone());
         account.last_demotion = Some(at.0);
         let data = tier_changed_data(account, from, to, "down");
-        let mut cx = Cx {
-            source: ids::due_source(id, kind, at.0, ""),
-            created: at,
-            n_tx: 0,
-            n_ev: 0,
-            out,
-            payment_awards: None,
-            touched: Vec::new(),
-        };
+        let mut cx = Cx::new(ids::due_source(id, kind, at.0, ""), at, out);
         cx.event("loyalty.tier.changed", data);
     }
 }

@@ -15,7 +15,9 @@ use chrono::{Datelike, NaiveDate};
 
 use crate::config::{Period, Program, Tier};
 use crate::state::Account;
-use crate::time::{add_months, add_months_date, day_bounds, start_of, Timestamp};
+use crate::time::{
+    add_months, add_months_date, day_bounds, shift_months_date, start_of, Timestamp,
+};
 
 /// The highest tier whose threshold `value` meets; the lowest tier when it meets none.
 pub fn highest_met(prog: &Program, value: i64) -> Option<&Tier> {
@@ -57,24 +59,8 @@ fn sum(account: &Account, from_excl: Option<i64>, from_incl: Option<i64>, to_inc
 /// `t` minus `months` calendar months in `tz` (the start of a rolling window).
 fn months_before(t: Timestamp, months: u32, prog: &Program) -> Option<Timestamp> {
     let local = t.local(prog.tz)?;
-    let date = sub_months_date(local.date(), months)?;
+    let date = shift_months_date(local.date(), -i64::from(months))?;
     crate::time::from_local(date.and_time(local.time()), prog.tz)
-}
-
-fn sub_months_date(date: NaiveDate, months: u32) -> Option<NaiveDate> {
-    let total = i64::from(date.year()) * 12 + i64::from(date.month0()) - i64::from(months);
-    let year = i32::try_from(total.div_euclid(12)).ok()?;
-    let month = (total.rem_euclid(12) + 1) as u32;
-    let mut day = date.day();
-    loop {
-        if let Some(d) = NaiveDate::from_ymd_opt(year, month, day) {
-            return Some(d);
-        }
-        if day <= 28 {
-            return None;
-        }
-        day -= 1;
-    }
 }
 
 /// The calendar period holding `t`: `[start, next start)`.

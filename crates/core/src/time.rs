@@ -150,7 +150,13 @@ impl Window {
 
 /// The same day `months` calendar months later; a day the month lacks becomes its last day.
 pub fn add_months_date(date: NaiveDate, months: u32) -> Option<NaiveDate> {
-    let total = i64::from(date.year()) * 12 + i64::from(date.month0()) + i64::from(months);
+    shift_months_date(date, i64::from(months))
+}
+
+/// The same day `months` calendar months later (earlier when negative); a day the month
+/// lacks becomes its last day.
+pub fn shift_months_date(date: NaiveDate, months: i64) -> Option<NaiveDate> {
+    let total = i64::from(date.year()) * 12 + i64::from(date.month0()) + months;
     let year = i32::try_from(total.div_euclid(12)).ok()?;
     let month = (total.rem_euclid(12) + 1) as u32;
     let mut day = date.day();

@@ -142,10 +142,7 @@ impl Store {
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
         let db = DB::open(&opts, path)?;
-        let next = match db.get(SEQ_KEY)? {
-            Some(v) => parse_u64(SEQ_KEY, &v)?,
-            None => 0,
-        };
+        let next = next_seq(&db)?;
         Ok(Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
@@ -168,10 +165,7 @@ impl Store {
         ));
         let db = DB::open_as_secondary(&opts, path, &secondary)?;
         db.try_catch_up_with_primary()?;
-        let next = match db.get(SEQ_KEY)? {
-            Some(v) => parse_u64(SEQ_KEY, &v)?,
-            None => 0,
-        };
+        let next = next_seq(&db)?;
         Ok(Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
@@ -389,6 +383,14 @@ impl Store {
             emit(&a.to_json_line());
         }
         Ok(())
+    }
+}
+
+/// The next output sequence number a store holds.
+fn next_seq(db: &DB) -> Result<u64, StoreError> {
+    match db.get(SEQ_KEY)? {
+        Some(v) => parse_u64(SEQ_KEY, &v),
+        None => Ok(0),
     }
 }
 

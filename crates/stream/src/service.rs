@@ -33,9 +33,12 @@ use tokio::runtime::Runtime;
 
 use crate::folder::Folder;
 use crate::logrec::{self, Source};
-use crate::outbox::{DETAIL, REASON, SOURCE_ID};
+use crate::outbox;
 use crate::watermark::cached_high;
 use crate::{failpoint, topics, Settings};
+use loyalty_core::envelope::{Reason, Rejection};
+use loyalty_core::output::Output;
+use loyalty_store::OutboxEntry;
 
 /// A Kafka consumer that reads assigned partitions (no group join: the engine keeps its
 /// offsets in its own store).
@@ -112,6 +115,24 @@ fn try_send(
     }
 }
 
+/// Queues one outbox (or dead-letter) entry, exactly as stored.
+fn send_entry(producer: &FutureProducer, e: &OutboxEntry) -> Result<DeliveryFuture> {
+    let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
+    for (k, v) in &e.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v.as_slice()),
+        });
+    }
+    let mut rec = FutureRecord::to(&e.topic)
+        .payload(e.payload.as_slice())
+        .headers(headers);
+    if let Some(k) = &e.key {
+        rec = rec.key(k.as_slice());
+    }
+    send(producer, rec)
+}
+
 fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>) -> Result<()> {
     for f in futures {
         match rt.block_on(f) {
@@ -131,20 +152,7 @@ pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) ->
     }
     let mut pending = Vec::with_capacity(entries.len());
     for e in &entries {
-        let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
-        for (k, v) in &e.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v.as_slice()),
-            });
-        }
-        let mut rec = FutureRecord::to(&e.topic)
-            .payload(e.payload.as_slice())
-            .headers(headers);
-        if let Some(k) = &e.key {
-            rec = rec.key(k.as_slice());
-        }
-        pending.push((e.seq, send(producer, rec)?));
+        pending.push((e.seq, send_entry(producer, e)?));
     }
     let mut delivered = Vec::with_capacity(pending.len());
     let mut failed = None;
@@ -408,36 +416,12 @@ pub fn run(
                     rec.created,
                     settings.max_skew.as_secs()
                 );
-                let headers = OwnedHeaders::new()
-                    .insert(Header {
-                        key: REASON,
-                        value: Some(b"invalid".as_slice()),
-                    })
-                    .insert(Header {
-                        key: DETAIL,
-                        value: Some(detail.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: SOURCE_ID,
-                        value: Some(rec.id.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: logrec::SRC_TOPIC,
-                        value: Some(src.topic.as_bytes()),
-                    })
-                    .insert(Header {
-                        key: logrec::SRC_PARTITION,
-                        value: Some(src.partition.to_string().as_bytes()),
-                    })
-                    .insert(Header {
-                        key: logrec::SRC_OFFSET,
-                        value: Some(src.offset.to_string().as_bytes()),
-                    });
-                let rec = FutureRecord::to(&settings.dlq_topic)
-                    .payload(value)
-                    .key(rec.id.as_bytes())
-                    .headers(headers);
-                futures.push(send(&producer, rec)?);
+                let rejection = Rejection::new(Some(&rec.id), Reason::Invalid, detail);
+                if let Some(e) =
+                    outbox::entry(settings, &Output::Rejected(rejection), value, Some(&src))
+                {
+                    futures.push(send_entry(&producer, &e)?);
+                }
                 continue;
             }
             let is_update = parsed
@@ -501,37 +485,23 @@ pub fn run(
             let m = &messages[index];
             let size = m.payload().map_or(0, <[u8]>::len);
             let detail = format!("the record ({size} bytes) is too large for the log");
-            let headers = OwnedHeaders::new()
-                .insert(Header {
-                    key: REASON,
-                    value: Some(b"invalid".as_slice()),
-                })
-                .insert(Header {
-                    key: DETAIL,
-                    value: Some(detail.as_bytes()),
-                })
-                .insert(Header {
-                    key: logrec::SRC_TOPIC,
-                    value: Some(m.topic().as_bytes()),
-                })
-                .insert(Header {
-                    key: logrec::SRC_PARTITION,
-                    value: Some(m.partition().to_string().as_bytes()),
-                })
-                .insert(Header {
-                    key: logrec::SRC_OFFSET,
-                    value: Some(m.offset().to_string().as_bytes()),
-                });
             tracing::warn!(
                 topic = m.topic(),
                 offset = m.offset(),
                 size,
                 "record too large for the log"
             );
-            let rec = FutureRecord::to(&settings.dlq_topic)
-                .payload(&[][..])
-                .headers(headers);
-            futures.push(send(&producer, rec)?);
+            let src = Source {
+                topic: m.topic().to_string(),
+                partition: m.partition(),
+                offset: m.offset(),
+            };
+            let rejection = Rejection::new(None, Reason::Invalid, detail);
+            // The value is left out: the broker would refuse it on the DLQ as well.
+            if let Some(e) = outbox::entry(settings, &Output::Rejected(rejection), &[], Some(&src))
+            {
+                futures.push(send_entry(&producer, &e)?);
+            }
         }
         await_all(&rt, std::mem::take(&mut futures))?;
         if !touched.is_empty() {
