@@ -604,29 +604,10 @@ impl Engine {
         cx: &mut Cx<'_>,
     ) {
         let id = ids::account_id(&prog.id, customer);
-        let referral_code = ids::referral_code(&id);
-        let account = Account {
-            id: id.clone(),
-            program: prog.id.clone(),
-            customer: customer.to_string(),
-            balance: 0,
-            tier: tiers::initial(prog),
-            activity: Default::default(),
-            last_demotion: None,
-            reset_at: None,
-            tier_due: None,
-            lots: Vec::new(),
-            debt: 0,
-            next_lot: 0,
-            redeemed: Default::default(),
-            referral_converted: false,
-            birthday_due: None,
-            referral_code: referral_code.clone(),
-            referred_by,
-            birthday,
-            stamps: Default::default(),
-            rule_usage: Default::default(),
-        };
+        let mut account = Account::new(&id, &prog.id, customer, tiers::initial(prog));
+        account.referred_by = referred_by;
+        account.birthday = birthday;
+        let referral_code = account.referral_code.clone();
         let mut data = base_data(&account);
         data.insert("referralCode".into(), Value::String(referral_code.clone()));
         self.state
@@ -1302,22 +1283,8 @@ impl Engine {
             return;
         };
         let due = next_birthday(month, day, after, prog.tz);
-        if let Some(old) = account.birthday_due {
-            self.state.schedule.remove(&Due {
-                at: old,
-                kind: DueKind::Birthday,
-                account: id.to_string(),
-                item: String::new(),
-            });
-        }
-        if let Some(at) = due {
-            self.state.schedule.insert(Due {
-                at: at.0,
-                kind: DueKind::Birthday,
-                account: id.to_string(),
-                item: String::new(),
-            });
-        }
+        let old = account.birthday_due;
+        self.move_due(DueKind::Birthday, id, old, due.map(|t| t.0));
         self.account_mut(id).expect("exists").birthday_due = due.map(|t| t.0);
     }
 
@@ -1388,23 +1355,25 @@ impl Engine {
         if due == account.tier_due {
             return;
         }
-        if let Some(old) = account.tier_due {
-            self.state.schedule.remove(&Due {
-                at: old,
-                kind: DueKind::Tier,
-                account: id.to_string(),
-                item: String::new(),
-            });
-        }
-        if let Some(at) = due {
-            self.state.schedule.insert(Due {
-                at,
-                kind: DueKind::Tier,
-                account: id.to_string(),
-                item: String::new(),
-            });
-        }
+        let old = account.tier_due;
+        self.move_due(DueKind::Tier, id, old, due);
         self.account_mut(id).expect("exists").tier_due = due;
+    }
+
+    /// Moves an account's scheduled effect of `kind` from `old` to `new`.
+    fn move_due(&mut self, kind: DueKind, id: &str, old: Option<i64>, new: Option<i64>) {
+        let due = |at| Due {
+            at,
+            kind,
+            account: id.to_string(),
+            item: String::new(),
+        };
+        if let Some(at) = old {
+            self.state.schedule.remove(&due(at));
+        }
+        if let Some(at) = new {
+            self.state.schedule.insert(due(at));
+        }
     }
 
     /// Schedules the next period close of a program with a calendar period.

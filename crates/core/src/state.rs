@@ -127,6 +127,34 @@ pub struct Account {
     pub rule_usage: BTreeMap<String, RuleUsage>,
 }
 
+impl Account {
+    /// A new account of `customer` in `program`, holding `tier`, with its referral code.
+    pub fn new(id: &str, program: &str, customer: &str, tier: Option<String>) -> Account {
+        Account {
+            id: id.to_string(),
+            program: program.to_string(),
+            customer: customer.to_string(),
+            balance: 0,
+            tier,
+            activity: BTreeMap::new(),
+            last_demotion: None,
+            reset_at: None,
+            tier_due: None,
+            lots: Vec::new(),
+            debt: 0,
+            next_lot: 0,
+            redeemed: BTreeMap::new(),
+            referral_converted: false,
+            birthday_due: None,
+            referral_code: crate::ids::referral_code(id),
+            referred_by: None,
+            birthday: None,
+            stamps: BTreeMap::new(),
+            rule_usage: BTreeMap::new(),
+        }
+    }
+}
+
 /// What one rule has awarded one member: for caps and `maxUses`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RuleUsage {

@@ -259,28 +259,9 @@ mod tests {
     }
 
     fn account(tier: &str, activity: &[(&str, i64)]) -> Account {
-        Account {
-            id: "loy_x".into(),
-            program: "p".into(),
-            customer: "c".into(),
-            balance: 0,
-            tier: Some(tier.into()),
-            activity: activity.iter().map(|(t, v)| (ts(t).0, *v)).collect(),
-            last_demotion: None,
-            reset_at: None,
-            tier_due: None,
-            lots: Vec::new(),
-            debt: 0,
-            next_lot: 0,
-            redeemed: Default::default(),
-            referral_converted: false,
-            birthday_due: None,
-            referral_code: String::new(),
-            referred_by: None,
-            birthday: None,
-            stamps: Default::default(),
-            rule_usage: Default::default(),
-        }
+        let mut a = Account::new("loy_x", "p", "c", Some(tier.into()));
+        a.activity = activity.iter().map(|(t, v)| (ts(t).0, *v)).collect();
+        a
     }
 
     #[test]
