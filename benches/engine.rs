@@ -1,57 +1,64 @@
 //! Criterion benchmarks of the pure engine: records applied per second on one core, and the
-//! whole fold (parse, apply, print) over an in-memory log.
+//! whole fold (parse, apply, print) over an in-memory log, beside their physical reference:
+//! parsing the same JSON lines into `serde_json::Value`s and nothing else.
 //!
-//! Run with `cargo bench --bench engine` (or `just bench`). Throughput is reported in
-//! records per second.
+//! Run with `cargo bench --bench engine` (or `just bench`). Throughput is in records per
+//! second. The traffic is `loyalty loadgen`'s (payments of skewed customers, refunds,
+//! adjustments, redemptions) over a year; see BENCHMARKS.md for the figures.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use loyalty_core::fold::fold_to_string;
 use loyalty_core::{parse_config, Engine};
 
-const CONFIG: &str = include_str!("../deploy/programs.example.json");
+/// The binary's allocator, so that the figures are the binary's.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// A synthetic log: `n` payments over `customers` customers, one a minute, with a few
-/// custom events; deterministic (no randomness: a linear congruential sequence).
-fn log(n: usize, customers: u64) -> Vec<String> {
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let start = 1_767_225_600i64; // 2026-01-01
-    (0..n)
-        .map(|i| {
-            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
-            let customer = (x >> 33) % customers;
-            let amount = 500 + (x >> 20) % 20_000;
-            let created = loyalty_core::time::Timestamp(start + i as i64 * 60).to_string();
-            format!(
-                r#"{{"id":"evt_{i}","type":"payment.completed","created":"{created}","data":{{"id":"pay_{i}","customer":"cus_{customer}","amount":{amount},"currency":"EUR","metadata":{{"channel":"pos"}}}}}}"#
-            )
-        })
-        .collect()
-}
+mod traffic;
+use traffic::traffic;
+
+/// Tiers, lots with expiry, a monthly cap, campaigns, rewards, stamp cards.
+const EXAMPLE: &str = include_str!("../deploy/programs.example.json");
+/// One earning rule and nothing else: the floor of the engine's cost per record.
+const MINIMAL: &str = include_str!("bench-config.json");
 
 fn bench(c: &mut Criterion) {
-    let config = parse_config(CONFIG).expect("example config validates");
-    let records = log(20_000, 2_000);
     let mut g = c.benchmark_group("engine");
-    g.throughput(Throughput::Elements(records.len() as u64));
     g.sample_size(10);
-    g.bench_function("apply_20k_payments", |b| {
-        b.iter(|| {
-            let mut engine = Engine::new(&config);
-            let mut out = Vec::with_capacity(16);
-            for r in &records {
-                engine.apply(r.as_bytes(), &mut out);
-                out.clear();
-            }
-            black_box(engine.state().accounts.len())
-        })
-    });
-    let text = records.join("\n");
-    g.bench_function("fold_20k_payments_to_json_lines", |b| {
-        b.iter(|| {
-            let mut engine = Engine::new(&config);
-            black_box(fold_to_string(&mut engine, text.as_bytes(), None).map(|s| s.len()))
-        })
-    });
+    for (name, text) in [("example", EXAMPLE), ("minimal", MINIMAL)] {
+        let config = parse_config(text).expect("config validates");
+        let records = traffic(20_000, 2_000, text);
+        g.throughput(Throughput::Elements(records.len() as u64));
+        g.bench_function(format!("reference_json_parse_20k/{name}"), |b| {
+            b.iter(|| {
+                let mut n = 0usize;
+                for r in &records {
+                    let v: serde_json::Value = serde_json::from_slice(r.as_bytes()).unwrap();
+                    n += v.as_object().map_or(0, |o| o.len());
+                }
+                black_box(n)
+            })
+        });
+        g.bench_function(format!("apply_20k/{name}"), |b| {
+            b.iter(|| {
+                let mut engine = Engine::new(&config);
+                let mut out = Vec::with_capacity(16);
+                for r in &records {
+                    engine.apply(r.as_bytes(), &mut out);
+                    out.clear();
+                }
+                // What the streaming service does once a batch.
+                black_box(engine.take_changes().accounts.len())
+            })
+        });
+        let text = records.join("\n");
+        g.bench_function(format!("fold_20k_to_json_lines/{name}"), |b| {
+            b.iter(|| {
+                let mut engine = Engine::new(&config);
+                black_box(fold_to_string(&mut engine, text.as_bytes(), None).map(|s| s.len()))
+            })
+        });
+    }
     g.finish();
 }
 

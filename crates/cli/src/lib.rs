@@ -17,7 +17,7 @@ use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
 mod demo;
-mod loadgen;
+pub mod loadgen;
 mod streaming;
 
 /// Event-sourced loyalty engine.

@@ -43,6 +43,8 @@ pub struct Engine {
     /// What changed since [`Engine::take_changes`] was last called, so that a store can
     /// persist exactly the entries a batch touched.
     changes: Changes,
+    /// Whether `changes` collects the keys touched (off for a fold that persists nothing).
+    track: bool,
 }
 
 /// The keys of the state a run of `apply` changed.
@@ -196,6 +198,7 @@ impl Engine {
                 ..State::default()
             },
             changes: Changes::default(),
+            track: true,
         }
     }
 
@@ -215,9 +218,20 @@ impl Engine {
         let mut engine = Engine {
             state,
             changes: Changes::default(),
+            track: true,
         };
         engine.rebuild_schedule();
         engine
+    }
+
+    /// Whether to collect the keys each record touches for [`Engine::take_changes`] (on by
+    /// default). A fold that persists nothing turns it off: the engine then keeps no list
+    /// of what changed.
+    pub fn track_changes(&mut self, on: bool) {
+        self.track = on;
+        if !on {
+            self.changes = Changes::default();
+        }
     }
 
     /// What changed since the last call, and forget it.
@@ -227,7 +241,7 @@ impl Engine {
 
     fn account_mut(&mut self, id: &str) -> Option<&mut Account> {
         let account = self.state.accounts.get_mut(id)?;
-        if !self.changes.accounts.contains(id) {
+        if self.track && !self.changes.accounts.contains(id) {
             self.changes.accounts.insert(id.to_string());
         }
         Some(account)
@@ -261,7 +275,9 @@ impl Engine {
             }
         };
         self.state.seen.insert(rec.id.clone());
-        self.changes.seen.push(rec.id.clone());
+        if self.track {
+            self.changes.seen.push(rec.id.clone());
+        }
         self.advance_clock(rec.created, out);
         let mut cx = Cx::new(rec.id.clone(), rec.created, out);
         self.apply_body(rec, accepted, &mut cx);
@@ -409,7 +425,9 @@ impl Engine {
 
     /// Every account, sorted by id, as the fold prints it.
     pub fn accounts(&self) -> impl Iterator<Item = AccountView> + '_ {
-        self.state.accounts.values().map(|a| self.account_view(a))
+        let mut all: Vec<&Account> = self.state.accounts.values().collect();
+        all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        all.into_iter().map(|a| self.account_view(a))
     }
 
     fn account_view(&self, a: &Account) -> AccountView {
@@ -614,7 +632,9 @@ impl Engine {
             .referral_codes
             .insert((prog.id.clone(), referral_code), id.clone());
         self.state.accounts.insert(id.clone(), account);
-        self.changes.accounts.insert(id.clone());
+        if self.track {
+            self.changes.accounts.insert(id.clone());
+        }
         self.schedule_birthday(&id, cx.created);
         cx.event("loyalty.account.created", data);
         let trigger = Trigger {
@@ -720,7 +740,9 @@ impl Engine {
                     entry.spend_accounts.push(acct);
                 }
             }
-            self.changes.payments.insert(pid.clone());
+            if self.track {
+                self.changes.payments.insert(pid.clone());
+            }
         }
     }
 
@@ -773,7 +795,9 @@ impl Engine {
             }
         }
         self.state.payments.insert(r.payment.clone(), payment);
-        self.changes.payments.insert(r.payment.clone());
+        if self.track {
+            self.changes.payments.insert(r.payment.clone());
+        }
     }
 
     fn earn_referral(
@@ -1070,14 +1094,9 @@ impl Engine {
         };
         // Tiers are matched by name: a member whose tier no longer exists moves at once to
         // the highest new tier its value meets.
-        let ids: Vec<String> = self
-            .state
-            .accounts
-            .values()
-            .filter(|a| a.program == prog.id)
-            .filter(|a| a.tier.as_deref().is_none_or(|t| prog.tier(t).is_none()))
-            .map(|a| a.id.clone())
-            .collect();
+        let ids = self.state.account_ids(|a| {
+            a.program == prog.id && a.tier.as_deref().is_none_or(|t| prog.tier(t).is_none())
+        });
         let now = self.state.clock.unwrap_or(cx.created);
         for id in ids {
             let account = self.account_mut(&id).expect("listed above");
@@ -1098,13 +1117,7 @@ impl Engine {
         }
         // Thresholds, periods and the time zone may have changed: every evaluation of this
         // program is scheduled anew.
-        let members: Vec<String> = self
-            .state
-            .accounts
-            .values()
-            .filter(|a| a.program == prog.id)
-            .map(|a| a.id.clone())
-            .collect();
+        let members = self.state.account_ids(|a| a.program == prog.id);
         let now = self.state.clock.unwrap_or(cx.created);
         for id in members {
             self.reschedule(&id);

@@ -1,7 +1,8 @@
 //! The engine's state: everything a fold carries from one record to the next.
 //!
-//! Maps whose iteration can reach output are `BTreeMap`s; the set of seen ids is a hash set
-//! with a fixed hasher (no per-process random seed), so the fold reads no randomness.
+//! Maps whose iteration can reach output are `BTreeMap`s, or are sorted where they are
+//! iterated (the accounts); hash maps use a fixed hasher (no per-process random seed), so
+//! the fold reads no randomness.
 //!
 //! Owns: accounts, rule usage (for caps and `maxUses`), seen ids, applied payments, the
 //! clock. Must not decide anything: the rules live in `engine`, `earning` and `caps`.
@@ -15,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::config::Program;
 use crate::time::Timestamp;
 
-/// A hasher with fixed keys: deterministic across runs and machines.
-pub type FixedState = BuildHasherDefault<std::collections::hash_map::DefaultHasher>;
+/// A hasher with fixed keys: deterministic across runs and machines (FxHash).
+pub type FixedState = BuildHasherDefault<rustc_hash::FxHasher>;
 
 /// The whole state of a fold.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -27,8 +28,9 @@ pub struct State {
     pub seen: HashSet<String, FixedState>,
     /// Programs in application order (file order, then programs added by updates).
     pub programs: Vec<Arc<Program>>,
-    /// Accounts by `loy_` id.
-    pub accounts: BTreeMap<String, Account>,
+    /// Accounts by `loy_` id. A hash map: every iteration whose order can reach output
+    /// sorts the ids first ([`State::account_ids`]).
+    pub accounts: HashMap<String, Account, FixedState>,
     /// Referral code → account id, per program: `(program, code)`.
     pub referral_codes: BTreeMap<(String, String), String>,
     /// Payments applied, by `data.id`, for refunds.
@@ -225,6 +227,18 @@ pub struct AwardRecord {
 }
 
 impl State {
+    /// The ids of the accounts for which `keep` holds, sorted.
+    pub fn account_ids(&self, keep: impl Fn(&Account) -> bool) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .accounts
+            .values()
+            .filter(|a| keep(a))
+            .map(|a| a.id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The program of that id.
     pub fn program(&self, id: &str) -> Option<&Arc<Program>> {
         self.programs.iter().find(|p| p.id == id)

@@ -188,6 +188,26 @@ impl Store {
             .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&p)))
     }
 
+    /// Calls `f` with every stored key and value, in key order (for tools and benchmarks).
+    pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
+        for kv in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = kv?;
+            f(&k, &v);
+        }
+        Ok(())
+    }
+
+    /// Writes a consistent copy of the store into `to` (a RocksDB checkpoint: hard links to
+    /// the immutable files where `to` is on the same file system). `to` must not exist.
+    pub fn checkpoint(&self, to: &Path) -> Result<(), StoreError> {
+        if self.secondary.is_some() {
+            self.db.try_catch_up_with_primary()?;
+        }
+        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+        cp.create_checkpoint(to)?;
+        Ok(())
+    }
+
     /// Loads the engine's whole state.
     pub fn load_engine(&self) -> Result<Engine, StoreError> {
         let mut state = State::default();

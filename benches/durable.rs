@@ -1,0 +1,144 @@
+//! Criterion benchmarks of the durable path: log records folded into RocksDB with their
+//! offsets, ledger lines and outbox entries, one synced write batch per batch of records,
+//! as `loyalty run` does; beside its physical reference, RocksDB itself writing synced
+//! batches of the same number of puts and bytes.
+//!
+//! Run with `cargo bench --bench durable`. Throughput is in records per second.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use loyalty_store::Store;
+use loyalty_stream::folder::Folder;
+use loyalty_stream::logrec::{Meta, Source};
+use loyalty_stream::Settings;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+mod traffic;
+
+const EXAMPLE: &str = include_str!("../deploy/programs.example.json");
+const RECORDS: u64 = 20_000;
+const BATCH: u64 = 2_000;
+
+/// A fresh directory under the temp dir, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let p = std::env::temp_dir().join(format!(
+            "loyalty-bench-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&p);
+        TempDir(p)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The log as the service folds it: the program first, then the traffic.
+fn log() -> Vec<String> {
+    let program: serde_json::Value = serde_json::from_str(EXAMPLE).unwrap();
+    let update = serde_json::json!({"id": "cfg_0", "type": "loyalty.program.updated",
+        "created": "2026-01-01T00:00:00Z", "data": program["programs"][0]});
+    std::iter::once(update.to_string())
+        .chain(traffic::traffic(RECORDS, 2_000, EXAMPLE))
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let records = log();
+    let mut settings = Settings::new("unused:9092");
+    settings.signing_secret = b"bench".to_vec();
+    let mut g = c.benchmark_group("durable");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(records.len() as u64));
+
+    // What one fold writes, measured once: puts and bytes per batch.
+    let (puts, bytes) = {
+        let dir = TempDir::new();
+        let store = Store::open(&dir.0).unwrap();
+        let mut f = Folder::open(&store, true).unwrap();
+        for (i, r) in records.iter().enumerate() {
+            f.fold(&settings, 0, i as i64, &meta(i), r.as_bytes());
+        }
+        f.commit(&store).unwrap();
+        drop(f);
+        let mut puts = 0u64;
+        let mut bytes = 0u64;
+        store
+            .for_each_entry(|k, v| {
+                puts += 1;
+                bytes += (k.len() + v.len()) as u64;
+            })
+            .unwrap();
+        (puts, bytes)
+    };
+    eprintln!(
+        "durable: {} records write about {puts} keys, {bytes} bytes",
+        records.len()
+    );
+
+    g.bench_function("reference_rocksdb_synced_batches", |b| {
+        b.iter(|| {
+            let dir = TempDir::new();
+            let db = rocksdb::DB::open_default(&dir.0).unwrap();
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            let batches = (records.len() as u64).div_ceil(BATCH);
+            let per_batch = puts.div_ceil(batches);
+            let value = vec![b'x'; (bytes / puts.max(1)) as usize];
+            let mut k = 0u64;
+            for _ in 0..batches {
+                let mut wb = rocksdb::WriteBatch::default();
+                for _ in 0..per_batch {
+                    wb.put(k.to_be_bytes(), &value);
+                    k += 1;
+                }
+                db.write_opt(wb, &opts).unwrap();
+            }
+            black_box(k)
+        })
+    });
+
+    g.bench_function("fold_commit_20k_batches_of_2000", |b| {
+        b.iter(|| {
+            let dir = TempDir::new();
+            let store = Store::open(&dir.0).unwrap();
+            let mut f = Folder::open(&store, true).unwrap();
+            for (i, r) in records.iter().enumerate() {
+                f.fold(&settings, 0, i as i64, &meta(i), r.as_bytes());
+                if f.pending as u64 >= BATCH {
+                    f.commit(&store).unwrap();
+                }
+            }
+            black_box(f.commit(&store).unwrap())
+        })
+    });
+    g.finish();
+}
+
+/// The headers of the `i`-th log record: its source.
+fn meta(i: usize) -> Meta {
+    Meta {
+        source: Some(Source {
+            topic: "payment.completed".into(),
+            partition: 0,
+            offset: i as i64,
+        }),
+        broadcast: false,
+        content_type: None,
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
