@@ -7,3 +7,4 @@ mod lifecycle;
 mod properties;
 mod scenarios;
 mod support;
+mod verify;

@@ -7,6 +7,7 @@
 //! output, not failure); 2 when an argument is wrong, a file cannot be read or the config
 //! does not validate, with the reason on standard error.
 
+use std::ffi::OsString;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -26,6 +27,29 @@ mod streaming;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A TOML settings file whose keys are the long flag names (`brokers = "kafka:9092"`,
+    /// `batch-size = 2000`). Precedence: flag, then environment variable, then this file,
+    /// then the built-in default.
+    #[arg(long, global = true, env = "LOYALTY_SETTINGS")]
+    settings: Option<PathBuf>,
+    /// How logs are written to standard error (the level: `LOYALTY_LOG`, e.g. `debug`).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "LOYALTY_LOG_FORMAT"
+    )]
+    log_format: LogFormat,
+}
+
+/// The format of the logs.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -50,7 +74,7 @@ enum Command {
         #[command(flatten)]
         args: Box<streaming::RunArgs>,
         /// The state directory (RocksDB).
-        #[arg(long)]
+        #[arg(long, env = "LOYALTY_STATE")]
         state: PathBuf,
     },
     /// Print a state directory in exactly the JSON lines of `loyalty fold`.
@@ -75,7 +99,22 @@ enum Command {
         #[arg(long)]
         publish: bool,
     },
-    /// Generate synthetic payments, to a file or to Kafka (benchmarks).
+    /// Check every invariant of a stored state (exit 0 sound, 1 problems, one JSON line each).
+    Verify {
+        /// The state directory.
+        #[arg(long, env = "LOYALTY_STATE")]
+        state: PathBuf,
+    },
+    /// Write a consistent copy of a state directory (also of a running engine's) to a new one.
+    Checkpoint {
+        /// The state directory.
+        #[arg(long, env = "LOYALTY_STATE")]
+        state: PathBuf,
+        /// The new directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Generate synthetic traffic, to a file or to Kafka (benchmarks).
     Loadgen(loadgen::LoadArgs),
     /// Verify an `x-vinr-signature` header against a payload (exit 0 valid, 1 invalid).
     VerifySignature(streaming::VerifyArgs),
@@ -95,8 +134,16 @@ impl std::error::Error for Invalid {}
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> ExitCode {
-    init_tracing();
-    let cli = Cli::parse();
+    let argv = match with_settings_file(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("loyalty: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    let service = matches!(cli.command, Command::Run { .. } | Command::Replay { .. });
+    init_tracing(cli.log_format, if service { "info" } else { "warn" });
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => ExitCode::from(1),
@@ -107,13 +154,100 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LOYALTY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .try_init();
+        .with_writer(io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// The command line with the settings file's values added where neither a flag nor an
+/// environment variable gives one (flag > environment > file > default). The file is
+/// `--settings FILE` or `LOYALTY_SETTINGS`; a key that is no flag of any subcommand is an
+/// error, a key of another subcommand is left out.
+fn with_settings_file(mut argv: Vec<OsString>) -> Result<Vec<OsString>> {
+    let text: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let path = text
+        .iter()
+        .position(|a| a == "--settings")
+        .and_then(|i| text.get(i + 1).cloned())
+        .or_else(|| {
+            text.iter()
+                .find_map(|a| a.strip_prefix("--settings=").map(str::to_string))
+        })
+        .or_else(|| std::env::var("LOYALTY_SETTINGS").ok())
+        .filter(|p| !p.is_empty());
+    let Some(path) = path else { return Ok(argv) };
+    let body = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings file {path}"))?;
+    let table: toml::Table = body
+        .parse()
+        .with_context(|| format!("the settings file {path} is not TOML"))?;
+    let root = <Cli as clap::CommandFactory>::command();
+    let Some((at, sub)) = text.iter().enumerate().skip(1).find_map(|(i, a)| {
+        root.get_subcommands()
+            .find(|s| s.get_name() == a)
+            .map(|s| (i, s))
+    }) else {
+        return Ok(argv);
+    };
+    let known = |name: &str| {
+        root.get_arguments()
+            .chain(root.get_subcommands().flat_map(|s| s.get_arguments()))
+            .any(|a| a.get_long() == Some(name))
+    };
+    let mut added = Vec::new();
+    for (key, value) in &table {
+        if key == "settings" || !known(key) {
+            bail!("the settings file {path}: unknown key {key:?} (keys are the long flag names)");
+        }
+        let Some(arg) = sub
+            .get_arguments()
+            .chain(root.get_arguments())
+            .find(|a| a.get_long() == Some(key.as_str()))
+        else {
+            continue;
+        };
+        let flag = format!("--{key}");
+        let on_line = text
+            .iter()
+            .any(|a| *a == flag || a.starts_with(&format!("{flag}=")));
+        let in_env = arg
+            .get_env()
+            .is_some_and(|e| std::env::var_os(e).is_some_and(|v| !v.is_empty()));
+        if on_line || in_env {
+            continue;
+        }
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Ok(s.clone()),
+            toml::Value::Integer(i) => Ok(i.to_string()),
+            toml::Value::Boolean(b) => Ok(b.to_string()),
+            other => Err(anyhow::anyhow!(
+                "the settings file {path}: {key} = {other} is not a string, number or boolean"
+            )),
+        };
+        match value {
+            toml::Value::Boolean(true) if !arg.get_action().takes_values() => {
+                added.push(OsString::from(flag))
+            }
+            toml::Value::Boolean(false) if !arg.get_action().takes_values() => {}
+            toml::Value::Array(items) => {
+                let parts: Result<Vec<String>> = items.iter().map(scalar).collect();
+                added.push(OsString::from(format!("{flag}={}", parts?.join(","))));
+            }
+            v => added.push(OsString::from(format!("{flag}={}", scalar(v)?))),
+        }
+    }
+    argv.splice(at + 1..at + 1, added);
+    Ok(argv)
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -133,6 +267,14 @@ fn run(cli: Cli) -> Result<()> {
             publish,
         } => streaming::replay(&args, &state, publish),
         Command::Loadgen(args) => loadgen::run(&args),
+        Command::Verify { state } => {
+            if streaming::verify_state(&state)? {
+                Ok(())
+            } else {
+                Err(Invalid.into())
+            }
+        }
+        Command::Checkpoint { state, to } => streaming::checkpoint(&state, &to),
         Command::VerifySignature(args) => {
             if streaming::verify(&args)? {
                 Ok(())
@@ -178,5 +320,72 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         // A closed pipe (`loyalty fold ... | head`) is the reader's choice, not a failure.
         Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).context("cannot write to standard output"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(argv: &[&str]) -> Result<streaming::RunArgs> {
+        let argv = with_settings_file(argv.iter().map(OsString::from).collect())?;
+        match Cli::try_parse_from(argv)?.command {
+            Command::Run { args, .. } => Ok(*args),
+            other => bail!("not run: {other:?}"),
+        }
+    }
+
+    /// One test for every precedence case: the environment is the process's, shared by
+    /// tests running in parallel.
+    #[test]
+    fn flag_beats_environment_beats_settings_file_beats_default() {
+        let dir = std::env::temp_dir().join(format!("loyalty-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("loyalty.toml");
+        std::fs::write(
+            &file,
+            "brokers = \"file:9092\"\nbatch-size = 77\ntick-interval-secs = 5\n\
+             input-topics = [\"a\", \"b\"]\nmetrics-addr = \"0.0.0.0:9464\"\n",
+        )
+        .unwrap();
+        let f = file.to_str().unwrap();
+        let base = ["loyalty", "run", "--state", "/tmp/s", "--settings", f];
+
+        let a = run_args(&base).unwrap();
+        assert_eq!(a.kafka.brokers, "file:9092");
+        assert_eq!(a.batch_size, 77);
+        assert_eq!(a.input_topics, vec!["a", "b"]);
+        assert_eq!(a.metrics_addr.as_deref(), Some("0.0.0.0:9464"));
+        // Not in the file: the default.
+        assert_eq!(a.max_skew_secs, 300);
+
+        // A flag beats the file.
+        let mut argv = base.to_vec();
+        argv.extend(["--batch-size", "5"]);
+        assert_eq!(run_args(&argv).unwrap().batch_size, 5);
+        let mut argv = base.to_vec();
+        argv.push("--batch-size=6");
+        assert_eq!(run_args(&argv).unwrap().batch_size, 6);
+
+        // The environment beats the file; a flag beats the environment.
+        std::env::set_var("LOYALTY_TICK_INTERVAL_SECS", "9");
+        assert_eq!(run_args(&base).unwrap().tick_interval_secs, 9);
+        let mut argv = base.to_vec();
+        argv.extend(["--tick-interval-secs", "11"]);
+        assert_eq!(run_args(&argv).unwrap().tick_interval_secs, 11);
+        std::env::remove_var("LOYALTY_TICK_INTERVAL_SECS");
+        assert_eq!(run_args(&base).unwrap().tick_interval_secs, 5);
+
+        // A key that is no flag is refused, naming it; a malformed file too.
+        std::fs::write(&file, "batch_size = 3\n").unwrap();
+        let e = run_args(&base).unwrap_err().to_string();
+        assert!(e.contains("unknown key \"batch_size\""), "{e}");
+        std::fs::write(&file, "brokers = \n").unwrap();
+        let e = run_args(&base).unwrap_err().to_string();
+        assert!(e.contains("is not TOML"), "{e}");
+        // A key of another subcommand is left out (`to` belongs to `checkpoint`).
+        std::fs::write(&file, "brokers = \"b:1\"\nto = \"/x\"\n").unwrap();
+        assert_eq!(run_args(&base).unwrap().kafka.brokers, "b:1");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -37,42 +37,46 @@ pub struct RunArgs {
     #[command(flatten)]
     pub kafka: KafkaArgs,
     /// The program config; programs that differ from the state's are appended to the log.
-    #[arg(long)]
+    #[arg(long, env = "LOYALTY_CONFIG")]
     pub config: Option<PathBuf>,
     /// The HMAC key outbound messages are signed with.
     #[arg(long, env = "LOYALTY_SIGNING_SECRET", hide_env_values = true)]
     pub signing_secret: Option<String>,
     /// Outbound value encoding.
-    #[arg(long, value_enum, default_value = "json")]
+    #[arg(long, value_enum, default_value = "json", env = "LOYALTY_FORMAT")]
     pub format: FormatArg,
     /// Input topics, comma-separated.
     #[arg(
+        env = "LOYALTY_INPUT_TOPICS",
         long,
         value_delimiter = ',',
         default_value = "payment.completed,payment.refunded,invoice.paid,subscription.created,referral.converted,loyalty.commands"
     )]
     pub input_topics: Vec<String>,
     /// Partitions of the input topics the engine creates.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "LOYALTY_INPUT_PARTITIONS")]
     pub input_partitions: i32,
     /// Partitions of the log topic, when the engine creates it.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, env = "LOYALTY_LOG_PARTITIONS")]
     pub log_partitions: i32,
     /// The dead-letter topic.
-    #[arg(long, default_value = "loyalty.dlq")]
+    #[arg(long, default_value = "loyalty.dlq", env = "LOYALTY_DLQ_TOPIC")]
     pub dlq_topic: String,
     /// Prefix of the outbound topics (each is named after its event type).
-    #[arg(long, default_value = "")]
+    #[arg(long, default_value = "", env = "LOYALTY_OUTPUT_PREFIX")]
     pub output_prefix: String,
     /// Seconds between the `clock.tick` records the engine writes into its log.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, env = "LOYALTY_TICK_INTERVAL_SECS")]
     pub tick_interval_secs: u64,
     /// How many seconds a record's `created` may be ahead of the wall clock.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, env = "LOYALTY_MAX_SKEW_SECS")]
     pub max_skew_secs: u64,
     /// Records per batch.
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, env = "LOYALTY_BATCH_SIZE")]
     pub batch_size: usize,
+    /// Serve `/metrics`, `/healthz` and `/readyz` on this address (`HOST:PORT`).
+    #[arg(long, env = "LOYALTY_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
 }
 
 impl RunArgs {
@@ -148,7 +152,68 @@ pub fn run(args: &RunArgs, state: &Path) -> Result<()> {
         .with_context(|| format!("cannot open the state in {}", state.display()))?;
     let stop = stop_on_signal();
     let counters = Arc::new(service::Counters::default());
+    if let Some(addr) = &args.metrics_addr {
+        loyalty_stream::metrics::serve(addr, counters.metrics.clone())?;
+    }
     service::run(&settings, &store, &stop, &counters)
+}
+
+/// `loyalty verify`: every problem as a JSON line on standard output; `Ok(false)` when
+/// there was any.
+pub fn verify_state(state: &Path) -> Result<bool> {
+    if !state.join("CURRENT").exists() {
+        bail!("{} holds no state", state.display());
+    }
+    let store = Store::open_read_only(state)
+        .with_context(|| format!("cannot open the state in {}", state.display()))?;
+    let problems = store.verify().context("cannot read the state")?;
+    let stdout = io::stdout();
+    let mut w = BufWriter::new(stdout.lock());
+    for p in &problems {
+        serde_json::to_writer(&mut w, p).context("cannot write to standard output")?;
+        writeln!(w).context("cannot write to standard output")?;
+    }
+    w.flush().context("cannot write to standard output")?;
+    if problems.is_empty() {
+        eprintln!("loyalty verify: {}: every invariant holds", state.display());
+    } else {
+        eprintln!(
+            "loyalty verify: {}: {} problem(s)",
+            state.display(),
+            problems.len()
+        );
+    }
+    Ok(problems.is_empty())
+}
+
+/// `loyalty checkpoint`: a consistent copy of a state directory, also of a running
+/// engine's.
+pub fn checkpoint(state: &Path, to: &Path) -> Result<()> {
+    if !state.join("CURRENT").exists() {
+        bail!("{} holds no state", state.display());
+    }
+    if to.exists() {
+        bail!(
+            "{} exists: a checkpoint goes into a new directory",
+            to.display()
+        );
+    }
+    // The engine's own handle when it is not running (a RocksDB checkpoint); a read-only
+    // view beside a running engine otherwise.
+    let store = match Store::open(state) {
+        Ok(s) => s,
+        Err(_) => Store::open_read_only(state)
+            .with_context(|| format!("cannot open the state in {}", state.display()))?,
+    };
+    store
+        .checkpoint(to)
+        .with_context(|| format!("cannot write a checkpoint to {}", to.display()))?;
+    eprintln!(
+        "loyalty checkpoint: {} -> {}",
+        state.display(),
+        to.display()
+    );
+    Ok(())
 }
 
 pub fn export(state: &Path) -> Result<()> {

@@ -46,6 +46,21 @@ pub enum TxKind {
     TransferOut,
 }
 
+impl TxKind {
+    /// The name the ledger prints.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TxKind::Award => "award",
+            TxKind::Adjustment => "adjustment",
+            TxKind::Reversal => "reversal",
+            TxKind::Expiry => "expiry",
+            TxKind::Redemption => "redemption",
+            TxKind::TransferIn => "transfer_in",
+            TxKind::TransferOut => "transfer_out",
+        }
+    }
+}
+
 /// A points transaction: one entry of the append-only ledger.
 #[derive(Clone, PartialEq, Eq, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]

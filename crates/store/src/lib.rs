@@ -197,14 +197,31 @@ impl Store {
         Ok(())
     }
 
-    /// Writes a consistent copy of the store into `to` (a RocksDB checkpoint: hard links to
-    /// the immutable files where `to` is on the same file system). `to` must not exist.
+    /// Writes a consistent copy of the store into `to`, which must not exist. On a store
+    /// opened for writing, a RocksDB checkpoint (hard links to the immutable files where `to`
+    /// is on the same file system); on a read-only view of a running engine's directory
+    /// (where RocksDB cannot checkpoint), a copy of every key as of one point in time.
     pub fn checkpoint(&self, to: &Path) -> Result<(), StoreError> {
-        if self.secondary.is_some() {
-            self.db.try_catch_up_with_primary()?;
+        if self.secondary.is_none() {
+            let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+            cp.create_checkpoint(to)?;
+            return Ok(());
         }
-        let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
-        cp.create_checkpoint(to)?;
+        self.db.try_catch_up_with_primary()?;
+        let copy = Store::open(to)?;
+        let mut wb = WriteBatch::default();
+        // One iterator: an implicit snapshot, so the copy is one consistent state.
+        for kv in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = kv?;
+            wb.put(k, v);
+            if wb.len() >= 10_000 {
+                copy.db.write(std::mem::take(&mut wb))?;
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        copy.db.write_opt(wb, &wo)?;
+        copy.db.flush()?;
         Ok(())
     }
 
@@ -587,5 +604,268 @@ mod tests {
         );
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// One thing wrong with a stored state, as `loyalty verify` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Which invariant: `decode`, `ledger`, `balance_after`, `lots`, `lot_negative`,
+    /// `account_id`, `program`, `stock`, `sequence`, `offsets`, `payment`.
+    pub check: &'static str,
+    /// The key (or the account) it concerns.
+    pub key: String,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
+impl Store {
+    /// Checks every invariant of the stored state and returns what is wrong (nothing when
+    /// the state is sound). Reads the whole store once; changes nothing.
+    pub fn verify(&self) -> Result<Vec<Problem>, StoreError> {
+        let mut problems = Vec::new();
+        let mut problem = |check, key: &[u8], detail: String| {
+            problems.push(Problem {
+                check,
+                key: String::from_utf8_lossy(key).into_owned(),
+                detail,
+            })
+        };
+        let mut accounts: BTreeMap<String, Account> = BTreeMap::new();
+        let mut payments: Vec<(String, PaymentRecord)> = Vec::new();
+        // Per account: the sum of its transactions and the balance after the last one.
+        let mut ledger: BTreeMap<String, (i128, Option<i128>)> = BTreeMap::new();
+        let mut max_seq: Option<u64> = None;
+        let mut stored_seq = None;
+        let mut programs = None;
+        let mut stock = Vec::new();
+        for kv in self.db.iterator(IteratorMode::Start) {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let seq_of = |rest: &str| rest.parse::<u64>().ok();
+            if let Some(id) = key.strip_prefix("a/") {
+                match serde_json::from_slice::<Account>(&v) {
+                    Ok(a) if a.id != id => {
+                        problem("account_id", &k, format!("holds the account {}", a.id))
+                    }
+                    Ok(a) => {
+                        accounts.insert(a.id.clone(), a);
+                    }
+                    Err(e) => problem("decode", &k, format!("not an account: {e}")),
+                }
+            } else if let Some(id) = key.strip_prefix("p/") {
+                match serde_json::from_slice::<PaymentRecord>(&v) {
+                    Ok(p) => payments.push((id.to_string(), p)),
+                    Err(e) => problem("decode", &k, format!("not a payment: {e}")),
+                }
+            } else if key.starts_with("s/") {
+                if !v.is_empty() {
+                    problem("decode", &k, "a seen id holds a value".into());
+                }
+            } else if let Some(rest) = key.strip_prefix("o/") {
+                let Some(seq) = seq_of(rest) else {
+                    problem("decode", &k, "not a sequence number".into());
+                    continue;
+                };
+                max_seq = max_seq.max(Some(seq));
+                let line: serde_json::Value = match serde_json::from_slice(&v) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        problem("decode", &k, format!("not a JSON line: {e}"));
+                        continue;
+                    }
+                };
+                if line["kind"] == "transaction" {
+                    let (Some(acct), Some(points), Some(after)) = (
+                        line["account"].as_str(),
+                        line["points"].as_i64(),
+                        line["balanceAfter"].as_i64(),
+                    ) else {
+                        problem(
+                            "decode",
+                            &k,
+                            "a transaction without account, points or balanceAfter".into(),
+                        );
+                        continue;
+                    };
+                    let e = ledger.entry(acct.to_string()).or_insert((0, None));
+                    e.0 += i128::from(points);
+                    if e.0 != i128::from(after) {
+                        problem(
+                            "balance_after",
+                            &k,
+                            format!(
+                                "balanceAfter {after}, but the transactions of {acct} sum to {}",
+                                e.0
+                            ),
+                        );
+                    }
+                    e.1 = Some(i128::from(after));
+                }
+            } else if let Some(rest) = key.strip_prefix("x/") {
+                match seq_of(rest) {
+                    Some(seq) => {
+                        max_seq = max_seq.max(Some(seq));
+                        if decode_outbox(seq, &v).is_none() {
+                            problem("decode", &k, "not an outbox entry".into());
+                        }
+                    }
+                    None => problem("decode", &k, "not a sequence number".into()),
+                }
+            } else if key == "m/seq" {
+                match parse_u64(&k, &v) {
+                    Ok(s) => stored_seq = Some(s),
+                    Err(e) => problem("decode", &k, e.to_string()),
+                }
+            } else if key == "m/clock" {
+                if let Err(e) = parse_u64(&k, &v) {
+                    problem("decode", &k, e.to_string());
+                }
+            } else if key == "m/programs" {
+                match serde_json::from_slice::<StoredPrograms>(&v) {
+                    Ok(p) => programs = Some(p),
+                    Err(e) => problem("decode", &k, format!("not the program list: {e}")),
+                }
+            } else if key == "m/stock" {
+                match serde_json::from_slice::<Vec<((String, String), i64)>>(&v) {
+                    Ok(s) => stock = s,
+                    Err(e) => problem("decode", &k, format!("not the stock: {e}")),
+                }
+            } else if key.starts_with("m/log/")
+                || key.starts_with("m/src/")
+                || key.starts_with("m/in/")
+            {
+                match parse_u64(&k, &v) {
+                    Ok(off) if off > i64::MAX as u64 => {
+                        problem("offsets", &k, format!("offset {off} is negative"))
+                    }
+                    Ok(_) => {}
+                    Err(e) => problem("offsets", &k, e.to_string()),
+                }
+            } else {
+                problem("decode", &k, "a key the engine never writes".into());
+            }
+        }
+        if let Err(e) = self.positions() {
+            problem("offsets", b"m/", e.to_string());
+        }
+        match (max_seq, stored_seq) {
+            (Some(max), Some(next)) if next <= max => problem(
+                "sequence",
+                SEQ_KEY,
+                format!("the next sequence number {next} is not past the last one used, {max}"),
+            ),
+            (Some(max), None) => problem(
+                "sequence",
+                SEQ_KEY,
+                format!("missing, while entries up to {max} exist"),
+            ),
+            _ => {}
+        }
+        // Programs: each parses; accounts belong to one.
+        let mut parsed = BTreeMap::new();
+        if let Some(p) = &programs {
+            for id in &p.order {
+                match p.texts.get(id).map(|t| parse_program(t)) {
+                    Some(Ok(prog)) => {
+                        parsed.insert(id.clone(), prog);
+                    }
+                    Some(Err(e)) => problem("program", b"m/programs", format!("{id}: {e}")),
+                    None => problem("program", b"m/programs", format!("no text for {id}")),
+                }
+            }
+        }
+        for a in accounts.values() {
+            let key = format!("a/{}", a.id);
+            if a.id != loyalty_core::ids::account_id(&a.program, &a.customer) {
+                problem(
+                    "account_id",
+                    key.as_bytes(),
+                    format!("is not the id of {} in {}", a.customer, a.program),
+                );
+            }
+            if programs.is_some() && !parsed.contains_key(&a.program) {
+                problem(
+                    "program",
+                    key.as_bytes(),
+                    format!("unknown program {}", a.program),
+                );
+            }
+            let (sum, last) = ledger.remove(&a.id).unwrap_or((0, None));
+            if sum != a.balance {
+                problem(
+                    "ledger",
+                    key.as_bytes(),
+                    format!("balance {} but its transactions sum to {sum}", a.balance),
+                );
+            }
+            if last.is_some_and(|l| l != a.balance) {
+                problem(
+                    "ledger",
+                    key.as_bytes(),
+                    format!(
+                        "balance {} but its last transaction left {}",
+                        a.balance,
+                        last.unwrap_or(0)
+                    ),
+                );
+            }
+            if let Some(lot) = a.lots.iter().find(|l| l.remaining < 0) {
+                problem(
+                    "lot_negative",
+                    key.as_bytes(),
+                    format!("lot {} holds {}", lot.seq, lot.remaining),
+                );
+            }
+            let open: i128 = a.lots.iter().map(|l| i128::from(l.remaining)).sum();
+            if a.debt < 0 || open - i128::from(a.debt) != a.balance {
+                problem(
+                    "lots",
+                    key.as_bytes(),
+                    format!(
+                        "balance {} but open lots hold {open} and the debt is {}",
+                        a.balance, a.debt
+                    ),
+                );
+            }
+        }
+        for (acct, (sum, _)) in ledger {
+            problem(
+                "ledger",
+                format!("a/{acct}").as_bytes(),
+                format!("transactions summing to {sum} for an account the state does not hold"),
+            );
+        }
+        for (id, p) in payments {
+            let key = format!("p/{id}");
+            if p.refunded < 0 || p.refunded > p.amount {
+                problem(
+                    "payment",
+                    key.as_bytes(),
+                    format!("refunded {} of {}", p.refunded, p.amount),
+                );
+            }
+            if let Some(w) = p.awards.iter().find(|w| !accounts.contains_key(&w.account)) {
+                problem(
+                    "payment",
+                    key.as_bytes(),
+                    format!("an award to {}, which the state does not hold", w.account),
+                );
+            }
+        }
+        for ((prog, reward), used) in stock {
+            let limit = parsed
+                .get(&prog)
+                .and_then(|p| p.rewards.iter().find(|r| r.id == reward))
+                .and_then(|r| r.stock);
+            if used < 0 || limit.is_some_and(|l| used > l) {
+                problem(
+                    "stock",
+                    b"m/stock",
+                    format!("{prog}/{reward}: {used} used of a stock of {limit:?}"),
+                );
+            }
+        }
+        Ok(problems)
     }
 }

@@ -7,6 +7,7 @@ use loyalty_core::Engine;
 use loyalty_store::{Batch, Store, StoreError};
 
 use crate::logrec::{self, Dedupe, Meta};
+use crate::metrics::{label, Metrics};
 use crate::outbox;
 use crate::Settings;
 
@@ -27,6 +28,8 @@ pub struct Folder {
     pub awarded: i128,
     /// Tier changes so far.
     pub tier_changes: u64,
+    /// Where rejections and transactions are counted, when watched.
+    pub metrics: Option<std::sync::Arc<Metrics>>,
 }
 
 impl std::fmt::Debug for Folder {
@@ -52,6 +55,7 @@ impl Folder {
             pending: 0,
             awarded: 0,
             tier_changes: 0,
+            metrics: None,
         })
     }
 
@@ -85,6 +89,19 @@ impl Folder {
         self.out.clear();
         self.engine.apply(&json, &mut self.out);
         for o in &self.out {
+            if let Some(m) = &self.metrics {
+                match o {
+                    Output::Transaction(t) => m
+                        .transactions
+                        .get_or_create(&label("type", t.kind.as_str()))
+                        .inc(),
+                    Output::Rejected(r) => m
+                        .rejected
+                        .get_or_create(&label("reason", r.reason.as_str()))
+                        .inc(),
+                    Output::Event(_) => 0,
+                };
+            }
             match o {
                 Output::Transaction(t) if t.kind == loyalty_core::output::TxKind::Award => {
                     self.awarded += i128::from(t.points);

@@ -14,6 +14,7 @@
 pub mod failpoint;
 pub mod folder;
 pub mod logrec;
+pub mod metrics;
 pub mod outbox;
 pub mod replay;
 pub mod service;

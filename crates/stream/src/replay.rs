@@ -113,7 +113,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
         if folder.pending >= settings.batch_size {
             total += folder.commit(store)? as u64;
             if let Some(producer) = &producer {
-                publish_outbox(&rt, producer, store)?;
+                publish_outbox(&rt, producer, store, None)?;
             }
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -127,7 +127,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
     })?;
     total += folder.commit(store)? as u64;
     if let Some(producer) = &producer {
-        publish_outbox(&rt, producer, store)?;
+        publish_outbox(&rt, producer, store, None)?;
     }
     let secs = start.elapsed().as_secs_f64();
     eprintln!("replay: done, {total} records folded in {secs:.1} s");

@@ -33,6 +33,7 @@ use tokio::runtime::Runtime;
 
 use crate::folder::Folder;
 use crate::logrec::{self, Source};
+use crate::metrics::{label, Metrics};
 use crate::outbox;
 use crate::watermark::cached_high;
 use crate::{failpoint, topics, Settings};
@@ -145,9 +146,18 @@ fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>) -> Result<()> {
 }
 
 /// Sends every outbox entry and removes the delivered ones. Returns how many were sent.
-pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) -> Result<usize> {
+pub fn publish_outbox(
+    rt: &Runtime,
+    producer: &FutureProducer,
+    store: &Store,
+    metrics: Option<&Metrics>,
+) -> Result<usize> {
+    let started = Instant::now();
     let entries = store.outbox().context("cannot read the outbox")?;
     if entries.is_empty() {
+        if let Some(m) = metrics {
+            m.outbox_depth.set(0);
+        }
         return Ok(0);
     }
     let mut pending = Vec::with_capacity(entries.len());
@@ -156,9 +166,16 @@ pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) ->
     }
     let mut delivered = Vec::with_capacity(pending.len());
     let mut failed = None;
-    for (seq, f) in pending {
+    for (i, (seq, f)) in pending.into_iter().enumerate() {
         match rt.block_on(f) {
-            Ok(Ok(_)) => delivered.push(seq),
+            Ok(Ok(_)) => {
+                delivered.push(seq);
+                if let Some(m) = metrics {
+                    m.published
+                        .get_or_create(&label("topic", entries[i].topic.clone()))
+                        .inc();
+                }
+            }
             Ok(Err((e, _))) => failed = Some(e.to_string()),
             Err(_) => failed = Some("the producer went away".into()),
         }
@@ -169,6 +186,10 @@ pub fn publish_outbox(rt: &Runtime, producer: &FutureProducer, store: &Store) ->
     store
         .remove_outbox(&delivered)
         .context("cannot trim the outbox")?;
+    if let Some(m) = metrics {
+        m.outbox_depth.set((entries.len() - delivered.len()) as i64);
+        m.publish_seconds.observe(started.elapsed().as_secs_f64());
+    }
     if let Some(e) = failed {
         tracing::warn!(error = %e, left = entries.len() - delivered.len(), "outbox not fully delivered; will retry");
     }
@@ -274,6 +295,8 @@ pub struct Counters {
     pub awarded: std::sync::atomic::AtomicI64,
     /// Tier changes.
     pub tier_changes: std::sync::atomic::AtomicU64,
+    /// The Prometheus metrics and health (`--metrics-addr`).
+    pub metrics: Arc<Metrics>,
 }
 
 /// Runs the service until `stop` is set. Returns after the last batch is stored and the
@@ -290,10 +313,13 @@ pub fn run(
         .context("cannot start the runtime")?;
     rt.block_on(topics::ensure(settings))?;
     let producer = producer(settings)?;
+    let metrics = &counters.metrics;
+    metrics.set_ready(Err("catching up with the log".into()));
     let mut folder = Folder::open(store, true).context("cannot load the state")?;
+    folder.metrics = Some(metrics.clone());
 
     // Whatever a previous run stored but did not deliver goes out first.
-    publish_outbox(&rt, &producer, store)?;
+    publish_outbox(&rt, &producer, store, Some(&counters.metrics))?;
 
     let log_consumer = consumer(settings)?;
     let log_partitions = topics::partitions(&log_consumer, &settings.log_topic)?;
@@ -315,7 +341,7 @@ pub fn run(
     loop {
         fold_step(settings, store, &log_consumer, &mut folder, counters)?;
         counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store)? as u64,
+            publish_outbox(&rt, &producer, store, Some(&counters.metrics))? as u64,
             Ordering::Relaxed,
         );
         for (p, end) in ends.iter_mut() {
@@ -326,6 +352,7 @@ pub fn run(
         let behind = ends
             .iter()
             .any(|(p, end)| folder.positions.get(p).copied().unwrap_or(0) < *end);
+        metrics.beat();
         if !behind || stop.load(Ordering::Relaxed) {
             break;
         }
@@ -384,6 +411,7 @@ pub fn run(
     assign(&input_consumer, &assignment)?;
 
     let mut last_tick = Instant::now();
+    metrics.set_ready(Ok(()));
     tracing::info!(log_partitions, inputs = assignment.len(), "running");
     while !stop.load(Ordering::Relaxed) {
         // 1. Sequence.
@@ -407,6 +435,10 @@ pub fn run(
                 offset: m.offset(),
             };
             touched.insert((src.topic.clone(), src.partition), src.offset + 1);
+            metrics
+                .consumed
+                .get_or_create(&label("topic", src.topic.clone()))
+                .inc();
             if let Some(rec) = parsed
                 .as_ref()
                 .filter(|r| r.created.0 > wall + settings.max_skew.as_secs() as i64)
@@ -417,6 +449,10 @@ pub fn run(
                     settings.max_skew.as_secs()
                 );
                 let rejection = Rejection::new(Some(&rec.id), Reason::Invalid, detail);
+                metrics
+                    .rejected
+                    .get_or_create(&label("reason", Reason::Invalid.as_str()))
+                    .inc();
                 if let Some(e) =
                     outbox::entry(settings, &Output::Rejected(rejection), value, Some(&src))
                 {
@@ -469,9 +505,12 @@ pub fn run(
             )?;
         }
         await_all(&rt, std::mem::take(&mut futures))?;
+        let mut appended = std::collections::BTreeSet::new();
         for (f, index) in appends.drain(..) {
             match rt.block_on(f) {
-                Ok(Ok(_)) => {}
+                Ok(Ok(_)) => {
+                    appended.insert(index);
+                }
                 Ok(Err((e, _))) if refused_for_good(&e) => refused.push(index),
                 Ok(Err((e, _))) => return Err(e).context("a log record was not delivered"),
                 Err(_) => anyhow::bail!("the producer went away before delivering"),
@@ -497,6 +536,10 @@ pub fn run(
                 offset: m.offset(),
             };
             let rejection = Rejection::new(None, Reason::Invalid, detail);
+            metrics
+                .rejected
+                .get_or_create(&label("reason", Reason::Invalid.as_str()))
+                .inc();
             // The value is left out: the broker would refuse it on the DLQ as well.
             if let Some(e) = outbox::entry(settings, &Output::Rejected(rejection), &[], Some(&src))
             {
@@ -513,6 +556,7 @@ pub fn run(
             counters
                 .sequenced
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
+            metrics.sequenced.inc_by(appended.len() as u64);
         }
         drop(messages);
 
@@ -521,12 +565,36 @@ pub fn run(
 
         // 3. Publish.
         counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store)? as u64,
+            publish_outbox(&rt, &producer, store, Some(&counters.metrics))? as u64,
             Ordering::Relaxed,
         );
+
+        // What an operator watches: how far behind each partition is.
+        for (t, p, _) in &assignment {
+            if let Some(high) = cached_high(&input_consumer, t, *p) {
+                let next = input_offsets.get(&(t.clone(), *p)).copied().unwrap_or(0);
+                metrics
+                    .lag
+                    .get_or_create(&vec![("topic", t.clone()), ("partition", p.to_string())])
+                    .set((high - next).max(0));
+            }
+        }
+        for p in 0..log_partitions {
+            if let Some(high) = cached_high(&log_consumer, &settings.log_topic, p) {
+                let next = folder.positions.get(&p).copied().unwrap_or(0);
+                metrics
+                    .lag
+                    .get_or_create(&vec![
+                        ("topic", settings.log_topic.clone()),
+                        ("partition", p.to_string()),
+                    ])
+                    .set((high - next).max(0));
+            }
+        }
+        metrics.beat();
     }
     fold_step(settings, store, &log_consumer, &mut folder, counters)?;
-    publish_outbox(&rt, &producer, store)?;
+    publish_outbox(&rt, &producer, store, Some(&counters.metrics))?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -539,6 +607,7 @@ fn fold_step(
     counters: &Counters,
 ) -> Result<()> {
     let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5));
+    let started = Instant::now();
     for m in &messages {
         let meta = logrec::meta(m.headers());
         folder.fold(
@@ -556,6 +625,17 @@ fn fold_step(
         failpoint::hit("fold-after-commit");
     }
     counters.folded.fetch_add(n as u64, Ordering::Relaxed);
+    if n > 0 {
+        let m = &counters.metrics;
+        m.folded.inc_by(n as u64);
+        m.batch_size.observe(n as f64);
+        m.batch_seconds.observe(started.elapsed().as_secs_f64());
+        for (p, next) in &folder.positions {
+            m.log_offset
+                .get_or_create(&label("partition", p.to_string()))
+                .set(*next);
+        }
+    }
     counters.awarded.store(
         i64::try_from(folder.awarded).unwrap_or(i64::MAX),
         Ordering::Relaxed,

@@ -1,0 +1,319 @@
+//! What an operator watches: Prometheus metrics and the health of the service loop, served
+//! on `--metrics-addr` as `/metrics` (text exposition format), `/healthz` and `/readyz`.
+//!
+//! Owns: the metric names and labels, liveness and readiness. The service updates them;
+//! nothing here reads Kafka or the store.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Label sets: a few `(name, value)` pairs.
+pub type Labels = Vec<(&'static str, String)>;
+
+/// How long the service loop may go without completing an iteration before `/healthz`
+/// says it is stuck.
+pub const STALL: Duration = Duration::from_secs(30);
+
+/// The service's metrics and health.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Input records read, by topic.
+    pub consumed: Family<Labels, Counter>,
+    /// Input records appended to the log.
+    pub sequenced: Counter,
+    /// Log records folded.
+    pub folded: Counter,
+    /// Records rejected, by reason (in the fold, and before the log: skew, too large).
+    pub rejected: Family<Labels, Counter>,
+    /// Ledger transactions written, by type.
+    pub transactions: Family<Labels, Counter>,
+    /// Outbound messages delivered, by topic (the DLQ included).
+    pub published: Family<Labels, Counter>,
+    /// High watermark minus the next offset to read, by topic and partition.
+    pub lag: Family<Labels, Gauge>,
+    /// Messages stored and not yet acknowledged by the broker.
+    pub outbox_depth: Gauge,
+    /// The next log offset to fold, by partition.
+    pub log_offset: Family<Labels, Gauge>,
+    /// Records per folded batch.
+    pub batch_size: Histogram,
+    /// Seconds to fold a batch and commit it to RocksDB.
+    pub batch_seconds: Histogram,
+    /// Seconds to publish the outbox (send and await every acknowledgement).
+    pub publish_seconds: Histogram,
+    /// Unix milliseconds of the last completed loop iteration.
+    last_beat: AtomicI64,
+    ready: AtomicBool,
+    not_ready: Mutex<String>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+fn unix_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Metrics {
+    /// Fresh metrics, registered under the `loyalty_` prefix.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("loyalty");
+        let m = Metrics {
+            consumed: Family::default(),
+            sequenced: Counter::default(),
+            folded: Counter::default(),
+            rejected: Family::default(),
+            transactions: Family::default(),
+            published: Family::default(),
+            lag: Family::default(),
+            outbox_depth: Gauge::default(),
+            log_offset: Family::default(),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
+            batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            last_beat: AtomicI64::new(unix_millis()),
+            ready: AtomicBool::new(false),
+            not_ready: Mutex::new("starting".into()),
+            registry: Registry::default(),
+        };
+        let up: Gauge = Gauge::default();
+        up.set(1);
+        registry.register("up", "1 while the engine runs", up);
+        registry.register(
+            "records_consumed",
+            "Input records read, by topic",
+            m.consumed.clone(),
+        );
+        registry.register(
+            "records_sequenced",
+            "Input records appended to the engine's log",
+            m.sequenced.clone(),
+        );
+        registry.register(
+            "records_folded",
+            "Log records folded into the state",
+            m.folded.clone(),
+        );
+        registry.register(
+            "records_rejected",
+            "Records rejected, by reason",
+            m.rejected.clone(),
+        );
+        registry.register(
+            "transactions",
+            "Ledger transactions written, by type",
+            m.transactions.clone(),
+        );
+        registry.register(
+            "messages_published",
+            "Outbound messages acknowledged by the broker, by topic",
+            m.published.clone(),
+        );
+        registry.register(
+            "consumer_lag",
+            "High watermark minus the next offset to read, by topic and partition",
+            m.lag.clone(),
+        );
+        registry.register(
+            "outbox_depth",
+            "Messages stored and not yet acknowledged by the broker",
+            m.outbox_depth.clone(),
+        );
+        registry.register(
+            "log_offset",
+            "The next log offset to fold, by partition",
+            m.log_offset.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Records per folded batch",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Seconds to fold a batch and commit it to RocksDB",
+            m.batch_seconds.clone(),
+        );
+        registry.register(
+            "publish_duration_seconds",
+            "Seconds to publish the outbox and await its acknowledgements",
+            m.publish_seconds.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    /// The metrics in the Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut text, &self.registry);
+        text
+    }
+
+    /// The service loop completed an iteration.
+    pub fn beat(&self) {
+        self.last_beat.store(unix_millis(), Ordering::Relaxed);
+    }
+
+    /// `None` while the loop beats; otherwise why not.
+    pub fn stalled(&self) -> Option<String> {
+        let since = unix_millis() - self.last_beat.load(Ordering::Relaxed);
+        (since > STALL.as_millis() as i64)
+            .then(|| format!("the service loop has not completed an iteration for {since} ms"))
+    }
+
+    /// Marks the service ready (state open, topics there, caught up with the log once), or
+    /// not, with the reason.
+    pub fn set_ready(&self, ready: Result<(), String>) {
+        match ready {
+            Ok(()) => self.ready.store(true, Ordering::SeqCst),
+            Err(why) => {
+                if let Ok(mut w) = self.not_ready.lock() {
+                    *w = why;
+                }
+                self.ready.store(false, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn ready(&self) -> Result<(), String> {
+        if let Some(stall) = self.stalled() {
+            return Err(stall);
+        }
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(self
+                .not_ready
+                .lock()
+                .map(|w| w.clone())
+                .unwrap_or_else(|_| "not ready".into()))
+        }
+    }
+}
+
+/// One label.
+pub fn label(name: &'static str, value: impl Into<String>) -> Labels {
+    vec![(name, value.into())]
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread of its own, until
+/// the process ends. Returns the address bound (for `:0`).
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+    use axum::http::StatusCode;
+    use axum::routing::get;
+
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot set the metrics socket non-blocking")?;
+    let bound = listener.local_addr().context("metrics address")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics runtime")?;
+    let (m1, m2, m3) = (metrics.clone(), metrics.clone(), metrics);
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    m1.encode(),
+                )
+            }),
+        )
+        .route(
+            "/healthz",
+            get(move || async move {
+                match m2.stalled() {
+                    None => (StatusCode::OK, "ok\n".to_string()),
+                    Some(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || async move {
+                match m3.ready() {
+                    Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+                    Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+                }
+            }),
+        );
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "metrics listener");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "metrics server stopped");
+                }
+            });
+        })
+        .context("cannot start the metrics thread")?;
+    tracing::info!(addr = %bound, "serving /metrics, /healthz and /readyz");
+    Ok(bound)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_and_labels() {
+        let m = Metrics::new();
+        m.consumed
+            .get_or_create(&label("topic", "payment.completed"))
+            .inc_by(3);
+        m.rejected
+            .get_or_create(&label("reason", "duplicate"))
+            .inc();
+        m.outbox_depth.set(7);
+        m.batch_size.observe(100.0);
+        let text = m.encode();
+        assert!(text.contains("loyalty_records_consumed_total{topic=\"payment.completed\"} 3"));
+        assert!(text.contains("loyalty_records_rejected_total{reason=\"duplicate\"} 1"));
+        assert!(text.contains("loyalty_outbox_depth 7"));
+        assert!(text.contains("loyalty_batch_size_count 1"));
+        assert!(text.contains("loyalty_up 1"));
+    }
+
+    #[test]
+    fn readiness_needs_both_a_beat_and_the_flag() {
+        let m = Metrics::new();
+        assert_eq!(m.ready(), Err("starting".into()));
+        m.set_ready(Ok(()));
+        assert_eq!(m.ready(), Ok(()));
+        m.last_beat.store(0, Ordering::Relaxed);
+        assert!(m.stalled().is_some());
+        assert!(m.ready().is_err());
+    }
+}

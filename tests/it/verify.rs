@@ -1,0 +1,221 @@
+//! `loyalty verify` and `loyalty checkpoint` on a real RocksDB state: a sound state passes,
+//! and each kind of deliberate corruption is found and named.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use loyalty_store::Store;
+use loyalty_stream::folder::Folder;
+use loyalty_stream::logrec::{Meta, Source};
+use loyalty_stream::Settings;
+
+use crate::support::{bin, TempDir};
+
+const PROGRAM: &str = r#"{"id":"prog_v","currency":"EUR","autoEnroll":true,
+  "pointsExpiry":{"months":12},
+  "earningRules":[{"id":"rule_buy","trigger":"payment.completed",
+    "award":{"type":"per_amount","per":100,"points":1}}],
+  "rewards":[{"id":"rwd_mug","name":"Mug","cost":50,"kind":"product","stock":5}]}"#;
+
+fn records() -> Vec<String> {
+    let mut r = vec![format!(
+        r#"{{"id":"cfg_1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{}}}"#,
+        PROGRAM.replace('\n', "")
+    )];
+    for i in 0..20 {
+        let c = i % 4;
+        r.push(format!(
+            r#"{{"id":"evt_{i}","type":"payment.completed","created":"2026-02-01T10:{i:02}:00Z","data":{{"id":"pay_{i}","customer":"cus_{c}","amount":{},"currency":"EUR"}}}}"#,
+            5_000 + i * 100
+        ));
+    }
+    r.push(r#"{"id":"ref_1","type":"payment.refunded","created":"2026-02-02T10:00:00Z","data":{"id":"re_1","payment":"pay_3","customer":"cus_3","amount":2000,"currency":"EUR"}}"#.into());
+    r.push(r#"{"id":"red_1","type":"loyalty.redemption.create","created":"2026-02-03T10:00:00Z","data":{"customer":"cus_1","program":"prog_v","reward":"rwd_mug"}}"#.into());
+    r.push(r#"{"id":"evt_1","type":"payment.completed","created":"2026-02-04T10:00:00Z","data":{"id":"pay_x","customer":"cus_1","amount":100,"currency":"EUR"}}"#.into());
+    r
+}
+
+/// A state folded the way `loyalty run` folds it, in batches.
+fn build(dir: &Path) {
+    let store = Store::open(dir).unwrap();
+    let mut settings = Settings::new("unused:9092");
+    settings.signing_secret = b"s".to_vec();
+    let mut f = Folder::open(&store, true).unwrap();
+    for (i, r) in records().iter().enumerate() {
+        let meta = Meta {
+            source: Some(Source {
+                topic: "payment.completed".into(),
+                partition: 0,
+                offset: i as i64,
+            }),
+            broadcast: false,
+            content_type: None,
+        };
+        f.fold(&settings, 0, i as i64, &meta, r.as_bytes());
+        if i % 7 == 6 {
+            f.commit(&store).unwrap();
+        }
+    }
+    f.commit(&store).unwrap();
+}
+
+fn verify(dir: &Path) -> (Option<i32>, Vec<serde_json::Value>, String) {
+    let out: Output = Command::new(bin())
+        .args(["verify", "--state"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let problems = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each problem is a JSON line"))
+        .collect();
+    (
+        out.status.code(),
+        problems,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn checks(problems: &[serde_json::Value]) -> Vec<String> {
+    let mut c: Vec<String> = problems
+        .iter()
+        .map(|p| p["check"].as_str().unwrap().to_string())
+        .collect();
+    c.sort();
+    c.dedup();
+    c
+}
+
+/// Opens the state with RocksDB itself, as something other than the engine would.
+fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
+    let db = rocksdb::DB::open_default(dir).unwrap();
+    f(&db);
+}
+
+fn first_key(db: &rocksdb::DB, prefix: &str, matching: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    db.prefix_iterator(prefix.as_bytes())
+        .map(Result::unwrap)
+        .find(|(k, v)| k.starts_with(prefix.as_bytes()) && matching(v))
+        .map(|(k, _)| k.to_vec())
+        .unwrap_or_else(|| panic!("no key under {prefix}"))
+}
+
+#[test]
+fn a_sound_state_passes() {
+    let t = TempDir::new("verify-sound");
+    let dir = t.0.join("state");
+    build(&dir);
+    let (code, problems, err) = verify(&dir);
+    assert_eq!(problems, Vec::<serde_json::Value>::new(), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+}
+
+#[test]
+fn a_balance_changed_behind_the_ledger_is_found() {
+    let t = TempDir::new("verify-balance");
+    let dir = t.0.join("state");
+    build(&dir);
+    tamper(&dir, |db| {
+        let k = first_key(db, "a/", |_| true);
+        let mut a: serde_json::Value =
+            serde_json::from_slice(&db.get(&k).unwrap().unwrap()).unwrap();
+        a["balance"] = (a["balance"].as_i64().unwrap() + 100).into();
+        db.put(&k, serde_json::to_vec(&a).unwrap()).unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    assert_eq!(checks(&problems), vec!["ledger", "lots"]);
+    assert!(problems
+        .iter()
+        .all(|p| p["key"].as_str().unwrap().starts_with("a/loy_")));
+}
+
+#[test]
+fn a_lost_ledger_line_is_found() {
+    let t = TempDir::new("verify-ledger");
+    let dir = t.0.join("state");
+    build(&dir);
+    tamper(&dir, |db| {
+        let k = first_key(db, "o/", |v| v.starts_with(br#"{"kind":"transaction""#));
+        db.delete(&k).unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let c = checks(&problems);
+    assert!(c.contains(&"ledger".to_string()), "{problems:?}");
+    assert!(c.contains(&"balance_after".to_string()), "{problems:?}");
+}
+
+#[test]
+fn undecodable_values_negative_lots_stock_and_sequence_are_found() {
+    let t = TempDir::new("verify-decode");
+    let dir = t.0.join("state");
+    build(&dir);
+    tamper(&dir, |db| {
+        let k = first_key(db, "p/", |_| true);
+        db.put(&k, b"{not json").unwrap();
+        let k = first_key(db, "a/", |v| v.windows(8).any(|w| w == b"\"lots\":["));
+        let mut a: serde_json::Value =
+            serde_json::from_slice(&db.get(&k).unwrap().unwrap()).unwrap();
+        a["lots"][0]["remaining"] = (-5).into();
+        db.put(&k, serde_json::to_vec(&a).unwrap()).unwrap();
+        db.put(b"m/stock", br#"[[["prog_v","rwd_mug"],9]]"#)
+            .unwrap();
+        db.put(b"m/seq", 1u64.to_be_bytes()).unwrap();
+        db.put(b"m/log/0", b"bad").unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let c = checks(&problems);
+    for want in [
+        "decode",
+        "lot_negative",
+        "lots",
+        "stock",
+        "sequence",
+        "offsets",
+    ] {
+        assert!(c.contains(&want.to_string()), "{want} not in {problems:?}");
+    }
+}
+
+#[test]
+fn a_checkpoint_is_a_sound_copy() {
+    let t = TempDir::new("verify-checkpoint");
+    let dir = t.0.join("state");
+    build(&dir);
+    let copy = t.0.join("copy");
+    let out = Command::new(bin())
+        .args(["checkpoint", "--state"])
+        .arg(&dir)
+        .arg("--to")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let export = |d: &Path| {
+        Command::new(bin())
+            .args(["export", "--state"])
+            .arg(d)
+            .output()
+            .unwrap()
+            .stdout
+    };
+    assert_eq!(export(&dir), export(&copy));
+    assert!(!export(&copy).is_empty());
+    assert_eq!(verify(&copy).0, Some(0));
+    // Never over an existing directory.
+    let again = Command::new(bin())
+        .args(["checkpoint", "--state"])
+        .arg(&dir)
+        .arg("--to")
+        .arg(&copy)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2));
+}
