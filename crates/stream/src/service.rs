@@ -424,6 +424,8 @@ pub fn run(
         let mut touched = BTreeMap::new();
         let mut appends: Vec<(DeliveryFuture, usize)> = Vec::new();
         let mut refused: Vec<usize> = Vec::new();
+        // Dead letters sent straight from the sequencer (they never enter the log).
+        let mut dead_letters = 0u64;
         for (index, m) in messages.iter().enumerate() {
             let value = m.payload().unwrap_or_default();
             let meta = logrec::meta(m.headers());
@@ -457,6 +459,7 @@ pub fn run(
                     outbox::entry(settings, &Output::Rejected(rejection), value, Some(&src))
                 {
                     futures.push(send_entry(&producer, &e)?);
+                    dead_letters += 1;
                 }
                 continue;
             }
@@ -544,9 +547,16 @@ pub fn run(
             if let Some(e) = outbox::entry(settings, &Output::Rejected(rejection), &[], Some(&src))
             {
                 futures.push(send_entry(&producer, &e)?);
+                dead_letters += 1;
             }
         }
         await_all(&rt, std::mem::take(&mut futures))?;
+        if dead_letters > 0 {
+            metrics
+                .published
+                .get_or_create(&label("topic", settings.dlq_topic.clone()))
+                .inc_by(dead_letters);
+        }
         if !touched.is_empty() {
             failpoint::hit("sequence-after-log-ack");
             input_offsets.extend(touched);
