@@ -9,6 +9,7 @@ pub fn traffic(n: u64, customers: u64, config: &str) -> Vec<String> {
     let args = LoadArgs {
         out: None,
         brokers: None,
+        topic: None,
         events: n,
         customers,
         seed: 1,

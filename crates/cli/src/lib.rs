@@ -304,6 +304,27 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         .with_context(|| format!("cannot read the events file {}", events.display()))?;
     let mut engine = Engine::new(&config);
     tracing::info!(bytes = log.len(), "folding");
+    let stdout = io::stdout();
+    let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
+    if until.is_none() {
+        // Nothing can be refused once folding starts: print as it goes.
+        let mut failed = None;
+        let _ = loyalty_core::fold::fold(&mut engine, log.split(|b| *b == b'\n'), None, |line| {
+            if failed.is_none() {
+                if let Err(e) = w
+                    .write_all(line.as_bytes())
+                    .and_then(|()| w.write_all(b"\n"))
+                {
+                    failed = Some(e);
+                }
+            }
+        });
+        return match failed.map_or_else(|| w.flush(), Err) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+            Err(e) => Err(e).context("cannot write to standard output"),
+        };
+    }
     // Buffer everything: an --until before the end clock is refused with nothing printed.
     let mut text = Vec::with_capacity(log.len());
     let result = loyalty_core::fold::fold(&mut engine, log.split(|b| *b == b'\n'), until, |line| {
@@ -313,8 +334,6 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
     if let Err(e) = result {
         bail!("--until: {e}");
     }
-    let stdout = io::stdout();
-    let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
     match w.write_all(&text).and_then(|()| w.flush()) {
         Ok(()) => Ok(()),
         // A closed pipe (`loyalty fold ... | head`) is the reader's choice, not a failure.

@@ -33,6 +33,10 @@ pub struct LoadArgs {
     /// Bootstrap brokers to produce to.
     #[arg(long)]
     pub brokers: Option<String>,
+    /// Produce every record to this one topic (e.g. straight into a log topic, to measure
+    /// replay) instead of to the topic of its type.
+    #[arg(long)]
+    pub topic: Option<String>,
     /// Number of records.
     #[arg(long, default_value_t = 100_000)]
     pub events: u64,
@@ -338,7 +342,7 @@ pub fn run(args: &LoadArgs) -> Result<()> {
                 sent.insert(loyalty_core::ids::event_id(&g.id, n), at);
             }
         }
-        let mut rec = BaseRecord::to(g.topic).payload(&g.value);
+        let mut rec = BaseRecord::to(args.topic.as_deref().unwrap_or(g.topic)).payload(&g.value);
         if !g.key.is_empty() {
             rec = rec.key(&g.key);
         }

@@ -1320,8 +1320,7 @@ impl Engine {
         let Some(account) = self.account_mut(account_id) else {
             return;
         };
-        let slot = account.activity.entry(at.0).or_insert(0);
-        *slot = slot.saturating_add(amount);
+        account.activity.add(at.0, amount);
         if !cx.touched.iter().any(|t| t == account_id) {
             cx.touched.push(account_id.to_string());
         }

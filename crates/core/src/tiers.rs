@@ -50,10 +50,7 @@ fn sum(account: &Account, from_excl: Option<i64>, from_incl: Option<i64>, to_inc
             return 0;
         }
     }
-    account
-        .activity
-        .range((lower, std::ops::Bound::Included(to_incl)))
-        .fold(0i64, |acc, (_, v)| acc.saturating_add(*v))
+    account.activity.sum(lower, to_incl)
 }
 
 /// `t` minus `months` calendar months in `tz` (the start of a rolling window).
@@ -197,16 +194,12 @@ pub fn next_rolling_evaluation(
     // the value still high enough schedules the next one, so the work per event stays
     // small however much activity a member has.
     let window_start = months_before(after, months, prog);
-    let oldest = account
-        .activity
-        .range((
-            window_start.map_or(std::ops::Bound::Unbounded, |w| {
-                std::ops::Bound::Excluded(w.0)
-            }),
-            std::ops::Bound::Included(after.0),
-        ))
-        .next()
-        .map(|(&at, _)| at);
+    let oldest = account.activity.first(
+        window_start.map_or(std::ops::Bound::Unbounded, |w| {
+            std::ops::Bound::Excluded(w.0)
+        }),
+        after.0,
+    );
     let mut checkpoint: Option<Timestamp> = None;
     if let Some(at) = oldest {
         if let Some(leave) = add_months(Timestamp(at), months, prog.tz) {
