@@ -19,9 +19,18 @@ fold config="examples/programs.json" events="examples/events.jsonl":
 demo:
     bash scripts/demo
 
-# Criterion benchmarks of the engine.
+# Criterion benchmarks: the pure engine, the fold, the durable path (BENCHMARKS.md).
 bench:
-    cargo bench --bench engine
+    cargo bench --bench engine --bench durable
+
+# Kafka in, RocksDB, Kafka out on tansu: rate at full speed, then latency at 10,000/s.
+bench-whole-path:
+    bash benches/whole_path.sh 100000 20000
+    bash benches/whole_path.sh 30000 20000 10000
+
+# `loyalty replay` of a log of RECORDS records into a fresh state.
+bench-replay records="1000000":
+    bash benches/replay.sh {{records}}
 
 # Formatting and lints, warnings denied.
 lint:

@@ -80,7 +80,7 @@ enum Command {
     /// Print a state directory in exactly the JSON lines of `loyalty fold`.
     Export {
         /// The state directory.
-        #[arg(long)]
+        #[arg(long, env = "LOYALTY_STATE")]
         state: PathBuf,
     },
     /// Print the engine's log topic as JSON envelopes, one a line, in log order.
@@ -166,6 +166,9 @@ fn init_tracing(format: LogFormat, default: &str) {
     };
 }
 
+/// The subcommands a settings file configures.
+const SETTINGS_COMMANDS: [&str; 6] = ["run", "replay", "log", "export", "verify", "checkpoint"];
+
 /// The command line with the settings file's values added where neither a flag nor an
 /// environment variable gives one (flag > environment > file > default). The file is
 /// `--settings FILE` or `LOYALTY_SETTINGS`; a key that is no flag of any subcommand is an
@@ -199,6 +202,11 @@ fn with_settings_file(mut argv: Vec<OsString>) -> Result<Vec<OsString>> {
     }) else {
         return Ok(argv);
     };
+    // The service's settings: the tools (fold, demo, loadgen, verify-signature) take theirs
+    // from the command line only.
+    if !SETTINGS_COMMANDS.contains(&sub.get_name()) {
+        return Ok(argv);
+    }
     let known = |name: &str| {
         root.get_arguments()
             .chain(root.get_subcommands().flat_map(|s| s.get_arguments()))

@@ -43,6 +43,15 @@ pub fn read_log(
             match c.poll(Duration::from_millis(200)) {
                 Some(Ok(m)) => {
                     idle = Instant::now();
+                    if next == 0 && m.offset() > 0 {
+                        anyhow::bail!(
+                            "partition {p} of the log {} starts at offset {}: its first records \
+                             were deleted (retention), and what is left would fold into a partial \
+                             state; the log topic needs retention.ms=-1 (docs/operations.md)",
+                            settings.log_topic,
+                            m.offset()
+                        );
+                    }
                     if m.offset() >= end {
                         break;
                     }

@@ -36,7 +36,15 @@ pub async fn ensure(settings: &Settings) -> Result<()> {
     tracing::info!(?missing, "creating topics");
     let new: Vec<NewTopic<'_>> = missing
         .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .map(|(t, p)| {
+            let topic = NewTopic::new(t, *p, TopicReplication::Fixed(1));
+            // The log is the source of truth: replay needs every record ever appended.
+            if *t == settings.log_topic {
+                topic.set("retention.ms", "-1").set("retention.bytes", "-1")
+            } else {
+                topic
+            }
+        })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = match admin.create_topics(&new, &opts).await {
