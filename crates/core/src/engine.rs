@@ -173,6 +173,18 @@ fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> 
     data
 }
 
+/// What a rule has awarded a member, created on first use (without allocating the key on
+/// every award).
+fn usage_mut<'a>(
+    usage: &'a mut std::collections::BTreeMap<String, crate::state::RuleUsage>,
+    rule: &str,
+) -> &'a mut crate::state::RuleUsage {
+    if !usage.contains_key(rule) {
+        usage.insert(rule.to_string(), crate::state::RuleUsage::default());
+    }
+    usage.get_mut(rule).expect("inserted above")
+}
+
 fn base_data(a: &Account) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("account".into(), Value::String(a.id.clone()));
@@ -870,7 +882,7 @@ impl Engine {
                     continue;
                 }
                 let account = self.account_mut(account_id).expect("checked above");
-                account.rule_usage.entry(rule.id.clone()).or_default().uses += 1;
+                usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
                 let mut data = base_data(account);
                 data.insert("rule".into(), Value::String(rule.id.clone()));
                 data.insert(
@@ -907,12 +919,8 @@ impl Engine {
                 continue;
             }
             let campaign_ids: Vec<String> = active.iter().map(|c| c.id.clone()).collect();
-            self.account_mut(account_id)
-                .expect("checked above")
-                .rule_usage
-                .entry(rule.id.clone())
-                .or_default()
-                .record(t.at, points);
+            let account = self.account_mut(account_id).expect("checked above");
+            usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
             self.award(
                 cx,
                 account_id,
