@@ -44,8 +44,10 @@ t0=$(date +%s.%N)
 lines=$("$bin" log --brokers "$brokers" | wc -l)
 t1=$(date +%s.%N)
 echo "reference: loyalty log read $lines records in $(python3 -c "print(round($t1 - $t0, 2))") s"
+t0=$(date +%s.%N)
 /usr/bin/time -v "$bin" replay --brokers "$brokers" --state "$work/state" --batch-size 20000 \
   2> "$work/replay.err"
-grep -E '^replay: done' "$work/replay.err"
+t1=$(date +%s.%N)
+echo "replay: $records records in $(python3 -c "print(round($t1 - $t0, 2))") s"
 grep -E 'Maximum resident' "$work/replay.err"
-"$bin" verify --state "$work/state" > "$work/problems" && echo "verify: every invariant holds"
+"$bin" verify --state "$work/state" | head -20

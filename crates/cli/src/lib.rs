@@ -144,11 +144,17 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse_from(argv);
     let service = matches!(cli.command, Command::Run { .. } | Command::Replay { .. });
     init_tracing(cli.log_format, if service { "info" } else { "warn" });
+    let json_logs = cli.log_format == LogFormat::Json;
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => ExitCode::from(1),
         Err(e) => {
-            eprintln!("loyalty: error: {e:#}");
+            if json_logs {
+                // A log pipeline reads one JSON object a line, the failure included.
+                tracing::error!(error = %format!("{e:#}"), "loyalty failed");
+            } else {
+                eprintln!("loyalty: error: {e:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -189,11 +195,6 @@ fn with_settings_file(mut argv: Vec<OsString>) -> Result<Vec<OsString>> {
         .or_else(|| std::env::var("LOYALTY_SETTINGS").ok())
         .filter(|p| !p.is_empty());
     let Some(path) = path else { return Ok(argv) };
-    let body = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read the settings file {path}"))?;
-    let table: toml::Table = body
-        .parse()
-        .with_context(|| format!("the settings file {path} is not TOML"))?;
     let root = <Cli as clap::CommandFactory>::command();
     let Some((at, sub)) = text.iter().enumerate().skip(1).find_map(|(i, a)| {
         root.get_subcommands()
@@ -203,10 +204,15 @@ fn with_settings_file(mut argv: Vec<OsString>) -> Result<Vec<OsString>> {
         return Ok(argv);
     };
     // The service's settings: the tools (fold, demo, loadgen, verify-signature) take theirs
-    // from the command line only.
+    // from the command line only, and do not even read the file.
     if !SETTINGS_COMMANDS.contains(&sub.get_name()) {
         return Ok(argv);
     }
+    let body = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the settings file {path}"))?;
+    let table: toml::Table = body
+        .parse()
+        .with_context(|| format!("the settings file {path} is not TOML"))?;
     let known = |name: &str| {
         root.get_arguments()
             .chain(root.get_subcommands().flat_map(|s| s.get_arguments()))
@@ -242,11 +248,12 @@ fn with_settings_file(mut argv: Vec<OsString>) -> Result<Vec<OsString>> {
                 "the settings file {path}: {key} = {other} is not a string, number or boolean"
             )),
         };
+        if !arg.get_action().takes_values() {
+            // A switch set in a shared file could not be turned off on the command line
+            // (`publish = true` would make every replay publish).
+            bail!("the settings file {path}: {key} is a switch; give it on the command line");
+        }
         match value {
-            toml::Value::Boolean(true) if !arg.get_action().takes_values() => {
-                added.push(OsString::from(flag))
-            }
-            toml::Value::Boolean(false) if !arg.get_action().takes_values() => {}
             toml::Value::Array(items) => {
                 let parts: Result<Vec<String>> = items.iter().map(scalar).collect();
                 added.push(OsString::from(format!("{flag}={}", parts?.join(","))));
@@ -413,6 +420,27 @@ mod tests {
         // A key of another subcommand is left out (`to` belongs to `checkpoint`).
         std::fs::write(&file, "brokers = \"b:1\"\nto = \"/x\"\n").unwrap();
         assert_eq!(run_args(&base).unwrap().kafka.brokers, "b:1");
+        // A switch is refused: the command line could not turn it off.
+        std::fs::write(&file, "publish = true\n").unwrap();
+        let argv = ["loyalty", "replay", "--state", "/tmp/s", "--settings", f];
+        let e = with_settings_file(argv.iter().map(OsString::from).collect())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("publish is a switch"), "{e}");
+        // The tools do not read the file at all, even a broken one.
+        std::fs::write(&file, "brokers = \n").unwrap();
+        let argv = [
+            "loyalty",
+            "fold",
+            "--config",
+            "c",
+            "--events",
+            "e",
+            "--settings",
+            f,
+        ];
+        let argv = with_settings_file(argv.iter().map(OsString::from).collect()).unwrap();
+        assert!(Cli::try_parse_from(argv).is_ok());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

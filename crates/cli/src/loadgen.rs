@@ -149,10 +149,11 @@ impl Traffic {
         self.x >> 11
     }
 
-    /// Skewed: customer `c` is drawn with a weight falling as `1/sqrt(c)`.
+    /// Skewed: customer `c` (of all `customers`) is drawn with a weight falling as
+    /// `1/sqrt(c)`: the square of a uniform draw in [0, 1), scaled.
     fn customer(&mut self) -> String {
-        let r = self.next_u64() % 10_000;
-        let c = (r * r / 10_000) * self.customers / 10_000;
+        let r = u128::from(self.next_u64() & 0xffff_ffff);
+        let c = (r * r * u128::from(self.customers)) >> 64;
         format!("cus_{c:06}")
     }
 
@@ -264,9 +265,10 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     if let Some(path) = &args.out {
-        // Spread over a year up to now: windows, periods and expiry all come into play.
+        // Spread over 2026, from a fixed start so that a seed always writes the same file:
+        // windows, periods and expiry all come into play.
         let span = 365 * 86_400;
-        let traffic = Traffic::new(args, now - span, span)?;
+        let traffic = Traffic::new(args, 1_767_225_600, span)?;
         let f = std::fs::File::create(path)
             .with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = BufWriter::new(f);

@@ -208,7 +208,13 @@ impl Store {
             return Ok(());
         }
         self.db.try_catch_up_with_primary()?;
-        let copy = Store::open(to)?;
+        // Into a scratch directory first, renamed when complete: an interrupted copy never
+        // looks like a checkpoint.
+        let mut scratch = to.as_os_str().to_owned();
+        scratch.push(".partial");
+        let scratch = std::path::PathBuf::from(scratch);
+        let _ = std::fs::remove_dir_all(&scratch);
+        let copy = Store::open(&scratch)?;
         let mut wb = WriteBatch::default();
         // One iterator: an implicit snapshot, so the copy is one consistent state.
         for kv in self.db.iterator(IteratorMode::Start) {
@@ -222,6 +228,9 @@ impl Store {
         wo.set_sync(true);
         copy.db.write_opt(wb, &wo)?;
         copy.db.flush()?;
+        drop(copy);
+        std::fs::rename(&scratch, to)
+            .map_err(|e| corrupt(b"", format!("cannot rename {}: {e}", scratch.display())))?;
         Ok(())
     }
 
@@ -690,13 +699,16 @@ impl Store {
                     };
                     let e = ledger.entry(acct.to_string()).or_insert((0, None));
                     e.0 += i128::from(points);
-                    if e.0 != i128::from(after) {
+                    // Each link: this line's balance is the previous line's plus its points
+                    // (so one lost line is reported once, not on every later line).
+                    let before = e.1.unwrap_or(0);
+                    if before + i128::from(points) != i128::from(after) {
                         problem(
                             "balance_after",
                             &k,
                             format!(
-                                "balanceAfter {after}, but the transactions of {acct} sum to {}",
-                                e.0
+                                "balanceAfter {after}, but the previous transaction of {acct} \
+                                 left {before} and this one moves {points}"
                             ),
                         );
                     }

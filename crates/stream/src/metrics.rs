@@ -87,7 +87,7 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            last_beat: AtomicI64::new(unix_millis()),
+            last_beat: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             not_ready: Mutex::new("starting".into()),
             registry: Registry::default(),
@@ -171,9 +171,16 @@ impl Metrics {
         self.last_beat.store(unix_millis(), Ordering::Relaxed);
     }
 
-    /// `None` while the loop beats; otherwise why not.
+    /// `None` while the loop beats; otherwise why not. Before the first beat (while the
+    /// state loads and the engine catches up with its log, which can take minutes) the
+    /// answer is "starting": a startup probe waits for it, a liveness probe must not start
+    /// before it.
     pub fn stalled(&self) -> Option<String> {
-        let since = unix_millis() - self.last_beat.load(Ordering::Relaxed);
+        let last = self.last_beat.load(Ordering::Relaxed);
+        if last == 0 {
+            return Some("starting: loading the state".into());
+        }
+        let since = unix_millis() - last;
         (since > STALL.as_millis() as i64)
             .then(|| format!("the service loop has not completed an iteration for {since} ms"))
     }
@@ -309,6 +316,9 @@ mod tests {
     #[test]
     fn readiness_needs_both_a_beat_and_the_flag() {
         let m = Metrics::new();
+        assert_eq!(m.stalled(), Some("starting: loading the state".into()));
+        m.beat();
+        assert_eq!(m.stalled(), None);
         assert_eq!(m.ready(), Err("starting".into()));
         m.set_ready(Ok(()));
         assert_eq!(m.ready(), Ok(()));

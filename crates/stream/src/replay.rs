@@ -128,8 +128,12 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
         if last_report.elapsed() >= Duration::from_secs(1) {
             last_report = Instant::now();
             let rate = total as f64 / start.elapsed().as_secs_f64().max(0.001);
-            eprintln!(
-                "replay: {total} records folded ({rate:.0}/s), partition {p} offset {offset}"
+            tracing::info!(
+                total,
+                rate = rate as u64,
+                partition = p,
+                offset,
+                "replay: records folded"
             );
         }
         Ok(())
@@ -139,6 +143,6 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
         publish_outbox(&rt, producer, store, None)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    eprintln!("replay: done, {total} records folded in {secs:.1} s");
+    tracing::info!(total, secs, "replay: done");
     Ok(total)
 }

@@ -352,6 +352,7 @@ pub fn run(
         let behind = ends
             .iter()
             .any(|(p, end)| folder.positions.get(p).copied().unwrap_or(0) < *end);
+        record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
         metrics.beat();
         if !behind || stop.load(Ordering::Relaxed) {
             break;
@@ -581,32 +582,43 @@ pub fn run(
 
         // What an operator watches: how far behind each partition is.
         for (t, p, _) in &assignment {
-            if let Some(high) = cached_high(&input_consumer, t, *p) {
-                let next = input_offsets.get(&(t.clone(), *p)).copied().unwrap_or(0);
-                metrics
-                    .lag
-                    .get_or_create(&vec![("topic", t.clone()), ("partition", p.to_string())])
-                    .set((high - next).max(0));
-            }
+            let next = input_offsets.get(&(t.clone(), *p)).copied().unwrap_or(0);
+            record_lag(metrics, &input_consumer, t, *p, next);
         }
-        for p in 0..log_partitions {
-            if let Some(high) = cached_high(&log_consumer, &settings.log_topic, p) {
-                let next = folder.positions.get(&p).copied().unwrap_or(0);
-                metrics
-                    .lag
-                    .get_or_create(&vec![
-                        ("topic", settings.log_topic.clone()),
-                        ("partition", p.to_string()),
-                    ])
-                    .set((high - next).max(0));
-            }
-        }
+        record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
         metrics.beat();
     }
     fold_step(settings, store, &log_consumer, &mut folder, counters)?;
     publish_outbox(&rt, &producer, store, Some(&counters.metrics))?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Sets the consumer lag of one partition: its high watermark minus the next offset to read.
+fn record_lag(metrics: &Metrics, consumer: &BaseConsumer, topic: &str, partition: i32, next: i64) {
+    if let Some(high) = cached_high(consumer, topic, partition) {
+        metrics
+            .lag
+            .get_or_create(&vec![
+                ("topic", topic.to_string()),
+                ("partition", partition.to_string()),
+            ])
+            .set((high - next).max(0));
+    }
+}
+
+/// The lag of every log partition behind the folder.
+fn record_log_lag(
+    metrics: &Metrics,
+    settings: &Settings,
+    consumer: &BaseConsumer,
+    partitions: i32,
+    folder: &Folder,
+) {
+    for p in 0..partitions {
+        let next = folder.positions.get(&p).copied().unwrap_or(0);
+        record_lag(metrics, consumer, &settings.log_topic, p, next);
+    }
 }
 
 fn fold_step(
