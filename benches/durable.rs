@@ -69,7 +69,8 @@ fn bench(c: &mut Criterion) {
         let store = Store::open(&dir.0).unwrap();
         let mut f = Folder::open(&store, true).unwrap();
         for (i, r) in records.iter().enumerate() {
-            f.fold(&settings, 0, i as i64, &meta(i), r.as_bytes());
+            f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
+                .unwrap();
         }
         f.commit(&store).unwrap();
         drop(f);
@@ -116,7 +117,8 @@ fn bench(c: &mut Criterion) {
             let store = Store::open(&dir.0).unwrap();
             let mut f = Folder::open(&store, true).unwrap();
             for (i, r) in records.iter().enumerate() {
-                f.fold(&settings, 0, i as i64, &meta(i), r.as_bytes());
+                f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
+                    .unwrap();
                 if f.pending as u64 >= BATCH {
                     f.commit(&store).unwrap();
                 }

@@ -246,6 +246,27 @@ impl Engine {
         }
     }
 
+    /// Puts into the state what a store holds for a record about to be applied, when the
+    /// engine runs on a working set (see [`Engine::forget_committed`]): whether its id was
+    /// seen, and the payment it names. The result of applying it is then the same as with
+    /// the whole state in memory.
+    pub fn preload(&mut self, seen: Option<&str>, payment: Option<(String, PaymentRecord)>) {
+        if let Some(id) = seen {
+            self.state.seen.insert(id.to_string());
+        }
+        if let Some((id, p)) = payment {
+            self.state.payments.entry(id).or_insert(p);
+        }
+    }
+
+    /// Forgets the seen ids and payments, which a store has committed and hands back with
+    /// [`Engine::preload`] when a record needs them: they grow with every record, and are
+    /// otherwise the bulk of the state.
+    pub fn forget_committed(&mut self) {
+        self.state.seen = Default::default();
+        self.state.payments = Default::default();
+    }
+
     /// What changed since the last call, and forget it.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)

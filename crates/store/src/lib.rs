@@ -236,20 +236,48 @@ impl Store {
 
     /// Loads the engine's whole state.
     pub fn load_engine(&self) -> Result<Engine, StoreError> {
+        self.load(true)
+    }
+
+    /// Loads the engine's state without the seen ids and the payments, which grow with
+    /// every record: a folder looks up the few a record needs ([`Store::is_seen`],
+    /// [`Store::payment`]) before applying it, and the engine forgets them once they are
+    /// committed ([`Engine::forget_committed`]).
+    pub fn load_engine_lean(&self) -> Result<Engine, StoreError> {
+        self.load(false)
+    }
+
+    /// Whether a record id was applied (or refused) and committed.
+    pub fn is_seen(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.db.get_pinned(format!("s/{id}"))?.is_some())
+    }
+
+    /// A committed payment, by its `data.id`.
+    pub fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        let key = format!("p/{id}");
+        match self.db.get_pinned(&key)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(key.as_bytes(), e)),
+            None => Ok(None),
+        }
+    }
+
+    fn load(&self, whole: bool) -> Result<Engine, StoreError> {
         let mut state = State::default();
         for kv in self.prefix("a/") {
             let (k, v) = kv?;
             let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             state.accounts.insert(a.id.clone(), a);
         }
-        for kv in self.prefix("p/") {
+        for kv in self.prefix("p/").take_while(|_| whole) {
             let (k, v) = kv?;
             let p: PaymentRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             state
                 .payments
                 .insert(String::from_utf8_lossy(&k[2..]).into_owned(), p);
         }
-        for kv in self.prefix("s/") {
+        for kv in self.prefix("s/").take_while(|_| whole) {
             let (k, _) = kv?;
             state
                 .seen

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use loyalty_core::envelope::{self, Body, Record};
 use loyalty_core::output::Output;
 use loyalty_core::Engine;
 use loyalty_store::{Batch, Store, StoreError};
@@ -41,9 +42,11 @@ impl std::fmt::Debug for Folder {
 }
 
 impl Folder {
-    /// A folder resuming from what `store` holds.
+    /// A folder resuming from what `store` holds. The engine holds its working set: the
+    /// accounts, programs and schedule, but not every seen id and payment, which the
+    /// folder reads from the store when a record needs them.
     pub fn open(store: &Store, publish: bool) -> Result<Folder, StoreError> {
-        let engine = store.load_engine()?;
+        let engine = store.load_engine_lean()?;
         let positions = store.positions()?;
         Ok(Folder {
             engine,
@@ -62,24 +65,25 @@ impl Folder {
     /// Folds one log record into the open batch.
     pub fn fold(
         &mut self,
+        store: &Store,
         settings: &Settings,
         partition: i32,
         offset: i64,
         meta: &Meta,
         value: &[u8],
-    ) {
+    ) -> Result<(), StoreError> {
         self.positions.insert(partition, offset + 1);
         self.batch.log.insert(partition, offset + 1);
         self.pending += 1;
         // A record written to every partition (a program update, a tick) is applied from
         // partition 0; its copies elsewhere only mark those partitions' order.
         if meta.broadcast && partition != 0 {
-            return;
+            return Ok(());
         }
         if let Some(src) = &meta.source {
             if self.dedupe.seen_before(partition, src) {
                 tracing::debug!(?src, "skipping a record appended twice to the log");
-                return;
+                return Ok(());
             }
             self.batch
                 .src
@@ -87,7 +91,13 @@ impl Folder {
         }
         let json = logrec::json_value(meta.content_type.as_deref(), value);
         self.out.clear();
-        self.engine.apply(&json, &mut self.out);
+        match envelope::parse(&json) {
+            Ok(rec) => {
+                self.preload(store, &rec)?;
+                self.engine.apply_record(&rec, &mut self.out);
+            }
+            Err(rejection) => self.out.push(Output::Rejected(rejection)),
+        }
         for o in &self.out {
             if let Some(m) = &self.metrics {
                 match o {
@@ -116,6 +126,25 @@ impl Folder {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reads from the store what applying `rec` needs and the engine's working set lacks:
+    /// whether its id was seen, and the payment it pays or refunds.
+    fn preload(&mut self, store: &Store, rec: &Record) -> Result<(), StoreError> {
+        let state = self.engine.state();
+        let seen = (!state.seen.contains(&rec.id) && store.is_seen(&rec.id)?).then_some(&*rec.id);
+        let payment = match &rec.body {
+            Body::Event(a) if rec.kind == "payment.completed" => a.object_id.as_deref(),
+            Body::Refund(r) => Some(r.payment.as_str()),
+            _ => None,
+        };
+        let payment = match payment.filter(|p| !state.payments.contains_key(*p)) {
+            Some(p) => store.payment(p)?.map(|record| (p.to_string(), record)),
+            None => None,
+        };
+        self.engine.preload(seen, payment);
+        Ok(())
     }
 
     /// The highest offset of each input partition that the folded log holds.
@@ -136,6 +165,8 @@ impl Folder {
         let mut batch = std::mem::take(&mut self.batch);
         batch.changes = self.engine.take_changes();
         store.commit(&self.engine, batch)?;
+        // Committed: the store hands them back when a later record needs them.
+        self.engine.forget_committed();
         Ok(std::mem::take(&mut self.pending))
     }
 }

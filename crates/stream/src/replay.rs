@@ -118,7 +118,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             anyhow::bail!("interrupted");
         }
-        folder.fold(settings, p, offset, meta, value);
+        folder.fold(store, settings, p, offset, meta, value)?;
         if folder.pending >= settings.batch_size {
             total += folder.commit(store)? as u64;
             if let Some(producer) = &producer {

@@ -632,13 +632,16 @@ fn fold_step(
     let started = Instant::now();
     for m in &messages {
         let meta = logrec::meta(m.headers());
-        folder.fold(
-            settings,
-            m.partition(),
-            m.offset(),
-            &meta,
-            m.payload().unwrap_or_default(),
-        );
+        folder
+            .fold(
+                store,
+                settings,
+                m.partition(),
+                m.offset(),
+                &meta,
+                m.payload().unwrap_or_default(),
+            )
+            .context("cannot read the state")?;
     }
     let n = folder
         .commit(store)
