@@ -173,6 +173,23 @@ fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> 
     data
 }
 
+/// Records that `code` refers to `account`. Codes are 40 bits: should two accounts of a
+/// program ever share one, the smaller account id keeps it, whatever the order the accounts
+/// were created or loaded in, so that a restarted engine and a replay resolve it alike.
+fn claim_code(
+    codes: &mut std::collections::BTreeMap<(String, String), String>,
+    code: (String, String),
+    account: &str,
+) {
+    match codes.get_mut(&code) {
+        Some(holder) if holder.as_str() <= account => {}
+        Some(holder) => *holder = account.to_string(),
+        None => {
+            codes.insert(code, account.to_string());
+        }
+    }
+}
+
 /// What a rule has awarded a member, created on first use (without allocating the key on
 /// every award).
 fn usage_mut<'a>(
@@ -222,11 +239,15 @@ impl Engine {
 
     /// An engine over a state loaded from a store.
     pub fn from_state(mut state: State) -> Engine {
-        state.referral_codes = state
-            .accounts
-            .values()
-            .map(|a| ((a.program.clone(), a.referral_code.clone()), a.id.clone()))
-            .collect();
+        let mut codes = std::collections::BTreeMap::new();
+        for a in state.accounts.values() {
+            claim_code(
+                &mut codes,
+                (a.program.clone(), a.referral_code.clone()),
+                &a.id,
+            );
+        }
+        state.referral_codes = codes;
         let mut engine = Engine {
             state,
             changes: Changes::default(),
@@ -661,9 +682,11 @@ impl Engine {
         let referral_code = account.referral_code.clone();
         let mut data = base_data(&account);
         data.insert("referralCode".into(), Value::String(referral_code.clone()));
-        self.state
-            .referral_codes
-            .insert((prog.id.clone(), referral_code), id.clone());
+        claim_code(
+            &mut self.state.referral_codes,
+            (prog.id.clone(), referral_code),
+            &id,
+        );
         self.state.accounts.insert(id.clone(), account);
         if self.track {
             self.changes.accounts.insert(id.clone());
@@ -1663,5 +1686,24 @@ impl Engine {
         let data = tier_changed_data(account, from, to, "down");
         let mut cx = Cx::new(ids::due_source(id, kind, at.0, ""), at, out);
         cx.event("loyalty.tier.changed", data);
+    }
+}
+
+#[cfg(test)]
+mod code_tests {
+    use super::claim_code;
+
+    /// Whatever the order of claims (creation live, hash order on load), the smaller
+    /// account id holds a shared code.
+    #[test]
+    fn a_shared_referral_code_resolves_alike_in_any_order() {
+        let key = || ("prog".to_string(), "CODE".to_string());
+        for order in [["loy_b", "loy_a", "loy_c"], ["loy_c", "loy_b", "loy_a"]] {
+            let mut codes = std::collections::BTreeMap::new();
+            for id in order {
+                claim_code(&mut codes, key(), id);
+            }
+            assert_eq!(codes[&key()], "loy_a");
+        }
     }
 }
