@@ -56,6 +56,8 @@ pub struct Metrics {
     last_beat: AtomicI64,
     ready: AtomicBool,
     not_ready: Mutex<String>,
+    /// Why the loop is waiting on the broker, while it is.
+    waiting: Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -90,6 +92,7 @@ impl Metrics {
             last_beat: AtomicI64::new(0),
             ready: AtomicBool::new(false),
             not_ready: Mutex::new("starting".into()),
+            waiting: Mutex::new(None),
             registry: Registry::default(),
         };
         let up: Gauge = Gauge::default();
@@ -199,10 +202,20 @@ impl Metrics {
         }
     }
 
+    /// The loop is waiting on the broker (`Some(why)`), or no longer (`None`).
+    pub fn set_waiting(&self, why: Option<String>) {
+        if let Ok(mut w) = self.waiting.lock() {
+            *w = why;
+        }
+    }
+
     /// `Ok` when ready, else why not.
     pub fn ready(&self) -> Result<(), String> {
         if let Some(stall) = self.stalled() {
             return Err(stall);
+        }
+        if let Some(why) = self.waiting.lock().ok().and_then(|w| w.clone()) {
+            return Err(why);
         }
         if self.ready.load(Ordering::SeqCst) {
             Ok(())
@@ -321,6 +334,15 @@ mod tests {
         assert_eq!(m.stalled(), None);
         assert_eq!(m.ready(), Err("starting".into()));
         m.set_ready(Ok(()));
+        assert_eq!(m.ready(), Ok(()));
+        // Waiting on the broker: alive, not ready, with the reason; ready again after.
+        m.set_waiting(Some("waiting 6 s for the broker to acknowledge".into()));
+        assert_eq!(m.stalled(), None);
+        assert_eq!(
+            m.ready(),
+            Err("waiting 6 s for the broker to acknowledge".into())
+        );
+        m.set_waiting(None);
         assert_eq!(m.ready(), Ok(()));
         m.last_beat.store(0, Ordering::Relaxed);
         assert!(m.stalled().is_some());

@@ -134,9 +134,40 @@ fn send_entry(producer: &FutureProducer, e: &OutboxEntry) -> Result<DeliveryFutu
     send(producer, rec)
 }
 
-fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>) -> Result<()> {
+/// Awaits one delivery. While it takes long (a broker outage: the producer retries for up to
+/// `message.timeout.ms`), the service is alive but not ready: the loop keeps beating for
+/// `/healthz` and `/readyz` says why it waits.
+fn deliver(
+    rt: &Runtime,
+    mut f: DeliveryFuture,
+    metrics: Option<&Metrics>,
+) -> Result<rdkafka::producer::future_producer::OwnedDeliveryResult, ()> {
+    let Some(m) = metrics else {
+        return rt.block_on(f).map_err(|_| ());
+    };
+    let started = Instant::now();
+    loop {
+        match rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), &mut f).await }) {
+            Ok(r) => {
+                m.set_waiting(None);
+                return r.map_err(|_| ());
+            }
+            Err(_) => {
+                m.beat();
+                if started.elapsed() >= Duration::from_secs(5) {
+                    m.set_waiting(Some(format!(
+                        "waiting {} s for the broker to acknowledge",
+                        started.elapsed().as_secs()
+                    )));
+                }
+            }
+        }
+    }
+}
+
+fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>, metrics: Option<&Metrics>) -> Result<()> {
     for f in futures {
-        match rt.block_on(f) {
+        match deliver(rt, f, metrics) {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => return Err(e).context("a message was not delivered"),
             Err(_) => anyhow::bail!("the producer went away before delivering"),
@@ -167,7 +198,7 @@ pub fn publish_outbox(
     let mut delivered = Vec::with_capacity(pending.len());
     let mut failed = None;
     for (i, (seq, f)) in pending.into_iter().enumerate() {
-        match rt.block_on(f) {
+        match deliver(rt, f, metrics) {
             Ok(Ok(_)) => {
                 delivered.push(seq);
                 if let Some(m) = metrics {
@@ -388,7 +419,7 @@ pub fn run(
             &mut futures,
         )?;
     }
-    await_all(&rt, std::mem::take(&mut futures))?;
+    await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
 
     let input_consumer = consumer(settings)?;
     // Resume each input partition after the last record already in the log (BROKER.md):
@@ -508,10 +539,10 @@ pub fn run(
                 &mut futures,
             )?;
         }
-        await_all(&rt, std::mem::take(&mut futures))?;
+        await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
         let mut appended = std::collections::BTreeSet::new();
         for (f, index) in appends.drain(..) {
-            match rt.block_on(f) {
+            match deliver(&rt, f, Some(metrics)) {
                 Ok(Ok(_)) => {
                     appended.insert(index);
                 }
@@ -551,7 +582,7 @@ pub fn run(
                 dead_letters += 1;
             }
         }
-        await_all(&rt, std::mem::take(&mut futures))?;
+        await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
         if dead_letters > 0 {
             metrics
                 .published
