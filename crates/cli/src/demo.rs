@@ -236,7 +236,7 @@ fn offline() -> Result<()> {
                 if t.kind == TxKind::Award {
                     awarded += i128::from(t.points);
                 }
-                *by_kind.entry(kind_name(t.kind)).or_default() += 1;
+                *by_kind.entry(t.kind.as_str()).or_default() += 1;
             }
             Output::Event(e) => *events.entry(e.kind).or_default() += 1,
             Output::Rejected(r) => *rejected.entry(r.reason.as_str()).or_default() += 1,
@@ -272,16 +272,4 @@ fn offline() -> Result<()> {
     println!("\nThe same fold as JSON lines:");
     println!("  loyalty fold --config examples/programs.json --events examples/events.jsonl");
     Ok(())
-}
-
-fn kind_name(k: TxKind) -> &'static str {
-    match k {
-        TxKind::Award => "award",
-        TxKind::Adjustment => "adjustment",
-        TxKind::Reversal => "reversal",
-        TxKind::Expiry => "expiry",
-        TxKind::Redemption => "redemption",
-        TxKind::TransferIn => "transfer_in",
-        TxKind::TransferOut => "transfer_out",
-    }
 }
