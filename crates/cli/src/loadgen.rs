@@ -326,6 +326,12 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("cannot create the producer")?;
+    // Connected before the clock starts: what is timed is the engine, not this client's
+    // connection set-up.
+    producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .context("cannot reach the brokers")?;
     // The event ids a record causes are derived from its id: the first few map back to the
     // time it was produced.
     let mut sent: HashMap<String, Instant> = HashMap::new();

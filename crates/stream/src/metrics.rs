@@ -52,8 +52,9 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Seconds to publish the outbox (send and await every acknowledgement).
     pub publish_seconds: Histogram,
-    /// Unix milliseconds of the last completed loop iteration.
-    last_beat: AtomicI64,
+    /// Unix milliseconds of the last completed iteration of each stage's loop
+    /// ([`Stage`]).
+    last_beat: [AtomicI64; 3],
     ready: AtomicBool,
     not_ready: Mutex<String>,
     /// Why the loop is waiting on the broker, while it is.
@@ -89,7 +90,7 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
-            last_beat: AtomicI64::new(0),
+            last_beat: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             ready: AtomicBool::new(false),
             not_ready: Mutex::new("starting".into()),
             waiting: Mutex::new(None),
@@ -171,7 +172,16 @@ impl Metrics {
 
     /// The service loop completed an iteration.
     pub fn beat(&self) {
-        self.last_beat.store(unix_millis(), Ordering::Relaxed);
+        let now = unix_millis();
+        for b in &self.last_beat {
+            b.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks an iteration of one stage's loop: once the engine runs, the sequencer, the
+    /// folder and the publisher each have their own thread, and each must keep beating.
+    pub fn beat_stage(&self, stage: Stage) {
+        self.last_beat[stage as usize].store(unix_millis(), Ordering::Relaxed);
     }
 
     /// `None` while the loop beats; otherwise why not. Before the first beat (while the
@@ -179,13 +189,20 @@ impl Metrics {
     /// answer is "starting": a startup probe waits for it, a liveness probe must not start
     /// before it.
     pub fn stalled(&self) -> Option<String> {
-        let last = self.last_beat.load(Ordering::Relaxed);
+        let (stage, last) = Stage::ALL
+            .iter()
+            .map(|s| (*s, self.last_beat[*s as usize].load(Ordering::Relaxed)))
+            .min_by_key(|(_, last)| *last)?;
         if last == 0 {
             return Some("starting: loading the state".into());
         }
         let since = unix_millis() - last;
-        (since > STALL.as_millis() as i64)
-            .then(|| format!("the service loop has not completed an iteration for {since} ms"))
+        (since > STALL.as_millis() as i64).then(|| {
+            format!(
+                "the {} loop has not completed an iteration for {since} ms",
+                stage.as_str()
+            )
+        })
     }
 
     /// Marks the service ready (state open, topics there, caught up with the log once), or
@@ -225,6 +242,31 @@ impl Metrics {
                 .lock()
                 .map(|w| w.clone())
                 .unwrap_or_else(|_| "not ready".into()))
+        }
+    }
+}
+
+/// The stages of the running engine, each a loop on its own thread with its own heartbeat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// Input topics to the log.
+    Sequence = 0,
+    /// The log to the store.
+    Fold = 1,
+    /// The outbox to the output topics.
+    Publish = 2,
+}
+
+impl Stage {
+    /// Every stage.
+    pub const ALL: [Stage; 3] = [Stage::Sequence, Stage::Fold, Stage::Publish];
+
+    /// The stage's name, as health reports say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Sequence => "sequencer",
+            Stage::Fold => "folder",
+            Stage::Publish => "publisher",
         }
     }
 }
@@ -344,7 +386,19 @@ mod tests {
         );
         m.set_waiting(None);
         assert_eq!(m.ready(), Ok(()));
-        m.last_beat.store(0, Ordering::Relaxed);
+        // One stage that stops beating is enough to be stalled, and it is named.
+        m.last_beat[Stage::Publish as usize].store(unix_millis() - 31_000, Ordering::Relaxed);
+        m.beat_stage(Stage::Sequence);
+        m.beat_stage(Stage::Fold);
+        let stall = m.stalled().expect("the publisher stalled");
+        assert!(
+            stall.starts_with("the publisher loop has not completed"),
+            "{stall}"
+        );
+        assert!(m.ready().is_err());
+        m.beat_stage(Stage::Publish);
+        assert_eq!(m.stalled(), None);
+        m.last_beat[Stage::Fold as usize].store(0, Ordering::Relaxed);
         assert!(m.stalled().is_some());
         assert!(m.ready().is_err());
     }

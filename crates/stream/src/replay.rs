@@ -122,7 +122,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
         if folder.pending >= settings.batch_size {
             total += folder.commit(store)? as u64;
             if let Some(producer) = &producer {
-                publish_outbox(&rt, producer, store, None)?;
+                publish_outbox(&rt, producer, store, None, &mut 0)?;
             }
         }
         if last_report.elapsed() >= Duration::from_secs(1) {
@@ -140,7 +140,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
     })?;
     total += folder.commit(store)? as u64;
     if let Some(producer) = &producer {
-        publish_outbox(&rt, producer, store, None)?;
+        publish_outbox(&rt, producer, store, None, &mut 0)?;
     }
     let secs = start.elapsed().as_secs_f64();
     tracing::info!(total, secs, "replay: done");

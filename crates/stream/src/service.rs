@@ -33,7 +33,7 @@ use tokio::runtime::Runtime;
 
 use crate::folder::Folder;
 use crate::logrec::{self, Source};
-use crate::metrics::{label, Metrics};
+use crate::metrics::{label, Metrics, Stage};
 use crate::outbox;
 use crate::watermark::cached_high;
 use crate::{failpoint, topics, Settings};
@@ -141,6 +141,7 @@ fn deliver(
     rt: &Runtime,
     mut f: DeliveryFuture,
     metrics: Option<&Metrics>,
+    stage: Stage,
 ) -> Result<rdkafka::producer::future_producer::OwnedDeliveryResult, ()> {
     let Some(m) = metrics else {
         return rt.block_on(f).map_err(|_| ());
@@ -153,7 +154,7 @@ fn deliver(
                 return r.map_err(|_| ());
             }
             Err(_) => {
-                m.beat();
+                m.beat_stage(stage);
                 if started.elapsed() >= Duration::from_secs(5) {
                     m.set_waiting(Some(format!(
                         "waiting {} s for the broker to acknowledge",
@@ -165,9 +166,14 @@ fn deliver(
     }
 }
 
-fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>, metrics: Option<&Metrics>) -> Result<()> {
+fn await_all(
+    rt: &Runtime,
+    futures: Vec<DeliveryFuture>,
+    metrics: Option<&Metrics>,
+    stage: Stage,
+) -> Result<()> {
     for f in futures {
-        match deliver(rt, f, metrics) {
+        match deliver(rt, f, metrics, stage) {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => return Err(e).context("a message was not delivered"),
             Err(_) => anyhow::bail!("the producer went away before delivering"),
@@ -176,15 +182,17 @@ fn await_all(rt: &Runtime, futures: Vec<DeliveryFuture>, metrics: Option<&Metric
     Ok(())
 }
 
-/// Sends every outbox entry and removes the delivered ones. Returns how many were sent.
+/// Sends every outbox entry numbered `from` or more and removes the delivered ones; `from`
+/// moves past them (to the first one not delivered). Returns how many were sent.
 pub fn publish_outbox(
     rt: &Runtime,
     producer: &FutureProducer,
     store: &Store,
     metrics: Option<&Metrics>,
+    from: &mut u64,
 ) -> Result<usize> {
     let started = Instant::now();
-    let entries = store.outbox().context("cannot read the outbox")?;
+    let entries = store.outbox_from(*from).context("cannot read the outbox")?;
     if entries.is_empty() {
         if let Some(m) = metrics {
             m.outbox_depth.set(0);
@@ -198,7 +206,7 @@ pub fn publish_outbox(
     let mut delivered = Vec::with_capacity(pending.len());
     let mut failed = None;
     for (i, (seq, f)) in pending.into_iter().enumerate() {
-        match deliver(rt, f, metrics) {
+        match deliver(rt, f, metrics, Stage::Publish) {
             Ok(Ok(_)) => {
                 delivered.push(seq);
                 if let Some(m) = metrics {
@@ -217,6 +225,14 @@ pub fn publish_outbox(
     store
         .remove_outbox(&delivered)
         .context("cannot trim the outbox")?;
+    // Entries are numbered in commit order: what comes later has larger numbers.
+    *from = match entries
+        .iter()
+        .find(|e| delivered.binary_search(&e.seq).is_err())
+    {
+        Some(e) => e.seq,
+        None => entries.last().map_or(*from, |e| e.seq + 1),
+    };
     if let Some(m) = metrics {
         m.outbox_depth.set((entries.len() - delivered.len()) as i64);
         m.publish_seconds.observe(started.elapsed().as_secs_f64());
@@ -350,7 +366,7 @@ pub fn run(
     folder.metrics = Some(metrics.clone());
 
     // Whatever a previous run stored but did not deliver goes out first.
-    publish_outbox(&rt, &producer, store, Some(&counters.metrics))?;
+    publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)?;
 
     let log_consumer = consumer(settings)?;
     let log_partitions = topics::partitions(&log_consumer, &settings.log_topic)?;
@@ -372,7 +388,7 @@ pub fn run(
     loop {
         fold_step(settings, store, &log_consumer, &mut folder, counters)?;
         counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store, Some(&counters.metrics))? as u64,
+            publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)? as u64,
             Ordering::Relaxed,
         );
         for (p, end) in ends.iter_mut() {
@@ -419,7 +435,12 @@ pub fn run(
             &mut futures,
         )?;
     }
-    await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
+    await_all(
+        &rt,
+        std::mem::take(&mut futures),
+        Some(metrics),
+        Stage::Fold,
+    )?;
 
     let input_consumer = consumer(settings)?;
     // Resume each input partition after the last record already in the log (BROKER.md):
@@ -442,11 +463,113 @@ pub fn run(
     }
     assign(&input_consumer, &assignment)?;
 
-    let mut last_tick = Instant::now();
     metrics.set_ready(Ok(()));
     tracing::info!(log_partitions, inputs = assignment.len(), "running");
-    while !stop.load(Ordering::Relaxed) {
-        // 1. Sequence.
+
+    // Three stages, each on its own thread, so that the broker's round trips and RocksDB's
+    // `fsync` overlap instead of adding up: the sequencer appends input to the log, the
+    // folder (this thread) folds the log into the store, the publisher sends the outbox.
+    // They meet only in the broker and in RocksDB, in keys each owns (input offsets; state,
+    // ledger and log offsets; outbox trims), so each keeps its own crash guarantee. The
+    // first to fail stops the others, and its error is the run's.
+    let failed = AtomicBool::new(false);
+    let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let sequencer = SequencerArgs {
+        settings,
+        store,
+        producer: &producer,
+        consumer: input_consumer,
+        assignment,
+        offsets: input_offsets,
+        log_partitions,
+        counters,
+    };
+    std::thread::scope(|s| {
+        let sequenced = s.spawn(|| {
+            let r = sequence_loop(sequencer, &halt);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let producer = &producer;
+        let failed = &failed;
+        let published = s.spawn(move || {
+            let r = publish_loop(store, producer, counters, &woken);
+            if r.is_err() {
+                failed.store(true, Ordering::Relaxed);
+            }
+            r
+        });
+        let folded = (|| -> Result<()> {
+            while !halt() {
+                if fold_step(settings, store, &log_consumer, &mut folder, counters)? > 0 {
+                    // Full: the publisher is already due to look.
+                    let _ = wake.try_send(());
+                }
+                record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
+                metrics.beat_stage(Stage::Fold);
+            }
+            Ok(())
+        })();
+        if folded.is_err() {
+            failed.store(true, Ordering::Relaxed);
+        }
+        let sequenced = sequenced
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sequencer panicked")));
+        // What the sequencer appended last is folded before the publisher's last round.
+        let last = if folded.is_ok() && sequenced.is_ok() {
+            fold_step(settings, store, &log_consumer, &mut folder, counters).map(|_| ())
+        } else {
+            Ok(())
+        };
+        drop(wake);
+        let published = published
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the publisher panicked")));
+        folded.and(sequenced).and(last).and(published)
+    })?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// What the sequencer owns.
+struct SequencerArgs<'a> {
+    settings: &'a Settings,
+    store: &'a Store,
+    producer: &'a FutureProducer,
+    consumer: BaseConsumer,
+    /// Input partitions with the offsets they started from.
+    assignment: Vec<(String, i32, Option<i64>)>,
+    /// The next input offset of each partition.
+    offsets: BTreeMap<(String, i32), i64>,
+    log_partitions: i32,
+    counters: &'a Counters,
+}
+
+/// Stage 1: appends input records to the log, and ticks, until `halt`.
+fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()> {
+    let SequencerArgs {
+        settings,
+        store,
+        producer,
+        consumer: input_consumer,
+        assignment,
+        offsets: mut input_offsets,
+        log_partitions,
+        counters,
+    } = args;
+    let producer = producer.clone();
+    let metrics = &*counters.metrics;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the sequencer's runtime")?;
+    let mut futures = Vec::new();
+    let mut last_tick = Instant::now();
+    while !halt() {
         let messages = poll_batch(
             &input_consumer,
             settings.batch_size,
@@ -539,10 +662,15 @@ pub fn run(
                 &mut futures,
             )?;
         }
-        await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
+        await_all(
+            &rt,
+            std::mem::take(&mut futures),
+            Some(metrics),
+            Stage::Sequence,
+        )?;
         let mut appended = std::collections::BTreeSet::new();
         for (f, index) in appends.drain(..) {
-            match deliver(&rt, f, Some(metrics)) {
+            match deliver(&rt, f, Some(metrics), Stage::Sequence) {
                 Ok(Ok(_)) => {
                     appended.insert(index);
                 }
@@ -582,7 +710,12 @@ pub fn run(
                 dead_letters += 1;
             }
         }
-        await_all(&rt, std::mem::take(&mut futures), Some(metrics))?;
+        await_all(
+            &rt,
+            std::mem::take(&mut futures),
+            Some(metrics),
+            Stage::Sequence,
+        )?;
         if dead_letters > 0 {
             metrics
                 .published
@@ -602,27 +735,42 @@ pub fn run(
         }
         drop(messages);
 
-        // 2. Fold.
-        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
-
-        // 3. Publish.
-        counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store, Some(&counters.metrics))? as u64,
-            Ordering::Relaxed,
-        );
-
-        // What an operator watches: how far behind each partition is.
+        // What an operator watches: how far behind each input partition is.
         for (t, p, _) in &assignment {
             let next = input_offsets.get(&(t.clone(), *p)).copied().unwrap_or(0);
             record_lag(metrics, &input_consumer, t, *p, next);
         }
-        record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
-        metrics.beat();
+        metrics.beat_stage(Stage::Sequence);
     }
-    fold_step(settings, store, &log_consumer, &mut folder, counters)?;
-    publish_outbox(&rt, &producer, store, Some(&counters.metrics))?;
-    tracing::info!("stopped");
     Ok(())
+}
+
+/// Stage 3: publishes the outbox whenever the folder has committed a batch (or every 100 ms,
+/// for what an earlier round could not deliver), and once more after the folder's last batch.
+fn publish_loop(
+    store: &Store,
+    producer: &FutureProducer,
+    counters: &Counters,
+    woken: &std::sync::mpsc::Receiver<()>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the publisher's runtime")?;
+    let metrics = &*counters.metrics;
+    let mut from = 0;
+    loop {
+        let last = matches!(
+            woken.recv_timeout(Duration::from_millis(100)),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected)
+        );
+        let n = publish_outbox(&rt, producer, store, Some(metrics), &mut from)?;
+        counters.published.fetch_add(n as u64, Ordering::Relaxed);
+        metrics.beat_stage(Stage::Publish);
+        if last {
+            return Ok(());
+        }
+    }
 }
 
 /// Sets the consumer lag of one partition: its high watermark minus the next offset to read.
@@ -658,7 +806,7 @@ fn fold_step(
     consumer: &BaseConsumer,
     folder: &mut Folder,
     counters: &Counters,
-) -> Result<()> {
+) -> Result<usize> {
     let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5));
     let started = Instant::now();
     for m in &messages {
@@ -699,7 +847,7 @@ fn fold_step(
     counters
         .tier_changes
         .store(folder.tier_changes, Ordering::Relaxed);
-    Ok(())
+    Ok(n)
 }
 
 #[cfg(test)]
