@@ -103,6 +103,11 @@ fn bad_files_exit_2_with_the_reason() {
     let out = run(&config, &missing);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the events"));
+    // A file that opens and then fails to read (a directory), now that the log is read a
+    // line at a time, is the same error.
+    let out = run(&config, &dir.0);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the events"));
 
     let invalid = dir.write(
         "bad.json",

@@ -8,7 +8,7 @@
 //! does not validate, with the reason on standard error.
 
 use std::ffi::OsString;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufRead, BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -315,16 +315,36 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         })
         .transpose()?;
     let config = load_config(config)?;
-    let log = std::fs::read(events)
-        .with_context(|| format!("cannot read the events file {}", events.display()))?;
+    let cannot_read = || format!("cannot read the events file {}", events.display());
+    let file = std::fs::File::open(events).with_context(cannot_read)?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    // Read a line at a time: the log is never held whole (a million records are 200 MB).
+    let mut reader = io::BufReader::with_capacity(1 << 20, file);
+    let mut read_error = None;
+    let log = std::iter::from_fn(|| {
+        let mut line = Vec::new();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(line)
+            }
+            Err(e) => {
+                read_error = Some(e);
+                None
+            }
+        }
+    });
     let mut engine = Engine::new(&config);
-    tracing::info!(bytes = log.len(), "folding");
+    tracing::info!(bytes, "folding");
     let stdout = io::stdout();
     let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
     if until.is_none() {
         // Nothing can be refused once folding starts: print as it goes.
         let mut failed = None;
-        let _ = loyalty_core::fold::fold(&mut engine, log.split(|b| *b == b'\n'), None, |line| {
+        let _ = loyalty_core::fold::fold(&mut engine, log, None, |line| {
             if failed.is_none() {
                 if let Err(e) = w
                     .write_all(line.as_bytes())
@@ -334,6 +354,10 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
                 }
             }
         });
+        if let Some(e) = read_error {
+            let _ = w.flush();
+            return Err(e).with_context(cannot_read);
+        }
         return match failed.map_or_else(|| w.flush(), Err) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -341,11 +365,14 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         };
     }
     // Buffer everything: an --until before the end clock is refused with nothing printed.
-    let mut text = Vec::with_capacity(log.len());
-    let result = loyalty_core::fold::fold(&mut engine, log.split(|b| *b == b'\n'), until, |line| {
+    let mut text = Vec::new();
+    let result = loyalty_core::fold::fold(&mut engine, log, until, |line| {
         text.extend_from_slice(line.as_bytes());
         text.push(b'\n');
     });
+    if let Some(e) = read_error {
+        return Err(e).with_context(cannot_read);
+    }
     if let Err(e) = result {
         bail!("--until: {e}");
     }

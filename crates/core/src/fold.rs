@@ -13,9 +13,9 @@ use crate::time::Timestamp;
 /// the clock to `until` if given, and passes every output line, then every account line,
 /// to `emit` (without newlines). Refused, before anything is emitted for it, when `until`
 /// is before the clock at the end of the log.
-pub fn fold<'a>(
+pub fn fold<R: AsRef<[u8]>>(
     engine: &mut Engine,
-    records: impl IntoIterator<Item = &'a [u8]>,
+    records: impl IntoIterator<Item = R>,
     until: Option<Timestamp>,
     mut emit: impl FnMut(&str),
 ) -> Result<(), ClockError> {
@@ -23,6 +23,7 @@ pub fn fold<'a>(
     engine.track_changes(false);
     let mut out: Vec<Output> = Vec::new();
     for line in records {
+        let line = line.as_ref();
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
