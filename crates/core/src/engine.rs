@@ -22,7 +22,7 @@ use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::lots;
 use crate::output::{AccountView, OutEvent, Output, TierView, Transaction, TxKind};
-use crate::state::{Account, AwardRecord, Due, DueKind, PaymentRecord, State};
+use crate::state::{Account, AwardRecord, Due, DueKind, PackedPayment, PaymentRecord, State};
 use crate::time::{add_months, Timestamp};
 use crate::{campaigns, tiers};
 
@@ -276,7 +276,7 @@ impl Engine {
             self.state.seen.insert(id.to_string());
         }
         if let Some((id, p)) = payment {
-            self.state.payments.entry(id).or_insert(p);
+            self.state.payments.entry(id).or_insert_with(|| p.pack());
         }
     }
 
@@ -560,7 +560,12 @@ impl Engine {
                 Ok(Accepted::Plain)
             }
             Body::Refund(r) => {
-                let Some(p) = self.state.payments.get(&r.payment) else {
+                let Some(p) = self
+                    .state
+                    .payments
+                    .get(&r.payment)
+                    .map(PackedPayment::unpack)
+                else {
                     return reject(
                         Reason::UnknownPayment,
                         format!("data.payment: no payment {:?} was applied", r.payment),
@@ -629,11 +634,7 @@ impl Engine {
         if self.state.clock.is_some_and(|c| to <= c) {
             return;
         }
-        while let Some(due) = self.state.schedule.first().cloned() {
-            if due.at > to.0 {
-                break;
-            }
-            self.state.schedule.pop_first();
+        while let Some(due) = self.state.schedule.pop_due_by(to.0) {
             // Effects see the clock at the time they fell due.
             self.state.clock =
                 Some(Timestamp(due.at).max(self.state.clock.unwrap_or(Timestamp(due.at))));
@@ -780,15 +781,14 @@ impl Engine {
         if let (true, Some(pid), Some(awards)) =
             (is_payment, &a.object_id, cx.payment_awards.take())
         {
-            let entry = self
-                .state
-                .payments
-                .entry(pid.clone())
-                .or_insert_with(|| PaymentRecord {
+            let mut entry = self.state.payments.get(pid).map_or_else(
+                || PaymentRecord {
                     currency: a.currency.clone().unwrap_or_default(),
                     created: rec.created.0,
                     ..PaymentRecord::default()
-                });
+                },
+                PackedPayment::unpack,
+            );
             entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
             entry.awards.extend(awards);
             for acct in spend_accounts {
@@ -796,6 +796,7 @@ impl Engine {
                     entry.spend_accounts.push(acct);
                 }
             }
+            self.state.payments.insert(pid.clone(), entry.pack());
             if self.track {
                 self.changes.payments.insert(pid.clone());
             }
@@ -803,7 +804,7 @@ impl Engine {
     }
 
     fn apply_refund(&mut self, r: &envelope::Refund, cx: &mut Cx<'_>) {
-        let Some(mut payment) = self.state.payments.remove(&r.payment) else {
+        let Some(mut payment) = self.state.payments.remove(&r.payment).map(|p| p.unpack()) else {
             return;
         };
         payment.refunded += r.amount;
@@ -850,7 +851,9 @@ impl Engine {
                 self.qualify(&award.account, Timestamp(award.created), -give, cx);
             }
         }
-        self.state.payments.insert(r.payment.clone(), payment);
+        self.state
+            .payments
+            .insert(r.payment.clone(), payment.pack());
         if self.track {
             self.changes.payments.insert(r.payment.clone());
         }
@@ -1444,7 +1447,7 @@ impl Engine {
     fn schedule_close(&mut self, prog: &Program) {
         self.state
             .schedule
-            .retain(|d| !(d.account.is_empty() && d.item == prog.id));
+            .retain_timed(|d| !(d.account.is_empty() && d.item == prog.id));
         let Some(clock) = self.state.clock else {
             return;
         };

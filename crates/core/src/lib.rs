@@ -30,6 +30,7 @@ pub mod fold;
 pub mod ids;
 pub mod lots;
 pub mod output;
+pub mod schedule;
 pub mod state;
 pub mod tiers;
 pub mod time;

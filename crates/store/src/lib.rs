@@ -275,7 +275,7 @@ impl Store {
             let p: PaymentRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             state
                 .payments
-                .insert(String::from_utf8_lossy(&k[2..]).into_owned(), p);
+                .insert(String::from_utf8_lossy(&k[2..]).into_owned(), p.pack());
         }
         for kv in self.prefix("s/").take_while(|_| whole) {
             let (k, _) = kv?;
@@ -354,7 +354,7 @@ impl Store {
         }
         for id in &c.payments {
             if let Some(p) = state.payments.get(id) {
-                let v = serde_json::to_vec(p).map_err(|e| corrupt(id.as_bytes(), e))?;
+                let v = serde_json::to_vec(&p.unpack()).map_err(|e| corrupt(id.as_bytes(), e))?;
                 wb.put(format!("p/{id}"), v);
             }
         }

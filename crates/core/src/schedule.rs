@@ -1,0 +1,273 @@
+//! The schedule: time-driven effects in the order they fall due (SPEC section 6).
+//!
+//! Two kinds of entries, kept apart because they are not alike:
+//! - lot expiries and warnings, two for almost every award: never removed (a lot that is
+//!   gone by then is found empty when they fall due), so they sit in a binary heap of
+//!   40-byte entries whose account ids are shared;
+//! - tier evaluations, period closes and birthdays, a few per account, which move: an
+//!   ordered set, from which a moved entry is removed.
+//!
+//! Together they pop in exactly the order of one ordered set of [`Due`]s: by time, then
+//! kind, then account, then item (the lot number as text for lots).
+//!
+//! Owns: the order of time-driven effects. Must not decide what an effect does.
+
+use std::cmp::{Ordering, Reverse};
+use std::collections::{BTreeSet, BinaryHeap, HashSet};
+use std::sync::Arc;
+
+use crate::state::{Due, DueKind, FixedState};
+
+/// Time-driven effects, in the order they fall due.
+#[derive(Clone, Debug, Default)]
+pub struct Schedule {
+    /// Lot expiries and warnings.
+    lots: BinaryHeap<Reverse<LotDue>>,
+    /// Everything else.
+    timed: BTreeSet<Due>,
+    /// The account ids the lot entries share.
+    names: HashSet<Arc<str>, FixedState>,
+}
+
+/// A lot's expiry or warning: a [`Due`] whose item is the lot number.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct LotDue {
+    at: i64,
+    kind: DueKind,
+    account: Arc<str>,
+    lot: u64,
+}
+
+impl Ord for LotDue {
+    fn cmp(&self, other: &LotDue) -> Ordering {
+        self.at
+            .cmp(&other.at)
+            .then(self.kind.cmp(&other.kind))
+            .then_with(|| self.account.cmp(&other.account))
+            .then_with(|| cmp_as_text(self.lot, other.lot))
+    }
+}
+
+impl PartialOrd for LotDue {
+    fn partial_cmp(&self, other: &LotDue) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Compares two numbers as their decimal texts compare (`"10" < "9"`): the order the
+/// schedule has always had, kept so that effects due at one instant keep their order.
+fn cmp_as_text(a: u64, b: u64) -> Ordering {
+    fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+        let mut i = buf.len();
+        loop {
+            i -= 1;
+            buf[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                return &buf[i..];
+            }
+        }
+    }
+    let (mut x, mut y) = ([0u8; 20], [0u8; 20]);
+    digits(a, &mut x).cmp(digits(b, &mut y))
+}
+
+impl Schedule {
+    /// Adds an effect (adding one already there changes nothing).
+    pub fn insert(&mut self, due: Due) {
+        if matches!(due.kind, DueKind::Expiry | DueKind::Warning) {
+            if let Some(lot) = due
+                .item
+                .parse::<u64>()
+                .ok()
+                .filter(|n| n.to_string() == due.item)
+            {
+                let account = match self.names.get(due.account.as_str()) {
+                    Some(a) => a.clone(),
+                    None => {
+                        let a: Arc<str> = due.account.into();
+                        self.names.insert(a.clone());
+                        a
+                    }
+                };
+                self.lots.push(Reverse(LotDue {
+                    at: due.at,
+                    kind: due.kind,
+                    account,
+                    lot,
+                }));
+                return;
+            }
+        }
+        self.timed.insert(due);
+    }
+
+    /// Removes an effect that moves (a tier evaluation, a birthday).
+    pub fn remove(&mut self, due: &Due) {
+        self.timed.remove(due);
+    }
+
+    /// Keeps only the effects other than lots' for which `keep` holds.
+    pub fn retain_timed(&mut self, keep: impl FnMut(&Due) -> bool) {
+        self.timed.retain(keep);
+    }
+
+    /// Removes everything.
+    pub fn clear(&mut self) {
+        *self = Schedule::default();
+    }
+
+    /// How many effects are scheduled.
+    pub fn len(&self) -> usize {
+        self.lots.len() + self.timed.len()
+    }
+
+    /// Whether nothing is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes and returns the first effect, if it falls due at or before `to`.
+    pub fn pop_due_by(&mut self, to: i64) -> Option<Due> {
+        let lot_first = match (self.lots.peek(), self.timed.first()) {
+            (None, None) => return None,
+            (Some(Reverse(l)), Some(t)) => {
+                // Only a malformed lot item (never written) lands a lot's kind in `timed`.
+                (l.at, l.kind)
+                    .cmp(&(t.at, t.kind))
+                    .then_with(|| (*l.account).cmp(t.account.as_str()))
+                    .then_with(|| l.lot.to_string().as_str().cmp(t.item.as_str()))
+                    == Ordering::Less
+            }
+            (l, _) => l.is_some(),
+        };
+        if lot_first {
+            if self.lots.peek().is_some_and(|Reverse(l)| l.at > to) {
+                return None;
+            }
+            let Reverse(l) = self.lots.pop()?;
+            // A set holds an effect once.
+            while self.lots.peek().is_some_and(|Reverse(n)| *n == l) {
+                self.lots.pop();
+            }
+            Some(Due {
+                at: l.at,
+                kind: l.kind,
+                account: l.account.to_string(),
+                item: l.lot.to_string(),
+            })
+        } else {
+            if self.timed.first().is_some_and(|t| t.at > to) {
+                return None;
+            }
+            self.timed.pop_first()
+        }
+    }
+
+    /// Every effect, in order (for tests and tools).
+    pub fn to_vec(&self) -> Vec<Due> {
+        let mut all: Vec<Due> = self
+            .lots
+            .iter()
+            .map(|Reverse(l)| Due {
+                at: l.at,
+                kind: l.kind,
+                account: l.account.to_string(),
+                item: l.lot.to_string(),
+            })
+            .chain(self.timed.iter().cloned())
+            .collect();
+        all.sort();
+        all.dedup();
+        all
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.to_vec() == other.to_vec()
+    }
+}
+
+impl Eq for Schedule {}
+
+impl Extend<Due> for Schedule {
+    fn extend<I: IntoIterator<Item = Due>>(&mut self, iter: I) {
+        for due in iter {
+            self.insert(due);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The schedule pops what one ordered set of the same entries pops, in the same order,
+    /// whatever the order they were added in, duplicates and odd items included.
+    #[test]
+    fn pops_in_the_order_of_an_ordered_set() {
+        let mut x: u64 = 11;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            (x >> 33) % n
+        };
+        let kinds = [
+            DueKind::Expiry,
+            DueKind::Warning,
+            DueKind::Tier,
+            DueKind::Birthday,
+        ];
+        let mut s = Schedule::default();
+        let mut set = BTreeSet::new();
+        for round in 0..2000 {
+            let kind = kinds[next(4) as usize];
+            let item = match next(5) {
+                0 => String::new(),
+                1 => format!("close:prog_{}", next(2)),
+                2 => format!("0{}", next(3)),
+                _ => next(120).to_string(),
+            };
+            let due = Due {
+                at: next(50) as i64,
+                kind,
+                account: if next(10) == 0 {
+                    String::new()
+                } else {
+                    format!("loy_{}", next(7))
+                },
+                item,
+            };
+            s.insert(due.clone());
+            set.insert(due);
+            if round % 7 == 0 {
+                let to = next(50) as i64;
+                loop {
+                    let want = set.first().filter(|d| d.at <= to).cloned();
+                    if let Some(d) = &want {
+                        set.remove(d);
+                    }
+                    assert_eq!(s.pop_due_by(to), want);
+                    if want.is_none() {
+                        break;
+                    }
+                }
+            }
+        }
+        assert_eq!(s.to_vec(), set.iter().cloned().collect::<Vec<_>>());
+        while let Some(d) = set.pop_first() {
+            assert_eq!(s.pop_due_by(i64::MAX), Some(d));
+        }
+        assert!(s.pop_due_by(i64::MAX).is_none());
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn numbers_compare_as_text() {
+        assert_eq!(cmp_as_text(10, 9), Ordering::Less);
+        assert_eq!(cmp_as_text(9, 10), Ordering::Greater);
+        assert_eq!(cmp_as_text(0, 0), Ordering::Equal);
+        assert_eq!(cmp_as_text(100, 1), Ordering::Greater);
+        assert_eq!(cmp_as_text(u64::MAX, 2), Ordering::Less);
+    }
+}
