@@ -193,13 +193,12 @@ fn claim_code(
 /// What a rule has awarded a member, created on first use (without allocating the key on
 /// every award).
 fn usage_mut<'a>(
-    usage: &'a mut std::collections::BTreeMap<String, crate::state::RuleUsage>,
+    usage: &'a mut crate::vecmap::VecMap<String, crate::state::RuleUsage>,
     rule: &str,
 ) -> &'a mut crate::state::RuleUsage {
-    if !usage.contains_key(rule) {
-        usage.insert(rule.to_string(), crate::state::RuleUsage::default());
-    }
-    usage.get_mut(rule).expect("inserted above")
+    usage.get_or_insert_with(rule, |r| {
+        (r.to_string(), crate::state::RuleUsage::default())
+    })
 }
 
 fn base_data(a: &Account) -> Map<String, Value> {
@@ -505,7 +504,7 @@ impl Engine {
                 value < t.threshold && prog.is_some_and(|p| tiers::one_below(p, t).is_some())
             }),
             referral_code: a.referral_code.clone(),
-            stamps: a.stamps.clone(),
+            stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }
     }
 
@@ -1287,7 +1286,9 @@ impl Engine {
                 continue;
             }
             let account = self.account_mut(account_id).expect("exists");
-            let stamps = account.stamps.entry(card.id.clone()).or_insert(0);
+            let stamps = account
+                .stamps
+                .get_or_insert_with(&card.id, |k| (k.to_string(), 0));
             *stamps += 1;
             if *stamps < card.stamps_required {
                 continue;

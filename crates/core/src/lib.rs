@@ -34,6 +34,7 @@ pub mod schedule;
 pub mod state;
 pub mod tiers;
 pub mod time;
+pub mod vecmap;
 
 pub use config::{parse_config, Config, ConfigError, Program};
 pub use engine::Engine;

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Program;
 use crate::time::Timestamp;
+use crate::vecmap::VecMap;
 
 /// A hasher with fixed keys: deterministic across runs and machines (FxHash).
 pub type FixedState = BuildHasherDefault<rustc_hash::FxHasher>;
@@ -125,9 +126,9 @@ pub struct Account {
     /// `(month, day)`.
     pub birthday: Option<(u32, u32)>,
     /// Stamps by card id.
-    pub stamps: BTreeMap<String, u32>,
+    pub stamps: VecMap<String, u32>,
     /// What each rule has awarded this member, by rule id.
-    pub rule_usage: BTreeMap<String, RuleUsage>,
+    pub rule_usage: VecMap<String, RuleUsage>,
 }
 
 impl Account {
@@ -152,8 +153,8 @@ impl Account {
             referral_code: crate::ids::referral_code(id),
             referred_by: None,
             birthday: None,
-            stamps: BTreeMap::new(),
-            rule_usage: BTreeMap::new(),
+            stamps: VecMap::new(),
+            rule_usage: VecMap::new(),
         }
     }
 }
@@ -251,7 +252,7 @@ pub struct RuleUsage {
     pub total: i128,
     /// Points awarded by event time (seconds), so that any window, in any time zone, can
     /// be summed after a program update changes the window or the zone.
-    pub by_time: BTreeMap<i64, i128>,
+    pub by_time: VecMap<i64, i128>,
 }
 
 impl RuleUsage {
@@ -260,14 +261,14 @@ impl RuleUsage {
         if from >= to {
             return 0;
         }
-        self.by_time.range(from.0..to.0).map(|(_, p)| *p).sum()
+        self.by_time.range(&from.0, &to.0).map(|(_, p)| *p).sum()
     }
 
     /// Records an award of `points` at `at`.
     pub fn record(&mut self, at: Timestamp, points: i64) {
         self.uses += 1;
         self.total += i128::from(points);
-        *self.by_time.entry(at.0).or_insert(0) += i128::from(points);
+        *self.by_time.get_or_insert_with(&at.0, |k| (*k, 0)) += i128::from(points);
     }
 }
 
