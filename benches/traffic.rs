@@ -12,6 +12,7 @@ pub fn traffic(n: u64, customers: u64, config: &str) -> Vec<String> {
         topic: None,
         events: n,
         customers,
+        customer_offset: 0,
         seed: 1,
         id_prefix: "evt".into(),
         refunds_per_mille: 30,

@@ -18,7 +18,7 @@ rate="${3:-0}"
 config="${4:-deploy/programs.example.json}"
 source benches/tansu.sh
 mport=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
-LOYALTY_LOG=info "$bin" run --brokers "127.0.0.1:$port" --config "$config" --state "$work/state" \
+LOYALTY_LOG=info "$bin" --log-format json run --brokers "127.0.0.1:$port" --config "$config" --state "$work/state" \
   --signing-secret bench --batch-size 5000 --metrics-addr "127.0.0.1:$mport" > "$work/engine.log" 2>&1 &
 engine_pid=$!
 # Wait for the engine to create its topics.
@@ -26,6 +26,29 @@ for _ in $(seq 1 300); do
   grep -q "running" "$work/engine.log" 2>/dev/null && break
   sleep 0.1
 done
+# Then until its input consumer has had a first answer from every input partition (the
+# lag metric exists from then on): the consumer's start-up (metadata, leaders of topics
+# just created) is not what the latency measures.
+python3 - "$mport" "$(grep -o '"inputs":[0-9]*' "$work/engine.log" | head -1 | cut -d: -f2)" <<'PY'
+import sys, time, urllib.request
+port, inputs = sys.argv[1], int(sys.argv[2] or 0)
+deadline = time.time() + 30
+while True:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    lags = [l for l in text.splitlines() if l.startswith("loyalty_consumer_lag{") and 'topic="loyalty.log"' not in l]
+    if len(lags) >= inputs or time.time() > deadline:
+        break
+    time.sleep(0.05)
+PY
+# A warm-up on other customers (not measured): the first second of a new engine and of
+# new topics (connections, metadata, fetch sessions, RocksDB's first files) is not the
+# steady state the latency target is about. Its figures are printed, marked as warm-up.
+warm=$(( events / 5 < 5000 ? events / 5 : 5000 ))
+if [ "$warm" -gt 0 ]; then
+  "$bin" loadgen --brokers "127.0.0.1:$port" --events "$warm" --customers "$customers" \
+    --customer-offset 900000 --rate "$rate" --config "$config" --id-prefix "warm_$$" \
+    --wait-topic loyalty.points.earned 2>&1 | sed 's/^/warm-up: /' | grep -E "^warm-up: (whole path|latency)" || true
+fi
 echo "engine: $(grep -c . "$work/engine.log") log lines; producing $events payments of $customers customers"
 "$bin" loadgen --brokers "127.0.0.1:$port" --events "$events" --customers "$customers" \
   --rate "$rate" --config "$config" --id-prefix "evt_$$" \
@@ -44,5 +67,5 @@ fs = v.get("loyalty_batch_duration_seconds_sum", 0)
 pn, ps = v.get("loyalty_publish_duration_seconds_count", 0), v.get("loyalty_publish_duration_seconds_sum", 0)
 if n:
     print(f"engine: {int(n)} folded batches, {s / n:.0f} records and {1000 * fs / n:.1f} ms (fold and commit) each; "
-          f"{int(pn)} publish rounds, {1000 * ps / max(pn, 1):.1f} ms each")
+          f"{int(pn)} messages published, {1000 * ps / max(pn, 1):.1f} ms from send to acknowledgement each")
 PY

@@ -50,15 +50,15 @@ pub struct Metrics {
     pub batch_size: Histogram,
     /// Seconds to fold a batch and commit it to RocksDB.
     pub batch_seconds: Histogram,
-    /// Seconds to publish the outbox (send and await every acknowledgement).
+    /// Seconds from sending an outbox message to its acknowledgement.
     pub publish_seconds: Histogram,
     /// Unix milliseconds of the last completed iteration of each stage's loop
     /// ([`Stage`]).
     last_beat: [AtomicI64; 3],
     ready: AtomicBool,
     not_ready: Mutex<String>,
-    /// Why the loop is waiting on the broker, while it is.
-    waiting: Mutex<Option<String>>,
+    /// Why a stage is waiting on the broker, while it is, by [`Stage`].
+    waiting: Mutex<[Option<String>; 3]>,
 }
 
 impl Default for Metrics {
@@ -93,7 +93,7 @@ impl Metrics {
             last_beat: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             ready: AtomicBool::new(false),
             not_ready: Mutex::new("starting".into()),
-            waiting: Mutex::new(None),
+            waiting: Mutex::new([None, None, None]),
             registry: Registry::default(),
         };
         let up: Gauge = Gauge::default();
@@ -156,7 +156,7 @@ impl Metrics {
         );
         registry.register(
             "publish_duration_seconds",
-            "Seconds to publish the outbox and await its acknowledgements",
+            "Seconds from sending an outbox message to the broker's acknowledgement",
             m.publish_seconds.clone(),
         );
         Metrics { registry, ..m }
@@ -219,10 +219,10 @@ impl Metrics {
         }
     }
 
-    /// The loop is waiting on the broker (`Some(why)`), or no longer (`None`).
-    pub fn set_waiting(&self, why: Option<String>) {
+    /// A stage is waiting on the broker (`Some(why)`), or no longer (`None`).
+    pub fn set_waiting(&self, stage: Stage, why: Option<String>) {
         if let Ok(mut w) = self.waiting.lock() {
-            *w = why;
+            w[stage as usize] = why;
         }
     }
 
@@ -231,7 +231,12 @@ impl Metrics {
         if let Some(stall) = self.stalled() {
             return Err(stall);
         }
-        if let Some(why) = self.waiting.lock().ok().and_then(|w| w.clone()) {
+        if let Some(why) = self
+            .waiting
+            .lock()
+            .ok()
+            .and_then(|w| w.iter().flatten().next().cloned())
+        {
             return Err(why);
         }
         if self.ready.load(Ordering::SeqCst) {
@@ -378,13 +383,18 @@ mod tests {
         m.set_ready(Ok(()));
         assert_eq!(m.ready(), Ok(()));
         // Waiting on the broker: alive, not ready, with the reason; ready again after.
-        m.set_waiting(Some("waiting 6 s for the broker to acknowledge".into()));
+        m.set_waiting(
+            Stage::Publish,
+            Some("waiting 6 s for the broker to acknowledge".into()),
+        );
+        // Another stage that is not waiting does not clear it.
+        m.set_waiting(Stage::Sequence, None);
         assert_eq!(m.stalled(), None);
         assert_eq!(
             m.ready(),
             Err("waiting 6 s for the broker to acknowledge".into())
         );
-        m.set_waiting(None);
+        m.set_waiting(Stage::Publish, None);
         assert_eq!(m.ready(), Ok(()));
         // One stage that stops beating is enough to be stalled, and it is named.
         m.last_beat[Stage::Publish as usize].store(unix_millis() - 31_000, Ordering::Relaxed);

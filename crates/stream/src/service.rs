@@ -150,19 +150,27 @@ fn deliver(
     loop {
         match rt.block_on(async { tokio::time::timeout(Duration::from_secs(1), &mut f).await }) {
             Ok(r) => {
-                m.set_waiting(None);
+                m.set_waiting(stage, None);
                 return r.map_err(|_| ());
             }
             Err(_) => {
                 m.beat_stage(stage);
-                if started.elapsed() >= Duration::from_secs(5) {
-                    m.set_waiting(Some(format!(
-                        "waiting {} s for the broker to acknowledge",
-                        started.elapsed().as_secs()
-                    )));
-                }
+                note_waiting(m, stage, started);
             }
         }
+    }
+}
+
+/// After five seconds without an acknowledgement, `/readyz` says the stage waits for it.
+fn note_waiting(m: &Metrics, stage: Stage, since: Instant) {
+    if since.elapsed() >= Duration::from_secs(5) {
+        m.set_waiting(
+            stage,
+            Some(format!(
+                "waiting {} s for the broker to acknowledge",
+                since.elapsed().as_secs()
+            )),
+        );
     }
 }
 
@@ -191,7 +199,6 @@ pub fn publish_outbox(
     metrics: Option<&Metrics>,
     from: &mut u64,
 ) -> Result<usize> {
-    let started = Instant::now();
     let entries = store.outbox_from(*from).context("cannot read the outbox")?;
     if entries.is_empty() {
         if let Some(m) = metrics {
@@ -200,6 +207,7 @@ pub fn publish_outbox(
         return Ok(0);
     }
     let mut pending = Vec::with_capacity(entries.len());
+    let sent = Instant::now();
     for e in &entries {
         pending.push((e.seq, send_entry(producer, e)?));
     }
@@ -213,6 +221,7 @@ pub fn publish_outbox(
                     m.published
                         .get_or_create(&label("topic", entries[i].topic.clone()))
                         .inc();
+                    m.publish_seconds.observe(sent.elapsed().as_secs_f64());
                 }
             }
             Ok(Err((e, _))) => failed = Some(e.to_string()),
@@ -235,7 +244,6 @@ pub fn publish_outbox(
     };
     if let Some(m) = metrics {
         m.outbox_depth.set((entries.len() - delivered.len()) as i64);
-        m.publish_seconds.observe(started.elapsed().as_secs_f64());
     }
     if let Some(e) = failed {
         tracing::warn!(error = %e, left = entries.len() - delivered.len(), "outbox not fully delivered; will retry");
@@ -747,6 +755,10 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
 
 /// Stage 3: publishes the outbox whenever the folder has committed a batch (or every 100 ms,
 /// for what an earlier round could not deliver), and once more after the folder's last batch.
+/// A round sends every entry not yet sent and awaits their acknowledgements. Sending each
+/// entry the moment it is stored, with acknowledgements collected as they come, was tried:
+/// it did not measure better on tansu (an acknowledgement takes ~13 ms there either way)
+/// and needs a thread polling for acknowledgements.
 fn publish_loop(
     store: &Store,
     producer: &FutureProducer,
