@@ -32,6 +32,8 @@ done
 python3 - "$mport" "$(grep -o '"inputs":[0-9]*' "$work/engine.log" | head -1 | cut -d: -f2)" <<'PY'
 import sys, time, urllib.request
 port, inputs = sys.argv[1], int(sys.argv[2] or 0)
+if not inputs:
+    print("whole_path: the engine's log does not say how many inputs it reads; not waiting for them", file=sys.stderr)
 deadline = time.time() + 30
 while True:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
@@ -46,7 +48,7 @@ PY
 warm=$(( events / 5 < 5000 ? events / 5 : 5000 ))
 if [ "$warm" -gt 0 ]; then
   "$bin" loadgen --brokers "127.0.0.1:$port" --events "$warm" --customers "$customers" \
-    --customer-offset 900000 --rate "$rate" --config "$config" --id-prefix "warm_$$" \
+    --customer-offset "$customers" --rate "$rate" --config "$config" --id-prefix "warm_$$" \
     --wait-topic loyalty.points.earned 2>&1 | sed 's/^/warm-up: /' | grep -E "^warm-up: (whole path|latency)" || true
 fi
 echo "engine: $(grep -c . "$work/engine.log") log lines; producing $events payments of $customers customers"

@@ -108,6 +108,7 @@ fn bad_files_exit_2_with_the_reason() {
     let out = run(&config, &dir.0);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read the events"));
+    assert!(out.stdout.is_empty());
 
     let invalid = dir.write(
         "bad.json",

@@ -320,7 +320,9 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
     let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
     // Read a line at a time: the log is never held whole (a million records are 200 MB).
     let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    let mut read_error = None;
+    // Set by the reader, seen by the printer: after a read error nothing more is printed
+    // (not the account lines of a state that lacks the rest of the log).
+    let read_error: std::cell::RefCell<Option<io::Error>> = std::cell::RefCell::new(None);
     let log = std::iter::from_fn(|| {
         let mut line = Vec::new();
         match reader.read_until(b'\n', &mut line) {
@@ -332,7 +334,7 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
                 Some(line)
             }
             Err(e) => {
-                read_error = Some(e);
+                *read_error.borrow_mut() = Some(e);
                 None
             }
         }
@@ -345,7 +347,7 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         // Nothing can be refused once folding starts: print as it goes.
         let mut failed = None;
         let _ = loyalty_core::fold::fold(&mut engine, log, None, |line| {
-            if failed.is_none() {
+            if failed.is_none() && read_error.borrow().is_none() {
                 if let Err(e) = w
                     .write_all(line.as_bytes())
                     .and_then(|()| w.write_all(b"\n"))
@@ -354,7 +356,7 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
                 }
             }
         });
-        if let Some(e) = read_error {
+        if let Some(e) = read_error.take() {
             let _ = w.flush();
             return Err(e).with_context(cannot_read);
         }
@@ -370,7 +372,7 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         text.extend_from_slice(line.as_bytes());
         text.push(b'\n');
     });
-    if let Some(e) = read_error {
+    if let Some(e) = read_error.take() {
         return Err(e).with_context(cannot_read);
     }
     if let Err(e) = result {

@@ -422,20 +422,21 @@ impl Store {
 
     /// Every outbox entry, in order.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
-        self.outbox_from(0)
+        self.outbox_from(0, usize::MAX)
     }
 
-    /// The outbox entries numbered `from` or more, in order. A publisher that remembers
-    /// where it stopped seeks past the entries it removed instead of stepping over their
-    /// tombstones.
-    pub fn outbox_from(&self, from: u64) -> Result<Vec<OutboxEntry>, StoreError> {
+    /// The first `limit` outbox entries numbered `from` or more, in order. A publisher that
+    /// remembers where it stopped seeks past the entries it removed instead of stepping over
+    /// their tombstones.
+    pub fn outbox_from(&self, from: u64, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
         let mut out = Vec::new();
         let start = seq_key("x", from);
         let iter = self
             .db
             .iterator(IteratorMode::From(start.as_bytes(), Direction::Forward))
             .map(|r| r.map_err(StoreError::from))
-            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(b"x/")));
+            .take_while(|r| r.as_ref().map_or(true, |(k, _)| k.starts_with(b"x/")))
+            .take(limit);
         for kv in iter {
             let (k, v) = kv?;
             let seq: u64 = std::str::from_utf8(&k[2..])

@@ -55,6 +55,9 @@ pub struct Metrics {
     /// Unix milliseconds of the last completed iteration of each stage's loop
     /// ([`Stage`]).
     last_beat: [AtomicI64; 3],
+    /// Whether the stages run on their own threads yet: before, whatever beats, beats for
+    /// all of them (one thread does all the work while the engine starts).
+    staged: AtomicBool,
     ready: AtomicBool,
     not_ready: Mutex<String>,
     /// Why a stage is waiting on the broker, while it is, by [`Stage`].
@@ -91,6 +94,7 @@ impl Metrics {
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             last_beat: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
+            staged: AtomicBool::new(false),
             ready: AtomicBool::new(false),
             not_ready: Mutex::new("starting".into()),
             waiting: Mutex::new([None, None, None]),
@@ -181,7 +185,17 @@ impl Metrics {
     /// Marks an iteration of one stage's loop: once the engine runs, the sequencer, the
     /// folder and the publisher each have their own thread, and each must keep beating.
     pub fn beat_stage(&self, stage: Stage) {
-        self.last_beat[stage as usize].store(unix_millis(), Ordering::Relaxed);
+        if self.staged.load(Ordering::Relaxed) {
+            self.last_beat[stage as usize].store(unix_millis(), Ordering::Relaxed);
+        } else {
+            self.beat();
+        }
+    }
+
+    /// The stages start their own threads: from now on each beats for itself.
+    pub fn start_stages(&self) {
+        self.beat();
+        self.staged.store(true, Ordering::Relaxed);
     }
 
     /// `None` while the loop beats; otherwise why not. Before the first beat (while the
@@ -396,7 +410,13 @@ mod tests {
         );
         m.set_waiting(Stage::Publish, None);
         assert_eq!(m.ready(), Ok(()));
-        // One stage that stops beating is enough to be stalled, and it is named.
+        // While one thread does all the work (starting), any beat is every stage's.
+        m.last_beat[Stage::Publish as usize].store(unix_millis() - 31_000, Ordering::Relaxed);
+        m.beat_stage(Stage::Fold);
+        assert_eq!(m.stalled(), None);
+        // Once each stage has its thread, one that stops beating is enough to be stalled,
+        // and it is named.
+        m.start_stages();
         m.last_beat[Stage::Publish as usize].store(unix_millis() - 31_000, Ordering::Relaxed);
         m.beat_stage(Stage::Sequence);
         m.beat_stage(Stage::Fold);

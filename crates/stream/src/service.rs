@@ -190,8 +190,13 @@ fn await_all(
     Ok(())
 }
 
+/// Entries a publish round holds in memory at most (a publisher behind the folder, or a
+/// large outbox left by a run that could not reach the broker, is sent in rounds).
+const OUTBOX_ROUND: usize = 20_000;
+
 /// Sends every outbox entry numbered `from` or more and removes the delivered ones; `from`
-/// moves past them (to the first one not delivered). Returns how many were sent.
+/// moves past them (to the first one not delivered). Returns how many were delivered. Stops
+/// at the first round in which a delivery failed (the rest waits for the next call).
 pub fn publish_outbox(
     rt: &Runtime,
     producer: &FutureProducer,
@@ -199,12 +204,36 @@ pub fn publish_outbox(
     metrics: Option<&Metrics>,
     from: &mut u64,
 ) -> Result<usize> {
-    let entries = store.outbox_from(*from).context("cannot read the outbox")?;
+    let mut delivered = 0;
+    loop {
+        let (n, read, failed) = publish_round(rt, producer, store, metrics, from)?;
+        delivered += n;
+        if let Some(m) = metrics {
+            m.beat_stage(Stage::Publish);
+        }
+        if failed || read < OUTBOX_ROUND {
+            return Ok(delivered);
+        }
+    }
+}
+
+/// One round: up to [`OUTBOX_ROUND`] entries sent and awaited. Returns how many were
+/// delivered, how many read, and whether a delivery failed.
+fn publish_round(
+    rt: &Runtime,
+    producer: &FutureProducer,
+    store: &Store,
+    metrics: Option<&Metrics>,
+    from: &mut u64,
+) -> Result<(usize, usize, bool)> {
+    let entries = store
+        .outbox_from(*from, OUTBOX_ROUND)
+        .context("cannot read the outbox")?;
     if entries.is_empty() {
         if let Some(m) = metrics {
             m.outbox_depth.set(0);
         }
-        return Ok(0);
+        return Ok((0, 0, false));
     }
     let mut pending = Vec::with_capacity(entries.len());
     let sent = Instant::now();
@@ -245,10 +274,10 @@ pub fn publish_outbox(
     if let Some(m) = metrics {
         m.outbox_depth.set((entries.len() - delivered.len()) as i64);
     }
-    if let Some(e) = failed {
+    let failed = failed.inspect(|e| {
         tracing::warn!(error = %e, left = entries.len() - delivered.len(), "outbox not fully delivered; will retry");
-    }
-    Ok(delivered.len())
+    });
+    Ok((delivered.len(), entries.len(), failed.is_some()))
 }
 
 /// Polls up to `max` messages, waiting at most `wait` for the first.
@@ -493,8 +522,10 @@ pub fn run(
         log_partitions,
         counters,
     };
+    metrics.start_stages();
     std::thread::scope(|s| {
         let sequenced = s.spawn(|| {
+            let _guard = FailOnPanic(&failed);
             let r = sequence_loop(sequencer, &halt);
             if r.is_err() {
                 failed.store(true, Ordering::Relaxed);
@@ -504,12 +535,14 @@ pub fn run(
         let producer = &producer;
         let failed = &failed;
         let published = s.spawn(move || {
+            let _guard = FailOnPanic(failed);
             let r = publish_loop(store, producer, counters, &woken);
             if r.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
             r
         });
+        let _guard = FailOnPanic(failed);
         let folded = (|| -> Result<()> {
             while !halt() {
                 if fold_step(settings, store, &log_consumer, &mut folder, counters)? > 0 {
@@ -541,6 +574,17 @@ pub fn run(
     })?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Stops the other stages when a stage's thread panics (it has no error to return then).
+struct FailOnPanic<'a>(&'a AtomicBool);
+
+impl Drop for FailOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// What the sequencer owns.
