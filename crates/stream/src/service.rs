@@ -910,6 +910,79 @@ fn fold_step(
 mod tests {
     use super::*;
 
+    /// More entries than a round holds all go out, in order, round after round, and the
+    /// outbox is empty after (on librdkafka's mock cluster, which speaks the protocol).
+    #[test]
+    fn publish_outbox_sends_round_after_round() {
+        let cluster = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        cluster
+            .create_topic("rounds", 1, 1)
+            .expect("create the topic");
+        let dir = std::env::temp_dir().join(format!("loyalty-rounds-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Store::open(&dir).expect("open the store");
+        let n = OUTBOX_ROUND * 2 + 7;
+        let outbox = (0..n)
+            .map(|i| OutboxEntry {
+                seq: 0,
+                topic: "rounds".into(),
+                key: None,
+                payload: i.to_string().into_bytes(),
+                headers: vec![],
+            })
+            .collect();
+        let config = loyalty_core::parse_config(r#"{"programs":[]}"#).expect("config");
+        let engine = loyalty_core::Engine::new(&config);
+        store
+            .commit(
+                &engine,
+                loyalty_store::Batch {
+                    outbox,
+                    ..Default::default()
+                },
+            )
+            .expect("commit");
+        let brokers = cluster.bootstrap_servers();
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let mut from = 0;
+        let sent = publish_outbox(&rt, &producer, &store, None, &mut from).expect("publish");
+        assert_eq!(sent, n);
+        assert!(store.outbox().expect("outbox").is_empty());
+        assert_eq!(
+            publish_outbox(&rt, &producer, &store, None, &mut from).expect("again"),
+            0
+        );
+
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", "rounds")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("rounds", 0, Offset::Beginning)
+            .expect("partition");
+        consumer.assign(&tpl).expect("assign");
+        let mut got = Vec::with_capacity(n);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while got.len() < n && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) {
+                got.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            }
+        }
+        let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(got, want);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn partitions_are_stable() {
         assert_eq!(partition_of(Some(b"cus_A"), 1), 0);
