@@ -87,6 +87,21 @@ fn checks(problems: &[serde_json::Value]) -> Vec<String> {
     c
 }
 
+/// A scratch directory (removed when dropped) holding a state built by [`build`].
+fn built(name: &str) -> (TempDir, std::path::PathBuf) {
+    let t = TempDir::new(name);
+    let dir = t.0.join("state");
+    build(&dir);
+    (t, dir)
+}
+
+/// Rewrites the JSON value stored under `key`.
+fn edit_json(db: &rocksdb::DB, key: &[u8], f: impl FnOnce(&mut serde_json::Value)) {
+    let mut v: serde_json::Value = serde_json::from_slice(&db.get(key).unwrap().unwrap()).unwrap();
+    f(&mut v);
+    db.put(key, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
 /// Opens the state with RocksDB itself, as something other than the engine would.
 fn tamper(dir: &Path, f: impl FnOnce(&rocksdb::DB)) {
     let db = rocksdb::DB::open_default(dir).unwrap();
@@ -103,9 +118,7 @@ fn first_key(db: &rocksdb::DB, prefix: &str, matching: impl Fn(&[u8]) -> bool) -
 
 #[test]
 fn a_sound_state_passes() {
-    let t = TempDir::new("verify-sound");
-    let dir = t.0.join("state");
-    build(&dir);
+    let (_t, dir) = built("verify-sound");
     let (code, problems, err) = verify(&dir);
     assert_eq!(problems, Vec::<serde_json::Value>::new(), "{err}");
     assert_eq!(code, Some(0), "{err}");
@@ -113,15 +126,12 @@ fn a_sound_state_passes() {
 
 #[test]
 fn a_balance_changed_behind_the_ledger_is_found() {
-    let t = TempDir::new("verify-balance");
-    let dir = t.0.join("state");
-    build(&dir);
+    let (_t, dir) = built("verify-balance");
     tamper(&dir, |db| {
         let k = first_key(db, "a/", |_| true);
-        let mut a: serde_json::Value =
-            serde_json::from_slice(&db.get(&k).unwrap().unwrap()).unwrap();
-        a["balance"] = (a["balance"].as_i64().unwrap() + 100).into();
-        db.put(&k, serde_json::to_vec(&a).unwrap()).unwrap();
+        edit_json(db, &k, |a| {
+            a["balance"] = (a["balance"].as_i64().unwrap() + 100).into()
+        });
     });
     let (code, problems, _) = verify(&dir);
     assert_eq!(code, Some(1));
@@ -133,9 +143,7 @@ fn a_balance_changed_behind_the_ledger_is_found() {
 
 #[test]
 fn a_lost_ledger_line_is_found() {
-    let t = TempDir::new("verify-ledger");
-    let dir = t.0.join("state");
-    build(&dir);
+    let (_t, dir) = built("verify-ledger");
     tamper(&dir, |db| {
         let k = first_key(db, "o/", |v| v.starts_with(br#"{"kind":"transaction""#));
         db.delete(&k).unwrap();
@@ -149,17 +157,12 @@ fn a_lost_ledger_line_is_found() {
 
 #[test]
 fn undecodable_values_negative_lots_stock_and_sequence_are_found() {
-    let t = TempDir::new("verify-decode");
-    let dir = t.0.join("state");
-    build(&dir);
+    let (_t, dir) = built("verify-decode");
     tamper(&dir, |db| {
         let k = first_key(db, "p/", |_| true);
         db.put(&k, b"{not json").unwrap();
         let k = first_key(db, "a/", |v| v.windows(8).any(|w| w == b"\"lots\":["));
-        let mut a: serde_json::Value =
-            serde_json::from_slice(&db.get(&k).unwrap().unwrap()).unwrap();
-        a["lots"][0]["remaining"] = (-5).into();
-        db.put(&k, serde_json::to_vec(&a).unwrap()).unwrap();
+        edit_json(db, &k, |a| a["lots"][0]["remaining"] = (-5).into());
         db.put(b"m/stock", br#"[[["prog_v","rwd_mug"],9]]"#)
             .unwrap();
         db.put(b"m/seq", 1u64.to_be_bytes()).unwrap();
@@ -182,9 +185,7 @@ fn undecodable_values_negative_lots_stock_and_sequence_are_found() {
 
 #[test]
 fn a_checkpoint_is_a_sound_copy() {
-    let t = TempDir::new("verify-checkpoint");
-    let dir = t.0.join("state");
-    build(&dir);
+    let (t, dir) = built("verify-checkpoint");
     let copy = t.0.join("copy");
     let out = Command::new(bin())
         .args(["checkpoint", "--state"])
