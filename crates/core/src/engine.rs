@@ -1116,12 +1116,9 @@ impl Engine {
         if let Some(lot) = new_lot {
             for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {
                 if let Some(at) = at {
-                    self.state.schedule.insert(Due {
-                        at,
-                        kind,
-                        account: account_id.to_string(),
-                        item: lot.seq.to_string(),
-                    });
+                    self.state
+                        .schedule
+                        .insert_lot(at, kind, account_id, lot.seq);
                 }
             }
         }
@@ -1467,32 +1464,29 @@ impl Engine {
         self.state.schedule.clear();
         // Effects that already fell due are not carried out again.
         let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
-        let dues: Vec<Due> = self
-            .state
-            .accounts
-            .values()
-            .flat_map(|a| {
-                let lots = a.lots.iter().flat_map(|l| {
-                    [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)]
-                        .map(|(at, kind)| (at, kind, l.seq.to_string()))
-                });
-                [
-                    (a.tier_due, DueKind::Tier, String::new()),
-                    (a.birthday_due, DueKind::Birthday, String::new()),
-                ]
-                .into_iter()
-                .chain(lots)
-                .filter_map(|(at, kind, item)| {
-                    at.filter(|at| *at > clock).map(|at| Due {
+        let schedule = &mut self.state.schedule;
+        for a in self.state.accounts.values() {
+            for (at, kind) in [
+                (a.tier_due, DueKind::Tier),
+                (a.birthday_due, DueKind::Birthday),
+            ] {
+                if let Some(at) = at.filter(|at| *at > clock) {
+                    schedule.insert(Due {
                         at,
                         kind,
                         account: a.id.clone(),
-                        item,
-                    })
-                })
-            })
-            .collect();
-        self.state.schedule.extend(dues);
+                        item: String::new(),
+                    });
+                }
+            }
+            for l in &a.lots {
+                for (at, kind) in [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)] {
+                    if let Some(at) = at.filter(|at| *at > clock) {
+                        schedule.insert_lot(at, kind, &a.id, l.seq);
+                    }
+                }
+            }
+        }
         for prog in self.state.programs.clone() {
             self.schedule_close(&prog);
         }

@@ -82,24 +82,39 @@ impl Schedule {
                 .ok()
                 .filter(|n| n.to_string() == due.item)
             {
-                let account = match self.names.get(due.account.as_str()) {
-                    Some(a) => a.clone(),
-                    None => {
-                        let a: Arc<str> = due.account.into();
-                        self.names.insert(a.clone());
-                        a
-                    }
-                };
-                self.lots.push(Reverse(LotDue {
-                    at: due.at,
-                    kind: due.kind,
-                    account,
-                    lot,
-                }));
+                self.insert_lot(due.at, due.kind, &due.account, lot);
                 return;
             }
         }
         self.timed.insert(due);
+    }
+
+    /// Adds a lot's expiry or warning: the [`Due`] of `kind` at `at` whose item is the lot
+    /// number `lot`, without making its strings.
+    pub fn insert_lot(&mut self, at: i64, kind: DueKind, account: &str, lot: u64) {
+        if !matches!(kind, DueKind::Expiry | DueKind::Warning) {
+            self.timed.insert(Due {
+                at,
+                kind,
+                account: account.to_string(),
+                item: lot.to_string(),
+            });
+            return;
+        }
+        let account = match self.names.get(account) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = account.into();
+                self.names.insert(a.clone());
+                a
+            }
+        };
+        self.lots.push(Reverse(LotDue {
+            at,
+            kind,
+            account,
+            lot,
+        }));
     }
 
     /// Removes an effect that moves (a tier evaluation, a birthday).
@@ -190,14 +205,6 @@ impl PartialEq for Schedule {
 }
 
 impl Eq for Schedule {}
-
-impl Extend<Due> for Schedule {
-    fn extend<I: IntoIterator<Item = Due>>(&mut self, iter: I) {
-        for due in iter {
-            self.insert(due);
-        }
-    }
-}
 
 #[cfg(test)]
 mod tests {
