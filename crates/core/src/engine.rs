@@ -10,6 +10,7 @@
 //! Owns: the order of operations. The rules themselves live in `earning`, `caps` and
 //! `campaigns`; the shapes of what comes out in `output`.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::{json, Map, Value};
@@ -50,8 +51,9 @@ pub struct Engine {
 /// The keys of the state a run of `apply` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
-    /// Accounts created or changed.
-    pub accounts: std::collections::BTreeSet<String>,
+    /// Accounts created or changed (a hash set: a store writes them in any order, and the
+    /// engine asks it whether an account is in it for nearly every posting).
+    pub accounts: std::collections::HashSet<String, crate::state::FixedState>,
     /// Record ids newly seen, in order.
     pub seen: Vec<String>,
     /// Payments recorded or refunded.
@@ -177,7 +179,7 @@ fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> 
 /// program ever share one, the smaller account id keeps it, whatever the order the accounts
 /// were created or loaded in, so that a restarted engine and a replay resolve it alike.
 fn claim_code(
-    codes: &mut std::collections::BTreeMap<(String, String), String>,
+    codes: &mut HashMap<(String, String), String, crate::state::FixedState>,
     code: (String, String),
     account: &str,
 ) {
@@ -238,7 +240,7 @@ impl Engine {
 
     /// An engine over a state loaded from a store.
     pub fn from_state(mut state: State) -> Engine {
-        let mut codes = std::collections::BTreeMap::new();
+        let mut codes = HashMap::default();
         for a in state.accounts.values() {
             claim_code(
                 &mut codes,
@@ -478,7 +480,7 @@ impl Engine {
 
     /// Every account, sorted by id, as the fold prints it.
     pub fn accounts(&self) -> impl Iterator<Item = AccountView> + '_ {
-        let mut all: Vec<&Account> = self.state.accounts.values().collect();
+        let mut all: Vec<&Account> = self.state.accounts.values().map(|a| &**a).collect();
         all.sort_unstable_by(|a, b| a.id.cmp(&b.id));
         all.into_iter().map(|a| self.account_view(a))
     }
@@ -687,7 +689,7 @@ impl Engine {
             (prog.id.clone(), referral_code),
             &id,
         );
-        self.state.accounts.insert(id.clone(), account);
+        self.state.accounts.insert(id.clone(), Box::new(account));
         if self.track {
             self.changes.accounts.insert(id.clone());
         }
@@ -1697,7 +1699,7 @@ mod code_tests {
     fn a_shared_referral_code_resolves_alike_in_any_order() {
         let key = || ("prog".to_string(), "CODE".to_string());
         for order in [["loy_b", "loy_a", "loy_c"], ["loy_c", "loy_b", "loy_a"]] {
-            let mut codes = std::collections::BTreeMap::new();
+            let mut codes = super::HashMap::default();
             for id in order {
                 claim_code(&mut codes, key(), id);
             }

@@ -30,10 +30,12 @@ pub struct State {
     /// Programs in application order (file order, then programs added by updates).
     pub programs: Vec<Arc<Program>>,
     /// Accounts by `loy_` id. A hash map: every iteration whose order can reach output
-    /// sorts the ids first ([`State::account_ids`]).
-    pub accounts: HashMap<String, Account, FixedState>,
-    /// Referral code → account id, per program: `(program, code)`.
-    pub referral_codes: BTreeMap<(String, String), String>,
+    /// sorts the ids first ([`State::account_ids`]). Boxed, so that growing the map moves
+    /// pointers, not accounts.
+    pub accounts: HashMap<String, Box<Account>, FixedState>,
+    /// Referral code → account id, per program: `(program, code)`. Only looked up, never
+    /// iterated.
+    pub referral_codes: HashMap<(String, String), String, FixedState>,
     /// Payments applied, by `data.id`, for refunds: packed, since there is one for almost
     /// every record and a refund needs one of them now and then.
     pub payments: HashMap<String, PackedPayment, FixedState>,
@@ -199,6 +201,14 @@ impl Activity {
     pub fn add(&mut self, at: i64, amount: i64) {
         if self.prefix.is_empty() {
             self.prefix.push(0);
+        }
+        if let Some(&(last, _)) = self.entries.last() {
+            if last < at {
+                let sum = self.prefix[self.entries.len()] + i128::from(amount);
+                self.entries.push((at, amount));
+                self.prefix.push(sum);
+                return;
+            }
         }
         let i = self.entries.partition_point(|(t, _)| *t < at);
         match self.entries.get_mut(i) {

@@ -7,11 +7,19 @@
 //! A local time that does not exist (a daylight-saving gap) moves forward by the gap; an
 //! ambiguous one takes the earlier instant (SPEC section 5).
 //!
+//! The conversions between an instant and its local time are memoised per thread, keyed by
+//! their exact inputs (an instant, or a local date and time, and the zone), so a cached
+//! answer is always the one the database gives: a record asks for the same few local
+//! midnights many times (day bounds, windows, the next evaluation).
+//!
 //! Owns: parsing and printing instants, local boundaries. Must not read a clock.
 
+use std::cell::Cell;
 use std::fmt;
 
-use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{
+    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike,
+};
 use chrono_tz::Tz;
 
 /// Seconds since 1970-01-01T00:00:00Z.
@@ -36,13 +44,69 @@ impl Timestamp {
 
     /// The local date and time of this instant in `tz`.
     pub fn local(self, tz: Tz) -> Option<NaiveDateTime> {
-        self.utc().map(|t| tz.from_utc_datetime(&t).naive_local())
+        thread_local! {
+            static LAST: Cell<Option<(i64, Tz, Option<NaiveDateTime>)>> = const { Cell::new(None) };
+        }
+        LAST.with(|last| match last.get() {
+            Some((t, z, local)) if t == self.0 && z == tz => local,
+            _ => {
+                let local = self.utc().map(|t| tz.from_utc_datetime(&t).naive_local());
+                last.set(Some((self.0, tz, local)));
+                local
+            }
+        })
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ` for the years 0001 to 9999, without a format string.
+    fn write_utc(self, out: &mut [u8; 20]) -> bool {
+        /// Days from 0000-03-01 to 1970-01-01.
+        const EPOCH_SHIFT: i64 = 719_468;
+        // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.
+        if !(-62_135_596_800..=253_402_300_799).contains(&self.0) {
+            return false;
+        }
+        let (days, secs) = (self.0.div_euclid(86_400), self.0.rem_euclid(86_400));
+        // The civil date of a day number (H. Hinnant, "chrono-compatible low-level date
+        // algorithms"), in a proleptic Gregorian calendar whose years start in March.
+        let z = days + EPOCH_SHIFT;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        let digits = |out: &mut [u8], mut v: i64| {
+            for b in out.iter_mut().rev() {
+                *b = b'0' + (v % 10) as u8;
+                v /= 10;
+            }
+        };
+        digits(&mut out[0..4], year);
+        out[4] = b'-';
+        digits(&mut out[5..7], month);
+        out[7] = b'-';
+        digits(&mut out[8..10], day);
+        out[10] = b'T';
+        digits(&mut out[11..13], secs / 3600);
+        out[13] = b':';
+        digits(&mut out[14..16], secs / 60 % 60);
+        out[16] = b':';
+        digits(&mut out[17..19], secs % 60);
+        out[19] = b'Z';
+        true
     }
 }
 
 impl fmt::Display for Timestamp {
     /// `YYYY-MM-DDTHH:MM:SSZ`, in UTC.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut buf = [0u8; 20];
+        if self.write_utc(&mut buf) {
+            // Only ASCII digits and separators were written.
+            return f.write_str(std::str::from_utf8(&buf).map_err(|_| fmt::Error)?);
+        }
         match self.utc() {
             Some(t) => write!(f, "{}", t.format("%Y-%m-%dT%H:%M:%SZ")),
             None => write!(f, "{}", self.0),
@@ -52,13 +116,36 @@ impl fmt::Display for Timestamp {
 
 impl serde::Serialize for Timestamp {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
+        let mut buf = [0u8; 20];
+        match self.write_utc(&mut buf) {
+            true => s.serialize_str(std::str::from_utf8(&buf).map_err(serde::ser::Error::custom)?),
+            false => s.collect_str(self),
+        }
     }
 }
 
 /// The instant of a local date and time in `tz`: a time in a gap moves forward by the gap,
 /// an ambiguous time takes the earlier instant.
 pub fn from_local(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
+    type Entry = Option<(NaiveDateTime, Tz, Option<Timestamp>)>;
+    thread_local! {
+        // Direct-mapped by the local date: the few midnights a stretch of records asks for.
+        static SEEN: [Cell<Entry>; 8] = const { [const { Cell::new(None) }; 8] };
+    }
+    let slot = (local.date().num_days_from_ce() as usize
+        ^ local.time().num_seconds_from_midnight() as usize)
+        & 7;
+    SEEN.with(|seen| match seen[slot].get() {
+        Some((l, z, t)) if l == local && z == tz => t,
+        _ => {
+            let t = from_local_uncached(local, tz);
+            seen[slot].set(Some((local, tz, t)));
+            t
+        }
+    })
+}
+
+fn from_local_uncached(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(Timestamp(t.timestamp())),
         LocalResult::Ambiguous(a, b) => Some(Timestamp(a.timestamp().min(b.timestamp()))),
@@ -199,6 +286,39 @@ mod tests {
         );
         assert!(Timestamp::parse_rfc3339("2026-03-01").is_none());
         assert!(Timestamp::parse_rfc3339("2026-02-30T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn prints_like_the_format_string_over_the_whole_range() {
+        let check = |s: i64| {
+            let t = Timestamp(s);
+            let want = match t.utc() {
+                Some(u) => u.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+                None => s.to_string(),
+            };
+            assert_eq!(t.to_string(), want, "{s}");
+        };
+        // The edges of the fast path and just beyond them, then a walk across every era
+        // with steps that land on every time of day and both sides of leap days.
+        for s in [
+            -62_135_596_801,
+            -62_135_596_800,
+            0,
+            -1,
+            951_782_400,   // 2000-02-29
+            4_107_542_400, // 2100-03-01
+            253_402_300_799,
+            253_402_300_800,
+            i64::MIN,
+            i64::MAX,
+        ] {
+            check(s);
+        }
+        let mut s = -62_135_596_800i64;
+        while s < 253_402_300_800 {
+            check(s);
+            s += 86_400 * 97 + 3_607;
+        }
     }
 
     #[test]

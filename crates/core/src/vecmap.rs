@@ -34,7 +34,16 @@ impl<K: Ord, V> VecMap<K, V> {
     where
         K: Borrow<Q>,
     {
-        self.0.binary_search_by(|(k, _)| k.borrow().cmp(key))
+        // The last key first: most maps grow at the end (times), and a hit there saves
+        // the search.
+        let n = self.0.len();
+        match self.0.last().map(|(k, _)| k.borrow().cmp(key)) {
+            None | Some(std::cmp::Ordering::Less) => Err(n),
+            Some(std::cmp::Ordering::Equal) => Ok(n - 1),
+            Some(std::cmp::Ordering::Greater) => {
+                self.0[..n - 1].binary_search_by(|(k, _)| k.borrow().cmp(key))
+            }
+        }
     }
 
     /// The value of `key`.

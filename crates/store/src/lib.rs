@@ -268,7 +268,7 @@ impl Store {
         for kv in self.prefix("a/") {
             let (k, v) = kv?;
             let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            state.accounts.insert(a.id.clone(), a);
+            state.accounts.insert(a.id.clone(), Box::new(a));
         }
         for kv in self.prefix("p/").take_while(|_| whole) {
             let (k, v) = kv?;
