@@ -82,6 +82,59 @@ fn until_advances_the_clock_and_refuses_going_back() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The binary folds on three threads (reader, engine, printer) in chunks of records; the
+/// library folds on one. Over traffic of many chunks, with blank and broken lines among
+/// the records and with and without `--until`, they print the same bytes.
+#[test]
+fn the_threaded_fold_prints_what_the_library_fold_prints() {
+    let dir = TempDir::new("threaded");
+    let config_path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/programs.example.json");
+    let config_text = std::fs::read_to_string(config_path).expect("example config");
+    let traffic = dir.0.join("traffic.jsonl");
+    let gen = Command::new(bin())
+        .args(["loadgen", "--events", "6000", "--customers", "700"])
+        .args(["--program-update-every", "2500", "--config"])
+        .arg(config_path)
+        .arg("--out")
+        .arg(&traffic)
+        .output()
+        .expect("run loyalty loadgen");
+    assert_eq!(
+        gen.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
+    let mut events = std::fs::read_to_string(&traffic).expect("traffic written");
+    // A chunk boundary falls between these, wherever it is.
+    events.insert_str(events.len() / 2, "\n   \nnot json\n{\"id\":\"x\"}\n");
+    let config = loyalty_core::parse_config(&config_text).expect("config validates");
+    for until in [None, Some("2030-01-01T00:00:00Z")] {
+        let mut engine = loyalty_core::Engine::new(&config);
+        let expected = loyalty_core::fold::fold_to_string(
+            &mut engine,
+            events.as_bytes(),
+            until.map(|u| loyalty_core::time::Timestamp::parse_rfc3339(u).expect("a time")),
+        )
+        .expect("folds");
+        let out = fold(&config_text, &events, until);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            expected.lines().count() > 6000,
+            "the traffic folds into many lines"
+        );
+        assert!(
+            out.stdout == expected.as_bytes(),
+            "the binary's fold differs from the library's (until {until:?})"
+        );
+    }
+}
+
 #[test]
 fn bad_files_exit_2_with_the_reason() {
     let dir = TempDir::new("cli");

@@ -8,7 +8,7 @@
 //! does not validate, with the reason on standard error.
 
 use std::ffi::OsString;
-use std::io::{self, BufRead, BufWriter, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -18,6 +18,7 @@ use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
 mod demo;
+pub mod fold;
 pub mod loadgen;
 mod streaming;
 
@@ -315,75 +316,8 @@ fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {
         })
         .transpose()?;
     let config = load_config(config)?;
-    let cannot_read = || format!("cannot read the events file {}", events.display());
-    let file = std::fs::File::open(events).with_context(cannot_read)?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    // Read a line at a time: the log is never held whole (a million records are 200 MB).
-    let mut reader = io::BufReader::with_capacity(1 << 20, file);
-    // Set by the reader, seen by the printer: after a read error nothing more is printed
-    // (not the account lines of a state that lacks the rest of the log).
-    let read_error: std::cell::RefCell<Option<io::Error>> = std::cell::RefCell::new(None);
-    let log = std::iter::from_fn(|| {
-        let mut line = Vec::new();
-        match reader.read_until(b'\n', &mut line) {
-            Ok(0) => None,
-            Ok(_) => {
-                if line.last() == Some(&b'\n') {
-                    line.pop();
-                }
-                Some(line)
-            }
-            Err(e) => {
-                *read_error.borrow_mut() = Some(e);
-                None
-            }
-        }
-    });
     let mut engine = Engine::new(&config);
-    tracing::info!(bytes, "folding");
-    let stdout = io::stdout();
-    let mut w = BufWriter::with_capacity(1 << 16, stdout.lock());
-    if until.is_none() {
-        // Nothing can be refused once folding starts: print as it goes.
-        let mut failed = None;
-        let _ = loyalty_core::fold::fold(&mut engine, log, None, |line| {
-            if failed.is_none() && read_error.borrow().is_none() {
-                if let Err(e) = w
-                    .write_all(line.as_bytes())
-                    .and_then(|()| w.write_all(b"\n"))
-                {
-                    failed = Some(e);
-                }
-            }
-        });
-        if let Some(e) = read_error.take() {
-            let _ = w.flush();
-            return Err(e).with_context(cannot_read);
-        }
-        return match failed.map_or_else(|| w.flush(), Err) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-            Err(e) => Err(e).context("cannot write to standard output"),
-        };
-    }
-    // Buffer everything: an --until before the end clock is refused with nothing printed.
-    let mut text = Vec::new();
-    let result = loyalty_core::fold::fold(&mut engine, log, until, |line| {
-        text.extend_from_slice(line.as_bytes());
-        text.push(b'\n');
-    });
-    if let Some(e) = read_error.take() {
-        return Err(e).with_context(cannot_read);
-    }
-    if let Err(e) = result {
-        bail!("--until: {e}");
-    }
-    match w.write_all(&text).and_then(|()| w.flush()) {
-        Ok(()) => Ok(()),
-        // A closed pipe (`loyalty fold ... | head`) is the reader's choice, not a failure.
-        Err(e) if e.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        Err(e) => Err(e).context("cannot write to standard output"),
-    }
+    fold::run(&mut engine, events, until, &mut io::stdout())
 }
 
 #[cfg(test)]

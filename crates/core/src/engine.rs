@@ -314,7 +314,13 @@ impl Engine {
 
     /// Applies one input record (its bytes as they came), appending what happened to `out`.
     pub fn apply(&mut self, bytes: &[u8], out: &mut Vec<Output>) {
-        match envelope::parse(bytes) {
+        self.apply_parsed(envelope::parse(bytes), out);
+    }
+
+    /// Applies what [`envelope::parse`] made of a record's bytes: the same as
+    /// [`Engine::apply`] on those bytes.
+    pub fn apply_parsed(&mut self, parsed: Result<Record, Rejection>, out: &mut Vec<Output>) {
+        match parsed {
             Ok(record) => self.apply_record(&record, out),
             Err(rejection) => out.push(Output::Rejected(rejection)),
         }
