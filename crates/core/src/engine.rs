@@ -57,7 +57,7 @@ pub struct Changes {
     /// Record ids newly seen, in order.
     pub seen: Vec<String>,
     /// Payments recorded or refunded.
-    pub payments: std::collections::BTreeSet<String>,
+    pub payments: std::collections::HashSet<String, crate::state::FixedState>,
     /// The program list changed.
     pub programs: bool,
     /// The clock moved.

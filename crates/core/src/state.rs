@@ -164,8 +164,8 @@ impl Account {
 /// Qualifying activity by event time (seconds), with running sums, so that the value of any
 /// window is two binary searches instead of a walk over every entry (a frequent buyer has
 /// thousands). Stored as the map of time to amount.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "BTreeMap<i64, i64>", into = "BTreeMap<i64, i64>")]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(from = "BTreeMap<i64, i64>")]
 pub struct Activity {
     /// `(time, amount)`, sorted by time, one entry per time.
     entries: Vec<(i64, i64)>,
@@ -182,6 +182,14 @@ impl From<BTreeMap<i64, i64>> for Activity {
 impl From<Activity> for BTreeMap<i64, i64> {
     fn from(a: Activity) -> BTreeMap<i64, i64> {
         a.entries.into_iter().collect()
+    }
+}
+
+/// The map of time to amount, written straight from the sorted entries (the same JSON as
+/// the `BTreeMap` it was once converted into for every write).
+impl Serialize for Activity {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.entries.iter().map(|(t, v)| (t, v)))
     }
 }
 

@@ -50,7 +50,10 @@ impl Timestamp {
         LAST.with(|last| match last.get() {
             Some((t, z, local)) if t == self.0 && z == tz => local,
             _ => {
-                let local = self.utc().map(|t| tz.from_utc_datetime(&t).naive_local());
+                let local = match is_utc(tz) {
+                    true => self.utc(),
+                    false => self.utc().map(|t| tz.from_utc_datetime(&t).naive_local()),
+                };
                 last.set(Some((self.0, tz, local)));
                 local
             }
@@ -145,7 +148,25 @@ pub fn from_local(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
     })
 }
 
+/// Whether `tz` is UTC under one of its names: local time is UTC, with no database lookup.
+fn is_utc(tz: Tz) -> bool {
+    matches!(
+        tz,
+        Tz::UTC
+            | Tz::UCT
+            | Tz::Universal
+            | Tz::Zulu
+            | Tz::Etc__UTC
+            | Tz::Etc__UCT
+            | Tz::Etc__Universal
+            | Tz::Etc__Zulu
+    )
+}
+
 fn from_local_uncached(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
+    if is_utc(tz) {
+        return Some(Timestamp(local.and_utc().timestamp()));
+    }
     match tz.from_local_datetime(&local) {
         LocalResult::Single(t) => Some(Timestamp(t.timestamp())),
         LocalResult::Ambiguous(a, b) => Some(Timestamp(a.timestamp().min(b.timestamp()))),
@@ -319,6 +340,34 @@ mod tests {
             check(s);
             s += 86_400 * 97 + 3_607;
         }
+    }
+
+    #[test]
+    fn the_utc_shortcut_agrees_with_the_database() {
+        for tz in [
+            Tz::UTC,
+            Tz::UCT,
+            Tz::Universal,
+            Tz::Zulu,
+            Tz::Etc__UTC,
+            Tz::Etc__UCT,
+            Tz::Etc__Universal,
+            Tz::Etc__Zulu,
+        ] {
+            assert!(is_utc(tz));
+            let mut s = -62_135_596_800i64;
+            while s < 253_402_300_800 {
+                let utc = DateTime::from_timestamp(s, 0).unwrap().naive_utc();
+                assert_eq!(
+                    Timestamp(s).local(tz),
+                    Some(tz.from_utc_datetime(&utc).naive_local())
+                );
+                let db = tz.from_local_datetime(&utc).single().map(|t| t.timestamp());
+                assert_eq!(from_local(utc, tz).map(|t| t.0), db, "{tz} {s}");
+                s += 86_400 * 389 + 3_607;
+            }
+        }
+        assert!(!is_utc("Europe/London".parse().unwrap()));
     }
 
     #[test]

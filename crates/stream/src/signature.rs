@@ -25,12 +25,15 @@ fn mac(secret: &[u8], t: i64, payload: &[u8]) -> HmacSha256 {
 
 /// The header value for `payload` created at unix second `t`.
 pub fn sign(secret: &[u8], t: i64, payload: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let tag = mac(secret, t, payload).finalize().into_bytes();
-    let mut hex = String::with_capacity(64);
+    let mut header = format!("t={t},v1=");
+    header.reserve(64);
     for b in tag {
-        hex.push_str(&format!("{b:02x}"));
+        header.push(char::from(HEX[usize::from(b >> 4)]));
+        header.push(char::from(HEX[usize::from(b & 0xf)]));
     }
-    format!("t={t},v1={hex}")
+    header
 }
 
 /// Why a signature was refused.
