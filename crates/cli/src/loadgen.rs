@@ -331,16 +331,25 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         }
         None => None,
     };
+    let paced = args.rate > 0;
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         // Paced, a millisecond of batching: one request per record cost the broker and this
         // client more CPU than the engine on a 2-core machine.
-        .set("linger.ms", if args.rate > 0 { "1" } else { "5" })
-        // Not idempotent: that producer holds its first messages until the broker gives it
-        // a producer id, which on tansu took up to a second, and the records of that second
-        // then reached the engine in one burst (measured as ~900 ms of latency that was
-        // this client's). Without retries on loopback, order and count are the same.
-        .set("enable.idempotence", "false")
+        .set("linger.ms", if paced { "1" } else { "5" })
+        // The records must reach the broker in the traffic's order, retries included: a
+        // first batch refused while a new topic is created, then retried, used to land at
+        // the end of the log, so every replay benchmark folded a different log.
+        // Unpaced: idempotent, which keeps order across retries. Paced: not idempotent
+        // (that producer holds its first messages until the broker gives it a producer id,
+        // which on tansu took up to a second, and the records of that second then reached
+        // the engine in one burst, ~900 ms of latency that was this client's), so one
+        // request at a time.
+        .set("enable.idempotence", if paced { "false" } else { "true" })
+        .set(
+            "max.in.flight.requests.per.connection",
+            if paced { "1" } else { "5" },
+        )
         .set("queue.buffering.max.messages", "1000000")
         .create()
         .context("cannot create the producer")?;
@@ -371,6 +380,12 @@ pub fn run(args: &LoadArgs) -> Result<()> {
         let mut rec = BaseRecord::to(args.topic.as_deref().unwrap_or(g.topic)).payload(&g.value);
         if !g.key.is_empty() {
             rec = rec.key(&g.key);
+        }
+        if args.topic.is_some() {
+            // One topic is a log: its records in one partition, in the traffic's order (a
+            // topic the broker creates on first use may have several, and a log spread over
+            // them by key folds in whatever order they are read).
+            rec = rec.partition(0);
         }
         loop {
             match producer.send(rec) {
