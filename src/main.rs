@@ -25,7 +25,8 @@ fn tune_allocator() {
     // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's
     // memory policy; a failure (an old kernel) leaves the default, which is only slower.
     unsafe {
-        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
+        let (on, zero): (libc::c_ulong, libc::c_ulong) = (1, 0);
+        libc::prctl(libc::PR_SET_THP_DISABLE, on, zero, zero, zero);
     }
 }
 

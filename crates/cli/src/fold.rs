@@ -157,6 +157,14 @@ fn fold(
             }
         }
         if to.send(Lines::Bytes(text)).is_err() {
+            // Nothing more can be printed, but a file that cannot be read is still the
+            // error to report (`loyalty fold ... | head` on a failing disk exits non-zero):
+            // read the rest.
+            for chunk in from.iter() {
+                if let Err(e) = chunk {
+                    return Folded::ReadError(e);
+                }
+            }
             return Folded::PrinterGone;
         }
     }
