@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use loyalty_core::fold::parse_line;
 use loyalty_core::output::AccountView;
 use loyalty_core::time::Timestamp;
-use loyalty_core::{Engine, Record, Rejection};
+use loyalty_core::{Engine, Output, Record, Rejection};
 
 /// Records a chunk: large enough that a hand-over costs little per record, small enough
 /// that the channels hold a few megabytes.
@@ -151,10 +151,7 @@ fn fold(
         let mut text = Vec::with_capacity(chunk.len() * 800);
         for parsed in chunk {
             engine.apply_parsed(parsed, &mut out);
-            for o in out.drain(..) {
-                // Writing to a vector cannot fail.
-                let _ = write_line(&mut text, &o.to_json_line());
-            }
+            render(out.drain(..), &mut text);
         }
         if to.send(Lines::Bytes(text)).is_err() {
             // Nothing more can be printed, but a file that cannot be read is still the
@@ -174,9 +171,7 @@ fn fold(
             return Folded::Clock(e);
         }
         let mut text = Vec::new();
-        for o in out {
-            let _ = write_line(&mut text, &o.to_json_line());
-        }
+        render(out, &mut text);
         if to.send(Lines::Bytes(text)).is_err() {
             return Folded::PrinterGone;
         }
@@ -208,6 +203,14 @@ fn print<W: Write>(from: Receiver<Lines>, out: W) -> io::Result<W> {
         }
     }
     w.into_inner().map_err(io::IntoInnerError::into_error)
+}
+
+/// Appends the JSON line of each output to `text`.
+fn render(outputs: impl IntoIterator<Item = Output>, text: &mut Vec<u8>) {
+    for o in outputs {
+        // Writing to a vector cannot fail.
+        let _ = write_line(text, &o.to_json_line());
+    }
 }
 
 fn write_line(w: &mut impl Write, line: &str) -> io::Result<()> {

@@ -179,12 +179,6 @@ impl From<BTreeMap<i64, i64>> for Activity {
     }
 }
 
-impl From<Activity> for BTreeMap<i64, i64> {
-    fn from(a: Activity) -> BTreeMap<i64, i64> {
-        a.entries.into_iter().collect()
-    }
-}
-
 /// The map of time to amount, written straight from the sorted entries (the same JSON as
 /// the `BTreeMap` it was once converted into for every write).
 impl Serialize for Activity {
