@@ -8,3 +8,4 @@ mod properties;
 mod scenarios;
 mod support;
 mod verify;
+mod working_set;

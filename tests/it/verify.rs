@@ -184,6 +184,44 @@ fn undecodable_values_negative_lots_stock_and_sequence_are_found() {
 }
 
 #[test]
+fn a_lost_due_index_entry_and_a_misplaced_code_are_found() {
+    let (_t, dir) = built("verify-index");
+    tamper(&dir, |db| {
+        // Every account here has lots expiring in a year: an index entry each.
+        let k = first_key(db, "d/", |_| true);
+        db.delete(&k).unwrap();
+        let k = first_key(db, "r/", |_| true);
+        db.put(&k, b"loy_000000000000000000000000").unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let index: Vec<&str> = problems
+        .iter()
+        .filter(|p| p["check"] == "index")
+        .map(|p| p["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        index
+            .iter()
+            .any(|d| d.contains("the due index does not hold")),
+        "{problems:?}"
+    );
+    assert!(
+        index.iter().any(|d| d.contains("in the code index, but")),
+        "{problems:?}"
+    );
+    // A code whose holder is gone from the index.
+    let (_t, dir) = built("verify-index-code");
+    tamper(&dir, |db| {
+        let k = first_key(db, "r/", |_| true);
+        db.delete(&k).unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    assert_eq!(checks(&problems), vec!["index"], "{problems:?}");
+}
+
+#[test]
 fn a_checkpoint_is_a_sound_copy() {
     let (t, dir) = built("verify-checkpoint");
     let copy = t.0.join("copy");

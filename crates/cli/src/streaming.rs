@@ -74,6 +74,10 @@ pub struct RunArgs {
     /// Records per batch.
     #[arg(long, default_value_t = 2000, env = "LOYALTY_BATCH_SIZE")]
     pub batch_size: usize,
+    /// Accounts kept in memory between batches; the others are read from the state
+    /// directory when a record needs them (0: none between batches).
+    #[arg(long, default_value_t = loyalty_stream::folder::DEFAULT_ACCOUNT_CACHE, env = "LOYALTY_ACCOUNT_CACHE")]
+    pub account_cache: usize,
     /// Serve `/metrics`, `/healthz` and `/readyz` on this address (`HOST:PORT`).
     #[arg(long, env = "LOYALTY_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
@@ -95,6 +99,7 @@ impl RunArgs {
         s.tick_interval = Duration::from_secs(self.tick_interval_secs.max(1));
         s.max_skew = Duration::from_secs(self.max_skew_secs);
         s.batch_size = self.batch_size.max(1);
+        s.account_cache = self.account_cache;
         match &self.signing_secret {
             Some(secret) if !secret.is_empty() => s.signing_secret = secret.as_bytes().to_vec(),
             _ if need_secret => {

@@ -64,6 +64,25 @@ pub struct Changes {
     pub clock: bool,
     /// Reward stock changed.
     pub rewards: bool,
+    /// Referral codes claimed, `(program, code)`, in order.
+    pub codes: Vec<(String, String)>,
+}
+
+/// What a record needs in an engine's working set to apply as it would with the whole state
+/// in memory ([`Engine::needs`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Needs {
+    /// Accounts the record may read or change, by id (with, for each, the account that
+    /// referred it: see [`Engine::load_account`]).
+    pub accounts: Vec<String>,
+    /// Referral codes it looks up, `(program, code)`, with the accounts holding them.
+    pub codes: Vec<(String, String)>,
+    /// Accounts it may open, `(program, account)`: when one is not stored, the holder of
+    /// the referral code it would get is needed too (two accounts may share a code, and
+    /// the smaller id keeps it).
+    pub may_open: Vec<(String, String)>,
+    /// Programs every member of which it may change (a program update).
+    pub members_of: Vec<String>,
 }
 
 impl Changes {
@@ -75,6 +94,7 @@ impl Changes {
             && !self.programs
             && !self.clock
             && !self.rewards
+            && self.codes.is_empty()
     }
 }
 
@@ -192,6 +212,48 @@ fn claim_code(
     }
 }
 
+/// Puts an account's effects still to come (after `clock`) into `schedule`, as they were
+/// scheduled when the account last changed. Effects that fell due were carried out, and a
+/// lot's effects that outlived the lot do nothing, so this is the account's whole share of
+/// the schedule.
+fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Account, clock: i64) {
+    for (at, kind) in [
+        (a.tier_due, DueKind::Tier),
+        (a.birthday_due, DueKind::Birthday),
+    ] {
+        if let Some(at) = at.filter(|at| *at > clock) {
+            schedule.insert(Due {
+                at,
+                kind,
+                account: a.id.clone(),
+                item: String::new(),
+            });
+        }
+    }
+    for l in &a.lots {
+        for (at, kind) in [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)] {
+            if let Some(at) = at.filter(|at| *at > clock) {
+                schedule.insert_lot(at, kind, &a.id, l.seq);
+            }
+        }
+    }
+}
+
+/// The times an account has effects still to come (after `clock`): what a store indexes
+/// to find the accounts an advance of the clock needs ([`Engine::needs`]).
+pub fn due_times(a: &Account, clock: Option<Timestamp>) -> Vec<i64> {
+    let clock = clock.map_or(i64::MIN, |c| c.0);
+    let mut times: Vec<i64> = [a.tier_due, a.birthday_due]
+        .into_iter()
+        .chain(a.lots.iter().flat_map(|l| [l.expires, l.warn]))
+        .flatten()
+        .filter(|at| *at > clock)
+        .collect();
+    times.sort_unstable();
+    times.dedup();
+    times
+}
+
 /// What a rule has awarded a member, created on first use (without allocating the key on
 /// every award).
 fn usage_mut<'a>(
@@ -287,6 +349,123 @@ impl Engine {
     pub fn forget_committed(&mut self) {
         self.state.seen = Default::default();
         self.state.payments = Default::default();
+    }
+
+    /// What applying `rec` needs in a working set of accounts, besides the effects that fall
+    /// due before it ([`Engine::closes_due_by`] and the accounts a store indexes by
+    /// [`due_times`]): every account it may read or change, the referral codes it looks up,
+    /// the programs all of whose members it may change. Pure: a streaming engine that keeps
+    /// only some accounts in memory loads these (with [`Engine::load_account`] and
+    /// [`Engine::load_code`]) before applying the record, and the result is the same as
+    /// with every account in memory. Call it after [`Engine::preload`]: a refund needs the
+    /// accounts of its payment.
+    pub fn needs(&self, rec: &Record) -> Needs {
+        let mut n = Needs::default();
+        let every_program = |customer: &str, n: &mut Needs| {
+            for p in &self.state.programs {
+                let id = ids::account_id(&p.id, customer);
+                if p.auto_enroll {
+                    n.may_open.push((p.id.clone(), id.clone()));
+                }
+                n.accounts.push(id);
+            }
+        };
+        match &rec.body {
+            Body::Event(a) => match &a.loyalty_account {
+                Some(loy) => n.accounts.push(loy.clone()),
+                None => every_program(&a.customer, &mut n),
+            },
+            Body::Refund(r) => {
+                if let Some(p) = self.state.payments.get(&r.payment) {
+                    let p = p.unpack();
+                    n.accounts.extend(p.spend_accounts);
+                    n.accounts.extend(p.awards.into_iter().map(|a| a.account));
+                }
+            }
+            Body::Referral(r) => {
+                every_program(&r.referrer, &mut n);
+                every_program(&r.referee, &mut n);
+            }
+            Body::Enroll(e) => {
+                let id = ids::account_id(&e.program, &e.customer);
+                if let Some(code) = &e.referral_code {
+                    n.codes.push((e.program.clone(), code.clone()));
+                }
+                n.may_open.push((e.program.clone(), id.clone()));
+                n.accounts.push(id);
+            }
+            Body::Adjust(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
+            Body::Qualify(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
+            Body::Redeem(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
+            Body::Transfer(t) => {
+                n.accounts.push(ids::account_id(&t.program, &t.from));
+                n.accounts.push(ids::account_id(&t.program, &t.to));
+            }
+            Body::ProgramUpdated(text) => {
+                if let Ok(p) = parse_program(text) {
+                    n.members_of.push(p.id);
+                }
+            }
+            Body::Tick => {}
+        }
+        n
+    }
+
+    /// The programs whose period close falls due at or before `to`: advancing the clock
+    /// there evaluates every member of each.
+    pub fn closes_due_by(&self, to: Timestamp) -> Vec<String> {
+        self.state.schedule.closes_due_by(to.0)
+    }
+
+    /// Whether the account is in the working set.
+    pub fn has_account(&self, id: &str) -> bool {
+        self.state.accounts.contains_key(id)
+    }
+
+    /// How many accounts the working set holds.
+    pub fn account_count(&self) -> usize {
+        self.state.accounts.len()
+    }
+
+    /// Puts a stored account into the working set, with its effects still to come (an
+    /// account already there is kept as it is: it may be newer than the store's).
+    pub fn load_account(&mut self, account: Account) {
+        if self.state.accounts.contains_key(&account.id) {
+            return;
+        }
+        let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
+        schedule_account(&mut self.state.schedule, &account, clock);
+        self.state
+            .accounts
+            .insert(account.id.clone(), Box::new(account));
+    }
+
+    /// Whether the working set knows who holds a referral code.
+    pub fn has_code(&self, program: &str, code: &str) -> bool {
+        self.state
+            .referral_codes
+            .contains_key(&(program.to_string(), code.to_string()))
+    }
+
+    /// Puts a stored referral code's holder into the working set.
+    pub fn load_code(&mut self, program: &str, code: &str, holder: &str) {
+        self.state
+            .referral_codes
+            .entry((program.to_string(), code.to_string()))
+            .or_insert_with(|| holder.to_string());
+    }
+
+    /// Takes out of the working set every account `keep` refuses, with its effects, and
+    /// every referral code. Only for what a store holds: call it when nothing changed since
+    /// [`Engine::take_changes`] (an account changed since stays).
+    pub fn evict(&mut self, keep: impl Fn(&str) -> bool) {
+        let changed = &self.changes.accounts;
+        let keep = |id: &str| changed.contains(id) || keep(id);
+        self.state.accounts.retain(|id, _| keep(id));
+        self.state.schedule.retain_accounts(keep);
+        if self.changes.codes.is_empty() {
+            self.state.referral_codes = HashMap::default();
+        }
     }
 
     /// What changed since the last call, and forget it.
@@ -690,6 +869,11 @@ impl Engine {
         let referral_code = account.referral_code.clone();
         let mut data = base_data(&account);
         data.insert("referralCode".into(), Value::String(referral_code.clone()));
+        if self.track {
+            self.changes
+                .codes
+                .push((prog.id.clone(), referral_code.clone()));
+        }
         claim_code(
             &mut self.state.referral_codes,
             (prog.id.clone(), referral_code),
@@ -1474,26 +1658,7 @@ impl Engine {
         let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
         let schedule = &mut self.state.schedule;
         for a in self.state.accounts.values() {
-            for (at, kind) in [
-                (a.tier_due, DueKind::Tier),
-                (a.birthday_due, DueKind::Birthday),
-            ] {
-                if let Some(at) = at.filter(|at| *at > clock) {
-                    schedule.insert(Due {
-                        at,
-                        kind,
-                        account: a.id.clone(),
-                        item: String::new(),
-                    });
-                }
-            }
-            for l in &a.lots {
-                for (at, kind) in [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)] {
-                    if let Some(at) = at.filter(|at| *at > clock) {
-                        schedule.insert_lot(at, kind, &a.id, l.seq);
-                    }
-                }
-            }
+            schedule_account(schedule, a, clock);
         }
         for prog in self.state.programs.clone() {
             self.schedule_close(&prog);

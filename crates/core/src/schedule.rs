@@ -127,6 +127,26 @@ impl Schedule {
         self.timed.retain(keep);
     }
 
+    /// Forgets the effects of every account `keep` refuses: an account leaving an engine's
+    /// working set takes its effects along (program-wide effects stay). Its effects come
+    /// back with it ([`crate::Engine::load_account`]).
+    pub fn retain_accounts(&mut self, keep: impl Fn(&str) -> bool) {
+        self.lots.retain(|Reverse(l)| keep(&l.account));
+        self.timed
+            .retain(|d| d.account.is_empty() || keep(&d.account));
+        self.names.retain(|n| Arc::strong_count(n) > 1);
+    }
+
+    /// The programs whose period close falls due at or before `to`, in the order they do.
+    pub fn closes_due_by(&self, to: i64) -> Vec<String> {
+        self.timed
+            .iter()
+            .take_while(|d| d.at <= to)
+            .filter(|d| d.account.is_empty())
+            .map(|d| d.item.clone())
+            .collect()
+    }
+
     /// Removes everything.
     pub fn clear(&mut self) {
         *self = Schedule::default();

@@ -14,6 +14,13 @@
 //!   the highest source offset folded from that log partition (to skip re-appended records)
 //! - `m/in/{topic}/{partition}`: the next input offset to sequence into the log
 //! - `o/{seq}`: an output line; `x/{seq}`: an outbox entry, removed once delivered
+//! - `d/{time}{loy}` (the time as 8 big-endian bytes, sign bit flipped, so that keys sort by
+//!   time): an account has an effect due then (empty value), to find the accounts an advance
+//!   of the clock needs; written with the account, removed once the clock has passed it;
+//!   some fall stale when an effect moves, and find an account with nothing due
+//! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
+//!   `d/` and `r/` keys cover every account (stores written before them are indexed when
+//!   opened, [`Store::ensure_index`])
 //!
 //! Owns: the layout and atomicity. Must not know Kafka (offsets are plain numbers here).
 
@@ -21,7 +28,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use loyalty_core::engine::Changes;
+use loyalty_core::engine::{due_times, Changes};
 use loyalty_core::state::{Account, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::{config::parse_program, Engine};
@@ -83,7 +90,32 @@ pub struct Batch {
     pub log: BTreeMap<i32, i64>,
     /// New source offsets.
     pub src: BTreeMap<(i32, String, i32), i64>,
+    /// Keys of the due index (`d/`) the clock has passed, to remove.
+    pub dues_passed: Vec<Vec<u8>>,
 }
+
+/// The key of an account's entry in the due index at `at`.
+pub fn due_key(at: i64, account: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(10 + account.len());
+    k.extend_from_slice(b"d/");
+    k.extend_from_slice(&((at as u64) ^ (1 << 63)).to_be_bytes());
+    k.extend_from_slice(account.as_bytes());
+    k
+}
+
+/// The time and account of a due index key.
+fn parse_due_key(k: &[u8]) -> Option<(i64, &str)> {
+    let rest = k.strip_prefix(b"d/")?;
+    let (time, account) = (rest.get(..8)?, rest.get(8..)?);
+    let at = (u64::from_be_bytes(time.try_into().ok()?) ^ (1 << 63)) as i64;
+    Some((at, std::str::from_utf8(account).ok()?))
+}
+
+fn code_key(program: &str, code: &str) -> String {
+    format!("r/{code}/{program}")
+}
+
+const INDEX_KEY: &[u8] = b"m/index";
 
 #[derive(Serialize, Deserialize, Default)]
 struct StoredPrograms {
@@ -269,9 +301,111 @@ impl Store {
         }
     }
 
+    /// A committed account.
+    pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        let key = format!("a/{id}");
+        match self.db.get_pinned(&key)? {
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| corrupt(key.as_bytes(), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every committed account of a program, by id (a whole scan: for a program update or
+    /// a period close, which concern every member).
+    pub fn members(&self, program: &str) -> Result<Vec<Account>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.prefix("a/") {
+            let (k, v) = kv?;
+            let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            if a.program == program {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The committed holder of a referral code of a program.
+    pub fn code_holder(&self, program: &str, code: &str) -> Result<Option<String>, StoreError> {
+        let key = code_key(program, code);
+        match self.db.get_pinned(&key)? {
+            Some(v) => String::from_utf8(v.to_vec())
+                .map(Some)
+                .map_err(|e| corrupt(key.as_bytes(), e)),
+            None => Ok(None),
+        }
+    }
+
+    /// The due index entries after `after` and at or before `to`, in time order:
+    /// `(time, key, account)`.
+    pub fn dues_between(
+        &self,
+        after: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, Vec<u8>, String)>, StoreError> {
+        let mut out = Vec::new();
+        let start = due_key(after.saturating_add(1), "");
+        let iter = self
+            .db
+            .iterator(IteratorMode::From(&start, Direction::Forward));
+        for kv in iter {
+            let (k, _) = kv?;
+            if !k.starts_with(b"d/") {
+                break;
+            }
+            let (at, account) = parse_due_key(&k).ok_or_else(|| corrupt(&k, "bad due key"))?;
+            if at > to {
+                break;
+            }
+            out.push((at, k.to_vec(), account.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Writes the due index and the referral codes of every stored account, once: a store
+    /// written before they existed gets them when first opened by this version. The codes
+    /// go to the smallest account id that has one, as the engine resolves a shared code.
+    pub fn ensure_index(&self) -> Result<(), StoreError> {
+        if self.db.get_pinned(INDEX_KEY)?.is_some() {
+            return Ok(());
+        }
+        let clock = match self.db.get(b"m/clock")? {
+            Some(v) => Some(Timestamp(parse_u64(b"m/clock", &v)? as i64)),
+            None => None,
+        };
+        let mut wb = WriteBatch::default();
+        let mut codes = std::collections::HashSet::new();
+        let mut n = 0usize;
+        for kv in self.prefix("a/") {
+            let (k, v) = kv?;
+            let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            for at in due_times(&a, clock) {
+                wb.put(due_key(at, &a.id), b"");
+            }
+            // Keys come in account id order: the first holder of a code is the smallest.
+            let key = code_key(&a.program, &a.referral_code);
+            if codes.insert(key.clone()) {
+                wb.put(key, a.id.as_bytes());
+            }
+            n += 1;
+            if wb.len() > 100_000 {
+                self.db.write(std::mem::take(&mut wb))?;
+            }
+        }
+        wb.put(INDEX_KEY, b"1");
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo)?;
+        if n > 0 {
+            tracing::info!(accounts = n, "indexed the due effects and referral codes");
+        }
+        Ok(())
+    }
+
     fn load(&self, whole: bool) -> Result<Engine, StoreError> {
         let mut state = State::default();
-        for kv in self.prefix("a/") {
+        for kv in self.prefix("a/").take_while(|_| whole) {
             let (k, v) = kv?;
             let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
             state.accounts.insert(a.id.clone(), Box::new(a));
@@ -356,6 +490,17 @@ impl Store {
             if let Some(a) = state.accounts.get(id) {
                 let v = serde_json::to_vec(a).map_err(|e| corrupt(id.as_bytes(), e))?;
                 wb.put(format!("a/{id}"), v);
+                for at in due_times(a, state.clock) {
+                    wb.put(due_key(at, id), b"");
+                }
+            }
+        }
+        for key in &batch.dues_passed {
+            wb.delete(key);
+        }
+        for (program, code) in &c.codes {
+            if let Some(holder) = state.referral_codes.get(&(program.clone(), code.clone())) {
+                wb.put(code_key(program, code), holder.as_bytes());
             }
         }
         for id in &c.payments {
@@ -601,6 +746,7 @@ mod tests {
                 payload: b"\xff payload".to_vec(),
                 headers: vec![("h".into(), b"v".to_vec())],
             }],
+            dues_passed: Vec::new(),
             log: [(0, records.len() as i64)].into_iter().collect(),
             src: [((0, "payment.completed".to_string(), 0), 7)]
                 .into_iter()
@@ -668,7 +814,7 @@ mod tests {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Which invariant: `decode`, `ledger`, `balance_after`, `lots`, `lot_negative`,
-    /// `account_id`, `program`, `stock`, `sequence`, `offsets`, `payment`.
+    /// `account_id`, `program`, `stock`, `sequence`, `offsets`, `payment`, `index`.
     pub check: &'static str,
     /// The key (or the account) it concerns.
     pub key: String,
@@ -696,6 +842,12 @@ impl Store {
         let mut stored_seq = None;
         let mut programs = None;
         let mut stock = Vec::new();
+        let mut clock = None;
+        let mut dues = std::collections::BTreeSet::new();
+        let mut codes: BTreeMap<(String, String), String> = BTreeMap::new();
+        let mut indexed = false;
+        // The holder of each referral code, by the accounts: the smallest id with it.
+        let mut holders: BTreeMap<(String, String), String> = BTreeMap::new();
         for kv in self.db.iterator(IteratorMode::Start) {
             let (k, v) = kv?;
             let key = String::from_utf8_lossy(&k).into_owned();
@@ -778,9 +930,26 @@ impl Store {
                     Err(e) => problem("decode", &k, e.to_string()),
                 }
             } else if key == "m/clock" {
-                if let Err(e) = parse_u64(&k, &v) {
-                    problem("decode", &k, e.to_string());
+                match parse_u64(&k, &v) {
+                    Ok(c) => clock = Some(Timestamp(c as i64)),
+                    Err(e) => problem("decode", &k, e.to_string()),
                 }
+            } else if k.starts_with(b"d/") {
+                match parse_due_key(&k) {
+                    Some((at, account)) => {
+                        dues.insert((at, account.to_string()));
+                    }
+                    None => problem("decode", &k, "not a due index key".into()),
+                }
+            } else if let Some(rest) = key.strip_prefix("r/") {
+                match (rest.split_once('/'), std::str::from_utf8(&v)) {
+                    (Some((code, program)), Ok(holder)) => {
+                        codes.insert((program.to_string(), code.to_string()), holder.to_string());
+                    }
+                    _ => problem("decode", &k, "not a referral code's holder".into()),
+                }
+            } else if k.as_ref() == INDEX_KEY {
+                indexed = true;
             } else if key == "m/programs" {
                 match serde_json::from_slice::<StoredPrograms>(&v) {
                     Ok(p) => programs = Some(p),
@@ -877,6 +1046,25 @@ impl Store {
                     format!("lot {} holds {}", lot.seq, lot.remaining),
                 );
             }
+            if indexed {
+                // The indexes a working set is loaded by: every effect to come, and the code.
+                if let Some(at) = due_times(a, clock)
+                    .into_iter()
+                    .find(|at| !dues.contains(&(*at, a.id.clone())))
+                {
+                    problem(
+                        "index",
+                        key.as_bytes(),
+                        format!(
+                            "has an effect due at {} that the due index does not hold",
+                            Timestamp(at)
+                        ),
+                    );
+                }
+                let code = (a.program.clone(), a.referral_code.clone());
+                // Accounts come in id order: the first with a code is its holder.
+                holders.entry(code).or_insert_with(|| a.id.clone());
+            }
             let open: i128 = a.lots.iter().map(|l| i128::from(l.remaining)).sum();
             if a.debt < 0 || open - i128::from(a.debt) != a.balance {
                 problem(
@@ -888,6 +1076,23 @@ impl Store {
                     ),
                 );
             }
+        }
+        for ((program, code), want) in &holders {
+            let got = codes.remove(&(program.clone(), code.clone()));
+            if got.as_ref() != Some(want) {
+                problem(
+                    "index",
+                    code_key(program, code).as_bytes(),
+                    format!("held by {got:?} in the code index, but {want} is its holder"),
+                );
+            }
+        }
+        for ((program, code), holder) in codes.iter().filter(|_| indexed) {
+            problem(
+                "index",
+                code_key(program, code).as_bytes(),
+                format!("held by {holder}, which is no account of {program} with this code"),
+            );
         }
         for (acct, (sum, _)) in ledger {
             problem(

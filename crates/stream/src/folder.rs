@@ -1,6 +1,6 @@
 //! Folding the engine's log: log records in, one atomic store batch out.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use loyalty_core::envelope::{self, Body, Record};
 use loyalty_core::output::Output;
@@ -31,7 +31,19 @@ pub struct Folder {
     pub tier_changes: u64,
     /// Where rejections and transactions are counted, when watched.
     pub metrics: Option<std::sync::Arc<Metrics>>,
+    /// How many accounts the engine keeps in memory between batches (0: none).
+    pub account_cache: usize,
+    /// Accounts changed since the last eviction: kept at the next one.
+    recent: HashSet<String>,
+    /// The due index has been read up to this time (inclusive).
+    scanned_to: i64,
+    /// The due index entries read since the last commit: `(time, key)`.
+    scanned: Vec<(i64, Vec<u8>)>,
 }
+
+/// Accounts an engine keeps in memory by default: every account of a batch stays until it
+/// is committed; between batches, the least recently changed go once there are more.
+pub const DEFAULT_ACCOUNT_CACHE: usize = 100_000;
 
 impl std::fmt::Debug for Folder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -46,8 +58,10 @@ impl Folder {
     /// accounts, programs and schedule, but not every seen id and payment, which the
     /// folder reads from the store when a record needs them.
     pub fn open(store: &Store, publish: bool) -> Result<Folder, StoreError> {
+        store.ensure_index()?;
         let engine = store.load_engine_lean()?;
         let positions = store.positions()?;
+        let scanned_to = engine.clock().map_or(i64::MIN, |c| c.0);
         Ok(Folder {
             engine,
             dedupe: Dedupe { max: positions.src },
@@ -59,6 +73,10 @@ impl Folder {
             awarded: 0,
             tier_changes: 0,
             metrics: None,
+            account_cache: DEFAULT_ACCOUNT_CACHE,
+            recent: HashSet::new(),
+            scanned_to,
+            scanned: Vec::new(),
         })
     }
 
@@ -94,6 +112,7 @@ impl Folder {
         match envelope::parse(&json) {
             Ok(rec) => {
                 self.preload(store, &rec)?;
+                self.load_working_set(store, &rec)?;
                 self.engine.apply_record(&rec, &mut self.out);
             }
             Err(rejection) => self.out.push(Output::Rejected(rejection)),
@@ -147,6 +166,79 @@ impl Folder {
         Ok(())
     }
 
+    /// Loads into the engine the stored accounts applying `rec` needs and its working set
+    /// lacks: those with effects falling due before it (from the due index), every member
+    /// of a program whose period closes before it, and what [`Engine::needs`] lists, each
+    /// with the account that referred it. The engine then applies `rec` as it would with
+    /// every account in memory.
+    fn load_working_set(&mut self, store: &Store, rec: &Record) -> Result<(), StoreError> {
+        let to = rec.created.0;
+        if to > self.scanned_to {
+            for (at, key, id) in store.dues_between(self.scanned_to, to)? {
+                self.load(store, &id)?;
+                self.scanned.push((at, key));
+            }
+            self.scanned_to = to;
+            for program in self.engine.closes_due_by(rec.created) {
+                self.load_members(store, &program)?;
+            }
+        }
+        let needs = self.engine.needs(rec);
+        for id in &needs.accounts {
+            self.load(store, id)?;
+        }
+        let opened = needs
+            .may_open
+            .iter()
+            .filter(|(_, id)| !self.engine.has_account(id))
+            .map(|(program, id)| (program.clone(), loyalty_core::ids::referral_code(id)));
+        let codes: Vec<(String, String)> = needs.codes.iter().cloned().chain(opened).collect();
+        for (program, code) in &codes {
+            if self.engine.has_code(program, code) {
+                continue;
+            }
+            if let Some(holder) = store.code_holder(program, code)? {
+                self.engine.load_code(program, code, &holder);
+                self.load(store, &holder)?;
+            }
+        }
+        for program in &needs.members_of {
+            self.load_members(store, program)?;
+        }
+        Ok(())
+    }
+
+    /// Loads an account into the working set, and the account that referred it (whose
+    /// referral a payment may convert).
+    fn load(&mut self, store: &Store, id: &str) -> Result<(), StoreError> {
+        let referrer = match self.engine.state().accounts.get(id) {
+            Some(a) => a.referred_by.clone(),
+            None => match store.account(id)? {
+                Some(a) => {
+                    let referrer = a.referred_by.clone();
+                    self.engine.load_account(a);
+                    referrer
+                }
+                None => None,
+            },
+        };
+        if let Some(r) = referrer.filter(|r| !self.engine.has_account(r)) {
+            if let Some(a) = store.account(&r)? {
+                self.engine.load_account(a);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_members(&mut self, store: &Store, program: &str) -> Result<(), StoreError> {
+        for a in store.members(program)? {
+            if !self.engine.has_account(&a.id) {
+                self.engine.load_account(a);
+            }
+        }
+        Ok(())
+    }
+
     /// The highest offset of each input partition that the folded log holds.
     pub fn appended(&self) -> BTreeMap<(String, i32), i64> {
         let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -164,9 +256,33 @@ impl Folder {
         }
         let mut batch = std::mem::take(&mut self.batch);
         batch.changes = self.engine.take_changes();
+        // The due index entries the clock has passed are done with; the others (read for
+        // a record that did not move the clock) are read again when it moves.
+        let clock = self.engine.clock().map_or(i64::MIN, |c| c.0);
+        batch.dues_passed = std::mem::take(&mut self.scanned)
+            .into_iter()
+            .filter(|(at, _)| *at <= clock)
+            .map(|(_, k)| k)
+            .collect();
+        self.scanned_to = self.scanned_to.min(clock);
+        if self.account_cache > 0 {
+            self.recent.extend(batch.changes.accounts.iter().cloned());
+        }
         store.commit(&self.engine, batch)?;
         // Committed: the store hands them back when a later record needs them.
         self.engine.forget_committed();
+        self.evict();
         Ok(std::mem::take(&mut self.pending))
+    }
+
+    /// Keeps the working set of accounts within `account_cache` between batches: once it
+    /// holds more, the accounts not changed since the last eviction go (they are committed).
+    fn evict(&mut self) {
+        if self.account_cache == 0 {
+            self.engine.evict(|_| false);
+        } else if self.engine.account_count() > self.account_cache {
+            let recent = std::mem::take(&mut self.recent);
+            self.engine.evict(|id| recent.contains(id));
+        }
     }
 }

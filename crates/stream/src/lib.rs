@@ -60,6 +60,8 @@ pub struct Settings {
     pub max_skew: Duration,
     /// Records per batch.
     pub batch_size: usize,
+    /// Accounts the engine keeps in memory between batches.
+    pub account_cache: usize,
     /// The programs of `--config`, as JSON texts, in file order.
     pub programs: Vec<(String, String)>,
 }
@@ -89,6 +91,7 @@ impl Settings {
             tick_interval: Duration::from_secs(60),
             max_skew: Duration::from_secs(300),
             batch_size: 2000,
+            account_cache: folder::DEFAULT_ACCOUNT_CACHE,
             programs: Vec::new(),
         }
     }

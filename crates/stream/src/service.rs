@@ -401,6 +401,7 @@ pub fn run(
     metrics.set_ready(Err("catching up with the log".into()));
     let mut folder = Folder::open(store, true).context("cannot load the state")?;
     folder.metrics = Some(metrics.clone());
+    folder.account_cache = settings.account_cache;
 
     // Whatever a previous run stored but did not deliver goes out first.
     publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)?;

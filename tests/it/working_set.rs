@@ -1,0 +1,290 @@
+//! The streaming engine's bounded working set: a folder that keeps few accounts in memory
+//! (none at all between batches, or a handful) and reads the others from RocksDB when a
+//! record or a due effect needs them prints exactly what the engine prints with every
+//! account in memory, over every acceptance scenario and over generated traffic with
+//! refunds, commands, program updates, expiries and tier evaluations.
+
+use std::path::Path;
+
+use loyalty_cli::loadgen::{LoadArgs, Traffic};
+use loyalty_core::fold::fold_to_string;
+use loyalty_core::Engine;
+use loyalty_store::Store;
+use loyalty_stream::folder::Folder;
+use loyalty_stream::logrec::Meta;
+use loyalty_stream::Settings;
+use serde_json::{json, Value};
+
+use crate::support::TempDir;
+
+/// The records of a scenario as the streaming engine's log holds them: its programs as
+/// `loyalty.program.updated` records at the time of its first event, its events, and a
+/// `clock.tick` for `--until`.
+fn scenario_log(s: &Value) -> Vec<String> {
+    let events = s["events"].as_array().cloned().unwrap_or_default();
+    let first = events
+        .iter()
+        .find_map(|e| e["created"].as_str())
+        .unwrap_or("2026-01-01T00:00:00Z")
+        .to_string();
+    let mut log: Vec<String> = s["config"]["programs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, p)| {
+            json!({"id": format!("cfg_ws_{i}"), "type": "loyalty.program.updated",
+                "created": first, "data": p})
+            .to_string()
+        })
+        .collect();
+    for e in events {
+        log.push(match e {
+            Value::String(raw) => raw,
+            other => other.to_string(),
+        });
+    }
+    if let Some(until) = s["until"].as_str() {
+        log.push(
+            json!({"id": "tick_ws_until", "type": "clock.tick", "created": until, "data": {}})
+                .to_string(),
+        );
+    }
+    log
+}
+
+/// Folds `log` with every account in memory: the reference.
+fn straight(log: &[String]) -> String {
+    fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap()
+}
+
+/// Folds `log` the way `loyalty run` and `replay` do, committing every `every` records and
+/// keeping at most `cache` accounts between batches; returns what the stored state prints
+/// (`loyalty export`) and the most accounts held in memory after a commit.
+fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, usize) {
+    let store = Store::open(dir).unwrap();
+    let settings = Settings::new("unused:9092");
+    let mut f = Folder::open(&store, false).unwrap();
+    f.account_cache = cache;
+    let mut most = 0;
+    for (i, r) in log.iter().enumerate() {
+        let meta = Meta::default();
+        f.fold(&store, &settings, 0, i as i64, &meta, r.as_bytes())
+            .unwrap();
+        if i % every == every - 1 {
+            f.commit(&store).unwrap();
+            most = most.max(f.engine.account_count());
+        }
+    }
+    f.commit(&store).unwrap();
+    most = most.max(f.engine.account_count());
+    // The indexes the working set is loaded by are whole.
+    assert_eq!(store.verify().unwrap(), vec![]);
+    let mut text = String::new();
+    store
+        .export(|l| {
+            text.push_str(l);
+            text.push('\n');
+        })
+        .unwrap();
+    (text, most)
+}
+
+fn check(name: &str, log: &[String]) {
+    let want = straight(log);
+    for (cache, every) in [(0, 1), (0, 7), (3, 5), (1_000_000, 50)] {
+        let t = TempDir::new("working-set");
+        let (got, _) = streamed(&t.0.join("state"), log, cache, every);
+        assert!(
+            got == want,
+            "{name}: with {cache} accounts cached, committing every {every} records, the \
+             stored state prints differently; first difference at line {}",
+            got.lines()
+                .zip(want.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or(got.lines().count().min(want.lines().count()))
+        );
+    }
+}
+
+#[test]
+fn every_scenario_folds_alike_with_a_small_working_set() {
+    let mut files: Vec<_> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/scenarios"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "json"))
+            .collect();
+    files.sort();
+    assert!(files.len() > 40, "the scenarios are there");
+    for file in files {
+        let s: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        check(&file.display().to_string(), &scenario_log(&s));
+    }
+}
+
+/// `n` generated records of `customers` over two years from 2026-01-01, with a program
+/// update every 400 records.
+fn traffic(config: &str, n: u64, customers: u64) -> Vec<String> {
+    let t = TempDir::new("working-set-cfg");
+    let file = t.write("programs.json", config);
+    let args = LoadArgs {
+        out: None,
+        brokers: None,
+        topic: None,
+        events: n,
+        customers,
+        customer_offset: 0,
+        seed: 7,
+        id_prefix: "evt".into(),
+        refunds_per_mille: 60,
+        commands_per_mille: 60,
+        config: Some(file),
+        program_update_every: 400,
+        reward: "rwd_free_coffee".into(),
+        rate: 0,
+        wait_topic: None,
+        wait_count: None,
+    };
+    let program = serde_json::from_str::<Value>(config).unwrap()["programs"][0].clone();
+    let mut log = vec![json!({"id": "cfg_ws", "type": "loyalty.program.updated",
+        "created": "2026-01-01T00:00:00Z", "data": program})
+    .to_string()];
+    log.extend(
+        Traffic::new(&args, 1_767_225_600, 2 * 365 * 86_400)
+            .unwrap()
+            .take(n)
+            .map(|g| g.value),
+    );
+    log
+}
+
+fn example_config() -> String {
+    std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/programs.example.json"),
+    )
+    .unwrap()
+}
+
+#[test]
+fn generated_traffic_folds_alike_with_a_small_working_set() {
+    // Rolling tier periods, expiry with warnings, refunds, adjustments, redemptions and
+    // program updates (which re-evaluate every member).
+    check("rolling", &traffic(&example_config(), 3_000, 120));
+    // Calendar quarters: every close evaluates every member of the program.
+    let calendar = example_config().replace(
+        r#""period": {"type": "rolling", "months": 12}"#,
+        r#""period": {"type": "calendar", "months": 3, "start": "01-01"}"#,
+    );
+    assert_ne!(calendar, example_config(), "the period was replaced");
+    check("calendar", &traffic(&calendar, 3_000, 120));
+}
+
+/// A state written before the due and code indexes existed gets them when a folder first
+/// opens it, and folds on as if it always had them.
+#[test]
+fn a_state_without_the_indexes_is_indexed_when_opened() {
+    let log = traffic(&example_config(), 1_500, 100);
+    let want = straight(&log);
+    let t = TempDir::new("working-set-migrate");
+    let dir = t.0.join("state");
+    let settings = Settings::new("unused:9092");
+    let (first, rest) = log.split_at(800);
+    {
+        let store = Store::open(&dir).unwrap();
+        let mut f = Folder::open(&store, false).unwrap();
+        for (i, r) in first.iter().enumerate() {
+            f.fold(
+                &store,
+                &settings,
+                0,
+                i as i64,
+                &Meta::default(),
+                r.as_bytes(),
+            )
+            .unwrap();
+        }
+        f.commit(&store).unwrap();
+    }
+    {
+        let db = rocksdb::DB::open_default(&dir).unwrap();
+        let keys: Vec<Vec<u8>> = db
+            .iterator(rocksdb::IteratorMode::Start)
+            .map(|kv| kv.unwrap().0.to_vec())
+            .filter(|k| k.starts_with(b"d/") || k.starts_with(b"r/") || k == b"m/index")
+            .collect();
+        assert!(keys.len() > 100, "the indexes were written: {}", keys.len());
+        for k in keys {
+            db.delete(k).unwrap();
+        }
+    }
+    let store = Store::open(&dir).unwrap();
+    let mut f = Folder::open(&store, false).unwrap();
+    f.account_cache = 0;
+    for (i, r) in rest.iter().enumerate() {
+        let offset = (first.len() + i) as i64;
+        f.fold(&store, &settings, 0, offset, &Meta::default(), r.as_bytes())
+            .unwrap();
+        if i % 10 == 9 {
+            f.commit(&store).unwrap();
+        }
+    }
+    f.commit(&store).unwrap();
+    assert_eq!(store.verify().unwrap(), vec![]);
+    let mut got = String::new();
+    store
+        .export(|l| {
+            got.push_str(l);
+            got.push('\n');
+        })
+        .unwrap();
+    assert!(got == want, "the state folded on differs");
+}
+
+#[test]
+fn the_working_set_stays_within_its_bound() {
+    let log = traffic(&example_config(), 2_000, 1_000);
+    let t = TempDir::new("working-set-bound");
+    let (_, most) = streamed(&t.0.join("state"), &log, 50, 20);
+    // Between batches: the cache, plus the accounts changed since the last eviction (at
+    // most two batches' worth, a few accounts a record).
+    assert!(most <= 50 + 2 * 20 * 3, "{most} accounts held in memory");
+    let (_, all) = streamed(&t.0.join("state2"), &log, 1_000_000, 20);
+    assert!(all > 500, "without a bound every account stays: {all}");
+}
+
+#[test]
+fn a_shared_referral_code_stays_with_the_smaller_account_across_evictions() {
+    // Found by search: in prog_c these two customers' accounts get the same code,
+    // CGLR7FAP; loy_7668… (cus_930759) is the smaller id and keeps it.
+    let program = json!({"id": "prog_c", "currency": "EUR", "autoEnroll": true,
+        "earningRules": [
+            {"id": "rule_p", "trigger": "payment.completed",
+             "award": {"type": "per_amount", "per": 100, "points": 1}},
+            {"id": "rule_ref", "trigger": "referral.converted", "recipient": "referrer",
+             "award": {"type": "fixed", "points": 1000}}]});
+    let pay = |id: &str, customer: &str, t: &str| {
+        json!({"id": id, "type": "payment.completed", "created": t,
+            "data": {"id": format!("pay_{id}"), "customer": customer, "amount": 1000, "currency": "EUR"}})
+        .to_string()
+    };
+    let log = vec![
+        json!({"id": "cfg", "type": "loyalty.program.updated", "created": "2026-01-01T00:00:00Z",
+            "data": program})
+        .to_string(),
+        pay("e1", "cus_930759", "2026-01-02T00:00:00Z"),
+        pay("e2", "cus_208270", "2026-01-03T00:00:00Z"),
+        json!({"id": "n1", "type": "loyalty.account.enroll", "created": "2026-01-04T00:00:00Z",
+            "data": {"customer": "cus_new", "program": "prog_c", "referralCode": "CGLR7FAP"}})
+        .to_string(),
+        pay("e3", "cus_new", "2026-01-05T00:00:00Z"),
+    ];
+    let want = straight(&log);
+    let referrer_award = want
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|l| l["kind"] == "transaction" && l["rule"] == "rule_ref")
+        .expect("the referrer is awarded");
+    assert_eq!(referrer_award["account"], "loy_7668d0517beaed64422bc89c");
+    check("shared code", &log);
+}
