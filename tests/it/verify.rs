@@ -203,7 +203,7 @@ fn a_lost_due_index_entry_and_a_misplaced_code_are_found() {
     assert!(
         index
             .iter()
-            .any(|d| d.contains("the due index does not hold")),
+            .any(|d| d.contains("the due index does not find")),
         "{problems:?}"
     );
     assert!(

@@ -62,10 +62,22 @@ fn straight(log: &[String]) -> String {
 /// keeping at most `cache` accounts between batches; returns what the stored state prints
 /// (`loyalty export`) and the most accounts held in memory after a commit.
 fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, usize) {
+    streamed_reading(dir, log, cache, every, loyalty_stream::folder::READ_AHEAD)
+}
+
+/// [`streamed`], reading `read_ahead` entries of the due index past those a record needs.
+fn streamed_reading(
+    dir: &Path,
+    log: &[String],
+    cache: usize,
+    every: usize,
+    read_ahead: usize,
+) -> (String, usize) {
     let store = Store::open(dir).unwrap();
     let settings = Settings::new("unused:9092");
     let mut f = Folder::open(&store, false).unwrap();
     f.account_cache = cache;
+    f.read_ahead = read_ahead;
     let mut most = 0;
     for (i, r) in log.iter().enumerate() {
         let meta = Meta::default();
@@ -92,13 +104,14 @@ fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, 
 
 fn check(name: &str, log: &[String]) {
     let want = straight(log);
-    for (cache, every) in [(0, 1), (0, 7), (3, 5), (1_000_000, 50)] {
+    for (cache, every, read_ahead) in [(0, 1, 512), (0, 7, 0), (3, 5, 2), (1_000_000, 50, 512)] {
         let t = TempDir::new("working-set");
-        let (got, _) = streamed(&t.0.join("state"), log, cache, every);
+        let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead);
         assert!(
             got == want,
-            "{name}: with {cache} accounts cached, committing every {every} records, the \
-             stored state prints differently; first difference at line {}",
+            "{name}: with {cache} accounts cached, committing every {every} records, reading \
+             {read_ahead} ahead, the stored state prints differently; first difference at \
+             line {}",
             got.lines()
                 .zip(want.lines())
                 .position(|(a, b)| a != b)

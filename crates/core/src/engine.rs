@@ -239,19 +239,16 @@ fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Account, clock
     }
 }
 
-/// The times an account has effects still to come (after `clock`): what a store indexes
-/// to find the accounts an advance of the clock needs ([`Engine::needs`]).
-pub fn due_times(a: &Account, clock: Option<Timestamp>) -> Vec<i64> {
+/// When an account's next effect falls due (after `clock`): what a store indexes to find
+/// the accounts an advance of the clock needs (see [`Engine::needs`]).
+pub fn next_due(a: &Account, clock: Option<Timestamp>) -> Option<i64> {
     let clock = clock.map_or(i64::MIN, |c| c.0);
-    let mut times: Vec<i64> = [a.tier_due, a.birthday_due]
+    [a.tier_due, a.birthday_due]
         .into_iter()
         .chain(a.lots.iter().flat_map(|l| [l.expires, l.warn]))
         .flatten()
         .filter(|at| *at > clock)
-        .collect();
-    times.sort_unstable();
-    times.dedup();
-    times
+        .min()
 }
 
 /// What a rule has awarded a member, created on first use (without allocating the key on

@@ -15,9 +15,10 @@
 //! - `m/in/{topic}/{partition}`: the next input offset to sequence into the log
 //! - `o/{seq}`: an output line; `x/{seq}`: an outbox entry, removed once delivered
 //! - `d/{time}{loy}` (the time as 8 big-endian bytes, sign bit flipped, so that keys sort by
-//!   time): an account has an effect due then (empty value), to find the accounts an advance
-//!   of the clock needs; written with the account, removed once the clock has passed it;
-//!   some fall stale when an effect moves, and find an account with nothing due
+//!   time): the account's next effect falls due then (empty value), to find the accounts an
+//!   advance of the clock needs; written with the account, removed once the clock has passed
+//!   it (and the account's next one written); one falls stale when an effect moves later,
+//!   and loads the account for nothing
 //! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
 //!   `d/` and `r/` keys cover every account (stores written before them are indexed when
 //!   opened, [`Store::ensure_index`])
@@ -28,7 +29,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use loyalty_core::engine::{due_times, Changes};
+use loyalty_core::engine::{next_due, Changes};
 use loyalty_core::state::{Account, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::{config::parse_program, Engine};
@@ -337,18 +338,22 @@ impl Store {
         }
     }
 
-    /// The due index entries after `after` and at or before `to`, in time order:
-    /// `(time, key, account)`.
-    pub fn dues_between(
+    /// The due index entries after `after`, in time order, `(time, key, account)`: every
+    /// one up to `to`, and up to `ahead` more. Returns them with the time up to which they
+    /// are all there is (`i64::MAX` when the index ends).
+    #[allow(clippy::type_complexity)]
+    pub fn dues_from(
         &self,
         after: i64,
         to: i64,
-    ) -> Result<Vec<(i64, Vec<u8>, String)>, StoreError> {
-        let mut out = Vec::new();
+        ahead: usize,
+    ) -> Result<(Vec<(i64, Vec<u8>, String)>, i64), StoreError> {
+        let mut out: Vec<(i64, Vec<u8>, String)> = Vec::new();
         let start = due_key(after.saturating_add(1), "");
         let iter = self
             .db
             .iterator(IteratorMode::From(&start, Direction::Forward));
+        let mut extra = 0;
         for kv in iter {
             let (k, _) = kv?;
             if !k.starts_with(b"d/") {
@@ -356,11 +361,20 @@ impl Store {
             }
             let (at, account) = parse_due_key(&k).ok_or_else(|| corrupt(&k, "bad due key"))?;
             if at > to {
-                break;
+                if extra == ahead {
+                    // Complete up to the time before this entry's: drop the ones read at
+                    // its time, which the next read starts with.
+                    let complete = at - 1;
+                    while out.last().is_some_and(|(t, _, _)| *t > complete) {
+                        out.pop();
+                    }
+                    return Ok((out, complete.max(to)));
+                }
+                extra += 1;
             }
             out.push((at, k.to_vec(), account.to_string()));
         }
-        Ok(out)
+        Ok((out, i64::MAX))
     }
 
     /// Writes the due index and the referral codes of every stored account, once: a store
@@ -380,7 +394,7 @@ impl Store {
         for kv in self.prefix("a/") {
             let (k, v) = kv?;
             let a: Account = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
-            for at in due_times(&a, clock) {
+            if let Some(at) = next_due(&a, clock) {
                 wb.put(due_key(at, &a.id), b"");
             }
             // Keys come in account id order: the first holder of a code is the smallest.
@@ -490,13 +504,26 @@ impl Store {
             if let Some(a) = state.accounts.get(id) {
                 let v = serde_json::to_vec(a).map_err(|e| corrupt(id.as_bytes(), e))?;
                 wb.put(format!("a/{id}"), v);
-                for at in due_times(a, state.clock) {
-                    wb.put(due_key(at, id), b"");
-                }
             }
         }
+        // The due index: each account changed, or whose entry the clock passed, is found
+        // again by its next effect. (An entry left behind when an effect moves later loads
+        // the account for nothing, once, and is then replaced.)
         for key in &batch.dues_passed {
             wb.delete(key);
+        }
+        let passed = batch
+            .dues_passed
+            .iter()
+            .filter_map(|k| parse_due_key(k).map(|(_, id)| id));
+        let mut indexed = std::collections::HashSet::new();
+        for id in c.accounts.iter().map(String::as_str).chain(passed) {
+            if !indexed.insert(id) {
+                continue;
+            }
+            if let Some(at) = state.accounts.get(id).and_then(|a| next_due(a, state.clock)) {
+                wb.put(due_key(at, id), b"");
+            }
         }
         for (program, code) in &c.codes {
             if let Some(holder) = state.referral_codes.get(&(program.clone(), code.clone())) {
@@ -843,7 +870,7 @@ impl Store {
         let mut programs = None;
         let mut stock = Vec::new();
         let mut clock = None;
-        let mut dues = std::collections::BTreeSet::new();
+        let mut dues: BTreeMap<String, i64> = BTreeMap::new();
         let mut codes: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut indexed = false;
         // The holder of each referral code, by the accounts: the smallest id with it.
@@ -937,7 +964,8 @@ impl Store {
             } else if k.starts_with(b"d/") {
                 match parse_due_key(&k) {
                     Some((at, account)) => {
-                        dues.insert((at, account.to_string()));
+                        // Keys come in time order: the first of an account is its earliest.
+                        dues.entry(account.to_string()).or_insert(at);
                     }
                     None => problem("decode", &k, "not a due index key".into()),
                 }
@@ -1048,15 +1076,15 @@ impl Store {
             }
             if indexed {
                 // The indexes a working set is loaded by: every effect to come, and the code.
-                if let Some(at) = due_times(a, clock)
-                    .into_iter()
-                    .find(|at| !dues.contains(&(*at, a.id.clone())))
+                // Its entry may be early (an effect moved later), never late.
+                if let Some(at) = next_due(a, clock)
+                    .filter(|at| dues.get(&a.id).is_none_or(|first| first > at))
                 {
                     problem(
                         "index",
                         key.as_bytes(),
                         format!(
-                            "has an effect due at {} that the due index does not hold",
+                            "has an effect due at {} that the due index does not find",
                             Timestamp(at)
                         ),
                     );

@@ -33,13 +33,23 @@ pub struct Folder {
     pub metrics: Option<std::sync::Arc<Metrics>>,
     /// How many accounts the engine keeps in memory between batches (0: none).
     pub account_cache: usize,
+    /// How many due index entries to read past the ones a record needs.
+    pub read_ahead: usize,
     /// Accounts changed since the last eviction: kept at the next one.
     recent: HashSet<String>,
-    /// The due index has been read up to this time (inclusive).
-    scanned_to: i64,
-    /// The due index entries read since the last commit: `(time, key)`.
+    /// The due index has been read up to this time (inclusive), into `ahead`.
+    read_to: i64,
+    /// Due index entries read and not yet reached by the clock, in time order: `(time,
+    /// key, account)`. The index changes only when a batch is committed, so within one
+    /// the folder reads ahead instead of seeking for every record.
+    ahead: std::collections::VecDeque<(i64, Vec<u8>, String)>,
+    /// The due index entries whose accounts were loaded since the last commit: `(time,
+    /// key)`.
     scanned: Vec<(i64, Vec<u8>)>,
 }
+
+/// How many due index entries the folder reads past the ones a record needs, by default.
+pub const READ_AHEAD: usize = 512;
 
 /// Accounts an engine keeps in memory by default: every account of a batch stays until it
 /// is committed; between batches, the least recently changed go once there are more.
@@ -61,7 +71,7 @@ impl Folder {
         store.ensure_index()?;
         let engine = store.load_engine_lean()?;
         let positions = store.positions()?;
-        let scanned_to = engine.clock().map_or(i64::MIN, |c| c.0);
+        let read_to = engine.clock().map_or(i64::MIN, |c| c.0);
         Ok(Folder {
             engine,
             dedupe: Dedupe { max: positions.src },
@@ -74,8 +84,10 @@ impl Folder {
             tier_changes: 0,
             metrics: None,
             account_cache: DEFAULT_ACCOUNT_CACHE,
+            read_ahead: READ_AHEAD,
             recent: HashSet::new(),
-            scanned_to,
+            read_to,
+            ahead: Default::default(),
             scanned: Vec::new(),
         })
     }
@@ -173,12 +185,17 @@ impl Folder {
     /// every account in memory.
     fn load_working_set(&mut self, store: &Store, rec: &Record) -> Result<(), StoreError> {
         let to = rec.created.0;
-        if to > self.scanned_to {
-            for (at, key, id) in store.dues_between(self.scanned_to, to)? {
-                self.load(store, &id)?;
-                self.scanned.push((at, key));
-            }
-            self.scanned_to = to;
+        if to > self.read_to {
+            let (entries, read_to) = store.dues_from(self.read_to, to, self.read_ahead)?;
+            self.ahead.extend(entries);
+            self.read_to = read_to;
+        }
+        while self.ahead.front().is_some_and(|(at, _, _)| *at <= to) {
+            let (at, key, id) = self.ahead.pop_front().expect("checked");
+            self.load(store, &id)?;
+            self.scanned.push((at, key));
+        }
+        if self.engine.clock().is_none_or(|c| c.0 < to) {
             for program in self.engine.closes_due_by(rec.created) {
                 self.load_members(store, &program)?;
             }
@@ -264,7 +281,9 @@ impl Folder {
             .filter(|(at, _)| *at <= clock)
             .map(|(_, k)| k)
             .collect();
-        self.scanned_to = self.scanned_to.min(clock);
+        // A commit changes the index: what was read ahead is read again.
+        self.ahead.clear();
+        self.read_to = clock;
         if self.account_cache > 0 {
             self.recent.extend(batch.changes.accounts.iter().cloned());
         }
