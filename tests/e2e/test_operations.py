@@ -97,6 +97,9 @@ def test_metrics_health_and_json_logs_of_a_running_engine(broker, workdir, prefi
     assert value(s, "loyalty_batch_size_count") >= 1
     assert value(s, "loyalty_batch_size_sum") == 44
     assert value(s, "loyalty_batch_duration_seconds_count") == value(s, "loyalty_batch_size_count")
+    # Every account of this small state stays in the working set; none was read back.
+    assert value(s, "loyalty_accounts_in_memory") == created
+    assert value(s, "loyalty_accounts_loaded_total") == 0
 
     # A checkpoint of the running engine's state is a sound copy of it.
     cp = workdir / "checkpoint"

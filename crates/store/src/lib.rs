@@ -521,7 +521,11 @@ impl Store {
             if !indexed.insert(id) {
                 continue;
             }
-            if let Some(at) = state.accounts.get(id).and_then(|a| next_due(a, state.clock)) {
+            if let Some(at) = state
+                .accounts
+                .get(id)
+                .and_then(|a| next_due(a, state.clock))
+            {
                 wb.put(due_key(at, id), b"");
             }
         }
@@ -1077,8 +1081,8 @@ impl Store {
             if indexed {
                 // The indexes a working set is loaded by: every effect to come, and the code.
                 // Its entry may be early (an effect moved later), never late.
-                if let Some(at) = next_due(a, clock)
-                    .filter(|at| dues.get(&a.id).is_none_or(|first| first > at))
+                if let Some(at) =
+                    next_due(a, clock).filter(|at| dues.get(&a.id).is_none_or(|first| first > at))
                 {
                     problem(
                         "index",

@@ -33,6 +33,8 @@ pub struct Folder {
     pub metrics: Option<std::sync::Arc<Metrics>>,
     /// How many accounts the engine keeps in memory between batches (0: none).
     pub account_cache: usize,
+    /// Accounts read from the store into the working set so far.
+    pub loaded: u64,
     /// How many due index entries to read past the ones a record needs.
     pub read_ahead: usize,
     /// Accounts changed since the last eviction: kept at the next one.
@@ -84,6 +86,7 @@ impl Folder {
             tier_changes: 0,
             metrics: None,
             account_cache: DEFAULT_ACCOUNT_CACHE,
+            loaded: 0,
             read_ahead: READ_AHEAD,
             recent: HashSet::new(),
             read_to,
@@ -234,6 +237,7 @@ impl Folder {
                 Some(a) => {
                     let referrer = a.referred_by.clone();
                     self.engine.load_account(a);
+                    self.loaded += 1;
                     referrer
                 }
                 None => None,
@@ -242,6 +246,7 @@ impl Folder {
         if let Some(r) = referrer.filter(|r| !self.engine.has_account(r)) {
             if let Some(a) = store.account(&r)? {
                 self.engine.load_account(a);
+                self.loaded += 1;
             }
         }
         Ok(())
@@ -251,6 +256,7 @@ impl Folder {
         for a in store.members(program)? {
             if !self.engine.has_account(&a.id) {
                 self.engine.load_account(a);
+                self.loaded += 1;
             }
         }
         Ok(())
@@ -291,6 +297,10 @@ impl Folder {
         // Committed: the store hands them back when a later record needs them.
         self.engine.forget_committed();
         self.evict();
+        if let Some(m) = &self.metrics {
+            m.accounts_in_memory.set(self.engine.account_count() as i64);
+            m.accounts_loaded.inc_by(std::mem::take(&mut self.loaded));
+        }
         Ok(std::mem::take(&mut self.pending))
     }
 

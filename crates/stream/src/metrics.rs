@@ -46,6 +46,10 @@ pub struct Metrics {
     pub outbox_depth: Gauge,
     /// The next log offset to fold, by partition.
     pub log_offset: Family<Labels, Gauge>,
+    /// Accounts the engine holds in memory after its last commit (its working set).
+    pub accounts_in_memory: Gauge,
+    /// Accounts read from RocksDB into the working set.
+    pub accounts_loaded: Counter,
     /// Records per folded batch.
     pub batch_size: Histogram,
     /// Seconds to fold a batch and commit it to RocksDB.
@@ -90,6 +94,8 @@ impl Metrics {
             lag: Family::default(),
             outbox_depth: Gauge::default(),
             log_offset: Family::default(),
+            accounts_in_memory: Gauge::default(),
+            accounts_loaded: Counter::default(),
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
@@ -147,6 +153,16 @@ impl Metrics {
             "log_offset",
             "The next log offset to fold, by partition",
             m.log_offset.clone(),
+        );
+        registry.register(
+            "accounts_in_memory",
+            "Accounts held in memory after the last commit (the working set, --account-cache)",
+            m.accounts_in_memory.clone(),
+        );
+        registry.register(
+            "accounts_loaded",
+            "Accounts read from RocksDB into the working set",
+            m.accounts_loaded.clone(),
         );
         registry.register(
             "batch_size",
@@ -378,11 +394,15 @@ mod tests {
             .get_or_create(&label("reason", "duplicate"))
             .inc();
         m.outbox_depth.set(7);
+        m.accounts_in_memory.set(12);
+        m.accounts_loaded.inc_by(5);
         m.batch_size.observe(100.0);
         let text = m.encode();
         assert!(text.contains("loyalty_records_consumed_total{topic=\"payment.completed\"} 3"));
         assert!(text.contains("loyalty_records_rejected_total{reason=\"duplicate\"} 1"));
         assert!(text.contains("loyalty_outbox_depth 7"));
+        assert!(text.contains("loyalty_accounts_in_memory 12"));
+        assert!(text.contains("loyalty_accounts_loaded_total 5"));
         assert!(text.contains("loyalty_batch_size_count 1"));
         assert!(text.contains("loyalty_up 1"));
     }
