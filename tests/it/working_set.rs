@@ -62,22 +62,36 @@ fn straight(log: &[String]) -> String {
 /// keeping at most `cache` accounts between batches; returns what the stored state prints
 /// (`loyalty export`) and the most accounts held in memory after a commit.
 fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, usize) {
-    streamed_reading(dir, log, cache, every, loyalty_stream::folder::READ_AHEAD)
+    streamed_reading(
+        dir,
+        log,
+        cache,
+        every,
+        loyalty_stream::folder::READ_AHEAD,
+        false,
+    )
 }
 
-/// [`streamed`], reading `read_ahead` entries of the due index past those a record needs.
+/// [`streamed`], reading `read_ahead` entries of the due index past those a record needs,
+/// and with `restart`, opening the state anew after every commit as a restarted engine
+/// does.
 fn streamed_reading(
     dir: &Path,
     log: &[String],
     cache: usize,
     every: usize,
     read_ahead: usize,
+    restart: bool,
 ) -> (String, usize) {
     let store = Store::open(dir).unwrap();
     let settings = Settings::new("unused:9092");
-    let mut f = Folder::open(&store, false).unwrap();
-    f.account_cache = cache;
-    f.read_ahead = read_ahead;
+    let open = || {
+        let mut f = Folder::open(&store, false).unwrap();
+        f.account_cache = cache;
+        f.read_ahead = read_ahead;
+        f
+    };
+    let mut f = open();
     let mut most = 0;
     for (i, r) in log.iter().enumerate() {
         let meta = Meta::default();
@@ -86,6 +100,9 @@ fn streamed_reading(
         if i % every == every - 1 {
             f.commit(&store).unwrap();
             most = most.max(f.engine.account_count());
+            if restart {
+                f = open();
+            }
         }
     }
     f.commit(&store).unwrap();
@@ -104,14 +121,20 @@ fn streamed_reading(
 
 fn check(name: &str, log: &[String]) {
     let want = straight(log);
-    for (cache, every, read_ahead) in [(0, 1, 512), (0, 7, 0), (3, 5, 2), (1_000_000, 50, 512)] {
+    for (cache, every, read_ahead, restart) in [
+        (0, 1, 512, false),
+        (0, 7, 0, false),
+        (3, 5, 2, false),
+        (1_000_000, 50, 512, false),
+        (1_000_000, 1, 512, true),
+    ] {
         let t = TempDir::new("working-set");
-        let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead);
+        let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead, restart);
         assert!(
             got == want,
             "{name}: with {cache} accounts cached, committing every {every} records, reading \
-             {read_ahead} ahead, the stored state prints differently; first difference at \
-             line {}",
+             {read_ahead} ahead, restarting: {restart}, the stored state prints differently; \
+             first difference at line {}",
             got.lines()
                 .zip(want.lines())
                 .position(|(a, b)| a != b)
@@ -300,4 +323,104 @@ fn a_shared_referral_code_stays_with_the_smaller_account_across_evictions() {
         .expect("the referrer is awarded");
     assert_eq!(referrer_award["account"], "loy_7668d0517beaed64422bc89c");
     check("shared code", &log);
+}
+
+/// Effects that fall due at or before the clock when they are scheduled (a warning due at
+/// once, the lot of a late payment that expired already, a late enrolment's birthday) are
+/// carried out at the next advance of the clock, also when their account left the working
+/// set, or the engine restarted, in between.
+#[test]
+fn effects_already_due_survive_eviction_and_restart() {
+    let program = json!({"id": "prog_o", "currency": "EUR", "autoEnroll": true,
+        "pointsExpiry": {"months": 1, "warnDays": 31},
+        "earningRules": [
+            {"id": "rule_p", "trigger": "payment.completed", "award": {"type": "fixed", "points": 10}},
+            {"id": "rule_b", "trigger": "customer.birthday", "award": {"type": "fixed", "points": 5}}]});
+    let pay = |id: &str, customer: &str, t: &str| {
+        json!({"id": id, "type": "payment.completed", "created": t,
+            "data": {"id": format!("pay_{id}"), "customer": customer, "amount": 1000, "currency": "EUR"}})
+        .to_string()
+    };
+    let tick = |id: &str, t: &str| {
+        json!({"id": id, "type": "clock.tick", "created": t, "data": {}}).to_string()
+    };
+    let log = vec![
+        json!({"id": "cfg", "type": "loyalty.program.updated", "created": "2026-03-01T00:00:00Z",
+            "data": program})
+        .to_string(),
+        // Warned at once: the warning falls due at the payment's own time.
+        pay("e1", "cus_1", "2026-03-01T10:00:00Z"),
+        tick("t1", "2026-03-01T10:01:00Z"),
+        tick("t2", "2026-03-05T00:00:00Z"),
+        // Late: its lot expired a month before the clock.
+        pay("e2", "cus_2", "2026-01-01T00:00:00Z"),
+        tick("t3", "2026-03-06T00:00:00Z"),
+        // Late, with a birthday between its time and the clock.
+        json!({"id": "n3", "type": "loyalty.account.enroll", "created": "2025-06-01T00:00:00Z",
+            "data": {"customer": "cus_3", "program": "prog_o", "birthday": "07-01"}})
+        .to_string(),
+        tick("t4", "2026-03-07T00:00:00Z"),
+        tick("t5", "2026-08-01T00:00:00Z"),
+    ];
+    let want = straight(&log);
+    let lines: Vec<Value> = want
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let events = |kind: &str| lines.iter().filter(|l| l["type"] == kind).count();
+    assert!(events("loyalty.points.expiring") >= 1, "{want}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["kind"] == "transaction" && l["type"] == "expiry"),
+        "{want}"
+    );
+    assert!(
+        lines
+            .iter()
+            .filter(|l| l["kind"] == "transaction" && l["rule"] == "rule_b")
+            .count()
+            >= 2,
+        "two birthdays: {want}"
+    );
+    check("overdue", &log);
+}
+
+/// A referral code given in an enrolment is any string: one holding a `/` must not find
+/// another program's code through the code index (`r/{code}/{program}`).
+#[test]
+fn a_code_naming_another_programs_code_is_refused_alike() {
+    let holder = loyalty_core::ids::account_id("b/a", "cus_h");
+    let code = loyalty_core::ids::referral_code(&holder);
+    let program = |id: &str| {
+        json!({"id": id, "currency": "EUR", "autoEnroll": false,
+            "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+                "award": {"type": "fixed", "points": 10}}]})
+    };
+    let enroll = |id: &str, customer: &str, program: &str, code: Option<String>| {
+        let mut data = json!({"customer": customer, "program": program});
+        if let Some(c) = code {
+            data["referralCode"] = c.into();
+        }
+        json!({"id": id, "type": "loyalty.account.enroll", "created": "2026-01-02T00:00:00Z",
+            "data": data})
+        .to_string()
+    };
+    let log = vec![
+        json!({"id": "cfg_a", "type": "loyalty.program.updated", "created": "2026-01-01T00:00:00Z",
+            "data": program("a")})
+        .to_string(),
+        json!({"id": "cfg_ba", "type": "loyalty.program.updated", "created": "2026-01-01T00:00:00Z",
+            "data": program("b/a")})
+        .to_string(),
+        enroll("n1", "cus_h", "b/a", None),
+        enroll("n2", "cus_x", "a", Some(format!("{code}/b"))),
+    ];
+    let want = straight(&log);
+    assert!(
+        want.lines()
+            .any(|l| l.contains("\"reason\":\"invalid\"") && l.contains("n2")),
+        "the full engine refuses the code: {want}"
+    );
+    check("slash code", &log);
 }

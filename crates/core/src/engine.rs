@@ -452,12 +452,38 @@ impl Engine {
             .or_insert_with(|| holder.to_string());
     }
 
+    /// The effects already due that the next advance of the clock carries out: those a
+    /// record older than the clock scheduled at or before it (a lot of a late payment that
+    /// expired already, a warning due at once, a late enrolment's birthday). They are part
+    /// of the state, but no account field tells them from effects carried out already, so
+    /// a store keeps them as they are ([`Engine::restore_overdue`]).
+    pub fn overdue(&self) -> Vec<Due> {
+        match self.state.clock {
+            Some(c) => {
+                let mut due = self.state.schedule.due_by(c.0);
+                due.retain(|d| !d.account.is_empty());
+                due
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// Puts back effects [`Engine::overdue`] listed (after a load).
+    pub fn restore_overdue(&mut self, dues: Vec<Due>) {
+        for d in dues {
+            self.state.schedule.insert(d);
+        }
+    }
+
     /// Takes out of the working set every account `keep` refuses, with its effects, and
     /// every referral code. Only for what a store holds: call it when nothing changed since
-    /// [`Engine::take_changes`] (an account changed since stays).
+    /// [`Engine::take_changes`] (an account changed since stays, and so does an account
+    /// with an effect overdue, [`Engine::overdue`]).
     pub fn evict(&mut self, keep: impl Fn(&str) -> bool) {
         let changed = &self.changes.accounts;
-        let keep = |id: &str| changed.contains(id) || keep(id);
+        let overdue: std::collections::HashSet<String> =
+            self.overdue().into_iter().map(|d| d.account).collect();
+        let keep = |id: &str| changed.contains(id) || overdue.contains(id) || keep(id);
         self.state.accounts.retain(|id, _| keep(id));
         self.state.schedule.retain_accounts(keep);
         if self.changes.codes.is_empty() {

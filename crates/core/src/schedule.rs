@@ -137,6 +137,32 @@ impl Schedule {
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 
+    /// Every effect due at or before `to`, in order.
+    pub fn due_by(&self, to: i64) -> Vec<Due> {
+        let mut out: Vec<Due> = self
+            .timed
+            .iter()
+            .take_while(|d| d.at <= to)
+            .cloned()
+            .collect();
+        if self.lots.peek().is_some_and(|Reverse(l)| l.at <= to) {
+            out.extend(
+                self.lots
+                    .iter()
+                    .filter(|Reverse(l)| l.at <= to)
+                    .map(|Reverse(l)| Due {
+                        at: l.at,
+                        kind: l.kind,
+                        account: l.account.to_string(),
+                        item: l.lot.to_string(),
+                    }),
+            );
+            out.sort();
+            out.dedup();
+        }
+        out
+    }
+
     /// The programs whose period close falls due at or before `to`, in the order they do.
     pub fn closes_due_by(&self, to: i64) -> Vec<String> {
         self.timed

@@ -54,7 +54,7 @@ pub struct State {
 
 /// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
 /// account.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Due {
     /// When, in unix seconds.
     pub at: i64,
@@ -67,7 +67,7 @@ pub struct Due {
 }
 
 /// Kinds of time-driven effects, in the order they run at one instant.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum DueKind {
     /// What is left of a lot expires.
     Expiry,

@@ -19,6 +19,8 @@
 //!   advance of the clock needs; written with the account, removed once the clock has passed
 //!   it (and the account's next one written); one falls stale when an effect moves later,
 //!   and loads the account for nothing
+//! - `m/overdue`: effects already due that the next advance of the clock carries out (those
+//!   a record older than the clock scheduled; usually absent)
 //! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
 //!   `d/` and `r/` keys cover every account (stores written before them are indexed when
 //!   opened, [`Store::ensure_index`])
@@ -30,7 +32,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use loyalty_core::engine::{next_due, Changes};
-use loyalty_core::state::{Account, PaymentRecord, State};
+use loyalty_core::state::{Account, Due, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::{config::parse_program, Engine};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
@@ -117,6 +119,7 @@ fn code_key(program: &str, code: &str) -> String {
 }
 
 const INDEX_KEY: &[u8] = b"m/index";
+const OVERDUE_KEY: &[u8] = b"m/overdue";
 
 #[derive(Serialize, Deserialize, Default)]
 struct StoredPrograms {
@@ -459,7 +462,17 @@ impl Store {
         if let Some(v) = self.db.get(b"m/clock")? {
             state.clock = Some(Timestamp(parse_u64(b"m/clock", &v)? as i64));
         }
-        Ok(Engine::from_state(state))
+        let mut engine = Engine::from_state(state);
+        engine.restore_overdue(self.overdue()?);
+        Ok(engine)
+    }
+
+    /// The effects overdue when the state was committed ([`Engine::overdue`]).
+    pub fn overdue(&self) -> Result<Vec<Due>, StoreError> {
+        match self.db.get(OVERDUE_KEY)? {
+            Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(OVERDUE_KEY, e)),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// The stored positions.
@@ -559,6 +572,13 @@ impl Store {
         }
         if let (true, Some(clock)) = (c.clock, state.clock) {
             wb.put(b"m/clock", (clock.0 as u64).to_be_bytes());
+        }
+        let overdue = engine.overdue();
+        if overdue.is_empty() {
+            wb.delete(OVERDUE_KEY);
+        } else {
+            let v = serde_json::to_vec(&overdue).map_err(|e| corrupt(OVERDUE_KEY, e))?;
+            wb.put(OVERDUE_KEY, v);
         }
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
         for line in &batch.lines {
@@ -982,6 +1002,10 @@ impl Store {
                 }
             } else if k.as_ref() == INDEX_KEY {
                 indexed = true;
+            } else if k.as_ref() == OVERDUE_KEY {
+                if let Err(e) = serde_json::from_slice::<Vec<Due>>(&v) {
+                    problem("decode", &k, format!("not the overdue effects: {e}"));
+                }
             } else if key == "m/programs" {
                 match serde_json::from_slice::<StoredPrograms>(&v) {
                     Ok(p) => programs = Some(p),

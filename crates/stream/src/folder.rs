@@ -48,6 +48,8 @@ pub struct Folder {
     /// The due index entries whose accounts were loaded since the last commit: `(time,
     /// key)`.
     scanned: Vec<(i64, Vec<u8>)>,
+    /// Programs every member of which is in the working set (until the next eviction).
+    whole: HashSet<String>,
 }
 
 /// How many due index entries the folder reads past the ones a record needs, by default.
@@ -74,7 +76,8 @@ impl Folder {
         let engine = store.load_engine_lean()?;
         let positions = store.positions()?;
         let read_to = engine.clock().map_or(i64::MIN, |c| c.0);
-        Ok(Folder {
+        let overdue = engine.overdue();
+        let mut folder = Folder {
             engine,
             dedupe: Dedupe { max: positions.src },
             positions: positions.log,
@@ -92,7 +95,13 @@ impl Folder {
             read_to,
             ahead: Default::default(),
             scanned: Vec::new(),
-        })
+            whole: HashSet::new(),
+        };
+        // Effects already due fire at the next advance of the clock: their accounts too.
+        for d in overdue {
+            folder.load(store, &d.account)?;
+        }
+        Ok(folder)
     }
 
     /// Folds one log record into the open batch.
@@ -217,9 +226,20 @@ impl Folder {
             if self.engine.has_code(program, code) {
                 continue;
             }
-            if let Some(holder) = store.code_holder(program, code)? {
+            // The key is `r/{code}/{program}`: a code that is no generated one (it may hold
+            // a `/`) could name another program's code, so the holder is checked.
+            let Some(holder) = store.code_holder(program, code)? else {
+                continue;
+            };
+            self.load(store, &holder)?;
+            let holds = self
+                .engine
+                .state()
+                .accounts
+                .get(&holder)
+                .is_some_and(|a| a.program == *program && a.referral_code == *code);
+            if holds {
                 self.engine.load_code(program, code, &holder);
-                self.load(store, &holder)?;
             }
         }
         for program in &needs.members_of {
@@ -253,6 +273,9 @@ impl Folder {
     }
 
     fn load_members(&mut self, store: &Store, program: &str) -> Result<(), StoreError> {
+        if !self.whole.insert(program.to_string()) {
+            return Ok(());
+        }
         for a in store.members(program)? {
             if !self.engine.has_account(&a.id) {
                 self.engine.load_account(a);
@@ -307,6 +330,7 @@ impl Folder {
     /// Keeps the working set of accounts within `account_cache` between batches: once it
     /// holds more, the accounts not changed since the last eviction go (they are committed).
     fn evict(&mut self) {
+        self.whole.clear();
         if self.account_cache == 0 {
             self.engine.evict(|_| false);
         } else if self.engine.account_count() > self.account_cache {
