@@ -216,49 +216,15 @@ fn generated_traffic_folds_alike_with_a_small_working_set() {
     check("calendar", &traffic(&calendar, 3_000, 120));
 }
 
-/// A state written before the due and code indexes existed gets them when a folder first
-/// opens it, and folds on as if it always had them.
-#[test]
-fn a_state_without_the_indexes_is_indexed_when_opened() {
-    let log = traffic(&example_config(), 1_500, 100);
-    let want = straight(&log);
-    let t = TempDir::new("working-set-migrate");
-    let dir = t.0.join("state");
+/// Folds `records` (numbered from `from` in the log) into the state at `dir` through a
+/// folder that keeps no account between batches, committing every 10 records.
+fn fold_part(dir: &Path, records: &[String], from: usize) {
+    let store = Store::open(dir).unwrap();
     let settings = Settings::new("unused:9092");
-    let (first, rest) = log.split_at(800);
-    {
-        let store = Store::open(&dir).unwrap();
-        let mut f = Folder::open(&store, false).unwrap();
-        for (i, r) in first.iter().enumerate() {
-            f.fold(
-                &store,
-                &settings,
-                0,
-                i as i64,
-                &Meta::default(),
-                r.as_bytes(),
-            )
-            .unwrap();
-        }
-        f.commit(&store).unwrap();
-    }
-    {
-        let db = rocksdb::DB::open_default(&dir).unwrap();
-        let keys: Vec<Vec<u8>> = db
-            .iterator(rocksdb::IteratorMode::Start)
-            .map(|kv| kv.unwrap().0.to_vec())
-            .filter(|k| k.starts_with(b"d/") || k.starts_with(b"r/") || k == b"m/index")
-            .collect();
-        assert!(keys.len() > 100, "the indexes were written: {}", keys.len());
-        for k in keys {
-            db.delete(k).unwrap();
-        }
-    }
-    let store = Store::open(&dir).unwrap();
     let mut f = Folder::open(&store, false).unwrap();
     f.account_cache = 0;
-    for (i, r) in rest.iter().enumerate() {
-        let offset = (first.len() + i) as i64;
+    for (i, r) in records.iter().enumerate() {
+        let offset = (from + i) as i64;
         f.fold(&store, &settings, 0, offset, &Meta::default(), r.as_bytes())
             .unwrap();
         if i % 10 == 9 {
@@ -266,6 +232,51 @@ fn a_state_without_the_indexes_is_indexed_when_opened() {
         }
     }
     f.commit(&store).unwrap();
+}
+
+/// Removes the due and code indexes from a state, as a version without them leaves it:
+/// with `mark`, `m/index` is set to it (a rollback: the mark of the last version that kept
+/// them stays behind), without, removed too.
+fn strip_indexes(dir: &Path, mark: Option<&[u8]>) {
+    let db = rocksdb::DB::open_default(dir).unwrap();
+    let keys: Vec<Vec<u8>> = db
+        .iterator(rocksdb::IteratorMode::Start)
+        .map(|kv| kv.unwrap().0.to_vec())
+        .filter(|k| k.starts_with(b"d/") || k.starts_with(b"r/"))
+        .collect();
+    assert!(keys.len() > 50, "the indexes were written: {}", keys.len());
+    for k in keys {
+        db.delete(k).unwrap();
+    }
+    match mark {
+        Some(m) => db.put(b"m/index", m).unwrap(),
+        None => db.delete(b"m/index").unwrap(),
+    }
+}
+
+/// A state written before the due and code indexes existed gets them when a folder first
+/// opens it, and so does a state that a version without them wrote to after this one (a
+/// rollback and back): it folds on as if it always had them.
+#[test]
+fn a_state_without_the_indexes_is_indexed_when_opened() {
+    let log = traffic(&example_config(), 1_500, 100);
+    let want = straight(&log);
+    let t = TempDir::new("working-set-migrate");
+    let dir = t.0.join("state");
+    fold_part(&dir, &log[..800], 0);
+    strip_indexes(&dir, None);
+    fold_part(&dir, &log[800..1_100], 800);
+    // "An earlier version" folds the next records: its commits move the log positions,
+    // and leave neither index entries nor a new mark.
+    let mark = rocksdb::DB::open_default(&dir)
+        .unwrap()
+        .get(b"m/index")
+        .unwrap()
+        .expect("indexed");
+    fold_part(&dir, &log[1_100..1_300], 1_100);
+    strip_indexes(&dir, Some(&mark));
+    fold_part(&dir, &log[1_300..], 1_300);
+    let store = Store::open(&dir).unwrap();
     assert_eq!(store.verify().unwrap(), vec![]);
     let mut got = String::new();
     store

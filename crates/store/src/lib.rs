@@ -22,8 +22,9 @@
 //! - `m/overdue`: effects already due that the next advance of the clock carries out (those
 //!   a record older than the clock scheduled; usually absent)
 //! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
-//!   `d/` and `r/` keys cover every account (stores written before them are indexed when
-//!   opened, [`Store::ensure_index`])
+//!   `d/` and `r/` keys cover every account, with the log positions they are whole up to
+//!   (a state written before them, or since by a version without them, is indexed anew
+//!   when opened, [`Store::ensure_index`])
 //!
 //! Owns: the layout and atomicity. Must not know Kafka (offsets are plain numbers here).
 
@@ -112,6 +113,12 @@ fn parse_due_key(k: &[u8]) -> Option<(i64, &str)> {
     let (time, account) = (rest.get(..8)?, rest.get(8..)?);
     let at = (u64::from_be_bytes(time.try_into().ok()?) ^ (1 << 63)) as i64;
     Some((at, std::str::from_utf8(account).ok()?))
+}
+
+/// What `m/index` holds: the log positions the indexes are whole up to.
+fn index_mark(log: &BTreeMap<i32, i64>) -> String {
+    let parts: Vec<String> = log.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+    parts.join(",")
 }
 
 fn code_key(program: &str, code: &str) -> String {
@@ -384,9 +391,23 @@ impl Store {
     /// written before they existed gets them when first opened by this version. The codes
     /// go to the smallest account id that has one, as the engine resolves a shared code.
     pub fn ensure_index(&self) -> Result<(), StoreError> {
-        if self.db.get_pinned(INDEX_KEY)?.is_some() {
+        let marked = self.db.get(INDEX_KEY)?;
+        let positions = index_mark(&self.positions()?.log);
+        if marked.as_deref() == Some(positions.as_bytes()) {
             return Ok(());
         }
+        if marked.is_some() {
+            // A version that does not keep the indexes committed after the last one that
+            // did (a rollback and back): they are rebuilt.
+            tracing::warn!("the state was written without its indexes since; rebuilding them");
+        }
+        let mut stale = WriteBatch::default();
+        for prefix in ["d/", "r/"] {
+            for kv in self.prefix(prefix) {
+                stale.delete(kv?.0);
+            }
+        }
+        self.db.write(stale)?;
         let clock = match self.db.get(b"m/clock")? {
             Some(v) => Some(Timestamp(parse_u64(b"m/clock", &v)? as i64)),
             None => None,
@@ -410,7 +431,7 @@ impl Store {
                 self.db.write(std::mem::take(&mut wb))?;
             }
         }
-        wb.put(INDEX_KEY, b"1");
+        wb.put(INDEX_KEY, positions.as_bytes());
         let mut wo = WriteOptions::default();
         wo.set_sync(true);
         self.db.write_opt(wb, &wo)?;
@@ -593,6 +614,11 @@ impl Store {
         for (part, off) in &batch.log {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
+        // The indexes are whole up to these positions (an earlier version commits without
+        // them, and leaves the mark behind).
+        let mut log = self.positions()?.log;
+        log.extend(batch.log.iter().map(|(p, o)| (*p, *o)));
+        wb.put(INDEX_KEY, index_mark(&log).as_bytes());
         for ((lp, topic, part), off) in &batch.src {
             wb.put(
                 format!("m/src/{lp}/{topic}/{part}"),
