@@ -264,8 +264,12 @@ pub fn replay(args: &RunArgs, state: &Path, publish: bool) -> Result<()> {
     let mut store = Store::open(state)
         .with_context(|| format!("cannot create the state in {}", state.display()))?;
     store.set_sync(false);
+    store.set_wal(false);
     let stop = stop_on_signal();
     replay::replay(&settings, &store, publish, &stop)?;
+    store
+        .flush()
+        .context("cannot write the replayed state to its tables")?;
     Ok(())
 }
 

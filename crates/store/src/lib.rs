@@ -141,6 +141,8 @@ pub struct Store {
     next_seq: std::sync::atomic::AtomicU64,
     /// Sync the write-ahead log on every batch (durability across power loss).
     sync: bool,
+    /// Write batches through the write-ahead log at all.
+    wal: bool,
     /// The scratch directory of a secondary (read-only) instance, removed on drop.
     secondary: Option<std::path::PathBuf>,
 }
@@ -196,6 +198,7 @@ impl Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
             sync: true,
+            wal: true,
             secondary: None,
         })
     }
@@ -219,6 +222,7 @@ impl Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
             sync: false,
+            wal: true,
             secondary: Some(secondary),
         })
     }
@@ -227,6 +231,19 @@ impl Store {
     /// redone from the log if the machine fails).
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
+    }
+
+    /// Writes batches without the write-ahead log (for replay into a fresh directory: a
+    /// crash loses the batches not yet flushed to tables, and an interrupted replay is
+    /// started again anyway). Call [`Store::flush`] at the end.
+    pub fn set_wal(&mut self, wal: bool) {
+        self.wal = wal;
+    }
+
+    /// Writes everything in memory to tables.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     fn prefix(&self, prefix: &str) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
@@ -626,7 +643,8 @@ impl Store {
             );
         }
         let mut wo = WriteOptions::default();
-        wo.set_sync(self.sync);
+        wo.set_sync(self.sync && self.wal);
+        wo.disable_wal(!self.wal);
         self.db.write_opt(wb, &wo)?;
         self.next_seq
             .store(seq, std::sync::atomic::Ordering::SeqCst);
