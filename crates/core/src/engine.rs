@@ -1678,6 +1678,9 @@ impl Engine {
     fn rebuild_schedule(&mut self) {
         self.state.schedule.clear();
         // Effects that already fell due are not carried out again.
+        self.state
+            .schedule
+            .set_drained(self.state.clock.map(|c| c.0));
         let clock = self.state.clock.map_or(i64::MIN, |c| c.0);
         let schedule = &mut self.state.schedule;
         for a in self.state.accounts.values() {

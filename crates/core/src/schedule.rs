@@ -27,6 +27,12 @@ pub struct Schedule {
     timed: BTreeSet<Due>,
     /// The account ids the lot entries share.
     names: HashSet<Arc<str>, FixedState>,
+    /// Every entry up to this time has been popped ([`Schedule::pop_due_by`] ran dry).
+    drained: Option<i64>,
+    /// The lot entries added at or before `drained` since: overdue when added (a late
+    /// award's lot, a warning due at once). Kept apart so that [`Schedule::due_by`] need not
+    /// walk the heap.
+    early_lots: Vec<LotDue>,
 }
 
 /// A lot's expiry or warning: a [`Due`] whose item is the lot number.
@@ -109,12 +115,16 @@ impl Schedule {
                 a
             }
         };
-        self.lots.push(Reverse(LotDue {
+        let due = LotDue {
             at,
             kind,
             account,
             lot,
-        }));
+        };
+        if self.drained.is_some_and(|d| at <= d) {
+            self.early_lots.push(due.clone());
+        }
+        self.lots.push(Reverse(due));
     }
 
     /// Removes an effect that moves (a tier evaluation, a birthday).
@@ -132,12 +142,21 @@ impl Schedule {
     /// back with it ([`crate::Engine::load_account`]).
     pub fn retain_accounts(&mut self, keep: impl Fn(&str) -> bool) {
         self.lots.retain(|Reverse(l)| keep(&l.account));
+        self.early_lots.retain(|l| keep(&l.account));
         self.timed
             .retain(|d| d.account.is_empty() || keep(&d.account));
         self.names.retain(|n| Arc::strong_count(n) > 1);
     }
 
-    /// Every effect due at or before `to`, in order.
+    /// Marks every entry up to `at` as popped, for a schedule built without them (entries
+    /// added at or before it later are overdue, [`Schedule::due_by`]).
+    pub fn set_drained(&mut self, at: Option<i64>) {
+        self.drained = at;
+        self.early_lots.clear();
+    }
+
+    /// Every effect due at or before `to`, in order. Cheap for `to` up to where the
+    /// schedule was last drained (the clock): the lots among them were noted when added.
     pub fn due_by(&self, to: i64) -> Vec<Due> {
         let mut out: Vec<Due> = self
             .timed
@@ -146,17 +165,23 @@ impl Schedule {
             .cloned()
             .collect();
         if self.lots.peek().is_some_and(|Reverse(l)| l.at <= to) {
-            out.extend(
-                self.lots
-                    .iter()
-                    .filter(|Reverse(l)| l.at <= to)
-                    .map(|Reverse(l)| Due {
-                        at: l.at,
-                        kind: l.kind,
-                        account: l.account.to_string(),
-                        item: l.lot.to_string(),
-                    }),
-            );
+            let as_due = |l: &LotDue| Due {
+                at: l.at,
+                kind: l.kind,
+                account: l.account.to_string(),
+                item: l.lot.to_string(),
+            };
+            if self.drained.is_some_and(|d| to <= d) {
+                out.extend(self.early_lots.iter().filter(|l| l.at <= to).map(as_due));
+            } else {
+                out.extend(
+                    self.lots
+                        .iter()
+                        .map(|Reverse(l)| l)
+                        .filter(|l| l.at <= to)
+                        .map(as_due),
+                );
+            }
             out.sort();
             out.dedup();
         }
@@ -190,8 +215,16 @@ impl Schedule {
 
     /// Removes and returns the first effect, if it falls due at or before `to`.
     pub fn pop_due_by(&mut self, to: i64) -> Option<Due> {
+        // Nothing is left at or before `to`: noted, for `due_by`.
+        let dry = |s: &mut Schedule| {
+            if s.drained.is_none_or(|d| d < to) {
+                s.drained = Some(to);
+                s.early_lots.clear();
+            }
+            None
+        };
         let lot_first = match (self.lots.peek(), self.timed.first()) {
-            (None, None) => return None,
+            (None, None) => return dry(self),
             (Some(Reverse(l)), Some(t)) => {
                 // Only a malformed lot item (never written) lands a lot's kind in `timed`.
                 (l.at, l.kind)
@@ -204,12 +237,15 @@ impl Schedule {
         };
         if lot_first {
             if self.lots.peek().is_some_and(|Reverse(l)| l.at > to) {
-                return None;
+                return dry(self);
             }
             let Reverse(l) = self.lots.pop()?;
             // A set holds an effect once.
             while self.lots.peek().is_some_and(|Reverse(n)| *n == l) {
                 self.lots.pop();
+            }
+            if self.drained.is_some_and(|d| l.at <= d) {
+                self.early_lots.retain(|e| *e != l);
             }
             Some(Due {
                 at: l.at,
@@ -219,7 +255,7 @@ impl Schedule {
             })
         } else {
             if self.timed.first().is_some_and(|t| t.at > to) {
-                return None;
+                return dry(self);
             }
             self.timed.pop_first()
         }
@@ -293,6 +329,14 @@ mod tests {
             };
             s.insert(due.clone());
             set.insert(due);
+            // What is due up to the point the schedule was drained to (the clock), before
+            // it and after it, is what the set holds there.
+            if let Some(d) = s.drained {
+                for to in [d, d - 3, d + 5] {
+                    let want: Vec<Due> = set.iter().filter(|x| x.at <= to).cloned().collect();
+                    assert_eq!(s.due_by(to), want, "due by {to}, drained to {d}");
+                }
+            }
             if round % 7 == 0 {
                 let to = next(50) as i64;
                 loop {

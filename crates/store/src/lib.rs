@@ -413,15 +413,23 @@ impl Store {
         if marked.as_deref() == Some(positions.as_bytes()) {
             return Ok(());
         }
-        if marked.is_some() {
-            // A version that does not keep the indexes committed after the last one that
-            // did (a rollback and back): they are rebuilt.
-            tracing::warn!("the state was written without its indexes since; rebuilding them");
-        }
         let mut stale = WriteBatch::default();
+        if marked.is_some() {
+            // A version that does not keep the indexes (nor the overdue effects, which it
+            // did not carry out) committed after the last one that did: a rollback and
+            // back. They are rebuilt from the accounts.
+            tracing::warn!(
+                "the state's indexes are marked whole up to other log positions than its \
+                 own; rebuilding them"
+            );
+            stale.delete(OVERDUE_KEY);
+        }
         for prefix in ["d/", "r/"] {
             for kv in self.prefix(prefix) {
                 stale.delete(kv?.0);
+                if stale.len() >= 100_000 {
+                    self.db.write(std::mem::take(&mut stale))?;
+                }
             }
         }
         self.db.write(stale)?;
@@ -1045,7 +1053,11 @@ impl Store {
                     _ => problem("decode", &k, "not a referral code's holder".into()),
                 }
             } else if k.as_ref() == INDEX_KEY {
-                indexed = true;
+                // Checked only when whole up to the state's own positions: otherwise the
+                // engine rebuilds them when it next opens the state.
+                indexed = self
+                    .positions()
+                    .is_ok_and(|p| v.as_ref() == index_mark(&p.log).as_bytes());
             } else if k.as_ref() == OVERDUE_KEY {
                 if let Err(e) = serde_json::from_slice::<Vec<Due>>(&v) {
                     problem("decode", &k, format!("not the overdue effects: {e}"));
