@@ -448,3 +448,95 @@ fn a_code_naming_another_programs_code_is_refused_alike() {
     );
     check("slash code", &log);
 }
+
+mod random {
+    //! Replay equals live with a working set, over random logs: payments (some late),
+    //! refunds, adjustments, transfers, redemptions, enrolments with birthdays and referral
+    //! codes, upstream referrals, ticks and program updates, under rolling or calendar
+    //! tiers and expiry whose warning may fall due at once; committed at random points,
+    //! keeping few or no accounts, sometimes restarting after every batch.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn program(calendar: bool, warn_days: u32) -> Value {
+        let period = if calendar {
+            json!({"type": "calendar", "months": 1, "start": "01-01"})
+        } else {
+            json!({"type": "rolling", "months": 1})
+        };
+        json!({"id": "prog_r", "currency": "EUR", "autoEnroll": true, "timezone": "Europe/Berlin",
+            "pointsExpiry": {"months": 1, "warnDays": warn_days},
+            "earningRules": [
+                {"id": "rule_p", "trigger": "payment.completed",
+                 "award": {"type": "per_amount", "per": 100, "points": 1}},
+                {"id": "rule_ref", "trigger": "referral.converted", "award": {"type": "fixed", "points": 30}},
+                {"id": "rule_b", "trigger": "customer.birthday", "award": {"type": "fixed", "points": 5}}],
+            "tierConfig": {"qualifyOn": "spend", "period": period, "softLanding": true,
+                "tiers": [{"name": "M", "rank": 0, "threshold": 0},
+                          {"name": "S", "rank": 1, "threshold": 5000},
+                          {"name": "G", "rank": 2, "threshold": 20000}]},
+            "rewards": [{"id": "rwd_a", "cost": 40, "stock": 5}]})
+    }
+
+    const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+    fn log() -> impl Strategy<Value = (bool, u32, Vec<String>)> {
+        let item = (0u8..12, 0u8..8, 1i64..20_000, 0i64..(120 * 86_400), 0u8..8);
+        (any::<bool>(), prop::sample::select(vec![3u32, 31, 45]), prop::collection::vec(item, 1..70))
+            .prop_map(|(calendar, warn, items)| {
+                let prog = program(calendar, warn);
+                let at = |t: i64| loyalty_core::time::Timestamp(BASE + t).to_string();
+                let mut out = vec![json!({"id": "cfg", "type": "loyalty.program.updated",
+                    "created": at(0), "data": prog}).to_string()];
+                let mut t = 0;
+                for (i, (kind, c, n, step, late)) in items.into_iter().enumerate() {
+                    // One record in eight is late: before the clock.
+                    t = if late == 0 { step / 4 } else { t.max(step) };
+                    let cus = format!("cus_{c}");
+                    let other = format!("cus_{}", (c + 1) % 8);
+                    // Customers 8 to 15 enrol with a code, and pay as often as the others.
+                    let cus = if kind < 5 && n % 2 == 0 { format!("cus_{}", c + 8) } else { cus };
+                    let (kind, data) = match kind {
+                        0..=4 => ("payment.completed", json!({"id": format!("pay{i}"), "customer": cus, "amount": n, "currency": "EUR"})),
+                        5 => ("payment.refunded", json!({"id": format!("re{i}"), "payment": format!("pay{}", i.saturating_sub(2)), "customer": cus, "amount": n / 4, "currency": "EUR"})),
+                        6 => ("loyalty.points.adjust", json!({"customer": cus, "program": "prog_r", "points": n % 100 + 1, "reason": "p"})),
+                        7 => ("loyalty.points.transfer", json!({"program": "prog_r", "from": cus, "to": other, "points": n % 50 + 1})),
+                        8 => ("loyalty.redemption.create", json!({"customer": cus, "program": "prog_r", "reward": "rwd_a"})),
+                        9 => {
+                            // Enrolled by a member's code; its first payment converts.
+                            let referrer = loyalty_core::ids::referral_code(&loyalty_core::ids::account_id("prog_r", &other));
+                            ("loyalty.account.enroll", json!({"customer": format!("cus_{}", c + 8), "program": "prog_r",
+                                "birthday": format!("{:02}-{:02}", n % 12 + 1, n % 28 + 1), "referralCode": referrer}))
+                        }
+                        10 => ("referral.converted", json!({"referrer": cus, "referee": other})),
+                        _ => {
+                            if n % 5 == 0 {
+                                ("loyalty.program.updated", program(!calendar, warn))
+                            } else {
+                                ("clock.tick", json!({}))
+                            }
+                        }
+                    };
+                    out.push(json!({"id": format!("r{i}"), "type": kind, "created": at(t), "data": data}).to_string());
+                }
+                (calendar, warn, out)
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 150, ..ProptestConfig::default() })]
+
+        #[test]
+        fn a_working_set_folds_like_the_whole_state(
+            (_calendar, _warn, log) in log(),
+            every in 1usize..6,
+            cache in 0usize..4,
+            restart in any::<bool>(),
+        ) {
+            let want = straight(&log);
+            let t = TempDir::new("working-set-prop");
+            let (got, _) = streamed_reading(&t.0.join("state"), &log, cache, every, 1, restart);
+            prop_assert!(got == want, "the stored state differs:\n{got}\n---\n{want}");
+        }
+    }
+}
