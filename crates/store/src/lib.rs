@@ -320,19 +320,17 @@ impl Store {
 
     /// A committed payment, by its `data.id`.
     pub fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        let key = format!("p/{id}");
-        match self.db.get_pinned(&key)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(key.as_bytes(), e)),
-            None => Ok(None),
-        }
+        self.get_json(&format!("p/{id}"))
     }
 
     /// A committed account.
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let key = format!("a/{id}");
-        match self.db.get_pinned(&key)? {
+        self.get_json(&format!("a/{id}"))
+    }
+
+    /// The JSON value stored under `key`, decoded.
+    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
+        match self.db.get_pinned(key)? {
             Some(v) => serde_json::from_slice(&v)
                 .map(Some)
                 .map_err(|e| corrupt(key.as_bytes(), e)),
@@ -409,7 +407,7 @@ impl Store {
     /// go to the smallest account id that has one, as the engine resolves a shared code.
     pub fn ensure_index(&self) -> Result<(), StoreError> {
         let marked = self.db.get(INDEX_KEY)?;
-        let positions = index_mark(&self.positions()?.log);
+        let positions = index_mark(&self.log_positions()?);
         if marked.as_deref() == Some(positions.as_bytes()) {
             return Ok(());
         }
@@ -521,14 +519,23 @@ impl Store {
         }
     }
 
-    /// The stored positions.
-    pub fn positions(&self) -> Result<Positions, StoreError> {
-        let mut p = Positions::default();
+    /// The next log offset to fold, by log partition (what the indexes' mark holds).
+    fn log_positions(&self) -> Result<BTreeMap<i32, i64>, StoreError> {
+        let mut log = BTreeMap::new();
         for kv in self.prefix("m/log/") {
             let (k, v) = kv?;
             let part = parse_i32(&k, &k[6..])?;
-            p.log.insert(part, parse_u64(&k, &v)? as i64);
+            log.insert(part, parse_u64(&k, &v)? as i64);
         }
+        Ok(log)
+    }
+
+    /// The stored positions.
+    pub fn positions(&self) -> Result<Positions, StoreError> {
+        let mut p = Positions {
+            log: self.log_positions()?,
+            ..Positions::default()
+        };
         for kv in self.prefix("m/src/") {
             let (k, v) = kv?;
             let rest = String::from_utf8_lossy(&k[6..]).into_owned();
@@ -641,7 +648,7 @@ impl Store {
         }
         // The indexes are whole up to these positions (an earlier version commits without
         // them, and leaves the mark behind).
-        let mut log = self.positions()?.log;
+        let mut log = self.log_positions()?;
         log.extend(batch.log.iter().map(|(p, o)| (*p, *o)));
         wb.put(INDEX_KEY, index_mark(&log).as_bytes());
         for ((lp, topic, part), off) in &batch.src {
@@ -1056,8 +1063,8 @@ impl Store {
                 // Checked only when whole up to the state's own positions: otherwise the
                 // engine rebuilds them when it next opens the state.
                 indexed = self
-                    .positions()
-                    .is_ok_and(|p| v.as_ref() == index_mark(&p.log).as_bytes());
+                    .log_positions()
+                    .is_ok_and(|p| v.as_ref() == index_mark(&p).as_bytes());
             } else if k.as_ref() == OVERDUE_KEY {
                 if let Err(e) = serde_json::from_slice::<Vec<Due>>(&v) {
                     problem("decode", &k, format!("not the overdue effects: {e}"));
