@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::caps::headroom;
 use crate::config::{parse_program, Award, Config, Program, QualifyOn, Recipient};
@@ -22,7 +22,7 @@ use crate::earning::{award_points, cashback_amount, conditions_hold, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::lots;
-use crate::output::{AccountView, OutEvent, Output, TierView, Transaction, TxKind};
+use crate::output::{AccountView, Fields, OutEvent, Output, TierView, Transaction, TxKind};
 use crate::state::{Account, AwardRecord, Due, DueKind, PackedPayment, PaymentRecord, State};
 use crate::time::{add_months, Timestamp};
 use crate::{campaigns, tiers};
@@ -140,7 +140,7 @@ impl<'o> Cx<'o> {
         ids::transaction_id(&self.source, self.n_tx - 1)
     }
 
-    fn event(&mut self, kind: &'static str, data: Map<String, Value>) {
+    fn event(&mut self, kind: &'static str, data: Fields) {
         self.n_ev += 1;
         let id = ids::event_id(&self.source, self.n_ev - 1);
         self.out.push(Output::Event(OutEvent {
@@ -187,11 +187,11 @@ fn minus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
     crate::time::from_local(earlier, tz)
 }
 
-fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> Map<String, Value> {
+fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> Fields {
     let mut data = base_data(a);
-    data.insert("fromTier".into(), Value::String(from));
-    data.insert("toTier".into(), Value::String(to));
-    data.insert("direction".into(), Value::String(direction.into()));
+    data.insert("fromTier", Value::String(from));
+    data.insert("toTier", Value::String(to));
+    data.insert("direction", Value::String(direction.into()));
     data
 }
 
@@ -262,11 +262,11 @@ fn usage_mut<'a>(
     })
 }
 
-fn base_data(a: &Account) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("account".into(), Value::String(a.id.clone()));
-    m.insert("customer".into(), Value::String(a.customer.clone()));
-    m.insert("program".into(), Value::String(a.program.clone()));
+fn base_data(a: &Account) -> Fields {
+    let mut m = Fields::new();
+    m.insert("account", Value::String(a.id.clone()));
+    m.insert("customer", Value::String(a.customer.clone()));
+    m.insert("program", Value::String(a.program.clone()));
     m
 }
 
@@ -594,15 +594,15 @@ impl Engine {
                     )));
                     return;
                 }
-                let mut md = Map::new();
-                md.insert("reason".into(), Value::String(a.reason.clone()));
+                let mut md = Fields::new();
+                md.insert("reason", Value::String(a.reason.clone()));
                 let (tx, balance) =
                     self.post(cx, &id, TxKind::Adjustment, a.points, None, vec![], md);
                 let mut data = base_data(&self.state.accounts[&id]);
-                data.insert("points".into(), Value::from(a.points));
-                data.insert("transaction".into(), Value::String(tx));
-                data.insert("balance".into(), num(balance));
-                data.insert("reason".into(), Value::String(a.reason.clone()));
+                data.insert("points", Value::from(a.points));
+                data.insert("transaction", Value::String(tx));
+                data.insert("balance", num(balance));
+                data.insert("reason", Value::String(a.reason.clone()));
                 cx.event("loyalty.points.adjusted", data);
             }
             (Body::Transfer(t), _) => {
@@ -630,7 +630,7 @@ impl Engine {
                     -t.points,
                     None,
                     vec![],
-                    Map::new(),
+                    Fields::new(),
                 );
                 let (tx_in, _) = self.post(
                     cx,
@@ -639,13 +639,13 @@ impl Engine {
                     t.points,
                     None,
                     vec![],
-                    Map::new(),
+                    Fields::new(),
                 );
                 let mut data = base_data(&self.state.accounts[&from]);
-                data.insert("from".into(), Value::String(t.from.clone()));
-                data.insert("to".into(), Value::String(t.to.clone()));
-                data.insert("points".into(), Value::from(t.points));
-                data.insert("transactions".into(), json!([tx_out, tx_in]));
+                data.insert("from", Value::String(t.from.clone()));
+                data.insert("to", Value::String(t.to.clone()));
+                data.insert("points", Value::from(t.points));
+                data.insert("transactions", json!([tx_out, tx_in]));
                 cx.event("loyalty.points.transferred", data);
             }
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
@@ -891,7 +891,7 @@ impl Engine {
         account.birthday = birthday;
         let referral_code = account.referral_code.clone();
         let mut data = base_data(&account);
-        data.insert("referralCode".into(), Value::String(referral_code.clone()));
+        data.insert("referralCode", Value::String(referral_code.clone()));
         if self.track {
             self.changes
                 .codes
@@ -1048,16 +1048,16 @@ impl Engine {
                 -give,
                 award.rule.clone(),
                 award.campaigns.clone(),
-                Map::new(),
+                Fields::new(),
             );
             let mut data = base_data(&self.state.accounts[&award.account]);
-            data.insert("points".into(), Value::from(-give));
-            data.insert("transaction".into(), Value::String(tx));
-            data.insert("balance".into(), num(balance));
-            data.insert("payment".into(), Value::String(r.payment.clone()));
-            data.insert("refund".into(), Value::String(r.refund_id.clone()));
+            data.insert("points", Value::from(-give));
+            data.insert("transaction", Value::String(tx));
+            data.insert("balance", num(balance));
+            data.insert("payment", Value::String(r.payment.clone()));
+            data.insert("refund", Value::String(r.refund_id.clone()));
             data.insert(
-                "rule".into(),
+                "rule",
                 award.rule.clone().map_or(Value::Null, Value::String),
             );
             cx.event("loyalty.points.reversed", data);
@@ -1145,15 +1145,15 @@ impl Engine {
                 let account = self.account_mut(account_id).expect("checked above");
                 usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
                 let mut data = base_data(account);
-                data.insert("rule".into(), Value::String(rule.id.clone()));
+                data.insert("rule", Value::String(rule.id.clone()));
                 data.insert(
-                    "payment".into(),
+                    "payment",
                     t.object_id
                         .or(payment)
                         .map_or(Value::Null, |p| Value::String(p.into())),
                 );
-                data.insert("amount".into(), Value::from(cash));
-                data.insert("currency".into(), Value::String(currency.to_string()));
+                data.insert("amount", Value::from(cash));
+                data.insert("currency", Value::String(currency.to_string()));
                 cx.event("loyalty.cashback.earned", data);
                 continue;
             }
@@ -1227,8 +1227,8 @@ impl Engine {
         capped: bool,
         payment: Option<&str>,
     ) {
-        let mut md = Map::new();
-        md.insert("capped".into(), Value::Bool(capped));
+        let mut md = Fields::new();
+        md.insert("capped", Value::Bool(capped));
         let (tx, balance) = self.post(
             cx,
             account_id,
@@ -1256,15 +1256,15 @@ impl Engine {
             }
         }
         let mut data = base_data(&self.state.accounts[account_id]);
-        data.insert("points".into(), Value::from(points));
+        data.insert("points", Value::from(points));
         data.insert(
-            "rule".into(),
+            "rule",
             rule.map_or(Value::Null, |r| Value::String(r.into())),
         );
-        data.insert("campaigns".into(), json!(campaigns));
-        data.insert("transaction".into(), Value::String(tx));
-        data.insert("balance".into(), num(balance));
-        data.insert("capped".into(), Value::Bool(capped));
+        data.insert("campaigns", json!(campaigns));
+        data.insert("transaction", Value::String(tx));
+        data.insert("balance", num(balance));
+        data.insert("capped", Value::Bool(capped));
         cx.event("loyalty.points.earned", data);
     }
 
@@ -1278,7 +1278,7 @@ impl Engine {
         points: i64,
         rule: Option<String>,
         campaigns: Vec<String>,
-        metadata: Map<String, Value>,
+        metadata: Fields,
     ) -> (String, i128) {
         let id = cx.tx_id();
         // Lots: credits form lots (after paying off any debt), deductions consume the lots
@@ -1455,17 +1455,17 @@ impl Engine {
         };
         if let Some(reason) = reason {
             let mut data = base_data(account);
-            data.insert("reward".into(), Value::String(r.reward.clone()));
-            data.insert("reason".into(), Value::String(reason.into()));
+            data.insert("reward", Value::String(r.reward.clone()));
+            data.insert("reason", Value::String(reason.into()));
             cx.event("loyalty.redemption.rejected", data);
             return;
         }
         let cost = cost.unwrap_or(0);
         let redemption = ids::redemption_id(&cx.source, cx.n_ev);
         let (tx, balance) = if cost > 0 {
-            let mut md = Map::new();
-            md.insert("redemption".into(), Value::String(redemption.clone()));
-            md.insert("reward".into(), Value::String(r.reward.clone()));
+            let mut md = Fields::new();
+            md.insert("redemption", Value::String(redemption.clone()));
+            md.insert("reward", Value::String(r.reward.clone()));
             let (tx, balance) = self.post(cx, &id, TxKind::Redemption, -cost, None, vec![], md);
             (Value::String(tx), balance)
         } else {
@@ -1476,12 +1476,12 @@ impl Engine {
         let account = self.account_mut(&id).expect("exists");
         *account.redeemed.entry(r.reward.clone()).or_insert(0) += r.quantity;
         let mut data = base_data(account);
-        data.insert("redemption".into(), Value::String(redemption));
-        data.insert("reward".into(), Value::String(r.reward.clone()));
-        data.insert("quantity".into(), Value::from(r.quantity));
-        data.insert("cost".into(), Value::from(cost));
-        data.insert("transaction".into(), tx);
-        data.insert("balance".into(), num(balance));
+        data.insert("redemption", Value::String(redemption));
+        data.insert("reward", Value::String(r.reward.clone()));
+        data.insert("quantity", Value::from(r.quantity));
+        data.insert("cost", Value::from(cost));
+        data.insert("transaction", tx);
+        data.insert("balance", num(balance));
         cx.event("loyalty.reward.redeemed", data);
     }
 
@@ -1510,16 +1510,16 @@ impl Engine {
             let balance = account.balance;
             let redemption = ids::redemption_id(&cx.source, cx.n_ev);
             let mut data = base_data(account);
-            data.insert("card".into(), Value::String(card.id.clone()));
-            data.insert("reward".into(), Value::String(card.reward.clone()));
-            data.insert("redemption".into(), Value::String(redemption.clone()));
+            data.insert("card", Value::String(card.id.clone()));
+            data.insert("reward", Value::String(card.reward.clone()));
+            data.insert("redemption", Value::String(redemption.clone()));
             let mut redeemed = base_data(account);
-            redeemed.insert("redemption".into(), Value::String(redemption));
-            redeemed.insert("reward".into(), Value::String(card.reward.clone()));
-            redeemed.insert("quantity".into(), Value::from(1));
-            redeemed.insert("cost".into(), Value::from(0));
-            redeemed.insert("transaction".into(), Value::Null);
-            redeemed.insert("balance".into(), num(balance));
+            redeemed.insert("redemption", Value::String(redemption));
+            redeemed.insert("reward", Value::String(card.reward.clone()));
+            redeemed.insert("quantity", Value::from(1));
+            redeemed.insert("cost", Value::from(0));
+            redeemed.insert("transaction", Value::Null);
+            redeemed.insert("balance", num(balance));
             cx.event("loyalty.stamp_card.completed", data);
             cx.event("loyalty.reward.redeemed", redeemed);
         }
@@ -1755,11 +1755,8 @@ impl Engine {
                         .and_then(|l| l.expires);
                     if let (true, Some(expires)) = (left > 0, expires) {
                         let mut data = base_data(account);
-                        data.insert("points".into(), Value::from(left));
-                        data.insert(
-                            "expiresAt".into(),
-                            Value::String(Timestamp(expires).to_string()),
-                        );
+                        data.insert("points", Value::from(left));
+                        data.insert("expiresAt", Value::String(Timestamp(expires).to_string()));
                         cx.event("loyalty.points.expiring", data);
                     }
                     return;
@@ -1773,12 +1770,12 @@ impl Engine {
                         -left,
                         None,
                         vec![],
-                        Map::new(),
+                        Fields::new(),
                     );
                     let mut data = base_data(&self.state.accounts[&due.account]);
-                    data.insert("points".into(), Value::from(-left));
-                    data.insert("transaction".into(), Value::String(tx));
-                    data.insert("balance".into(), num(balance));
+                    data.insert("points", Value::from(-left));
+                    data.insert("transaction", Value::String(tx));
+                    data.insert("balance", num(balance));
                     cx.event("loyalty.points.expired", data);
                 }
             }

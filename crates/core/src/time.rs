@@ -61,7 +61,7 @@ impl Timestamp {
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` for the years 0001 to 9999, without a format string.
-    fn write_utc(self, out: &mut [u8; 20]) -> bool {
+    pub(crate) fn write_utc(self, out: &mut [u8; 20]) -> bool {
         /// Days from 0000-03-01 to 1970-01-01.
         const EPOCH_SHIFT: i64 = 719_468;
         // 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z.

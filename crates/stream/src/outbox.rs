@@ -30,7 +30,7 @@ pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
             id: e.id.clone(),
             r#type: e.kind.to_string(),
             created: e.created.to_string(),
-            data_json: serde_json::Value::Object(e.data.clone()).to_string(),
+            data_json: serde_json::to_string(&e.data).unwrap_or_default(),
         }
         .encode_to_vec(),
     }
