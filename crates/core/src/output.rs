@@ -219,10 +219,7 @@ mod jw {
     /// A JSON string. One pass finds whether any byte needs an escape (a quote, a
     /// backslash, a control character); the rare string that does is left to serde_json.
     pub fn str(out: &mut Vec<u8>, s: &str) {
-        let plain = !s.bytes().fold(false, |any, b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        });
-        if plain {
+        if !needs_escape(s.as_bytes()) {
             out.reserve(s.len() + 2);
             out.push(b'"');
             out.extend_from_slice(s.as_bytes());
@@ -230,6 +227,14 @@ mod jw {
         } else {
             let _ = serde_json::to_writer(&mut *out, s);
         }
+    }
+
+    /// Whether any byte of `s` is a quote, a backslash or a control character. (Without an
+    /// early exit, the compiler checks many bytes at a time; strings here are short.)
+    pub fn needs_escape(s: &[u8]) -> bool {
+        s.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
     }
 
     /// A string or `null`.
@@ -598,6 +603,24 @@ mod tests {
         assert_eq!(f["missing"], Value::Null);
         assert_eq!(f.len(), 2);
         assert_eq!(Value::Object(f.to_map()), json!({"a": 2, "b": 3}));
+    }
+
+    #[test]
+    fn needs_escape_finds_every_byte_that_does() {
+        for len in 0..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut s = vec![b'a'; len];
+                    s[at] = b;
+                    let want = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(jw::needs_escape(&s), want, "byte {b} at {at} of {len}");
+                }
+            }
+        }
+        assert!(!jw::needs_escape(b""));
+        assert!(!jw::needs_escape(
+            "plain ids, caf\u{e9} and \u{1f389}".as_bytes()
+        ));
     }
 
     proptest! {
