@@ -139,6 +139,9 @@ struct StoredPrograms {
 pub struct Store {
     db: DB,
     next_seq: std::sync::atomic::AtomicU64,
+    /// The size of the last batch committed: the next one's write batch starts with that
+    /// much room, instead of growing (and copying itself) as it fills.
+    batch_bytes: std::sync::atomic::AtomicUsize,
     /// Sync the write-ahead log on every batch (durability across power loss).
     sync: bool,
     /// Write batches through the write-ahead log at all.
@@ -197,6 +200,7 @@ impl Store {
         Ok(Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
+            batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             sync: true,
             wal: true,
             secondary: None,
@@ -221,6 +225,7 @@ impl Store {
         Ok(Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
+            batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             sync: false,
             wal: true,
             secondary: Some(secondary),
@@ -564,7 +569,8 @@ impl Store {
     /// Writes a batch of folded records atomically.
     pub fn commit(&self, engine: &Engine, batch: Batch) -> Result<(), StoreError> {
         let state = engine.state();
-        let mut wb = WriteBatch::default();
+        let room = self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        let mut wb = WriteBatch::with_capacity_bytes(room + room / 8);
         let c = &batch.changes;
         for id in &c.accounts {
             if let Some(a) = state.accounts.get(id) {
@@ -660,6 +666,8 @@ impl Store {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync && self.wal);
         wo.disable_wal(!self.wal);
+        self.batch_bytes
+            .store(wb.size_in_bytes(), std::sync::atomic::Ordering::Relaxed);
         self.db.write_opt(wb, &wo)?;
         self.next_seq
             .store(seq, std::sync::atomic::Ordering::SeqCst);
