@@ -144,7 +144,12 @@ fn main() {
         thread::spawn(move || {
             let p = producer(&brokers, "5");
             for i in 0..n {
-                send(&p, &topic, format!("cus_{}", i % 20_000).as_bytes(), &payload);
+                send(
+                    &p,
+                    &topic,
+                    format!("cus_{}", i % 20_000).as_bytes(),
+                    &payload,
+                );
                 p.poll(Duration::ZERO);
             }
             p.flush(stall).expect("flush");
