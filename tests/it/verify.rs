@@ -95,11 +95,30 @@ fn built(name: &str) -> (TempDir, std::path::PathBuf) {
     (t, dir)
 }
 
-/// Rewrites the JSON value stored under `key`.
+/// Rewrites the JSON value stored under `key` (an account as the JSON of its fields, stored
+/// back in the store's own form).
 fn edit_json(db: &rocksdb::DB, key: &[u8], f: impl FnOnce(&mut serde_json::Value)) {
-    let mut v: serde_json::Value = serde_json::from_slice(&db.get(key).unwrap().unwrap()).unwrap();
+    let stored = db.get(key).unwrap().unwrap();
+    if key.starts_with(b"a/") {
+        let a = loyalty_store::decode_account(key, &stored).unwrap();
+        let mut v = serde_json::to_value(&a).unwrap();
+        f(&mut v);
+        let a = serde_json::from_value(v).unwrap();
+        db.put(key, loyalty_store::encode_account(&a).unwrap())
+            .unwrap();
+        return;
+    }
+    let mut v: serde_json::Value = serde_json::from_slice(&stored).unwrap();
     f(&mut v);
     db.put(key, serde_json::to_vec(&v).unwrap()).unwrap();
+}
+
+/// Whether a stored account has open lots.
+fn has_lots(key: &[u8], v: &[u8]) -> bool {
+    !loyalty_store::decode_account(key, v)
+        .unwrap()
+        .lots
+        .is_empty()
 }
 
 /// Opens the state with RocksDB itself, as something other than the engine would.
@@ -122,6 +141,61 @@ fn a_sound_state_passes() {
     let (code, problems, err) = verify(&dir);
     assert_eq!(problems, Vec::<serde_json::Value>::new(), "{err}");
     assert_eq!(code, Some(0), "{err}");
+}
+
+/// `loyalty export` of a state, as text.
+fn export(dir: &Path) -> String {
+    let out = Command::new(bin())
+        .args(["export", "--state"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn accounts_stored_as_json_by_an_earlier_version_are_read() {
+    let (_t, dir) = built("verify-json-accounts");
+    let before = export(&dir);
+    let mut rewritten = 0;
+    tamper(&dir, |db| {
+        let accounts: Vec<(Vec<u8>, Vec<u8>)> = db
+            .prefix_iterator(b"a/")
+            .map(Result::unwrap)
+            .take_while(|(k, _)| k.starts_with(b"a/"))
+            .map(|(k, v)| (k.to_vec(), v.to_vec()))
+            .collect();
+        for (k, v) in accounts {
+            assert_ne!(v[0], b'{', "accounts are stored in the binary form");
+            let a = loyalty_store::decode_account(&k, &v).unwrap();
+            db.put(&k, serde_json::to_vec(&a).unwrap()).unwrap();
+            rewritten += 1;
+        }
+    });
+    assert_eq!(rewritten, 4);
+    let (code, problems, err) = verify(&dir);
+    assert_eq!(problems, Vec::<serde_json::Value>::new(), "{err}");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(export(&dir), before);
+    // And a state of JSON accounts folds on, writing the accounts it changes anew.
+    let store = Store::open(&dir).unwrap();
+    let mut settings = Settings::new("unused:9092");
+    settings.signing_secret = b"s".to_vec();
+    let id = loyalty_core::ids::account_id("prog_v", "cus_2");
+    let held = store.account(&id).unwrap().expect("the account").balance;
+    let mut f = Folder::open(&store, true).unwrap();
+    let r = r#"{"id":"evt_more","type":"payment.completed","created":"2026-02-05T10:00:00Z","data":{"id":"pay_more","customer":"cus_2","amount":700,"currency":"EUR"}}"#;
+    f.fold(&store, &settings, 0, 99, &Meta::default(), r.as_bytes())
+        .unwrap();
+    f.commit(&store).unwrap();
+    let stored = store.account(&id).unwrap().expect("the account");
+    assert_eq!(stored.balance, held + 7);
+    drop(store);
+    tamper(&dir, |db| {
+        let v = db.get(format!("a/{id}")).unwrap().unwrap();
+        assert_ne!(v[0], b'{', "a changed account is written in the binary form");
+    });
 }
 
 #[test]
@@ -161,7 +235,7 @@ fn undecodable_values_negative_lots_stock_and_sequence_are_found() {
     tamper(&dir, |db| {
         let k = first_key(db, "p/", |_| true);
         db.put(&k, b"{not json").unwrap();
-        let k = first_key(db, "a/", |v| v.windows(8).any(|w| w == b"\"lots\":["));
+        let k = first_key(db, "a/", |v| has_lots(b"a/", v));
         edit_json(db, &k, |a| a["lots"][0]["remaining"] = (-5).into());
         db.put(b"m/stock", br#"[[["prog_v","rwd_mug"],9]]"#)
             .unwrap();
