@@ -7,8 +7,8 @@
 //! of it, so the engine resumes from the offsets it stored and never folds a record twice.
 //!
 //! Keys (one column family, prefixes):
-//! - `a/{loy}`: an account (a byte 1, then postcard; JSON, starting with `{`, in a state
-//!   written before version 0.6, still read); `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
+//! - `a/{loy}`: an account (a byte 1, then postcard; JSON, starting with `{`, as earlier
+//!   versions wrote it, is still read); `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
 //! - `m/programs`, `m/clock`, `m/seq`: programs as the log set them, the clock, the next
 //!   output sequence number
 //! - `m/log/{partition}`: the next log offset to fold; `m/src/{log partition}/{topic}/{partition}`:
