@@ -150,7 +150,11 @@ fn export(dir: &Path) -> String {
         .arg(dir)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -194,7 +198,10 @@ fn accounts_stored_as_json_by_an_earlier_version_are_read() {
     drop(store);
     tamper(&dir, |db| {
         let v = db.get(format!("a/{id}")).unwrap().unwrap();
-        assert_ne!(v[0], b'{', "a changed account is written in the binary form");
+        assert_ne!(
+            v[0], b'{',
+            "a changed account is written in the binary form"
+        );
     });
 }
 
