@@ -36,7 +36,7 @@ impl Fields {
 
     /// Sets `key` to `value`; returns the value it replaces.
     pub fn insert(&mut self, key: &'static str, value: Value) -> Option<Value> {
-        match self.0.binary_search_by(|(k, _)| (*k).cmp(key)) {
+        match self.0.binary_search_by(|(k, _)| key_cmp(k, key)) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
                 self.0.insert(i, (key, value));
@@ -48,7 +48,7 @@ impl Fields {
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0
-            .binary_search_by(|(k, _)| (*k).cmp(key))
+            .binary_search_by(|(k, _)| key_cmp(k, key))
             .ok()
             .map(|i| &self.0[i].1)
     }
@@ -74,6 +74,18 @@ impl Fields {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect()
     }
+}
+
+/// `a.cmp(b)` for short keys, byte by byte: the keys differ mostly in their first byte, and
+/// `str::cmp` calls `memcmp` (a tenth of the engine's time went to such calls).
+fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 impl std::ops::Index<&str> for Fields {
@@ -589,6 +601,27 @@ mod tests {
                 unreachable!()
             };
             assert_eq!(e.to_envelope_json(), serde_json::to_string(&e).unwrap());
+        }
+    }
+
+    #[test]
+    fn key_cmp_is_str_cmp() {
+        let keys = [
+            "",
+            "a",
+            "ab",
+            "b",
+            "fromTier",
+            "from",
+            "expiresAt",
+            "é",
+            "Z",
+            "transactions",
+        ];
+        for a in keys {
+            for b in keys {
+                assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+            }
         }
     }
 
