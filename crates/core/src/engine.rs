@@ -263,8 +263,8 @@ fn usage_mut<'a>(
 }
 
 fn base_data(a: &Account) -> Fields {
-    // The largest event data has ten fields.
-    let mut m = Fields::with_capacity(10);
+    // The largest event data has nine fields.
+    let mut m = Fields::with_capacity(9);
     m.insert("account", Value::String(a.id.clone()));
     m.insert("customer", Value::String(a.customer.clone()));
     m.insert("program", Value::String(a.program.clone()));

@@ -80,6 +80,12 @@ pub enum DueKind {
 }
 
 /// A loyalty account: one per (program, customer).
+///
+/// The store keeps accounts in postcard, which writes these fields in this order with no
+/// names: adding, removing, reordering or retyping a field (here or in the types it holds)
+/// makes stored accounts unreadable, `#[serde(default)]` notwithstanding. Such a change
+/// needs a new format byte in the store (`ACCOUNT_POSTCARD`) and a reader for the old one;
+/// the store's pinned-bytes test fails until then.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// `loy_…`.

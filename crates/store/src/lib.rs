@@ -930,6 +930,22 @@ mod tests {
         assert!(seq_key("x", 9) < seq_key("x", 10));
     }
 
+    /// The stored bytes of [`full_account`], pinned: a change to `Account`'s fields (or to
+    /// the types it holds) changes them, and stored accounts would no longer read.
+    const FULL_ACCOUNT_BYTES: &str = "01056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
+
+    #[test]
+    fn the_binary_account_form_is_pinned() {
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        let bytes = encode_account(&full_account()).unwrap();
+        assert_eq!(
+            hex(&bytes),
+            FULL_ACCOUNT_BYTES,
+            "the stored form of an account changed: give it a new format byte and keep a \
+             reader for the old one"
+        );
+    }
+
     #[test]
     fn accounts_round_trip_in_both_stored_forms() {
         let a = full_account();
@@ -1089,6 +1105,9 @@ impl Store {
                     }
                     Ok(a) => {
                         accounts.insert(a.id.clone(), a);
+                    }
+                    Err(StoreError::Corrupt { why, .. }) => {
+                        problem("decode", &k, format!("not an account: {why}"))
                     }
                     Err(e) => problem("decode", &k, format!("not an account: {e}")),
                 }
