@@ -8,7 +8,7 @@
 //!   ordered set, from which a moved entry is removed.
 //!
 //! Together they pop in exactly the order of one ordered set of [`Due`]s: by time, then
-//! kind, then account, then item (the lot number as text for lots).
+//! kind, then account, then item (lots by number: the order they were awarded).
 //!
 //! Owns: the order of time-driven effects. Must not decide what an effect does.
 
@@ -16,7 +16,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
-use crate::state::{Due, DueKind, FixedState};
+use crate::state::{cmp_item, Due, DueKind, FixedState};
 
 /// Time-driven effects, in the order they fall due.
 #[derive(Clone, Debug, Default)]
@@ -46,11 +46,12 @@ struct LotDue {
 
 impl Ord for LotDue {
     fn cmp(&self, other: &LotDue) -> Ordering {
+        // Lot numbers compare by value, as `cmp_item` compares their texts.
         self.at
             .cmp(&other.at)
             .then(self.kind.cmp(&other.kind))
             .then_with(|| self.account.cmp(&other.account))
-            .then_with(|| cmp_as_text(self.lot, other.lot))
+            .then_with(|| self.lot.cmp(&other.lot))
     }
 }
 
@@ -58,24 +59,6 @@ impl PartialOrd for LotDue {
     fn partial_cmp(&self, other: &LotDue) -> Option<Ordering> {
         Some(self.cmp(other))
     }
-}
-
-/// Compares two numbers as their decimal texts compare (`"10" < "9"`): the order the
-/// schedule has always had, kept so that effects due at one instant keep their order.
-fn cmp_as_text(a: u64, b: u64) -> Ordering {
-    fn digits(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-        let mut i = buf.len();
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                return &buf[i..];
-            }
-        }
-    }
-    let (mut x, mut y) = ([0u8; 20], [0u8; 20]);
-    digits(a, &mut x).cmp(digits(b, &mut y))
 }
 
 impl Schedule {
@@ -230,7 +213,7 @@ impl Schedule {
                 (l.at, l.kind)
                     .cmp(&(t.at, t.kind))
                     .then_with(|| (*l.account).cmp(t.account.as_str()))
-                    .then_with(|| l.lot.to_string().as_str().cmp(t.item.as_str()))
+                    .then_with(|| cmp_item(&l.lot.to_string(), &t.item))
                     == Ordering::Less
             }
             (l, _) => l.is_some(),
@@ -360,11 +343,31 @@ mod tests {
     }
 
     #[test]
-    fn numbers_compare_as_text() {
-        assert_eq!(cmp_as_text(10, 9), Ordering::Less);
-        assert_eq!(cmp_as_text(9, 10), Ordering::Greater);
-        assert_eq!(cmp_as_text(0, 0), Ordering::Equal);
-        assert_eq!(cmp_as_text(100, 1), Ordering::Greater);
-        assert_eq!(cmp_as_text(u64::MAX, 2), Ordering::Less);
+    fn lot_numbers_compare_by_value() {
+        assert_eq!(cmp_item("9", "10"), Ordering::Less);
+        assert_eq!(cmp_item("10", "9"), Ordering::Greater);
+        assert_eq!(cmp_item("0", "0"), Ordering::Equal);
+        assert_eq!(cmp_item("1", "100"), Ordering::Less);
+        assert_eq!(cmp_item(&u64::MAX.to_string(), "2"), Ordering::Greater);
+        // Anything else after every number, by its text.
+        assert_eq!(cmp_item("", "0"), Ordering::Greater);
+        assert_eq!(cmp_item("prog_a", "prog_b"), Ordering::Less);
+        assert_eq!(cmp_item("01", "1"), Ordering::Greater);
+        assert_eq!(cmp_item("01", "02"), Ordering::Less);
+    }
+
+    /// Twelve lots of one account due at one instant pop in the order they were awarded,
+    /// whatever order they were added in.
+    #[test]
+    fn lots_due_together_pop_by_number() {
+        let mut s = Schedule::default();
+        for lot in [11u64, 3, 10, 0, 9, 1, 2, 4, 5, 6, 7, 8] {
+            s.insert_lot(100, DueKind::Expiry, "loy_a", lot);
+        }
+        let popped: Vec<String> = std::iter::from_fn(|| s.pop_due_by(100))
+            .map(|d| d.item)
+            .collect();
+        let want: Vec<String> = (0..12).map(|n: u64| n.to_string()).collect();
+        assert_eq!(popped, want);
     }
 }

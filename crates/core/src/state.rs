@@ -53,8 +53,8 @@ pub struct State {
 }
 
 /// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
-/// account.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// account, then item ([`cmp_item`]: lots of one account in the order they were awarded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Due {
     /// When, in unix seconds.
     pub at: i64,
@@ -64,6 +64,39 @@ pub struct Due {
     pub account: String,
     /// What else identifies it (the program of a period close).
     pub item: String,
+}
+
+impl Ord for Due {
+    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
+        self.at
+            .cmp(&other.at)
+            .then(self.kind.cmp(&other.kind))
+            .then_with(|| self.account.cmp(&other.account))
+            .then_with(|| cmp_item(&self.item, &other.item))
+    }
+}
+
+impl PartialOrd for Due {
+    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// The order of two [`Due`] items: lot numbers (decimal, no leading zero) by their value,
+/// so that lots of one account falling due together go in the order they were awarded
+/// ("9" before "10"); any other item (a program id, nothing) after every number, by its
+/// text. Equal only when the texts are.
+pub fn cmp_item(a: &str, b: &str) -> std::cmp::Ordering {
+    fn is_number(s: &str) -> bool {
+        !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
+    }
+    match (is_number(a), is_number(b)) {
+        // For numbers without leading zeros, the shorter is the smaller.
+        (true, true) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        (false, false) => a.cmp(b),
+    }
 }
 
 /// Kinds of time-driven effects, in the order they run at one instant.
