@@ -385,3 +385,120 @@ fn a_working_set_folds_like_the_whole_state() {
     assert!(straight.contains(r#""reason":"invalid""#), "{straight}");
     assert_eq!(verify(&dir).0, Some(0));
 }
+
+/// A state spread over several table files: every few commits flushed to a table (RocksDB
+/// compacts the first ones together; the last stay apart).
+fn built_in_tables(name: &str) -> (TempDir, std::path::PathBuf) {
+    let t = TempDir::new(name);
+    let dir = t.0.join("state");
+    {
+        let store = Store::open(&dir).unwrap();
+        let mut settings = Settings::new("unused:9092");
+        settings.signing_secret = b"s".to_vec();
+        let mut f = Folder::open(&store, true).unwrap();
+        for (i, r) in records().iter().enumerate() {
+            let meta = Meta {
+                source: Some(Source {
+                    topic: "payment.completed".into(),
+                    partition: 0,
+                    offset: i as i64,
+                }),
+                broadcast: false,
+                content_type: None,
+            };
+            f.fold(&store, &settings, 0, i as i64, &meta, r.as_bytes())
+                .unwrap();
+            if i % 5 == 4 {
+                f.commit(&store).unwrap();
+                store.flush().unwrap();
+            }
+        }
+        f.commit(&store).unwrap();
+        store.flush().unwrap();
+    }
+    (t, dir)
+}
+
+/// The table files of a state, by name.
+fn tables(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut t: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sst"))
+        .collect();
+    t.sort();
+    t
+}
+
+/// Flips one byte at `from_end` bytes before the end of `file`.
+fn flip(file: &Path, from_end: usize) {
+    let mut bytes = std::fs::read(file).unwrap();
+    let i = bytes.len() - from_end;
+    bytes[i] ^= 0x5a;
+    std::fs::write(file, bytes).unwrap();
+}
+
+/// One table file of the state that cannot be opened (a byte flipped in its footer): every
+/// command that reads the state stops with a non-zero exit and names the file, instead of
+/// printing or copying what the other files hold.
+#[test]
+fn a_table_that_cannot_be_opened_stops_every_reader() {
+    let (t, dir) = built_in_tables("unopenable-table");
+    let files = tables(&dir);
+    assert!(files.len() >= 2, "several tables: {files:?}");
+    // The first table (the compacted one): the lines and accounts of the first commits.
+    let bad = &files[0];
+    flip(bad, 8); // in the footer's magic number
+    let name = bad.file_name().unwrap().to_string_lossy().into_owned();
+    let run = |args: &[&std::ffi::OsStr]| Command::new(bin()).args(args).output().unwrap();
+    let s = dir.as_os_str();
+    for (what, out) in [
+        ("export", run(&["export".as_ref(), "--state".as_ref(), s])),
+        ("verify", run(&["verify".as_ref(), "--state".as_ref(), s])),
+        (
+            "checkpoint",
+            run(&[
+                "checkpoint".as_ref(),
+                "--state".as_ref(),
+                s,
+                "--to".as_ref(),
+                t.0.join("copy").as_os_str(),
+            ]),
+        ),
+    ] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{what}: {stderr}");
+        assert!(stderr.contains(&name), "{what} names {name}: {stderr}");
+    }
+    assert!(!t.0.join("copy").exists(), "no checkpoint is left behind");
+}
+
+/// A byte flipped inside a data block of a table: the same.
+#[test]
+fn a_corrupt_data_block_stops_every_reader() {
+    let (t, dir) = built_in_tables("corrupt-block");
+    let files = tables(&dir);
+    let bad = &files[1];
+    // Early in the file: the first data block.
+    let mut bytes = std::fs::read(bad).unwrap();
+    bytes[20] ^= 0x5a;
+    std::fs::write(bad, bytes).unwrap();
+    let name = bad.file_name().unwrap().to_string_lossy().into_owned();
+    let s = dir.as_os_str();
+    for args in [
+        vec!["export".as_ref(), "--state".as_ref(), s],
+        vec!["verify".as_ref(), "--state".as_ref(), s],
+        vec![
+            "checkpoint".as_ref(),
+            "--state".as_ref(),
+            s,
+            "--to".as_ref(),
+            t.0.join("copy").as_os_str(),
+        ],
+    ] {
+        let out = Command::new(bin()).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(&name), "{args:?} names {name}: {stderr}");
+    }
+}

@@ -165,7 +165,8 @@ fn fold(
             return Folded::PrinterGone;
         }
     }
-    if let Some(until) = until {
+    // By default the clock at the end of the log: what is already due there is carried out.
+    if let Some(until) = until.or(engine.clock()) {
         let mut out = Vec::new();
         if let Err(e) = engine.advance_to(until, &mut out) {
             return Folded::Clock(e);

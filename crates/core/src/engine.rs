@@ -837,18 +837,23 @@ impl Engine {
         }
     }
 
-    /// Moves the clock forward to `to`, carrying out every time-driven effect due at or
-    /// before it, in time order, each at the time it fell due (SPEC section 6).
+    /// Carries out every time-driven effect due at or before `to`, in time order, each at
+    /// the time it fell due, and moves the clock forward to `to` when it is ahead (SPEC
+    /// section 6). Effects can be due at or before the clock itself: a record older than the
+    /// clock schedules them (a late payment's lot that expired already, a warning due at
+    /// once), and they are carried out before the next record whose `created` reaches them,
+    /// whether or not that record moves the clock.
     fn advance_clock(&mut self, to: Timestamp, out: &mut Vec<Output>) {
-        let first = self.state.clock.is_none();
-        if self.state.clock.is_some_and(|c| to <= c) {
-            return;
-        }
+        let before = self.state.clock;
+        let first = before.is_none();
         while let Some(due) = self.state.schedule.pop_due_by(to.0) {
-            // Effects see the clock at the time they fell due.
+            // Effects see the clock at the time they fell due (or the clock, never back).
             self.state.clock =
                 Some(Timestamp(due.at).max(self.state.clock.unwrap_or(Timestamp(due.at))));
             self.carry_out(due, out);
+        }
+        if before.is_some_and(|c| to <= c) {
+            return;
         }
         self.state.clock = Some(to);
         self.changes.clock = true;

@@ -22,7 +22,8 @@ pub fn parse_line(line: &[u8]) -> Option<Result<Record, Rejection>> {
 }
 
 /// Folds `records` (one envelope a line; blank lines skipped) through `engine`, then moves
-/// the clock to `until` if given, and passes every output line, then every account line,
+/// the clock to `until` (by default the clock at the end of the log, carrying out what is
+/// already due there), and passes every output line, then every account line,
 /// to `emit` (without newlines). Refused, before anything is emitted for it, when `until`
 /// is before the clock at the end of the log.
 pub fn fold<R: AsRef<[u8]>>(
@@ -43,7 +44,9 @@ pub fn fold<R: AsRef<[u8]>>(
             emit(&o.to_json_line());
         }
     }
-    if let Some(until) = until {
+    // The state at the end is the state at `until`, by default the clock: effects already
+    // due there (a late record's lot that expired already) are carried out first.
+    if let Some(until) = until.or(engine.clock()) {
         engine.advance_to(until, &mut out)?;
         for o in out.drain(..) {
             emit(&o.to_json_line());

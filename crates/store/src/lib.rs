@@ -147,16 +147,8 @@ pub struct Store {
     sync: bool,
     /// Write batches through the write-ahead log at all.
     wal: bool,
-    /// The scratch directory of a secondary (read-only) instance, removed on drop.
-    secondary: Option<std::path::PathBuf>,
-}
-
-impl Drop for Store {
-    fn drop(&mut self) {
-        if let Some(dir) = &self.secondary {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-    }
+    /// Opened read-only ([`Store::open_read_only`]).
+    read_only: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -244,24 +236,39 @@ impl Store {
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             sync: true,
             wal: true,
-            secondary: None,
+            read_only: false,
         })
     }
 
-    /// Opens an existing store read-only, as a RocksDB secondary instance, so that
-    /// `loyalty export` can read a consistent view beside a running engine.
+    /// Opens an existing store read-only, as it is at this moment, so that `loyalty export`,
+    /// `verify` and `checkpoint` can read a consistent view beside a running engine.
+    ///
+    /// RocksDB's read-only mode, not a secondary instance: a secondary recovers "to a point
+    /// in time", and silently leaves out a table file it cannot open (and every change
+    /// after it), so a state with one damaged file read as an older, smaller state. Read-only
+    /// mode opens every table file now (`max_open_files = -1`: each footer and index is read)
+    /// and fails, naming the file, when one cannot be opened.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
-        let secondary = std::env::temp_dir().join(format!(
-            "loyalty-secondary-{}-{}",
-            std::process::id(),
-            path.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        ));
-        let db = DB::open_as_secondary(&opts, path, &secondary)?;
-        db.try_catch_up_with_primary()?;
+        opts.set_paranoid_checks(true);
+        let mut attempts = 0;
+        let db = loop {
+            match DB::open_for_read_only(&opts, path, false) {
+                Ok(db) => break db,
+                // A running engine's compaction removed a file between the read of the
+                // file list and the file's opening: the next read lists the new files.
+                Err(e)
+                    if attempts < 20
+                        && e.kind() == rocksdb::ErrorKind::IOError
+                        && e.as_ref().contains("No such file") =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let next = next_seq(&db)?;
         Ok(Store {
             db,
@@ -269,7 +276,7 @@ impl Store {
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             sync: false,
             wal: true,
-            secondary: Some(secondary),
+            read_only: true,
         })
     }
 
@@ -313,20 +320,35 @@ impl Store {
     /// opened for writing, a RocksDB checkpoint (hard links to the immutable files where `to`
     /// is on the same file system); on a read-only view of a running engine's directory
     /// (where RocksDB cannot checkpoint), a copy of every key as of one point in time.
+    /// Either way every key of the copy is read back (every block's checksum checked) before
+    /// it is called a checkpoint: a damaged file fails the checkpoint, naming the file, and
+    /// leaves nothing at `to`.
     pub fn checkpoint(&self, to: &Path) -> Result<(), StoreError> {
-        if self.secondary.is_none() {
-            let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
-            cp.create_checkpoint(to)?;
-            return Ok(());
-        }
-        self.db.try_catch_up_with_primary()?;
-        // Into a scratch directory first, renamed when complete: an interrupted copy never
-        // looks like a checkpoint.
+        // Into a scratch directory first, renamed when complete and read back: an
+        // interrupted or damaged copy never looks like a checkpoint.
         let mut scratch = to.as_os_str().to_owned();
         scratch.push(".partial");
         let scratch = std::path::PathBuf::from(scratch);
         let _ = std::fs::remove_dir_all(&scratch);
-        let copy = Store::open(&scratch)?;
+        let made = self
+            .copy_to(&scratch)
+            .and_then(|()| Store::open_read_only(&scratch)?.read_every_key());
+        if let Err(e) = made {
+            let _ = std::fs::remove_dir_all(&scratch);
+            return Err(e);
+        }
+        std::fs::rename(&scratch, to)
+            .map_err(|e| corrupt(b"", format!("cannot rename {}: {e}", scratch.display())))?;
+        Ok(())
+    }
+
+    fn copy_to(&self, to: &Path) -> Result<(), StoreError> {
+        if !self.read_only {
+            let cp = rocksdb::checkpoint::Checkpoint::new(&self.db)?;
+            cp.create_checkpoint(to)?;
+            return Ok(());
+        }
+        let copy = Store::open(to)?;
         let mut wb = WriteBatch::default();
         // One iterator: an implicit snapshot, so the copy is one consistent state.
         for kv in self.db.iterator(IteratorMode::Start) {
@@ -340,9 +362,18 @@ impl Store {
         wo.set_sync(true);
         copy.db.write_opt(wb, &wo)?;
         copy.db.flush()?;
-        drop(copy);
-        std::fs::rename(&scratch, to)
-            .map_err(|e| corrupt(b"", format!("cannot rename {}: {e}", scratch.display())))?;
+        Ok(())
+    }
+
+    /// Reads every key and value once, without filling the block cache: every block of
+    /// every table is read and its checksum checked.
+    pub fn read_every_key(&self) -> Result<(), StoreError> {
+        let mut ro = rocksdb::ReadOptions::default();
+        ro.set_verify_checksums(true);
+        ro.fill_cache(false);
+        for kv in self.db.iterator_opt(IteratorMode::Start, ro) {
+            kv?;
+        }
         Ok(())
     }
 
@@ -779,7 +810,18 @@ impl Store {
             let line = std::str::from_utf8(&v).map_err(|e| corrupt(&k, e))?;
             emit(line);
         }
-        let engine = self.load_engine()?;
+        // As the fold does at the end of the log: effects already due at the clock (kept
+        // in `m/overdue`) are carried out, on this copy only, before the accounts.
+        let mut engine = self.load_engine()?;
+        if let Some(clock) = engine.clock() {
+            let mut out = Vec::new();
+            engine
+                .advance_to(clock, &mut out)
+                .map_err(|e| corrupt(b"m/clock", e))?;
+            for o in &out {
+                emit(&o.to_json_line());
+            }
+        }
         for a in engine.accounts() {
             emit(&a.to_json_line());
         }
