@@ -630,6 +630,18 @@ impl At<'_> {
         .transpose()
     }
 
+    /// A currency code: three letters, as ISO 4217's (`EUR`, `usd`).
+    fn currency(&self, field: &str, s: &str) -> Result<(), ConfigError> {
+        if s.len() == 3 && s.bytes().all(|c| c.is_ascii_alphabetic()) {
+            Ok(())
+        } else {
+            Err(self.err(
+                field,
+                format!("{s:?} is not a currency code: expected three letters, such as \"EUR\""),
+            ))
+        }
+    }
+
     fn non_empty(&self, field: &str, s: &str) -> Result<(), ConfigError> {
         if s.is_empty() {
             Err(self.err(field, "must not be empty"))
@@ -657,7 +669,7 @@ fn unique<'a>(
 fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
     let at = At(path);
     at.non_empty("id", &p.id)?;
-    at.non_empty("currency", &p.currency)?;
+    at.currency("currency", &p.currency)?;
     let rounding = match p.points.as_ref().and_then(|pt| pt.rounding.as_deref()) {
         None | Some("floor") => Rounding::Floor,
         Some("nearest") => Rounding::Nearest,
@@ -819,6 +831,7 @@ fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
                 .ok_or_else(|| aat.err("rates", "missing field for award type \"per_currency\""))?;
             let mut rates = BTreeMap::new();
             for (cur, n) in raw_rates {
+                aat.currency(&format!("rates.{cur}"), &cur)?;
                 let d = aat.non_negative_dec(&format!("rates.{cur}"), n)?;
                 rates.insert(cur, d);
             }
@@ -846,7 +859,7 @@ fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
     };
     let multiplier = r
         .multiplier
-        .map(|m| at.non_negative_dec("multiplier", m))
+        .map(|m| at.positive_dec("multiplier", m))
         .transpose()?
         .unwrap_or(Dec::ONE);
     let cap = r
@@ -899,7 +912,15 @@ fn validate_conditions(c: Option<RawConditions>, at: &At<'_>) -> Result<Conditio
     Ok(Conditions {
         min_amount: int("minAmount", c.min_amount)?,
         max_amount: int("maxAmount", c.max_amount)?,
-        currencies: c.currencies,
+        currencies: match c.currencies {
+            Some(list) => {
+                for (i, cur) in list.iter().enumerate() {
+                    at.currency(&format!("currencies[{i}]"), cur)?;
+                }
+                Some(list)
+            }
+            None => None,
+        },
         valid_from: at.time("validFrom", c.valid_from)?,
         valid_until: at.time("validUntil", c.valid_until)?,
         min_rank: rank("minRank", c.min_rank)?,
@@ -991,11 +1012,21 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
             threshold: tat.non_negative_int("threshold", raw.threshold)?,
             earn_multiplier: raw
                 .earn_multiplier
-                .map(|m| tat.non_negative_dec("earnMultiplier", m))
+                .map(|m| tat.positive_dec("earnMultiplier", m))
                 .transpose()?
                 .unwrap_or(Dec::ONE),
             redemption_discount,
         });
+    }
+    // Every member sits in a tier: the lowest one holds whoever has no value yet.
+    if tiers[0].threshold > 0 {
+        return Err(at.err(
+            "tiers[0].threshold",
+            format!(
+                "the lowest tier ({:?}) must have threshold 0, or no member could ever be in a tier",
+                tiers[0].name
+            ),
+        ));
     }
     Ok(TierConfig {
         qualify_on,
@@ -1042,7 +1073,7 @@ fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign, ConfigErro
         ends,
         multiplier: c
             .multiplier
-            .map(|m| at.non_negative_dec("multiplier", m))
+            .map(|m| at.positive_dec("multiplier", m))
             .transpose()?
             .unwrap_or(Dec::ONE),
         triggers: c.triggers,
@@ -1189,6 +1220,56 @@ mod tests {
                 r#"{"programs":[{"currency":"EUR"}]}"#.to_string(),
                 "programs[0]",
                 "missing field `id`",
+            ),
+            (
+                r#"{"programs":[{"id":"p","currency":"EURO"}]}"#.to_string(),
+                "programs[0].currency",
+                "three letters",
+            ),
+            (
+                r#"{"programs":[{"id":"p","currency":"E1R"}]}"#.to_string(),
+                "programs[0].currency",
+                "three letters",
+            ),
+            (
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"conditions":{"currencies":["EUR","euros"]}}]"#,
+                ),
+                "programs[0].earningRules[0].conditions.currencies[1]",
+                "three letters",
+            ),
+            (
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"per_currency","per":100,"rates":{"EUR":1,"POUND":2}}}]"#,
+                ),
+                "programs[0].earningRules[0].award.rates.POUND",
+                "three letters",
+            ),
+            (
+                prog(
+                    r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"multiplier":0}]"#,
+                ),
+                "programs[0].earningRules[0].multiplier",
+                "greater than 0",
+            ),
+            (
+                prog(r#","campaigns":[{"id":"camp_a","multiplier":0.0}]"#),
+                "programs[0].campaigns[0].multiplier",
+                "greater than 0",
+            ),
+            (
+                prog(
+                    r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":0,"earnMultiplier":0}]}"#,
+                ),
+                "programs[0].tierConfig.tiers[0].earnMultiplier",
+                "greater than 0",
+            ),
+            (
+                prog(
+                    r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":100},{"name":"B","rank":1,"threshold":500}]}"#,
+                ),
+                "programs[0].tierConfig.tiers[0].threshold",
+                "threshold 0",
             ),
         ];
         for (text, path, words) in cases {
