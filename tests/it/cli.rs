@@ -218,4 +218,9 @@ fn streaming_demo_runs_the_whole_path_on_the_embedded_broker() {
     );
     assert_eq!(text.matches("signature verified").count(), 4, "{text}");
     assert!(!text.contains("REJECTED"), "{text}");
+    // The demo's output is clean: no warning from librdkafka (the experimental
+    // `enable.gapless.guarantee` the engine relies on is known, and not warned about).
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("gapless"), "{stderr}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
 }

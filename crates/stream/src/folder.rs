@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use loyalty_core::envelope::{self, Body, Record};
+use loyalty_core::envelope::{Body, Record};
 use loyalty_core::output::Output;
 use loyalty_core::Engine;
 use loyalty_store::{Batch, Store, StoreError};
@@ -131,9 +131,8 @@ impl Folder {
                 .src
                 .insert((partition, src.topic.clone(), src.partition), src.offset);
         }
-        let json = logrec::json_value(meta.content_type.as_deref(), value);
         self.out.clear();
-        match envelope::parse(&json) {
+        match logrec::parse(meta.content_type.as_deref(), value) {
             Ok(rec) => {
                 self.preload(store, &rec)?;
                 self.load_working_set(store, &rec)?;

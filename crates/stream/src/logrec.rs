@@ -112,25 +112,43 @@ pub fn is_protobuf(content_type: Option<&str>) -> bool {
 }
 
 /// The JSON envelope a record value stands for: JSON values as they are, protobuf
-/// `Envelope`s turned into the same JSON (an undecodable one into bytes the engine rejects
-/// as `malformed`).
-pub fn json_value<'a>(content_type: Option<&str>, value: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+/// `Envelope`s turned into the same JSON. A protobuf value that does not decode gives the
+/// reason it does not, for a `malformed` rejection.
+pub fn json_value<'a>(
+    content_type: Option<&str>,
+    value: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, String> {
     if !is_protobuf(content_type) {
-        return std::borrow::Cow::Borrowed(value);
+        return Ok(std::borrow::Cow::Borrowed(value));
     }
-    let Ok(env) = Envelope::decode(value) else {
-        return std::borrow::Cow::Owned(Vec::new());
-    };
-    let Ok(data) = serde_json::value::RawValue::from_string(env.data_json) else {
-        return std::borrow::Cow::Owned(Vec::new());
-    };
+    let env = Envelope::decode(value)
+        .map_err(|e| format!("the protobuf value is not a loyalty Envelope: {e}"))?;
+    let data = serde_json::value::RawValue::from_string(env.data_json)
+        .map_err(|e| format!("data_json: the protobuf Envelope's data is not JSON: {e}"))?;
     let json = serde_json::json!({"id": env.id, "type": env.r#type, "created": env.created});
     let mut obj = json.to_string();
     obj.pop(); // the closing brace
     obj.push_str(",\"data\":");
     obj.push_str(data.get());
     obj.push('}');
-    std::borrow::Cow::Owned(obj.into_bytes())
+    Ok(std::borrow::Cow::Owned(obj.into_bytes()))
+}
+
+/// A log or input record's value parsed as the engine parses it, whatever its content
+/// type: the record, or its rejection (a protobuf value that does not decode is
+/// `malformed`, with the decoder's reason).
+pub fn parse(
+    content_type: Option<&str>,
+    value: &[u8],
+) -> Result<loyalty_core::envelope::Record, loyalty_core::envelope::Rejection> {
+    match json_value(content_type, value) {
+        Ok(json) => loyalty_core::envelope::parse(&json),
+        Err(detail) => Err(loyalty_core::envelope::Rejection::new(
+            None,
+            loyalty_core::envelope::Reason::Malformed,
+            detail,
+        )),
+    }
 }
 
 /// Tells re-appended records from new ones. Records of one input partition keep their
@@ -186,14 +204,28 @@ mod tests {
                 .into(),
         };
         let bytes = env.encode_to_vec();
-        let json = json_value(Some("application/x-protobuf"), &bytes);
+        let json = json_value(Some("application/x-protobuf"), &bytes).expect("decodes");
         let rec = loyalty_core::envelope::parse(&json).expect("decodes to a valid record");
         assert_eq!(rec.id, "evt_1");
-        assert!(loyalty_core::envelope::parse(&json_value(
-            Some("application/x-protobuf"),
-            b"\xff\xff"
-        ))
-        .is_err());
+    }
+
+    /// A protobuf value that does not decode is `malformed`, and the detail says why (not
+    /// "not a JSON object").
+    #[test]
+    fn undecodable_protobuf_names_the_cause() {
+        let r = parse(Some("application/x-protobuf"), b"\xff\xff").expect_err("rejected");
+        assert_eq!(r.reason, loyalty_core::envelope::Reason::Malformed);
+        assert!(r.detail.contains("protobuf"), "{}", r.detail);
+        assert!(!r.detail.contains("JSON object"), "{}", r.detail);
+        let env = Envelope {
+            id: "evt_1".into(),
+            r#type: "payment.completed".into(),
+            created: "2026-03-01T10:00:00Z".into(),
+            data_json: "{not json".into(),
+        };
+        let r = parse(Some("application/x-protobuf"), &env.encode_to_vec()).expect_err("rejected");
+        assert_eq!(r.reason, loyalty_core::envelope::Reason::Malformed);
+        assert!(r.detail.starts_with("data_json:"), "{}", r.detail);
     }
 
     #[test]

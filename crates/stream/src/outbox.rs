@@ -71,6 +71,10 @@ pub fn entry(
         }
         Output::Rejected(r) => {
             let mut headers = vec![
+                (
+                    EVENT_ID.to_string(),
+                    dead_letter_id(r, original, source).into_bytes(),
+                ),
                 (REASON.to_string(), r.reason.as_str().as_bytes().to_vec()),
                 (DETAIL.to_string(), r.detail.clone().into_bytes()),
             ];
@@ -99,5 +103,87 @@ pub fn entry(
                 headers,
             })
         }
+    }
+}
+
+/// The id of a dead letter (header [`EVENT_ID`], as on outbound events): a pure function of
+/// the input record it rejects, its topic, partition and offset, so that a dead letter sent
+/// again after a crash carries the id of the first, and a consumer of the DLQ drops the
+/// repeat. A rejection without a source (a record the engine wrote itself) takes its id
+/// from the record's bytes and the reason instead.
+pub fn dead_letter_id(
+    r: &loyalty_core::envelope::Rejection,
+    original: &[u8],
+    source: Option<&Source>,
+) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    match source {
+        Some(s) => {
+            h.update(b"src\0");
+            h.update(s.topic.as_bytes());
+            h.update(format!("\0{}\0{}", s.partition, s.offset).as_bytes());
+        }
+        None => {
+            h.update(b"bytes\0");
+            h.update(r.reason.as_str().as_bytes());
+            h.update(b"\0");
+            h.update(original);
+        }
+    }
+    let digest = h.finalize();
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("dlq_");
+    for b in &digest[..16] {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use loyalty_core::envelope::{Reason, Rejection};
+
+    fn src(offset: i64) -> Source {
+        Source {
+            topic: "payment.completed".into(),
+            partition: 2,
+            offset,
+        }
+    }
+
+    /// The same input record gets the same dead-letter id whenever it is rejected again
+    /// (after a restart the detail may differ, as a skew rejection's does); another
+    /// record, another id.
+    #[test]
+    fn dead_letter_ids_follow_the_input_record() {
+        let a = Rejection::new(Some("evt_1"), Reason::Invalid, "created: ahead");
+        let b = Rejection::new(Some("evt_1"), Reason::Invalid, "created: further ahead");
+        let id = dead_letter_id(&a, b"{}", Some(&src(7)));
+        assert!(id.starts_with("dlq_") && id.len() == 36, "{id}");
+        assert_eq!(id, dead_letter_id(&b, b"{}", Some(&src(7))));
+        assert_ne!(id, dead_letter_id(&a, b"{}", Some(&src(8))));
+        let mut other = src(7);
+        other.topic = "invoice.paid".into();
+        assert_ne!(id, dead_letter_id(&a, b"{}", Some(&other)));
+        // Without a source: by bytes and reason.
+        let x = dead_letter_id(&a, b"abc", None);
+        assert_eq!(x, dead_letter_id(&b, b"abc", None));
+        assert_ne!(x, dead_letter_id(&a, b"abd", None));
+    }
+
+    /// The dead letter carries its id in the header outbound events carry theirs in.
+    #[test]
+    fn a_dead_letter_carries_its_id() {
+        let settings = Settings::new("127.0.0.1:9092");
+        let r = Rejection::new(None, Reason::Malformed, "not JSON");
+        let e = entry(&settings, &Output::Rejected(r.clone()), b"x", Some(&src(3))).expect("sent");
+        let id = e
+            .headers
+            .iter()
+            .find(|(k, _)| k == EVENT_ID)
+            .expect("id header");
+        assert_eq!(id.1, dead_letter_id(&r, b"x", Some(&src(3))).into_bytes());
     }
 }

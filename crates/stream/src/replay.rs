@@ -87,7 +87,10 @@ pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
         if meta.broadcast && p != 0 {
             return Ok(());
         }
-        let json = logrec::json_value(meta.content_type.as_deref(), value);
+        // A protobuf value that does not decode is printed as it is (as a JSON string),
+        // which a fold of the printed log rejects as malformed too.
+        let json = logrec::json_value(meta.content_type.as_deref(), value)
+            .unwrap_or(std::borrow::Cow::Borrowed(value));
         writeln!(out, "{}", log_line(&json)).context("cannot write the log")?;
         Ok(())
     })

@@ -56,8 +56,30 @@ pub fn consumer(settings: &Settings) -> Result<BaseConsumer> {
         .context("cannot create a Kafka consumer")
 }
 
+/// The producer's client context: librdkafka's log lines go to `tracing`, as rdkafka's
+/// default context sends them, but for one warning. `enable.gapless.guarantee` is marked
+/// experimental by librdkafka, which says so at every start; the engine relies on it on
+/// purpose (a record that fails for good must fail the producer, never let a later record
+/// of the same input partition pass first: the folder would take the earlier one, sent
+/// again, for a redelivery and drop it). That warning is logged at debug level.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineContext;
+
+impl rdkafka::client::ClientContext for EngineContext {
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        if fac == "CONFWARN" && message.contains("enable.gapless.guarantee") {
+            tracing::debug!(target: "librdkafka", "librdkafka: {fac} {message}");
+            return;
+        }
+        rdkafka::client::DefaultClientContext.log(level, fac, message);
+    }
+}
+
+/// The engine's producer.
+pub type Producer = FutureProducer<EngineContext>;
+
 /// The idempotent producer that writes the log and publishes the outbox.
-pub fn producer(settings: &Settings) -> Result<FutureProducer> {
+pub fn producer(settings: &Settings) -> Result<Producer> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
         .set("enable.idempotence", "true")
@@ -68,7 +90,7 @@ pub fn producer(settings: &Settings) -> Result<FutureProducer> {
         .set("message.timeout.ms", "300000")
         .set("enable.gapless.guarantee", "true")
         .set("queue.buffering.max.messages", "1000000")
-        .create()
+        .create_with_context(EngineContext)
         .context("cannot create the Kafka producer")
 }
 
@@ -90,13 +112,13 @@ pub fn partition_of(key: Option<&[u8]>, partitions: i32) -> i32 {
     (h % partitions.max(1) as u32) as i32
 }
 
-fn send(producer: &FutureProducer, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture> {
+fn send(producer: &Producer, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture> {
     try_send(producer, record).context("cannot queue a message")
 }
 
 /// Queues a record, waiting while the producer's queue is full.
 fn try_send(
-    producer: &FutureProducer,
+    producer: &Producer,
     mut record: FutureRecord<'_, [u8], [u8]>,
 ) -> std::result::Result<DeliveryFuture, KafkaError> {
     loop {
@@ -117,7 +139,7 @@ fn try_send(
 }
 
 /// Queues one outbox (or dead-letter) entry, exactly as stored.
-fn send_entry(producer: &FutureProducer, e: &OutboxEntry) -> Result<DeliveryFuture> {
+fn send_entry(producer: &Producer, e: &OutboxEntry) -> Result<DeliveryFuture> {
     let mut headers = OwnedHeaders::new_with_capacity(e.headers.len());
     for (k, v) in &e.headers {
         headers = headers.insert(Header {
@@ -199,7 +221,7 @@ const OUTBOX_ROUND: usize = 20_000;
 /// at the first round in which a delivery failed (the rest waits for the next call).
 pub fn publish_outbox(
     rt: &Runtime,
-    producer: &FutureProducer,
+    producer: &Producer,
     store: &Store,
     metrics: Option<&Metrics>,
     from: &mut u64,
@@ -221,7 +243,7 @@ pub fn publish_outbox(
 /// delivered, how many read, and whether a delivery failed.
 fn publish_round(
     rt: &Runtime,
-    producer: &FutureProducer,
+    producer: &Producer,
     store: &Store,
     metrics: Option<&Metrics>,
     from: &mut u64,
@@ -350,7 +372,7 @@ fn refused_for_good(e: &KafkaError) -> bool {
 /// Appends a record the engine writes itself (a tick, a program update) to every log
 /// partition.
 fn broadcast(
-    producer: &FutureProducer,
+    producer: &Producer,
     settings: &Settings,
     partitions: i32,
     value: &[u8],
@@ -454,7 +476,9 @@ pub fn run(
             continue;
         }
         let revision = state.program_revisions.get(id).copied().unwrap_or(0) + 1;
-        let created = state.clock.unwrap_or(Timestamp(0));
+        // Stamped like a tick, with the engine's wall clock (never behind the clock): the
+        // time the program took effect. (It was 1970-01-01 on a first start.)
+        let created = Timestamp(now()).max(state.clock.unwrap_or(Timestamp(i64::MIN)));
         // The id only has to be new (a record left in the log by a crashed run may already
         // carry this revision number).
         let nanos = SystemTime::now()
@@ -592,7 +616,7 @@ impl Drop for FailOnPanic<'_> {
 struct SequencerArgs<'a> {
     settings: &'a Settings,
     store: &'a Store,
-    producer: &'a FutureProducer,
+    producer: &'a Producer,
     consumer: BaseConsumer,
     /// Input partitions with the offsets they started from.
     assignment: Vec<(String, i32, Option<i64>)>,
@@ -637,8 +661,7 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
         for (index, m) in messages.iter().enumerate() {
             let value = m.payload().unwrap_or_default();
             let meta = logrec::meta(m.headers());
-            let json = logrec::json_value(meta.content_type.as_deref(), value);
-            let parsed = loyalty_core::envelope::parse(&json).ok();
+            let parsed = logrec::parse(meta.content_type.as_deref(), value).ok();
             let src = Source {
                 topic: m.topic().to_string(),
                 partition: m.partition(),
@@ -806,7 +829,7 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
 /// and needs a thread polling for acknowledgements.
 fn publish_loop(
     store: &Store,
-    producer: &FutureProducer,
+    producer: &Producer,
     counters: &Counters,
     woken: &std::sync::mpsc::Receiver<()>,
 ) -> Result<()> {
@@ -944,10 +967,10 @@ mod tests {
             )
             .expect("commit");
         let brokers = cluster.bootstrap_servers();
-        let producer: FutureProducer = ClientConfig::new()
+        let producer: Producer = ClientConfig::new()
             .set("bootstrap.servers", &brokers)
             .set("enable.idempotence", "true")
-            .create()
+            .create_with_context(EngineContext)
             .expect("producer");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
