@@ -3,6 +3,7 @@
 //! engine's invariants.
 
 mod cli;
+mod docs;
 mod lifecycle;
 mod properties;
 mod scenarios;
