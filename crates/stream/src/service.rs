@@ -347,12 +347,45 @@ pub fn log_ends(
 ) -> Result<BTreeMap<i32, i64>> {
     (0..partitions)
         .map(|p| {
-            consumer
-                .fetch_watermarks(&settings.log_topic, p, Duration::from_secs(30))
-                .map(|(_, high)| (p, high))
-                .with_context(|| format!("cannot read the end of {} [{p}]", settings.log_topic))
+            retry_while_leaderless(|| {
+                consumer.fetch_watermarks(&settings.log_topic, p, Duration::from_secs(30))
+            })
+            .map(|(_, high)| (p, high))
+            .with_context(|| format!("cannot read the end of {} [{p}]", settings.log_topic))
         })
         .collect()
+}
+
+/// Runs `f` again, for up to 30 s, while it fails because a partition has no leader yet
+/// (or the broker does not know the topic yet). Apache Kafka answers so for a moment after
+/// a topic is created or a broker restarts, while the partition's leader is elected and
+/// the metadata reaches every listener; tansu never did.
+pub fn retry_while_leaderless<T>(
+    mut f: impl FnMut() -> std::result::Result<T, KafkaError>,
+) -> std::result::Result<T, KafkaError> {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match f() {
+            Err(e)
+                if Instant::now() < deadline
+                    && matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            C::NotLeaderForPartition
+                                | C::LeaderNotAvailable
+                                | C::UnknownTopicOrPartition
+                                | C::UnknownPartition
+                                | C::UnknownTopic
+                        )
+                    ) =>
+            {
+                tracing::debug!(error = %e, "no leader yet; asking again");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// True for a produce error that retrying will never cure.

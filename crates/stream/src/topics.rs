@@ -73,7 +73,48 @@ pub async fn ensure(settings: &Settings) -> Result<()> {
             Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
         }
     }
-    Ok(())
+    let created: Vec<&str> = missing.iter().map(|(t, _)| t.as_str()).collect();
+    wait_for_leaders(settings, &created)
+}
+
+/// Waits (up to 30 s) until every partition of `topics` has a leader in the cluster's
+/// metadata. Apache Kafka acknowledges CreateTopics before the leaders are elected and
+/// known to every listener: a ListOffsets or a fetch in that moment fails with
+/// `NotLeaderForPartition` (tansu had leaders at once).
+fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<()> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        .create()
+        .context("cannot create a Kafka client")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = c
+            .fetch_metadata(None, Duration::from_secs(30))
+            .context("cannot fetch the cluster's metadata")?;
+        let leaderless: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|name| {
+                md.topics()
+                    .iter()
+                    .find(|t| t.name() == *name)
+                    .is_none_or(|t| {
+                        t.error().is_some()
+                            || t.partitions().is_empty()
+                            || t.partitions()
+                                .iter()
+                                .any(|p| p.leader() < 0 || p.error().is_some())
+                    })
+            })
+            .collect();
+        if leaderless.is_empty() {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("topics created but without a leader after 30 s: {leaderless:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 fn existing_topics(settings: &Settings) -> Result<Vec<String>> {
