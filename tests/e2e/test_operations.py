@@ -1,4 +1,4 @@
-"""Operations against a running engine on tansu: /metrics, /healthz and /readyz as a
+"""Operations against a running engine on Apache Kafka: /metrics, /healthz and /readyz as a
 Prometheus scraper and a Kubernetes probe see them, JSON logs, and a checkpoint taken while
 the engine runs."""
 import json

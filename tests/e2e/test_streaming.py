@@ -1,4 +1,4 @@
-"""End to end: upstream producers and downstream consumers (kafka-python), tansu, and the
+"""End to end: upstream producers and downstream consumers (kafka-python), Apache Kafka, and the
 engine as its own process, killed with SIGKILL and restarted while it works."""
 import hashlib
 import hmac
@@ -120,13 +120,16 @@ def check_exactly_once(broker, eng, cfg, expected, n_malformed):
 
     # The dead-letter topic holds every rejected record, its original bytes, the reason in a
     # header. The outbox is published at least once (a crash between delivery and trimming
-    # sends an entry again): a message sent twice is the same message, byte for byte, so
-    # the distinct messages are exactly the rejections.
-    seen, dlq = set(), []
+    # sends an entry again): a repeat carries the id of the first (x-loyalty-event-id) and
+    # is the same message, byte for byte, so the distinct ids are exactly the rejections.
+    by_dlq_id, dlq = {}, []
     for m in read_topic(broker["bootstrap"], eng.topics["dlq"], len(reasons)):
+        h = dict(m.headers)
+        did = h["x-loyalty-event-id"].decode()
+        assert did.startswith("dlq_"), did
         key = (m.key, m.value, tuple(m.headers))
-        if key not in seen:
-            seen.add(key)
+        assert by_dlq_id.setdefault(did, key) == key, f"dead letter {did} sent with two contents"
+        if len(by_dlq_id) > len(dlq):
             dlq.append(m)
     assert sorted(dict(m.headers)["x-loyalty-reason"].decode() for m in dlq) == reasons
     assert sorted(m.value for m in dlq if dict(m.headers)["x-loyalty-reason"] == b"malformed") == \
@@ -193,7 +196,7 @@ def test_crash_in_each_window_loses_and_doubles_nothing(broker, workdir, prefix,
     send_all(broker["bootstrap"], eng.topics["payments"], [], raw=MALFORMED)
     # The failpoint aborts the engine (SIGABRT: no unwinding, no flush).
     wait_for(lambda: eng.proc.poll() is not None, 120, f"the failpoint {failpoint}")
-    assert eng.proc.returncode == -6, f"exit {eng.proc.returncode}"
+    assert eng.proc.returncode == -6, f"exit {eng.proc.returncode}:\n{eng.log_tail()}"
     eng.start()
     # Everything, the records that change no balance (duplicates, malformed) included: the
     # live state is then exactly the fold over the same input.
@@ -245,6 +248,11 @@ def test_a_record_from_the_future_is_rejected_before_the_log(broker, workdir, pr
     log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
                           "--log-topic", eng.topics["log"]], capture_output=True, check=True).stdout.decode()
     assert "evt_future" not in log
+    # The configured program entered the log stamped with the engine's wall clock (not 1970).
+    update = next(json.loads(l) for l in log.splitlines()
+                  if json.loads(l).get("type") == "loyalty.program.updated")
+    stamped = datetime.strptime(update["created"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert abs((datetime.now(timezone.utc) - stamped).total_seconds()) < 3600, update["created"]
 
 
 def test_verify_signature_cli_rejects_wrong_and_stale(workdir):
@@ -312,10 +320,17 @@ def test_protobuf_in_and_out_and_replay_publish(broker, workdir, prefix):
                headers=[("content-type", b"application/x-protobuf")])
     for e in events[25:]:
         p.send(eng.topics["payments"], key=e["data"]["customer"].encode(), value=json.dumps(e).encode())
+    # A protobuf-flagged value that does not decode: malformed, and the detail says why.
+    p.send(eng.topics["payments"], key=b"cus_pb", value=b"\xff\xff\xff",
+           headers=[("content-type", b"application/x-protobuf")])
     p.flush()
     p.close()
     expected = fold(cfg, [json.dumps(e) for e in events])
     wait_for(lambda: balances(eng.export()) == balances(expected), 120, "the protobuf and JSON payments")
+    bad = read_topic(broker["bootstrap"], eng.topics["dlq"], 1)[0]
+    assert dict(bad.headers)["x-loyalty-reason"] == b"malformed"
+    detail = dict(bad.headers)["x-loyalty-detail"].decode()
+    assert "protobuf" in detail and "JSON object" not in detail, detail
     eng.stop()
     live = eng.export()
     earned = [e for e in lines_of(live, "event") if e["type"] == "loyalty.points.earned"]
@@ -346,7 +361,11 @@ def test_protobuf_in_and_out_and_replay_publish(broker, workdir, prefix):
 def test_demotion_through_clock_ticks_survives_kill9_and_replay(broker, workdir, prefix):
     """A member promoted 40 days ago on a rolling one-month period is demoted by the
     engine's own clock ticks (no traffic carries the clock), and the demotion survives a
-    SIGKILL and a replay."""
+    SIGKILL and a replay.
+
+    The program enters the log through loyalty.commands, stamped before the payment: a
+    program configured with --config enters the log stamped with the engine's wall clock,
+    and a payment 40 days older is then a late event that never counts at the clock."""
     config = {"programs": [{
         "id": "prog_tiers", "currency": "EUR", "autoEnroll": True,
         "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
@@ -355,17 +374,29 @@ def test_demotion_through_clock_ticks_survives_kill9_and_replay(broker, workdir,
                        "tiers": [{"name": "Member", "rank": 0, "threshold": 0},
                                  {"name": "Silver", "rank": 1, "threshold": 10000}]}}]}
     cfg = workdir / "programs.json"
-    cfg.write_text(json.dumps(config))
-    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state")
-    eng.extra = ["--tick-interval-secs", "1"]
-    eng.start()
+    cfg.write_text('{"programs": []}')
+    # No tick before the payment (the first comes an hour after start): the clock is the
+    # payment's time when it is applied.
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state").start()
+    update = {"id": "cfg_tiers", "type": "loyalty.program.updated", "created": now_minus(41 * 86_400),
+              "data": config["programs"][0]}
     payment = {"id": "evt_old", "type": "payment.completed", "created": now_minus(40 * 86_400),
                "data": {"id": "pay_old", "customer": "cus_T", "amount": 15000, "currency": "EUR"}}
+    # One producer, one partition each: the update is in the log before the payment.
+    send_all(broker["bootstrap"], eng.topics["commands"], [update])
+    wait_for(lambda: "cfg_tiers" in subprocess.run(
+        [loyalty_bin(), "log", "--brokers", broker["bootstrap"], "--log-topic", eng.topics["log"]],
+        capture_output=True, check=True).stdout.decode(), 60, "the program in the log")
     send_all(broker["bootstrap"], eng.topics["payments"], [payment])
 
     def changes():
         return [e for e in lines_of(eng.export(), "event") if e["type"] == "loyalty.tier.changed"]
 
+    wait_for(lambda: len(changes()) == 1, 60, "the promotion")
+    # Restarted with a tick a second: the ticks carry the clock to now.
+    eng.kill9()
+    eng.extra = ["--tick-interval-secs", "1"]
+    eng.start()
     got = wait_for(lambda: (c := changes()) and len(c) == 2 and c, 60, "the promotion and the demotion")
     up, down = got
     assert (up["data"]["direction"], up["data"]["toTier"]) == ("up", "Silver")
@@ -383,8 +414,13 @@ def test_demotion_through_clock_ticks_survives_kill9_and_replay(broker, workdir,
     subprocess.run([loyalty_bin(), "replay", "--state", str(replayed)] + eng.args(), capture_output=True, check=True)
     out = subprocess.run([loyalty_bin(), "export", "--state", str(replayed)], capture_output=True, check=True)
     assert out.stdout.decode() == live
+    # Published at least once (a kill -9 before the outbox is trimmed sends it again, with
+    # the same id and bytes): the distinct events, in order, are the promotion and demotion.
     msgs = read_topic(broker["bootstrap"], f"{prefix}loyalty.tier.changed", 2)
-    assert [json.loads(m.value)["data"]["direction"] for m in msgs] == ["up", "down"]
+    distinct = {}
+    for m in msgs:
+        assert distinct.setdefault(dict(m.headers)["x-loyalty-event-id"], m.value) == m.value
+    assert [json.loads(v)["data"]["direction"] for v in distinct.values()] == ["up", "down"]
 
 
 def test_redemption_refund_and_transfer_survive_kill9_and_replay(broker, workdir, prefix):
