@@ -3,7 +3,7 @@
 #
 #   bash benches/replay.sh [RECORDS] [CUSTOMERS] [CONFIG]
 #
-# Starts tansu (in memory, on a free loopback port), writes a log straight into the log
+# Starts the broker (Apache Kafka, or tansu with BROKER=tansu; on a free loopback port), writes a log straight into the log
 # topic with `loyalty loadgen --topic` (the program first, then RECORDS records of the
 # loadgen's traffic), reads it once with `loyalty log` as the physical reference (the
 # broker's and client's raw speed), then times `loyalty replay` into a new directory and
@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 records="${1:-1000000}"
 customers="${2:-200000}"
 config="${3:-deploy/programs.example.json}"
-source benches/tansu.sh
+source benches/broker.sh
 "$bin" loadgen --brokers "$brokers" --topic loyalty.log --events 1 --config "$config" \
   --program-update-every 1 --id-prefix cfg
 "$bin" loadgen --brokers "$brokers" --topic loyalty.log --events "$records" \

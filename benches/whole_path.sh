@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The whole path, Kafka in, RocksDB, Kafka out, on tansu: events per second.
+# The whole path, Kafka in, RocksDB, Kafka out: events per second, on Apache Kafka (BROKER=tansu
+# for tansu; benches/broker.sh).
 #
 #   bash benches/whole_path.sh [EVENTS] [CUSTOMERS] [RATE] [CONFIG]
 #
-# Starts tansu (in memory, on a free loopback port) and the engine, produces EVENTS
+# Starts the broker (on a free loopback port) and the engine, produces EVENTS
 # records of CUSTOMERS customers with `loyalty loadgen` (payments, refunds, adjustments,
 # redemptions), as fast as the broker takes them or at RATE records a second, and measures
 # from the first record produced until the last `loyalty.points.earned` is read back (the
@@ -17,7 +18,7 @@ events="${1:-100000}"
 customers="${2:-20000}"
 rate="${3:-0}"
 config="${4:-deploy/programs.example.json}"
-source benches/tansu.sh
+source benches/broker.sh
 mport=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 LOYALTY_LOG=info "$bin" --log-format json run --brokers "127.0.0.1:$port" --config "$config" --state "$work/state" \
   --signing-secret bench --batch-size 5000 --metrics-addr "127.0.0.1:$mport" > "$work/engine.log" 2>&1 &
