@@ -333,6 +333,10 @@ def test_protobuf_in_and_out_and_replay_publish(broker, workdir, prefix):
     assert "protobuf" in detail and "JSON object" not in detail, detail
     eng.stop()
     live = eng.export()
+    # `loyalty export` is the fold of `loyalty log`, the undecodable record's line included.
+    log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
+                          "--log-topic", eng.topics["log"]], capture_output=True, check=True).stdout.decode()
+    assert fold(cfg, log.splitlines()) == live
     earned = [e for e in lines_of(live, "event") if e["type"] == "loyalty.points.earned"]
     msgs = read_topic(broker["bootstrap"], eng.topics["earned"], len(earned))
     first = {}

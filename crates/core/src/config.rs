@@ -517,7 +517,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                 format!("duplicate program id {:?}", p.id),
             ));
         }
-        programs.push(Arc::new(validate_program(p, &path)?));
+        programs.push(Arc::new(validate_program(p, &path, true)?));
     }
     Ok(Config { programs })
 }
@@ -544,7 +544,16 @@ pub fn program_texts(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
 /// Parses and validates one program object (the data of `loyalty.program.updated`).
 pub fn parse_program(text: &str) -> Result<Program, ConfigError> {
     let raw: RawProgram = from_json(text, "")?;
-    validate_program(raw, "")
+    validate_program(raw, "", true)
+}
+
+/// Parses a program a state stored: the checks of [`parse_program`] but those added after
+/// the program may have been stored (a currency of three letters, multipliers above 0, a
+/// lowest tier at threshold 0), so that a state an earlier version wrote still opens. New
+/// programs (the config, `loyalty.program.updated`) go through [`parse_program`].
+pub fn parse_stored_program(text: &str) -> Result<Program, ConfigError> {
+    let raw: RawProgram = from_json(text, "")?;
+    validate_program(raw, "", false)
 }
 
 fn from_json<'a, T: Deserialize<'a>>(text: &'a str, prefix: &str) -> Result<T, ConfigError> {
@@ -582,8 +591,9 @@ fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-/// Field-path helper used while validating.
-struct At<'a>(&'a str);
+/// Field-path helper used while validating; the flag says whether the checks added since
+/// programs were first stored apply ([`parse_stored_program`]).
+struct At<'a>(&'a str, bool);
 
 impl At<'_> {
     fn f(&self, field: &str) -> String {
@@ -614,6 +624,15 @@ impl At<'_> {
         Ok(n.0)
     }
 
+    /// Greater than 0; for a stored program (not strict) not negative, as it used to be.
+    fn multiplier(&self, field: &str, n: Num) -> Result<Dec, ConfigError> {
+        if self.1 {
+            self.positive_dec(field, n)
+        } else {
+            self.non_negative_dec(field, n)
+        }
+    }
+
     fn positive_dec(&self, field: &str, n: Num) -> Result<Dec, ConfigError> {
         let d = self.non_negative_dec(field, n)?;
         if d.is_zero() {
@@ -632,6 +651,9 @@ impl At<'_> {
 
     /// A currency code: three letters, as ISO 4217's (`EUR`, `usd`).
     fn currency(&self, field: &str, s: &str) -> Result<(), ConfigError> {
+        if !self.1 {
+            return self.non_empty(field, s);
+        }
         if s.len() == 3 && s.bytes().all(|c| c.is_ascii_alphabetic()) {
             Ok(())
         } else {
@@ -666,8 +688,8 @@ fn unique<'a>(
     Ok(())
 }
 
-fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
-    let at = At(path);
+fn validate_program(p: RawProgram, path: &str, strict: bool) -> Result<Program, ConfigError> {
+    let at = At(path, strict);
     at.non_empty("id", &p.id)?;
     at.currency("currency", &p.currency)?;
     let rounding = match p.points.as_ref().and_then(|pt| pt.rounding.as_deref()) {
@@ -714,12 +736,12 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
     let rules = raw_rules
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_rule(r, &At(&at.f(&format!("earningRules[{i}]")))))
+        .map(|(i, r)| validate_rule(r, &At(&at.f(&format!("earningRules[{i}]")), at.1)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let tiers = p
         .tier_config
-        .map(|t| validate_tiers(t, &At(&at.f("tierConfig"))))
+        .map(|t| validate_tiers(t, &At(&at.f("tierConfig"), at.1)))
         .transpose()?;
 
     let raw_campaigns = p.campaigns.unwrap_or_default();
@@ -731,7 +753,7 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
     let campaigns = raw_campaigns
         .into_iter()
         .enumerate()
-        .map(|(i, c)| validate_campaign(c, &At(&at.f(&format!("campaigns[{i}]")))))
+        .map(|(i, c)| validate_campaign(c, &At(&at.f(&format!("campaigns[{i}]")), at.1)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let raw_rewards = p.rewards.unwrap_or_default();
@@ -739,14 +761,14 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
     let rewards = raw_rewards
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_reward(r, &At(&at.f(&format!("rewards[{i}]")))))
+        .map(|(i, r)| validate_reward(r, &At(&at.f(&format!("rewards[{i}]")), at.1)))
         .collect::<Result<Vec<_>, _>>()?;
 
     let raw_cards = p.stamp_cards.unwrap_or_default();
     unique(&at, "stampCards", raw_cards.iter().map(|c| c.id.as_str()))?;
     let mut stamp_cards = Vec::with_capacity(raw_cards.len());
     for (i, c) in raw_cards.into_iter().enumerate() {
-        let cat = At(&at.f(&format!("stampCards[{i}]")));
+        let cat = At(&at.f(&format!("stampCards[{i}]")), at.1);
         cat.non_empty("trigger", &c.trigger)?;
         let stamps_required = cat.small_int("stampsRequired", c.stamps_required)?;
         if stamps_required == 0 {
@@ -755,7 +777,7 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
         if !rewards.iter().any(|r| r.id == c.reward) {
             return Err(cat.err("reward", format!("reward {:?} is not defined", c.reward)));
         }
-        let conditions = validate_conditions(c.conditions, &At(&cat.f("conditions")))?;
+        let conditions = validate_conditions(c.conditions, &At(&cat.f("conditions"), cat.1))?;
         stamp_cards.push(StampCard {
             id: c.id,
             trigger: c.trigger,
@@ -785,7 +807,7 @@ fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
 
 fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
     at.non_empty("trigger", &r.trigger)?;
-    let aat = At(&at.f("award"));
+    let aat = At(&at.f("award"), at.1);
     let need = |field: &str, v: Option<Num>| {
         v.ok_or_else(|| {
             aat.err(
@@ -859,7 +881,7 @@ fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
     };
     let multiplier = r
         .multiplier
-        .map(|m| at.positive_dec("multiplier", m))
+        .map(|m| at.multiplier("multiplier", m))
         .transpose()?
         .unwrap_or(Dec::ONE);
     let cap = r
@@ -898,7 +920,7 @@ fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
         multiplier,
         cap,
         window,
-        conditions: validate_conditions(r.conditions, &At(&at.f("conditions")))?,
+        conditions: validate_conditions(r.conditions, &At(&at.f("conditions"), at.1))?,
         recipient,
     })
 }
@@ -978,7 +1000,7 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
     let mut tiers: Vec<Tier> = Vec::with_capacity(t.tiers.len());
     let mut names = BTreeSet::new();
     for (i, raw) in t.tiers.into_iter().enumerate() {
-        let tat = At(&at.f(&format!("tiers[{i}]")));
+        let tat = At(&at.f(&format!("tiers[{i}]")), at.1);
         tat.non_empty("name", &raw.name)?;
         if !names.insert(raw.name.clone()) {
             return Err(tat.err("name", format!("duplicate tier name {:?}", raw.name)));
@@ -1012,14 +1034,14 @@ fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigErr
             threshold: tat.non_negative_int("threshold", raw.threshold)?,
             earn_multiplier: raw
                 .earn_multiplier
-                .map(|m| tat.positive_dec("earnMultiplier", m))
+                .map(|m| tat.multiplier("earnMultiplier", m))
                 .transpose()?
                 .unwrap_or(Dec::ONE),
             redemption_discount,
         });
     }
     // Every member sits in a tier: the lowest one holds whoever has no value yet.
-    if tiers[0].threshold > 0 {
+    if at.1 && tiers[0].threshold > 0 {
         return Err(at.err(
             "tiers[0].threshold",
             format!(
@@ -1073,7 +1095,7 @@ fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign, ConfigErro
         ends,
         multiplier: c
             .multiplier
-            .map(|m| at.positive_dec("multiplier", m))
+            .map(|m| at.multiplier("multiplier", m))
             .transpose()?
             .unwrap_or(Dec::ONE),
         triggers: c.triggers,
@@ -1277,6 +1299,27 @@ mod tests {
             assert_eq!(e.path, path, "{text}: {e}");
             assert!(e.message.contains(words), "{text}: {e}");
         }
+    }
+
+    /// A state an earlier version stored may hold a program the checks added since refuse:
+    /// it still opens (the new checks apply to new programs only).
+    #[test]
+    fn stored_programs_open_without_the_newer_checks() {
+        for extra in [
+            r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"multiplier":0}]"#,
+            r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":100,"earnMultiplier":0}]}"#,
+            r#","campaigns":[{"id":"camp_a","multiplier":0}]"#,
+        ] {
+            let text = format!(r#"{{"id":"prog_a","currency":"EURO"{extra}}}"#);
+            assert!(parse_program(&text).is_err(), "{text}");
+            parse_stored_program(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        }
+        // What was refused before is still refused.
+        assert!(parse_stored_program(r#"{"id":"prog_a","currency":""}"#).is_err());
+        assert!(parse_stored_program(
+            r#"{"id":"prog_a","currency":"EUR","campaigns":[{"id":"c","multiplier":-1}]}"#
+        )
+        .is_err());
     }
 
     #[test]

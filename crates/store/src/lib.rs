@@ -36,7 +36,7 @@ use std::sync::Arc;
 use loyalty_core::engine::{next_due, Changes};
 use loyalty_core::state::{Account, Due, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
-use loyalty_core::{config::parse_program, Engine};
+use loyalty_core::{config::parse_stored_program, Engine};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
@@ -215,6 +215,15 @@ fn seq_key(prefix: &str, seq: u64) -> Vec<u8> {
     k
 }
 
+/// Whether an error opening a store read-only says a file it listed was gone when it was
+/// opened: a running engine's compaction removed it in between. RocksDB 10 reports a
+/// missing table as `Corruption: ... IO error: No such file or directory ...` (the MANIFEST
+/// "may be corrupted"), a missing MANIFEST or WAL as `IO error: No such file ...`; both
+/// are read again. A table that is truly missing is still missing after the retries.
+fn a_file_went_away(message: &str) -> bool {
+    message.contains("No such file or directory")
+}
+
 impl Store {
     /// Opens (creating if missing) the store in `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -258,11 +267,7 @@ impl Store {
                 Ok(db) => break db,
                 // A running engine's compaction removed a file between the read of the
                 // file list and the file's opening: the next read lists the new files.
-                Err(e)
-                    if attempts < 20
-                        && e.kind() == rocksdb::ErrorKind::IOError
-                        && e.as_ref().contains("No such file") =>
-                {
+                Err(e) if attempts < 20 && a_file_went_away(e.as_ref()) => {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(50));
                 }
@@ -325,7 +330,8 @@ impl Store {
     /// leaves nothing at `to`.
     pub fn checkpoint(&self, to: &Path) -> Result<(), StoreError> {
         // Into a scratch directory first, renamed when complete and read back: an
-        // interrupted or damaged copy never looks like a checkpoint.
+        // interrupted or damaged copy never looks like a checkpoint. (`out/` is `out`.)
+        let to = to.components().as_path();
         let mut scratch = to.as_os_str().to_owned();
         scratch.push(".partial");
         let scratch = std::path::PathBuf::from(scratch);
@@ -573,7 +579,7 @@ impl Store {
                     .texts
                     .get(id)
                     .ok_or_else(|| corrupt(b"m/programs", format!("no text for {id}")))?;
-                let prog = parse_program(text).map_err(|e| corrupt(b"m/programs", e))?;
+                let prog = parse_stored_program(text).map_err(|e| corrupt(b"m/programs", e))?;
                 state.programs.push(Arc::new(prog));
             }
             state.program_texts = p.texts;
@@ -925,6 +931,25 @@ fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both shapes of "a file was gone" from RocksDB 10's read-only open are read again;
+    /// other errors are not.
+    #[test]
+    fn a_file_gone_during_open_is_read_again() {
+        assert!(a_file_went_away(
+            "Corruption: Corruption: IO error: No such file or directory: While open a file \
+             for random read: /s/000046.sst: No such file or directory The file /s/MANIFEST-000005 \
+             may be corrupted."
+        ));
+        assert!(a_file_went_away(
+            "IO error: No such file or directory: While opening a file for sequentially \
+             reading: /s/MANIFEST-000009: No such file or directory"
+        ));
+        assert!(!a_file_went_away(
+            "Corruption: Bad table magic number: expected 9863518390377041911, found \
+             9863518390377041909 in /s/000016.sst"
+        ));
+    }
     use loyalty_core::output::Output;
 
     fn tmp(label: &str) -> std::path::PathBuf {
@@ -1295,7 +1320,7 @@ impl Store {
         let mut parsed = BTreeMap::new();
         if let Some(p) = &programs {
             for id in &p.order {
-                match p.texts.get(id).map(|t| parse_program(t)) {
+                match p.texts.get(id).map(|t| parse_stored_program(t)) {
                     Some(Ok(prog)) => {
                         parsed.insert(id.clone(), prog);
                     }

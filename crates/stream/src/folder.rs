@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use loyalty_core::envelope::{Body, Record};
+use loyalty_core::envelope::{self, Body, Record};
 use loyalty_core::output::Output;
 use loyalty_core::Engine;
 use loyalty_store::{Batch, Store, StoreError};
@@ -132,7 +132,17 @@ impl Folder {
                 .insert((partition, src.topic.clone(), src.partition), src.offset);
         }
         self.out.clear();
-        match logrec::parse(meta.content_type.as_deref(), value) {
+        // A protobuf value that does not decode: the ledger's `rejected` line is the one a
+        // fold of `loyalty log` prints for it (the log prints it as the bytes it is), so that
+        // `loyalty export` stays that fold; the dead letter says why it does not decode.
+        let (parsed, undecodable) = match logrec::json_value(meta.content_type.as_deref(), value) {
+            Ok(json) => (envelope::parse(&json), None),
+            Err(why) => (
+                envelope::parse(envelope::log_line(value).as_bytes()),
+                Some(why),
+            ),
+        };
+        match parsed {
             Ok(rec) => {
                 self.preload(store, &rec)?;
                 self.load_working_set(store, &rec)?;
@@ -163,7 +173,14 @@ impl Folder {
             }
             self.batch.lines.push(o.to_json_line());
             if self.publish {
-                if let Some(e) = outbox::entry(settings, o, value, meta.source.as_ref()) {
+                if let Some(mut e) = outbox::entry(settings, o, value, meta.source.as_ref()) {
+                    if let (Output::Rejected(_), Some(why)) = (o, &undecodable) {
+                        for (k, v) in &mut e.headers {
+                            if k == outbox::DETAIL {
+                                *v = why.clone().into_bytes();
+                            }
+                        }
+                    }
                     self.batch.outbox.push(e);
                 }
             }
