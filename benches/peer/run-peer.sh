@@ -16,8 +16,8 @@
 # --application-id loyalty-peer; `java -jar … run --help` lists every option. smoke and bench
 # without BOOTSTRAP start a throwaway Apache Kafka with scripts/kafka and stop it after.
 #
-# Environment: JAVA_OPTS (default -Xmx512m), KAFKA_STREAMS_VERSION (default: the pom's, 4.4.0),
-# PEER_* (see README.md).
+# Environment: JAVA_OPTS (default -Xmx512m), KAFKA_STREAMS_VERSION (default: KAFKA_VERSION, the
+# broker's version for scripts/kafka, else the pom's 4.4.0), PEER_* (see README.md).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -41,7 +41,7 @@ tools() {
 # Build when the jar is missing or older than the pom or a source file (or built for another
 # Kafka Streams version).
 build() {
-  local version="${KAFKA_STREAMS_VERSION:-}" stamp="$project/target/.kafka-version"
+  local version="${KAFKA_STREAMS_VERSION:-${KAFKA_VERSION:-}}" stamp="$project/target/.kafka-version"
   if [ -f "$jar" ] && [ -z "$(find "$project/pom.xml" "$project/src" -newer "$jar" -print -quit)" ] \
      && [ "$(cat "$stamp" 2>/dev/null)" = "${version:-default}" ]; then
     return 0
