@@ -224,3 +224,54 @@ fn streaming_demo_runs_the_whole_path_on_the_embedded_broker() {
     assert!(!stderr.contains("gapless"), "{stderr}");
     assert!(!stderr.contains("WARN"), "{stderr}");
 }
+
+/// SPEC section 8: an event names the record whose application caused it in `source`
+/// (a payment, a command), and carries `null` for an effect that fell due (an expiry).
+#[test]
+fn events_name_the_record_that_caused_them() {
+    let config = r#"{"programs":[{"id":"prog_s","currency":"EUR","autoEnroll":true,
+      "pointsExpiry":{"months":1,"warnDays":7},
+      "earningRules":[{"id":"rule_p","trigger":"payment.completed",
+      "award":{"type":"per_amount","per":100,"points":1}}]}]}"#;
+    let events = r#"{"id":"evt_pay","type":"payment.completed","created":"2026-03-01T10:00:00Z","data":{"id":"pay_1","customer":"cus_A","amount":5000,"currency":"EUR"}}
+{"id":"cmd_adj","type":"loyalty.points.adjust","created":"2026-03-02T10:00:00Z","data":{"customer":"cus_A","program":"prog_s","points":5,"reason":"goodwill"}}
+{"id":"tick_1","type":"clock.tick","created":"2026-05-01T00:00:00Z","data":{}}
+"#;
+    let out = fold(config, events, None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = lines(&out);
+    let events = of_kind(&lines, "event");
+    let source_of = |kind: &str| -> Vec<serde_json::Value> {
+        events
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .map(|e| {
+                assert!(e.get("source").is_some(), "no source: {e}");
+                e["source"].clone()
+            })
+            .collect()
+    };
+    assert_eq!(source_of("loyalty.account.created"), vec!["evt_pay"]);
+    assert_eq!(source_of("loyalty.points.earned"), vec!["evt_pay"]);
+    assert_eq!(source_of("loyalty.points.adjusted"), vec!["cmd_adj"]);
+    let expired = source_of("loyalty.points.expired");
+    assert!(!expired.is_empty(), "the lots expire: {lines:?}");
+    assert!(expired.iter().all(|s| s.is_null()), "{expired:?}");
+    let expiring = source_of("loyalty.points.expiring");
+    assert!(!expiring.is_empty(), "a warning falls due: {lines:?}");
+    assert!(expiring.iter().all(|s| s.is_null()), "{expiring:?}");
+    // The key sits between `created` and `data`, as SPEC section 9's example prints it.
+    let raw = String::from_utf8_lossy(&out.stdout);
+    let first = raw
+        .lines()
+        .find(|l| l.contains(r#""kind":"event""#))
+        .unwrap();
+    assert!(
+        first.contains(r#""created":"2026-03-01T10:00:00Z","source":"evt_pay","data":"#),
+        "{first}"
+    );
+}

@@ -111,6 +111,8 @@ enum Accepted {
 /// Minting and output for the effects of one record (or one due effect).
 struct Cx<'o> {
     source: String,
+    /// Whether `source` is a record's id (not an effect that fell due): events carry it.
+    from_record: bool,
     created: Timestamp,
     n_tx: u32,
     n_ev: u32,
@@ -126,12 +128,21 @@ impl<'o> Cx<'o> {
     fn new(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
         Cx {
             source,
+            from_record: true,
             created,
             n_tx: 0,
             n_ev: 0,
             out,
             payment_awards: None,
             touched: Vec::new(),
+        }
+    }
+
+    /// The minting context of an effect that fell due: its events carry no `source`.
+    fn due(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+        Cx {
+            from_record: false,
+            ..Cx::new(source, created, out)
         }
     }
 
@@ -147,6 +158,7 @@ impl<'o> Cx<'o> {
             id,
             kind,
             created: self.created,
+            source: self.from_record.then(|| self.source.clone()),
             data,
         }));
     }
@@ -1711,7 +1723,7 @@ impl Engine {
                 let Some(prog) = self.state.program(&account.program).cloned() else {
                     return;
                 };
-                let mut cx = Cx::new(ids::due_source(&due.account, "birthday", at.0, ""), at, out);
+                let mut cx = Cx::due(ids::due_source(&due.account, "birthday", at.0, ""), at, out);
                 let trigger = Trigger {
                     kind: "customer.birthday",
                     at,
@@ -1747,7 +1759,7 @@ impl Engine {
                 } else {
                     "warning"
                 };
-                let mut cx = Cx::new(
+                let mut cx = Cx::due(
                     ids::due_source(&due.account, kind, at.0, &due.item),
                     at,
                     out,
@@ -1884,7 +1896,7 @@ impl Engine {
         account.tier = Some(to.clone());
         account.last_demotion = Some(at.0);
         let data = tier_changed_data(account, from, to, "down");
-        let mut cx = Cx::new(ids::due_source(id, kind, at.0, ""), at, out);
+        let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
         cx.event("loyalty.tier.changed", data);
     }
 }

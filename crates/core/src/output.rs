@@ -195,12 +195,16 @@ pub struct OutEvent {
     pub kind: &'static str,
     /// From what caused it.
     pub created: Timestamp,
+    /// The id of the record whose application caused it; `None` for an effect that fell
+    /// due (SPEC section 8).
+    pub source: Option<String>,
     /// The payload; always holds account, customer and program.
     pub data: Fields,
 }
 
 impl OutEvent {
-    /// The envelope JSON (`{"id","type","created","data"}`): the outbound message value.
+    /// The envelope JSON (`{"id","type","created","source","data"}`): the outbound message
+    /// value.
     pub fn to_envelope_json(&self) -> String {
         let mut out = Vec::with_capacity(384);
         out.extend_from_slice(br#"{"id":"#);
@@ -208,13 +212,15 @@ impl OutEvent {
         String::from_utf8(out).unwrap_or_default()
     }
 
-    /// The id's value, then `type`, `created` and `data`, and the closing brace.
+    /// The id's value, then `type`, `created`, `source` and `data`, and the closing brace.
     fn write_rest(&self, out: &mut Vec<u8>) {
         jw::str(out, &self.id);
         out.extend_from_slice(br#","type":"#);
         jw::str(out, self.kind);
         out.extend_from_slice(br#","created":"#);
         jw::time(out, self.created);
+        out.extend_from_slice(br#","source":"#);
+        jw::opt_str(out, self.source.as_deref());
         out.extend_from_slice(br#","data":"#);
         jw::fields(out, &self.data);
         out.push(b'}');
@@ -489,6 +495,7 @@ mod tests {
         #[serde(rename = "type")]
         event_kind: &'static str,
         created: Timestamp,
+        source: Option<&'a str>,
         data: &'a Fields,
     }
 
@@ -510,6 +517,7 @@ mod tests {
                 id: &event.id,
                 event_kind: event.kind,
                 created: event.created,
+                source: event.source.as_deref(),
                 data: &event.data,
             }),
             Output::Rejected(r) => serde_json::to_string(&RejectedLine {
@@ -557,6 +565,7 @@ mod tests {
             id: format!("evt_{s}"),
             kind: "loyalty.points.earned",
             created: Timestamp(created),
+            source: (!s.is_empty()).then(|| s.to_string()),
             data,
         })
     }

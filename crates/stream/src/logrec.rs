@@ -197,6 +197,7 @@ mod tests {
     #[test]
     fn protobuf_becomes_the_json_envelope() {
         let env = Envelope {
+            source: None,
             id: "evt_1".into(),
             r#type: "payment.completed".into(),
             created: "2026-03-01T10:00:00Z".into(),
@@ -218,6 +219,7 @@ mod tests {
         assert!(r.detail.contains("protobuf"), "{}", r.detail);
         assert!(!r.detail.contains("JSON object"), "{}", r.detail);
         let env = Envelope {
+            source: None,
             id: "evt_1".into(),
             r#type: "payment.completed".into(),
             created: "2026-03-01T10:00:00Z".into(),

@@ -31,6 +31,7 @@ pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
             r#type: e.kind.to_string(),
             created: e.created.to_string(),
             data_json: serde_json::to_string(&e.data).unwrap_or_default(),
+            source: e.source.clone(),
         }
         .encode_to_vec(),
     }
