@@ -119,3 +119,70 @@ def test_metrics_health_and_json_logs_of_a_running_engine(broker, workdir, prefi
     records = [json.loads(line) for line in log if line.strip()]
     assert records and all("level" in r and "fields" in r for r in records)
     assert any(r["fields"].get("message") == "running" for r in records)
+
+
+def program_records(broker, eng):
+    """The `loyalty.program.updated` records of the engine's log, in order."""
+    out = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
+                          "--log-topic", eng.topics["log"]], capture_output=True, check=True)
+    return [r for r in map(json.loads, out.stdout.decode().splitlines())
+            if r["type"] == "loyalty.program.updated"]
+
+
+def test_config_is_applied_only_when_the_file_changed(broker, workdir, prefix):
+    """SPEC section 10: a restart with the file last applied does not revert a program
+    changed since through loyalty.commands; an edited file is applied."""
+    cfg = write_config(workdir)
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state")
+    program = json.loads(cfg.read_text())["programs"][0]
+    pid = program["id"]
+
+    def earned_for(payment_id):
+        """Waits for the award of one payment and returns its points."""
+        def award():
+            got = [t for t in lines_of(eng.export(), "transaction")
+                   if t["rule"] == "rule_purchase" and t["source"] == payment_id]
+            return got[0]["points"] if got else None
+        return wait_for(award, 60, f"the award of {payment_id}")
+
+    def pay(n):
+        rec = {"id": f"evt_cfg_{n}", "type": "payment.completed", "created": now_minus(60),
+               "data": {"id": f"pay_cfg_{n}", "customer": "cus_cfg", "amount": 1000,
+                        "currency": "EUR"}}
+        send_all(broker["bootstrap"], eng.topics["payments"], [rec])
+        return earned_for(rec["id"])
+
+    try:
+        eng.start()
+        base_points = pay(1)  # 10 EUR, 1 point per EUR, x1.5
+        assert base_points == 15
+        assert len(program_records(broker, eng)) == 1
+        # The program changed through a command: 3 points per EUR.
+        changed = json.loads(json.dumps(program))
+        changed["earningRules"][0]["award"]["points"] = 3
+        send_all(broker["bootstrap"], eng.topics["commands"], [
+            {"id": "cmd_cfg_prog", "type": "loyalty.program.updated", "created": now_minus(30),
+             "data": changed}])
+        assert pay(2) == 45
+        eng.stop()
+
+        # A restart with the same file: nothing appended, the command's program holds.
+        eng.start()
+        assert pay(3) == 45
+        assert [r["id"] for r in program_records(broker, eng)][1:] == ["cmd_cfg_prog"]
+        eng.stop()
+
+        # The file edited (2 points per EUR): applied at the next start, once.
+        edited = json.loads(cfg.read_text())
+        edited["programs"][0]["earningRules"][0]["award"]["points"] = 2
+        cfg.write_text(json.dumps(edited))
+        eng.start()
+        assert pay(4) == 30
+        records = program_records(broker, eng)
+        assert len(records) == 3 and records[2]["id"].startswith(f"cfg_{pid}_")
+        eng.stop()
+        eng.start()
+        assert pay(5) == 30
+        assert len(program_records(broker, eng)) == 3
+    finally:
+        eng.stop()

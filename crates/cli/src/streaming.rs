@@ -112,6 +112,7 @@ impl RunArgs {
                 .with_context(|| format!("cannot read the config file {}", path.display()))?;
             s.programs = loyalty_core::config::program_texts(&text)
                 .with_context(|| format!("the config {} does not validate", path.display()))?;
+            s.config_digest = Some(loyalty_stream::config_digest(text.as_bytes()));
         }
         Ok(s)
     }

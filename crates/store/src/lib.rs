@@ -97,6 +97,8 @@ pub struct Batch {
     pub src: BTreeMap<(i32, String, i32), i64>,
     /// Keys of the due index (`d/`) the clock has passed, to remove.
     pub dues_passed: Vec<Vec<u8>>,
+    /// The digest of the `--config` file whose programs this batch applied (`m/config`).
+    pub config: Option<String>,
 }
 
 /// The key of an account's entry in the due index at `at`.
@@ -127,6 +129,8 @@ fn code_key(program: &str, code: &str) -> String {
 }
 
 const INDEX_KEY: &[u8] = b"m/index";
+/// The digest of the `--config` file last applied to the log (SPEC section 10).
+const CONFIG_KEY: &[u8] = b"m/config";
 const OVERDUE_KEY: &[u8] = b"m/overdue";
 
 #[derive(Serialize, Deserialize, Default)]
@@ -744,6 +748,9 @@ impl Store {
                 (*off as u64).to_be_bytes(),
             );
         }
+        if let Some(digest) = &batch.config {
+            wb.put(CONFIG_KEY, digest.as_bytes());
+        }
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync && self.wal);
         wo.disable_wal(!self.wal);
@@ -752,6 +759,25 @@ impl Store {
         self.db.write_opt(wb, &wo)?;
         self.next_seq
             .store(seq, std::sync::atomic::Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The digest of the `--config` file last applied to the log, if any.
+    pub fn config_digest(&self) -> Result<Option<String>, StoreError> {
+        match self.db.get(CONFIG_KEY)? {
+            Some(v) => String::from_utf8(v)
+                .map(Some)
+                .map_err(|e| corrupt(CONFIG_KEY, e)),
+            None => Ok(None),
+        }
+    }
+
+    /// Records that the `--config` file with this digest was applied (its programs all
+    /// equal the state's, so nothing entered the log).
+    pub fn set_config_digest(&self, digest: &str) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db.put_opt(CONFIG_KEY, digest.as_bytes(), &wo)?;
         Ok(())
     }
 

@@ -144,6 +144,12 @@ impl Folder {
         };
         match parsed {
             Ok(rec) => {
+                // A program of a `--config` file: the file is now the one last applied.
+                if rec.kind == "loyalty.program.updated" && rec.id.starts_with("cfg_") {
+                    if let Some((_, digest)) = rec.id.rsplit_once(crate::CONFIG_ID_MARK) {
+                        self.batch.config = Some(digest.to_string());
+                    }
+                }
                 self.preload(store, &rec)?;
                 self.load_working_set(store, &rec)?;
                 self.engine.apply_record(&rec, &mut self.out);

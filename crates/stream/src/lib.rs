@@ -64,7 +64,23 @@ pub struct Settings {
     pub account_cache: usize,
     /// The programs of `--config`, as JSON texts, in file order.
     pub programs: Vec<(String, String)>,
+    /// The SHA-256 (hex) of the `--config` file's bytes: the file is applied at start only
+    /// when it differs from the file last applied (SPEC section 10).
+    pub config_digest: Option<String>,
 }
+
+/// The digest `--config` files are told apart by: SHA-256 of the bytes, in hex.
+pub fn config_digest(bytes: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// What separates a configured program record's id from the digest of its file:
+/// `cfg_{program}_{revision}_{nanos}.sha256-{digest}`.
+pub const CONFIG_ID_MARK: &str = ".sha256-";
 
 impl Settings {
     /// The defaults of SPEC section 10, for `brokers`.
@@ -93,6 +109,7 @@ impl Settings {
             batch_size: 2000,
             account_cache: folder::DEFAULT_ACCOUNT_CACHE,
             programs: Vec::new(),
+            config_digest: None,
         }
     }
 

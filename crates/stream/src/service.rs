@@ -499,9 +499,17 @@ pub fn run(
         }
     }
 
-    // Program config changes enter the log, so that replay sees them where they happened.
+    // Program config changes enter the log, so that replay sees them where they happened;
+    // only when the file differs from the one last applied (SPEC section 10), so that a
+    // program changed since through a command or the API is not reverted by a restart.
     let mut futures = Vec::new();
-    for (id, text) in &settings.programs {
+    let last_applied = store.config_digest()?;
+    let unchanged = settings.config_digest.is_some() && settings.config_digest == last_applied;
+    if unchanged {
+        tracing::info!("the config file is the one last applied: not applied again");
+    }
+    let mut appended_config = false;
+    for (id, text) in settings.programs.iter().filter(|_| !unchanged) {
         let wanted =
             parse_program(text).with_context(|| format!("program {id} does not validate"))?;
         let state = folder.engine.state();
@@ -517,10 +525,17 @@ pub fn run(
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
+        // The id names the file's digest: the folder records it as the file last applied
+        // (`m/config`), so a replayed state knows it too.
+        let digest = settings.config_digest.as_deref().unwrap_or("");
         let record = format!(
             r#"{{"id":{},"type":"loyalty.program.updated","created":"{created}","data":{text}}}"#,
-            serde_json::Value::String(format!("cfg_{id}_{revision}_{nanos}"))
+            serde_json::Value::String(format!(
+                "cfg_{id}_{revision}_{nanos}{}{digest}",
+                crate::CONFIG_ID_MARK
+            ))
         );
+        appended_config = true;
         tracing::info!(program = %id, revision, "appending the configured program to the log");
         broadcast(
             &producer,
@@ -536,6 +551,10 @@ pub fn run(
         Some(metrics),
         Stage::Fold,
     )?;
+    if let (false, false, Some(digest)) = (unchanged, appended_config, &settings.config_digest) {
+        // Nothing differed: the file is applied all the same.
+        store.set_config_digest(digest)?;
+    }
 
     let input_consumer = consumer(settings)?;
     // Resume each input partition after the last record already in the log (BROKER.md):
