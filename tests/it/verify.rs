@@ -502,3 +502,31 @@ fn a_corrupt_data_block_stops_every_reader() {
         assert!(stderr.contains(&name), "{args:?} names {name}: {stderr}");
     }
 }
+
+/// The HTTP API's indexes are part of the state: an entry lost, left over or pointing
+/// elsewhere is reported under `api_index`.
+#[test]
+fn the_api_indexes_are_checked() {
+    let (_t, dir) = built("verify-api-index");
+    tamper(&dir, |db| {
+        let k = first_key(db, "l/", |_| true);
+        db.delete(&k).unwrap();
+        db.put(b"c/cus_ghost\0loy_ghost", b"").unwrap();
+        let k = first_key(db, "i/", |_| true);
+        db.put(&k, 999_999u64.to_be_bytes()).unwrap();
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let index: Vec<&serde_json::Value> = problems
+        .iter()
+        .filter(|p| p["check"] == "api_index")
+        .collect();
+    assert_eq!(index.len(), 3, "{problems:?}");
+    let details: Vec<&str> = index.iter().filter_map(|p| p["detail"].as_str()).collect();
+    assert!(details.contains(&"missing from the index"), "{details:?}");
+    assert!(details.contains(&"holds another value"), "{details:?}");
+    assert!(
+        details.contains(&"an index entry that nothing in the state calls for"),
+        "{details:?}"
+    );
+}

@@ -707,30 +707,12 @@ impl Engine {
     }
 
     fn account_view(&self, a: &Account) -> AccountView {
-        let prog = self.state.program(&a.program);
-        let tier = prog.and_then(|p| a.tier.as_deref().and_then(|t| p.tier(t)));
-        let now = self.state.clock.unwrap_or(Timestamp(i64::MIN / 4));
-        let value = prog.map_or(0, |p| tiers::value_at(a, p, now));
-        AccountView {
-            kind: "account",
-            id: a.id.clone(),
-            customer: a.customer.clone(),
-            program: a.program.clone(),
-            balance: a.balance,
-            tier: tier.map(|t| TierView {
-                name: t.name.clone(),
-                rank: t.rank,
-                earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
-            }),
-            qualifying_value: value,
-            at_risk: tier.is_some_and(|t| {
-                value < t.threshold && prog.is_some_and(|p| tiers::one_below(p, t).is_some())
-            }),
-            referral_code: a.referral_code.clone(),
-            stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        }
+        view_account(
+            a,
+            self.state.program(&a.program).map(|p| &**p),
+            self.state.clock,
+        )
     }
-
     fn program(&self, id: &str) -> Option<Arc<Program>> {
         self.state.program(id).cloned()
     }
@@ -1898,6 +1880,32 @@ impl Engine {
         let data = tier_changed_data(account, from, to, "down");
         let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
         cx.event("loyalty.tier.changed", data);
+    }
+}
+
+/// An account as the fold prints it, in its program (`None`: a program the state no longer
+/// holds) at the clock: what `loyalty fold` prints last, and what the HTTP API answers.
+pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp>) -> AccountView {
+    let tier = prog.and_then(|p| a.tier.as_deref().and_then(|t| p.tier(t)));
+    let now = clock.unwrap_or(Timestamp(i64::MIN / 4));
+    let value = prog.map_or(0, |p| tiers::value_at(a, p, now));
+    AccountView {
+        kind: "account",
+        id: a.id.clone(),
+        customer: a.customer.clone(),
+        program: a.program.clone(),
+        balance: a.balance,
+        tier: tier.map(|t| TierView {
+            name: t.name.clone(),
+            rank: t.rank,
+            earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
+        }),
+        qualifying_value: value,
+        at_risk: tier.is_some_and(|t| {
+            value < t.threshold && prog.is_some_and(|p| tiers::one_below(p, t).is_some())
+        }),
+        referral_code: a.referral_code.clone(),
+        stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
     }
 }
 

@@ -40,6 +40,9 @@ use loyalty_core::{config::parse_stored_program, Engine};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
+mod api;
+pub use api::{customer_key, tier_key, ApiCommand, LineIndex, View, Walk};
+
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -89,6 +92,8 @@ pub struct Batch {
     pub changes: Changes,
     /// Output lines (JSON), in order.
     pub lines: Vec<String>,
+    /// What the API's indexes need of each line (empty, or one for each line).
+    pub index: Vec<LineIndex>,
     /// Messages to publish (their `seq` is assigned by the store).
     pub outbox: Vec<OutboxEntry>,
     /// New log positions.
@@ -725,8 +730,11 @@ impl Store {
             wb.put(OVERDUE_KEY, v);
         }
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
-        for line in &batch.lines {
+        for (i, line) in batch.lines.iter().enumerate() {
             wb.put(seq_key("o", seq), line.as_bytes());
+            if let Some(ix) = batch.index.get(i) {
+                api::put_line_index(&mut wb, seq, ix, |a| api::tier_of(state, a));
+            }
             seq += 1;
         }
         for entry in &batch.outbox {
@@ -742,6 +750,7 @@ impl Store {
         let mut log = self.log_positions()?;
         log.extend(batch.log.iter().map(|(p, o)| (*p, *o)));
         wb.put(INDEX_KEY, index_mark(&log).as_bytes());
+        wb.put(api::API_INDEX_KEY, api::api_index_mark(&log).as_bytes());
         for ((lp, topic, part), off) in &batch.src {
             wb.put(
                 format!("m/src/{lp}/{topic}/{part}"),
@@ -1297,6 +1306,17 @@ impl Store {
                 indexed = self
                     .log_positions()
                     .is_ok_and(|p| v.as_ref() == index_mark(&p).as_bytes());
+            } else if k.as_ref() == api::API_INDEX_KEY || k.as_ref() == CONFIG_KEY {
+                // Checked below (the API's indexes), or free text (the config's digest).
+            } else if ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "u/"]
+                .iter()
+                .any(|p| key.starts_with(p))
+            {
+                // The API's indexes: checked as a whole below.
+            } else if let Some(id) = key.strip_prefix("h/") {
+                if serde_json::from_slice::<ApiCommand>(&v).is_err() {
+                    problem("decode", &k, format!("not a command the API sent: {id}"));
+                }
             } else if k.as_ref() == OVERDUE_KEY {
                 if let Err(e) = serde_json::from_slice::<Vec<Due>>(&v) {
                     problem("decode", &k, format!("not the overdue effects: {e}"));
@@ -1481,6 +1501,9 @@ impl Store {
                     format!("{prog}/{reward}: {used} used of a stock of {limit:?}"),
                 );
             }
+        }
+        for (key, detail) in self.verify_api_index()? {
+            problem("api_index", &key, detail);
         }
         Ok(problems)
     }

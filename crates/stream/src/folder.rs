@@ -73,6 +73,7 @@ impl Folder {
     /// folder reads from the store when a record needs them.
     pub fn open(store: &Store, publish: bool) -> Result<Folder, StoreError> {
         store.ensure_index()?;
+        store.ensure_api_index()?;
         let engine = store.load_engine_lean()?;
         let positions = store.positions()?;
         let read_to = engine.clock().map_or(i64::MIN, |c| c.0);
@@ -142,6 +143,10 @@ impl Folder {
                 Some(why),
             ),
         };
+        let record = match &parsed {
+            Ok(rec) => Some(rec.id.clone()),
+            Err(rejection) => rejection.source.clone(),
+        };
         match parsed {
             Ok(rec) => {
                 // A program of a `--config` file: the file is now the one last applied.
@@ -178,6 +183,9 @@ impl Folder {
                 _ => {}
             }
             self.batch.lines.push(o.to_json_line());
+            self.batch
+                .index
+                .push(loyalty_store::LineIndex::of_output(o, record.as_deref()));
             if self.publish {
                 if let Some(mut e) = outbox::entry(settings, o, value, meta.source.as_ref()) {
                     if let (Output::Rejected(_), Some(why)) = (o, &undecodable) {

@@ -1,0 +1,522 @@
+//! The indexes the HTTP API reads by (SPEC section 11), written in the same batch as the
+//! state they index, and the reads themselves, each from one RocksDB snapshot.
+//!
+//! Keys (composite parts separated by a NUL byte, which no id of the ledger holds):
+//! - `i/{ptx}` → the transaction's output sequence (8 bytes, big-endian); `T/{seq}` → its
+//!   id, every transaction in log order; `l/{loy}\0{seq}` → its id, an account's ledger
+//! - `e/{rdm}` → the redemption's sequence (its `loyalty.reward.redeemed` line); `Q/{seq}`
+//!   and `q/{loy}\0{seq}` → its id, as for transactions
+//! - `c/{customer}\0{loy}`: the accounts of a customer; `k/{program}\0{tier}\0{loy}`: the
+//!   accounts holding a tier
+//! - `u/{record}\0{seq}`: the output lines a record's application wrote (what a command's
+//!   answer is made of); a refusal as a duplicate is not one
+//! - `h/{record}`: a command the API sent ([`ApiCommand`]), with the fingerprint of the
+//!   request that made it (Idempotency-Key)
+//! - `m/apiindex`: present once the keys above cover the whole state (a state written by an
+//!   earlier version is indexed when first opened, [`Store::ensure_api_index`])
+
+use std::collections::BTreeMap;
+
+use loyalty_core::output::Output;
+use loyalty_core::state::State;
+use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::{corrupt, decode_account, seq_key, Store, StoreError};
+
+/// The log positions the API's indexes are whole up to, after their version.
+pub(crate) const API_INDEX_KEY: &[u8] = b"m/apiindex";
+
+/// What `m/apiindex` holds when the indexes are whole up to `log`.
+pub(crate) fn api_index_mark(log: &BTreeMap<i32, i64>) -> String {
+    format!("v1|{}", crate::index_mark(log))
+}
+
+/// What the API's indexes need to know of one output line.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LineIndex {
+    /// A transaction: its id and account.
+    pub transaction: Option<(String, String)>,
+    /// A redemption (`loyalty.reward.redeemed` with a redemption id): its id and account.
+    pub redemption: Option<(String, String)>,
+    /// A new account (`loyalty.account.created`): its id and customer.
+    pub opened: Option<(String, String)>,
+    /// A tier change: account, program, from, to (a name, or none).
+    pub tier: Option<(String, String, Option<String>, Option<String>)>,
+    /// The record whose application wrote the line.
+    pub record: Option<String>,
+}
+
+impl LineIndex {
+    /// The index entries of an output of the record `record` (None for effects that fell
+    /// due before it).
+    pub fn of_output(o: &Output, record: Option<&str>) -> LineIndex {
+        let mut ix = LineIndex::default();
+        let mine = |s: Option<&str>| record.filter(|r| s == Some(*r)).map(str::to_string);
+        match o {
+            Output::Transaction(t) => {
+                ix.transaction = Some((t.id.clone(), t.account.clone()));
+                ix.record = mine(Some(&t.source));
+            }
+            Output::Event(e) => {
+                ix.record = mine(e.source.as_deref());
+                let s = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                match e.kind {
+                    "loyalty.reward.redeemed" => {
+                        if let (Some(r), Some(a)) = (s("redemption"), s("account")) {
+                            ix.redemption = Some((r, a));
+                        }
+                    }
+                    "loyalty.account.created" => {
+                        if let (Some(a), Some(c)) = (s("account"), s("customer")) {
+                            ix.opened = Some((a, c));
+                        }
+                    }
+                    "loyalty.tier.changed" => {
+                        if let (Some(a), Some(p)) = (s("account"), s("program")) {
+                            ix.tier = Some((a, p, s("fromTier"), s("toTier")));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Output::Rejected(r) => {
+                if r.reason != loyalty_core::envelope::Reason::Duplicate {
+                    ix.record = mine(r.source.as_deref());
+                }
+            }
+        }
+        ix
+    }
+
+    /// The index entries of a stored output line (JSON), as [`LineIndex::of_output`] gives
+    /// them for the output it was printed from: for rebuilding and checking the indexes.
+    pub fn of_line(line: &serde_json::Value) -> LineIndex {
+        let mut ix = LineIndex::default();
+        let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        match line["kind"].as_str() {
+            Some("transaction") => {
+                if let (Some(id), Some(a)) = (s(&line["id"]), s(&line["account"])) {
+                    ix.transaction = Some((id, a));
+                }
+                // An effect that fell due names a `due:` source, not a record.
+                ix.record = s(&line["source"]).filter(|r| !r.starts_with("due:"));
+            }
+            Some("event") => {
+                ix.record = s(&line["source"]);
+                let d = &line["data"];
+                match line["type"].as_str() {
+                    Some("loyalty.reward.redeemed") => {
+                        if let (Some(r), Some(a)) = (s(&d["redemption"]), s(&d["account"])) {
+                            ix.redemption = Some((r, a));
+                        }
+                    }
+                    Some("loyalty.account.created") => {
+                        if let (Some(a), Some(c)) = (s(&d["account"]), s(&d["customer"])) {
+                            ix.opened = Some((a, c));
+                        }
+                    }
+                    Some("loyalty.tier.changed") => {
+                        if let (Some(a), Some(p)) = (s(&d["account"]), s(&d["program"])) {
+                            ix.tier = Some((a, p, s(&d["fromTier"]), s(&d["toTier"])));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            Some("rejected") if line["reason"] != "duplicate" => ix.record = s(&line["source"]),
+            _ => {}
+        }
+        ix
+    }
+}
+
+/// `{prefix}{a}\0{b}`.
+fn key2(prefix: &str, a: &str, b: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + a.len() + 1 + b.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b);
+    k
+}
+
+/// The 20 digits of a sequence number.
+fn digits(seq: u64) -> Vec<u8> {
+    seq_key("", seq)[1..].to_vec()
+}
+
+/// `k/{program}\0{tier}\0{loy}`.
+pub fn tier_key(program: &str, tier: &str, account: &str) -> Vec<u8> {
+    let mut k = key2("k/", program, tier.as_bytes());
+    k.push(0);
+    k.extend_from_slice(account.as_bytes());
+    k
+}
+
+/// `c/{customer}\0{loy}`.
+pub fn customer_key(customer: &str, account: &str) -> Vec<u8> {
+    key2("c/", customer, account.as_bytes())
+}
+
+/// The index entries of the line numbered `seq`. `tier_now` gives the tier an account
+/// holds once the batch is written (for a new account).
+pub(crate) fn put_line_index(
+    wb: &mut WriteBatch,
+    seq: u64,
+    ix: &LineIndex,
+    tier_now: impl Fn(&str) -> Option<(String, String)>,
+) {
+    let d = digits(seq);
+    if let Some((id, account)) = &ix.transaction {
+        wb.put(format!("i/{id}"), seq.to_be_bytes());
+        wb.put(seq_key("T", seq), id.as_bytes());
+        wb.put(key2("l/", account, &d), id.as_bytes());
+    }
+    if let Some((id, account)) = &ix.redemption {
+        wb.put(format!("e/{id}"), seq.to_be_bytes());
+        wb.put(seq_key("Q", seq), id.as_bytes());
+        wb.put(key2("q/", account, &d), id.as_bytes());
+    }
+    if let Some((account, customer)) = &ix.opened {
+        wb.put(customer_key(customer, account), b"");
+        if let Some((program, tier)) = tier_now(account) {
+            wb.put(tier_key(&program, &tier, account), b"");
+        }
+    }
+    if let Some((account, program, from, to)) = &ix.tier {
+        if let Some(from) = from {
+            wb.delete(tier_key(program, from, account));
+        }
+        if let Some(to) = to {
+            wb.put(tier_key(program, to, account), b"");
+        }
+    }
+    if let Some(record) = &ix.record {
+        wb.put(key2("u/", record, &d), b"");
+    }
+}
+
+/// The tier an account of `state` holds: (program, tier name).
+pub(crate) fn tier_of(state: &State, account: &str) -> Option<(String, String)> {
+    let a = state.accounts.get(account)?;
+    Some((a.program.clone(), a.tier.clone()?))
+}
+
+/// A command the API sent to the log, kept under `h/{id}` so that a repeat of its
+/// Idempotency-Key is answered, and `GET /v1/commands/{id}` can tell its outcome.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ApiCommand {
+    /// The SHA-256 (hex) of the request: method, path and body.
+    pub fingerprint: String,
+    /// What the command is: `enroll`, `adjust`, `redeem`, `qualify`, `transfer`, `program`.
+    pub kind: String,
+    /// The account it concerns (for a transfer: the sender's).
+    pub account: Option<String>,
+    /// The program it concerns.
+    pub program: Option<String>,
+}
+
+/// The prefixes of the API's index keys.
+const PREFIXES: [&str; 9] = ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "u/"];
+
+/// Every index key (and value) the state's lines and accounts call for.
+fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+    let mut wb = WriteBatch::default();
+    for kv in store.prefix("o/") {
+        let (k, v) = kv?;
+        // What does not decode is reported by `verify` on its own, and indexes nothing.
+        let Some(seq) = std::str::from_utf8(&k[2..])
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        let Ok(line) = serde_json::from_slice::<serde_json::Value>(&v) else {
+            continue;
+        };
+        let mut ix = LineIndex::of_line(&line);
+        // Tiers come from the accounts below.
+        ix.opened = None;
+        ix.tier = None;
+        put_line_index(&mut wb, seq, &ix, |_| None);
+    }
+    let mut out = BTreeMap::new();
+    struct Collect<'a>(&'a mut BTreeMap<Vec<u8>, Vec<u8>>);
+    impl rocksdb::WriteBatchIterator for Collect<'_> {
+        fn put(&mut self, key: &[u8], value: &[u8]) {
+            self.0.insert(key.to_vec(), value.to_vec());
+        }
+        fn delete(&mut self, key: &[u8]) {
+            self.0.remove(key);
+        }
+    }
+    wb.iterate(&mut Collect(&mut out));
+    for kv in store.prefix("a/") {
+        let (k, v) = kv?;
+        let Ok(a) = decode_account(&k, &v) else {
+            continue;
+        };
+        out.insert(customer_key(&a.customer, &a.id), Vec::new());
+        if let Some(t) = &a.tier {
+            out.insert(tier_key(&a.program, t, &a.id), Vec::new());
+        }
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Writes the API's indexes of a state that lacks them (written by an earlier version),
+    /// once, from its ledger lines and accounts.
+    pub fn ensure_api_index(&self) -> Result<(), StoreError> {
+        let mark = api_index_mark(&self.log_positions()?);
+        if self.db.get(API_INDEX_KEY)?.as_deref() == Some(mark.as_bytes()) {
+            return Ok(());
+        }
+        let mut wb = WriteBatch::default();
+        for prefix in PREFIXES {
+            for kv in self.prefix(prefix) {
+                wb.delete(kv?.0);
+            }
+        }
+        let expected = expected_index(self)?;
+        let n = expected.len();
+        for (k, v) in expected {
+            wb.put(k, v);
+            if wb.len() >= 100_000 {
+                self.db.write(std::mem::take(&mut wb))?;
+            }
+        }
+        wb.put(API_INDEX_KEY, mark.as_bytes());
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.write_opt(wb, &wo)?;
+        if n > 0 {
+            tracing::info!(keys = n, "indexed the ledger and the accounts for the API");
+        }
+        Ok(())
+    }
+
+    /// The API's index problems (for `loyalty verify`): keys missing, or left over, or
+    /// holding another value than the ledger and the accounts call for.
+    pub(crate) fn verify_api_index(&self) -> Result<Vec<(Vec<u8>, String)>, StoreError> {
+        let Ok(log) = self.log_positions() else {
+            // Reported as an offsets problem.
+            return Ok(Vec::new());
+        };
+        if self.db.get(API_INDEX_KEY)?.as_deref() != Some(api_index_mark(&log).as_bytes()) {
+            // Indexed anew when the engine next opens it.
+            return Ok(Vec::new());
+        }
+        let mut expected = expected_index(self)?;
+        let mut problems = Vec::new();
+        for prefix in PREFIXES {
+            for kv in self.prefix(prefix) {
+                let (k, v) = kv?;
+                match expected.remove(&*k) {
+                    Some(want) if want == *v => {}
+                    Some(_) => problems.push((k.to_vec(), "holds another value".to_string())),
+                    None => problems.push((
+                        k.to_vec(),
+                        "an index entry that nothing in the state calls for".to_string(),
+                    )),
+                }
+            }
+        }
+        for k in expected.into_keys() {
+            problems.push((k, "missing from the index".to_string()));
+        }
+        Ok(problems)
+    }
+
+    /// Keeps a command the API sent (`h/{id}`).
+    pub fn put_command(&self, id: &str, command: &ApiCommand) -> Result<(), StoreError> {
+        let v = serde_json::to_vec(command).map_err(|e| corrupt(id.as_bytes(), e))?;
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db.put_opt(format!("h/{id}"), v, &wo)?;
+        Ok(())
+    }
+
+    /// A consistent view of the state as of now: every read of it sees the same batches.
+    pub fn view(&self) -> View<'_> {
+        View {
+            db: &self.db,
+            snap: self.db.snapshot(),
+        }
+    }
+}
+
+/// A read-only view of the state at one instant (a RocksDB snapshot).
+pub struct View<'a> {
+    db: &'a DB,
+    snap: rocksdb::Snapshot<'a>,
+}
+
+impl std::fmt::Debug for View<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View").finish()
+    }
+}
+
+/// Which way a list is walked from its cursor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Keys ascending, from (and excluding) the cursor.
+    Up,
+    /// Keys descending, from (and excluding) the cursor.
+    Down,
+}
+
+impl View<'_> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.snap.get(key)?)
+    }
+
+    /// A stored account.
+    pub fn account(&self, id: &str) -> Result<Option<loyalty_core::state::Account>, StoreError> {
+        let key = format!("a/{id}");
+        match self.get(key.as_bytes())? {
+            Some(v) => Ok(Some(decode_account(key.as_bytes(), &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The output line numbered `seq`.
+    pub fn line(&self, seq: u64) -> Result<serde_json::Value, StoreError> {
+        let key = seq_key("o", seq);
+        let v = self
+            .get(&key)?
+            .ok_or_else(|| corrupt(&key, "an index names a line that is not there"))?;
+        serde_json::from_slice(&v).map_err(|e| corrupt(&key, e))
+    }
+
+    /// The sequence of the line a `i/` or `e/` key names.
+    pub fn seq_of(&self, prefix: &str, id: &str) -> Result<Option<u64>, StoreError> {
+        let key = format!("{prefix}{id}");
+        match self.get(key.as_bytes())? {
+            Some(v) => {
+                let b: [u8; 8] = v
+                    .as_slice()
+                    .try_into()
+                    .map_err(|_| corrupt(key.as_bytes(), "not a sequence number"))?;
+                Ok(Some(u64::from_be_bytes(b)))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The stored program list (`m/programs`) as its bytes.
+    pub fn programs_raw(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get(b"m/programs")
+    }
+
+    /// The programs of a program list's bytes ([`View::programs_raw`]), in config order:
+    /// (id, the program's JSON text).
+    pub fn parse_programs(raw: &[u8]) -> Result<Vec<(String, String)>, StoreError> {
+        let p: crate::StoredPrograms =
+            serde_json::from_slice(raw).map_err(|e| corrupt(b"m/programs", e))?;
+        p.order
+            .iter()
+            .map(|id| {
+                p.texts
+                    .get(id)
+                    .map(|t| (id.clone(), t.clone()))
+                    .ok_or_else(|| corrupt(b"m/programs", format!("no text for {id}")))
+            })
+            .collect()
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> Result<Option<loyalty_core::time::Timestamp>, StoreError> {
+        match self.get(b"m/clock")? {
+            Some(v) => Ok(Some(loyalty_core::time::Timestamp(
+                crate::parse_u64(b"m/clock", &v)? as i64,
+            ))),
+            None => Ok(None),
+        }
+    }
+
+    /// Units of each reward given so far: (program, reward) → units.
+    pub fn stock_used(&self) -> Result<BTreeMap<(String, String), i64>, StoreError> {
+        match self.get(b"m/stock")? {
+            Some(v) => {
+                let stock: Vec<((String, String), i64)> =
+                    serde_json::from_slice(&v).map_err(|e| corrupt(b"m/stock", e))?;
+                Ok(stock.into_iter().collect())
+            }
+            None => Ok(BTreeMap::new()),
+        }
+    }
+
+    /// Whether a record was applied (or refused) and committed.
+    pub fn is_seen(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.get(format!("s/{id}").as_bytes())?.is_some())
+    }
+
+    /// The lines a record's application wrote, in order.
+    pub fn record_lines(&self, record: &str) -> Result<Vec<serde_json::Value>, StoreError> {
+        let prefix = key2("u/", record, b"");
+        let mut seqs = Vec::new();
+        self.scan(&prefix, &prefix, Walk::Up, |k, _| {
+            let seq = std::str::from_utf8(&k[prefix.len()..])
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| corrupt(k, "not a sequence number"))?;
+            seqs.push(seq);
+            Ok(true)
+        })?;
+        seqs.into_iter().map(|s| self.line(s)).collect()
+    }
+
+    /// A command the API sent.
+    pub fn command(&self, id: &str) -> Result<Option<ApiCommand>, StoreError> {
+        let key = format!("h/{id}");
+        match self.get(key.as_bytes())? {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| corrupt(key.as_bytes(), e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Calls `f` with the keys under `prefix`, walking `walk` from `from` (excluded when it
+    /// is a key; `from == prefix` starts at the first or the last key of the prefix), until
+    /// `f` answers false.
+    pub fn scan(
+        &self,
+        prefix: &[u8],
+        from: &[u8],
+        walk: Walk,
+        mut f: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut ro = ReadOptions::default();
+        ro.set_snapshot(&self.snap);
+        let mut end = prefix.to_vec();
+        // The first key after every key of the prefix.
+        end.push(0xff);
+        let start: Vec<u8> = match walk {
+            Walk::Up => from.to_vec(),
+            Walk::Down if from == prefix => end.clone(),
+            Walk::Down => from.to_vec(),
+        };
+        let dir = match walk {
+            Walk::Up => Direction::Forward,
+            Walk::Down => Direction::Reverse,
+        };
+        let iter = self.db.iterator_opt(IteratorMode::From(&start, dir), ro);
+        for kv in iter {
+            let (k, v) = kv?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            if *k == *from {
+                continue;
+            }
+            if !f(&k, &v)? {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
