@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
+mod api;
 mod demo;
 pub mod fold;
 pub mod loadgen;
@@ -74,7 +75,18 @@ enum Command {
     Run {
         #[command(flatten)]
         args: Box<streaming::RunArgs>,
+        #[command(flatten)]
+        http: api::HttpArgs,
         /// The state directory (RocksDB).
+        #[arg(long, env = "LOYALTY_STATE")]
+        state: PathBuf,
+    },
+    /// Serve a state directory (a replayed state, a checkpoint) over the HTTP API,
+    /// read-only.
+    Serve {
+        #[command(flatten)]
+        http: api::HttpArgs,
+        /// The state directory.
         #[arg(long, env = "LOYALTY_STATE")]
         state: PathBuf,
     },
@@ -174,7 +186,15 @@ fn init_tracing(format: LogFormat, default: &str) {
 }
 
 /// The subcommands a settings file configures.
-const SETTINGS_COMMANDS: [&str; 6] = ["run", "replay", "log", "export", "verify", "checkpoint"];
+const SETTINGS_COMMANDS: [&str; 7] = [
+    "run",
+    "replay",
+    "log",
+    "export",
+    "verify",
+    "checkpoint",
+    "serve",
+];
 
 /// The command line with the settings file's values added where neither a flag nor an
 /// environment variable gives one (flag > environment > file > default). The file is
@@ -274,7 +294,8 @@ fn run(cli: Cli) -> Result<()> {
             until,
         } => fold(&config, &events, until.as_deref()),
         Command::Demo(args) => demo::run(&args),
-        Command::Run { args, state } => streaming::run(&args, &state),
+        Command::Run { args, http, state } => streaming::run(&args, &http, &state),
+        Command::Serve { http, state } => api::serve(&state, &http),
         Command::Export { state } => streaming::export(&state),
         Command::Log { kafka } => streaming::log(&kafka),
         Command::Replay {

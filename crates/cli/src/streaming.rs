@@ -119,7 +119,7 @@ impl RunArgs {
 }
 
 /// A flag set by SIGINT or SIGTERM.
-fn stop_on_signal() -> Arc<AtomicBool> {
+pub(crate) fn stop_on_signal() -> Arc<AtomicBool> {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -152,15 +152,18 @@ fn stop_on_signal() -> Arc<AtomicBool> {
     stop
 }
 
-pub fn run(args: &RunArgs, state: &Path) -> Result<()> {
+pub fn run(args: &RunArgs, http: &crate::api::HttpArgs, state: &Path) -> Result<()> {
     let settings = args.settings(true)?;
-    let store = Store::open(state)
-        .with_context(|| format!("cannot open the state in {}", state.display()))?;
+    let store = Arc::new(
+        Store::open(state)
+            .with_context(|| format!("cannot open the state in {}", state.display()))?,
+    );
     let stop = stop_on_signal();
     let counters = Arc::new(service::Counters::default());
     if let Some(addr) = &args.metrics_addr {
         loyalty_stream::metrics::serve(addr, counters.metrics.clone())?;
     }
+    crate::api::start_for_run(http, &settings, store.clone(), &counters)?;
     service::run(&settings, &store, &stop, &counters)
 }
 

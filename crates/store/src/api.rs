@@ -297,6 +297,13 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the API's indexes cover the state (a state an earlier version wrote lacks
+    /// them until the engine opens it).
+    pub fn has_api_index(&self) -> Result<bool, StoreError> {
+        let mark = api_index_mark(&self.log_positions()?);
+        Ok(self.db.get(API_INDEX_KEY)?.as_deref() == Some(mark.as_bytes()))
+    }
+
     /// The API's index problems (for `loyalty verify`): keys missing, or left over, or
     /// holding another value than the ledger and the accounts call for.
     pub(crate) fn verify_api_index(&self) -> Result<Vec<(Vec<u8>, String)>, StoreError> {

@@ -311,24 +311,14 @@ pub fn label(name: &'static str, value: impl Into<String>) -> Labels {
     vec![(name, value.into())]
 }
 
-/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread of its own, until
-/// the process ends. Returns the address bound (for `:0`).
-pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+/// `/metrics`, `/healthz` and `/readyz` (served on `--metrics-addr`, and beside the HTTP
+/// API on `--http-addr`).
+pub fn router(metrics: Arc<Metrics>) -> axum::Router {
     use axum::http::StatusCode;
     use axum::routing::get;
 
-    let listener = std::net::TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    listener
-        .set_nonblocking(true)
-        .context("cannot set the metrics socket non-blocking")?;
-    let bound = listener.local_addr().context("metrics address")?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the metrics runtime")?;
     let (m1, m2, m3) = (metrics.clone(), metrics.clone(), metrics);
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             get(move || async move {
@@ -358,7 +348,23 @@ pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<SocketAddr> {
                     Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
                 }
             }),
-        );
+        )
+}
+
+/// Serves `/metrics`, `/healthz` and `/readyz` on `addr` from a thread of its own, until
+/// the process ends. Returns the address bound (for `:0`).
+pub fn serve(addr: &str, metrics: Arc<Metrics>) -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    listener
+        .set_nonblocking(true)
+        .context("cannot set the metrics socket non-blocking")?;
+    let bound = listener.local_addr().context("metrics address")?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics runtime")?;
+    let app = router(metrics);
     std::thread::Builder::new()
         .name("metrics".into())
         .spawn(move || {

@@ -436,6 +436,9 @@ pub struct Counters {
     pub tier_changes: std::sync::atomic::AtomicU64,
     /// The Prometheus metrics and health (`--metrics-addr`).
     pub metrics: Arc<Metrics>,
+    /// Bumped after every batch committed: the HTTP API waits on it for a command's
+    /// outcome (read-your-writes).
+    pub committed: tokio::sync::watch::Sender<u64>,
 }
 
 /// Runs the service until `stop` is set. Returns after the last batch is stored and the
@@ -962,6 +965,7 @@ fn fold_step(
     }
     counters.folded.fetch_add(n as u64, Ordering::Relaxed);
     if n > 0 {
+        counters.committed.send_modify(|c| *c += 1);
         let m = &counters.metrics;
         m.folded.inc_by(n as u64);
         m.batch_size.observe(n as f64);

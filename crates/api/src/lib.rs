@@ -1,0 +1,371 @@
+//! The HTTP API (SPEC section 11): Stripe-style reads of the state the engine folded, and
+//! member commands that go through the log like every other record.
+//!
+//! Reads come from one RocksDB snapshot each ([`loyalty_store::View`]), through the
+//! indexes the store writes in the same batch as the state, so a read reflects every batch
+//! committed and a page never mixes two states. A command is produced to the commands
+//! topic ([`Submit`]), and its answer is what the folder wrote for it (the store's `u/`
+//! index), once a commit shows it applied ([`Commands::committed`]).
+//!
+//! Owns: routes, keys, errors, paging, the OpenAPI document. Must not know Kafka (the
+//! binary gives it a [`Submit`]) nor the store's layout (it reads through `View`).
+
+mod commands;
+mod doc;
+mod error;
+mod reads;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Request, State};
+use axum::http::{Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use loyalty_core::config::Program;
+use loyalty_store::Store;
+use sha2::{Digest, Sha256};
+
+pub use doc::openapi_json;
+pub use error::ApiError;
+
+/// Sends a command record to the commands topic.
+pub trait Submit: Send + Sync + 'static {
+    /// Produces `value` with message key `key`; resolves once the broker acknowledged it.
+    fn submit(
+        &self,
+        key: String,
+        value: Vec<u8>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+}
+
+/// What the API needs to take commands (absent in `loyalty serve`).
+pub struct Commands {
+    /// Where command records go.
+    pub sink: Arc<dyn Submit>,
+    /// Bumped after every batch the folder commits.
+    pub committed: tokio::sync::watch::Receiver<u64>,
+    /// How long a command may take before the answer is 202 (`--command-timeout-ms`).
+    pub timeout: Duration,
+}
+
+/// An API key as kept: its digest and what it may do.
+struct Key {
+    digest: [u8; 32],
+    write: bool,
+}
+
+/// The API's errors at start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A key that is neither `sk_` nor `rk_`.
+    #[error("API key #{0} begins with neither sk_ nor rk_")]
+    KeyPrefix(usize),
+    /// No key at all.
+    #[error("no API key given (--api-keys or LOYALTY_API_KEYS)")]
+    NoKey,
+    /// The address cannot be served.
+    #[error("cannot serve the HTTP API on {addr}: {why}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// The programs of the state, parsed once per change of `m/programs`.
+pub(crate) struct Programs {
+    /// In config order: id, the config as JSON, the parsed program.
+    pub list: Vec<(String, serde_json::Value, Arc<Program>)>,
+}
+
+impl Programs {
+    pub(crate) fn get(&self, id: &str) -> Option<&(String, serde_json::Value, Arc<Program>)> {
+        self.list.iter().find(|(p, _, _)| p == id)
+    }
+}
+
+/// The HTTP API over a state.
+pub struct Api {
+    store: Arc<Store>,
+    keys: Vec<Key>,
+    commands: Option<Commands>,
+    programs: Mutex<Option<(Vec<u8>, Arc<Programs>)>>,
+    /// Command ids being sent by a request now (a concurrent repeat waits instead).
+    in_flight: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("keys", &self.keys.len())
+            .field("commands", &self.commands.is_some())
+            .finish()
+    }
+}
+
+/// The SHA-256 of a text.
+pub(crate) fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// Lower-case hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Api {
+    /// An API over `store` with these keys (`sk_…` read and write, `rk_…` read only);
+    /// commands are taken when `commands` is given.
+    pub fn new(
+        store: Arc<Store>,
+        keys: &[String],
+        commands: Option<Commands>,
+    ) -> Result<Api, SetupError> {
+        let keys: Vec<Key> = keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .enumerate()
+            .map(|(i, k)| {
+                let write = if k.starts_with("sk_") {
+                    true
+                } else if k.starts_with("rk_") {
+                    false
+                } else {
+                    return Err(SetupError::KeyPrefix(i + 1));
+                };
+                Ok(Key {
+                    digest: sha256(k.as_bytes()),
+                    write,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        if keys.is_empty() {
+            return Err(SetupError::NoKey);
+        }
+        Ok(Api {
+            store,
+            keys,
+            commands,
+            programs: Mutex::new(None),
+            in_flight: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// What a presented key may do: `None` when it is no key of ours, else whether it
+    /// may write. Every key is compared, each in constant time (digests of equal length,
+    /// every byte looked at), so the time taken tells nothing of the keys.
+    fn authorize(&self, presented: &str) -> Option<bool> {
+        let d = sha256(presented.as_bytes());
+        let mut found: Option<bool> = None;
+        for k in &self.keys {
+            let diff = k
+                .digest
+                .iter()
+                .zip(d.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+            if diff == 0 {
+                found = Some(k.write);
+            }
+        }
+        found
+    }
+
+    /// The state's programs (parsed again only when they changed).
+    pub(crate) fn programs(
+        &self,
+        view: &loyalty_store::View<'_>,
+    ) -> Result<Arc<Programs>, ApiError> {
+        let raw = view.programs_raw()?.unwrap_or_default();
+        let mut cache = self.programs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((bytes, programs)) = cache.as_ref() {
+            if *bytes == raw {
+                return Ok(programs.clone());
+            }
+        }
+        let mut list = Vec::new();
+        if !raw.is_empty() {
+            for (id, text) in loyalty_store::View::parse_programs(&raw)? {
+                let json: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| ApiError::internal(format!("program {id}: {e}")))?;
+                let parsed = loyalty_core::config::parse_stored_program(&text)
+                    .map_err(|e| ApiError::internal(format!("program {id}: {e}")))?;
+                list.push((id, json, Arc::new(parsed)));
+            }
+        }
+        let programs = Arc::new(Programs { list });
+        *cache = Some((raw, programs.clone()));
+        Ok(programs)
+    }
+}
+
+/// Checks the key of every `/v1/` request; commands need an `sk_` key.
+async fn authenticate(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
+    if !req.uri().path().starts_with("/v1/") && req.uri().path() != "/v1" {
+        return next.run(req).await;
+    }
+    let presented = req
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "No API key provided: send Authorization: Bearer KEY",
+        )
+        .into_response();
+    };
+    match api.authorize(presented) {
+        None => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "authentication_error",
+            "Invalid API key provided",
+        )
+        .into_response(),
+        Some(false) if req.method() == Method::POST => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "permission_error",
+            "This key is read-only (rk_): commands need a secret key (sk_)",
+        )
+        .into_response(),
+        Some(_) => next.run(req).await,
+    }
+}
+
+/// Every route of SPEC section 11; `extra` (health and metrics) is served beside them
+/// without a key.
+pub fn router(api: Arc<Api>, extra: Router) -> Router {
+    let v1 = Router::new()
+        .route(
+            "/v1/accounts",
+            get(reads::list_accounts).post(commands::enroll),
+        )
+        .route("/v1/accounts/{id}", get(reads::get_account))
+        .route("/v1/accounts/{id}/balance", get(reads::get_balance))
+        .route("/v1/accounts/{id}/adjustments", post(commands::adjust))
+        .route("/v1/accounts/{id}/redemptions", post(commands::redeem))
+        .route(
+            "/v1/accounts/{id}/qualifying_activity",
+            post(commands::qualify),
+        )
+        .route("/v1/points_transactions", get(reads::list_transactions))
+        .route("/v1/points_transactions/{id}", get(reads::get_transaction))
+        .route("/v1/redemptions", get(reads::list_redemptions))
+        .route("/v1/transfers", post(commands::transfer))
+        .route(
+            "/v1/programs",
+            get(reads::list_programs).post(commands::update_program),
+        )
+        .route("/v1/programs/{id}", get(reads::get_program))
+        .route("/v1/programs/{id}/rewards", get(reads::list_rewards))
+        .route("/v1/commands/{id}", get(commands::get_command))
+        .route("/v1/openapi.json", get(doc::serve_openapi))
+        .fallback(not_found)
+        .with_state(api.clone());
+    v1.merge(extra)
+        .layer(axum::middleware::from_fn_with_state(api, authenticate))
+        .layer(axum::middleware::from_fn(error_shape))
+        // Bodies are read by the handlers with a limit of their own (a 413 in the API's
+        // shape), not by axum's default limit.
+        .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::missing(format!(
+        "Unrecognized request URL ({} {})",
+        req.method(),
+        req.uri().path()
+    ))
+}
+
+/// Gives every error answer the API's shape: axum's own (a 405 with its `Allow` header, a
+/// path that does not decode) are plain text.
+async fn error_shape(req: Request, next: Next) -> Response {
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let res = next.run(req).await;
+    let status = res.status();
+    let json = res
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return res;
+    }
+    let allow = res.headers().get(axum::http::header::ALLOW).cloned();
+    let (kind, message) = if status == StatusCode::METHOD_NOT_ALLOWED {
+        (
+            "invalid_request_error",
+            format!("{method} is not allowed on {path}"),
+        )
+    } else if status.is_server_error() {
+        ("api_error", format!("The request to {path} failed"))
+    } else {
+        let body = axum::body::to_bytes(res.into_body(), 64 * 1024)
+            .await
+            .unwrap_or_default();
+        (
+            "invalid_request_error",
+            String::from_utf8_lossy(&body).trim().to_string(),
+        )
+    };
+    // A 500 from below (none is expected) is still an answer, never a dropped connection.
+    let status = if status == StatusCode::INTERNAL_SERVER_ERROR {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        status
+    };
+    let mut out = ApiError::new(status, kind, message).into_response();
+    if let Some(a) = allow {
+        out.headers_mut().insert(axum::http::header::ALLOW, a);
+    }
+    out
+}
+
+/// Serves `app` on `addr` from a thread of its own (a runtime of two workers) until the
+/// process ends. Returns the address bound.
+pub fn serve(addr: &str, app: Router) -> Result<SocketAddr, SetupError> {
+    let fail = |why: String| SetupError::Listen {
+        addr: addr.to_string(),
+        why,
+    };
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| fail(e.to_string()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail(e.to_string()))?;
+    let bound = listener.local_addr().map_err(|e| fail(e.to_string()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("http")
+        .enable_all()
+        .build()
+        .map_err(|e| fail(e.to_string()))?;
+    std::thread::Builder::new()
+        .name("http-api".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!(error = %e, "HTTP listener");
+                        return;
+                    }
+                };
+                if let Err(e) = axum::serve(listener, app).await {
+                    tracing::error!(error = %e, "the HTTP API stopped");
+                }
+            });
+        })
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(addr = %bound, "serving the HTTP API");
+    Ok(bound)
+}
