@@ -218,6 +218,17 @@ fn streaming_demo_runs_the_whole_path_on_the_embedded_broker() {
     );
     assert_eq!(text.matches("signature verified").count(), 4, "{text}");
     assert!(!text.contains("REJECTED"), "{text}");
+    // It ends by showing the HTTP API: three requests answered by the running engine
+    // (an account, a redemption through the log, the ledger showing it), and their curl.
+    assert!(
+        text.contains("The HTTP API, on http://127.0.0.1:"),
+        "{text}"
+    );
+    assert_eq!(text.matches("  -> 200").count(), 3, "{text}");
+    assert!(text.contains(r#""object":"loyalty_account""#), "{text}");
+    assert!(text.contains(r#""object":"redemption""#), "{text}");
+    assert!(text.contains(r#""type":"redemption""#), "{text}");
+    assert_eq!(text.matches("curl -s").count(), 3, "{text}");
     // The demo's output is clean: no warning from librdkafka (the experimental
     // `enable.gapless.guarantee` the engine relies on is known, and not warned about).
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -331,9 +331,40 @@ async fn error_shape(req: Request, next: Next) -> Response {
     out
 }
 
+/// A running server: dropping it (or [`Server::stop`]) stops it and waits for its thread.
+#[derive(Debug)]
+pub struct Server {
+    /// The address bound.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Stops serving (requests under way are finished) and releases what the routes hold.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
 /// Serves `app` on `addr` from a thread of its own (a runtime of two workers) until the
-/// process ends. Returns the address bound.
-pub fn serve(addr: &str, app: Router) -> Result<SocketAddr, SetupError> {
+/// returned [`Server`] is stopped or dropped.
+pub fn serve(addr: &str, app: Router) -> Result<Server, SetupError> {
     let fail = |why: String| SetupError::Listen {
         addr: addr.to_string(),
         why,
@@ -349,7 +380,8 @@ pub fn serve(addr: &str, app: Router) -> Result<SocketAddr, SetupError> {
         .enable_all()
         .build()
         .map_err(|e| fail(e.to_string()))?;
-    std::thread::Builder::new()
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::Builder::new()
         .name("http-api".into())
         .spawn(move || {
             rt.block_on(async move {
@@ -360,12 +392,24 @@ pub fn serve(addr: &str, app: Router) -> Result<SocketAddr, SetupError> {
                         return;
                     }
                 };
-                if let Err(e) = axum::serve(listener, app).await {
+                let shutdown = async {
+                    let _ = stopped.await;
+                };
+                if let Err(e) = axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+                {
                     tracing::error!(error = %e, "the HTTP API stopped");
                 }
             });
+            // The runtime, and with it the routes' state (the command producer), goes here.
+            drop(rt);
         })
         .map_err(|e| fail(e.to_string()))?;
     tracing::info!(addr = %bound, "serving the HTTP API");
-    Ok(bound)
+    Ok(Server {
+        addr: bound,
+        stop: Some(stop),
+        thread: Some(thread),
+    })
 }

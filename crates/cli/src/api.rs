@@ -105,7 +105,7 @@ pub fn start_for_run(
     settings: &Settings,
     store: Arc<Store>,
     counters: &Counters,
-) -> Result<Option<std::net::SocketAddr>> {
+) -> Result<Option<loyalty_api::Server>> {
     let Some(addr) = &http.http_addr else {
         return Ok(None);
     };
@@ -157,12 +157,17 @@ pub fn serve(state: &Path, http: &HttpArgs) -> Result<()> {
     }
     let api = Api::new(Arc::new(store), &http.api_keys, None).context("the HTTP API")?;
     let app = loyalty_api::router(Arc::new(api), serve_health());
-    let bound = loyalty_api::serve(addr, app)?;
-    eprintln!("serving {} read-only on http://{bound}", state.display());
+    let server = loyalty_api::serve(addr, app)?;
+    eprintln!(
+        "serving {} read-only on http://{}",
+        state.display(),
+        server.addr
+    );
     let stop = crate::streaming::stop_on_signal();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(200));
     }
+    server.stop();
     Ok(())
 }
 

@@ -56,7 +56,7 @@ fn streaming(args: &DemoArgs) -> Result<()> {
     let brokers = cluster.bootstrap_servers();
     let dir = std::env::temp_dir().join(format!("loyalty-demo-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Store::open(&dir).context("cannot open the demo state")?;
+    let store = Arc::new(Store::open(&dir).context("cannot open the demo state")?);
 
     let mut settings = Settings::new(&brokers);
     settings.signing_secret = SECRET.as_bytes().to_vec();
@@ -79,6 +79,7 @@ fn streaming(args: &DemoArgs) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let engine = {
         let (settings, stop, counters) = (settings.clone(), stop.clone(), counters.clone());
+        let store = store.clone();
         std::thread::spawn(move || service::run(&settings, &store, &stop, &counters))
     };
 
@@ -207,6 +208,7 @@ fn streaming(args: &DemoArgs) -> Result<()> {
         println!("  {}: {}", m.topic(), String::from_utf8_lossy(payload));
         println!("    {}: {header}  -> {verdict}", signature::HEADER);
     }
+    show_the_api(&settings, store, &counters)?;
     stop.store(true, Ordering::SeqCst);
     let result = engine
         .join()
@@ -215,6 +217,98 @@ fn streaming(args: &DemoArgs) -> Result<()> {
     result.context("the engine failed")?;
     println!("\nNext: `loyalty run --brokers HOST:PORT --config programs.json --state DIR` against a real broker.");
     Ok(())
+}
+
+/// Starts the HTTP API on a free port with a generated key, and shows it: a few requests
+/// and their answers, and the `curl` commands that give them (served until Ctrl-C when the
+/// demo runs in a terminal).
+fn show_the_api(settings: &Settings, store: Arc<Store>, counters: &Counters) -> Result<()> {
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let key = format!(
+        "sk_demo_{:016x}",
+        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    );
+    let http = crate::api::HttpArgs {
+        http_addr: Some("127.0.0.1:0".into()),
+        api_keys: vec![key.clone()],
+        command_timeout_ms: 5000,
+    };
+    let server = crate::api::start_for_run(&http, settings, store, counters)?
+        .context("the demo's HTTP API")?;
+    let addr = server.addr;
+    let base = format!("http://{addr}");
+    println!("\nThe HTTP API, on {base} with the key {key}:");
+    // The busiest customer of the simulated traffic.
+    let id = loyalty_core::ids::account_id("prog_coffee", "cus_00000");
+    let redeem = format!("/v1/accounts/{id}/redemptions");
+    let body = r#"{"reward":"rwd_free_coffee"}"#;
+    let calls: [(&str, String, Option<&str>); 3] = [
+        ("GET", format!("/v1/accounts/{id}"), None),
+        ("POST", redeem.clone(), Some(body)),
+        (
+            "GET",
+            format!("/v1/points_transactions?account={id}&limit=2"),
+            None,
+        ),
+    ];
+    for (method, path, body) in &calls {
+        let (status, answer) = http_call(addr, method, path, &key, *body)?;
+        println!("\n  {method} {path}  -> {status}");
+        println!("  {answer}");
+    }
+    println!("\nThe same with curl:");
+    println!("  curl -s {base}/v1/accounts/{id} -H 'Authorization: Bearer {key}'");
+    println!(
+        "  curl -s -X POST {base}{redeem} -H 'Authorization: Bearer {key}' -H 'Idempotency-Key: demo-1' -d '{body}'"
+    );
+    println!(
+        "  curl -s '{base}/v1/points_transactions?account={id}&limit=2' -H 'Authorization: Bearer {key}'"
+    );
+    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        println!("\nThe engine and its API keep running; Ctrl-C ends the demo.");
+        let stop = crate::streaming::stop_on_signal();
+        while !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    // Its command producer goes before the embedded broker does.
+    server.stop();
+    Ok(())
+}
+
+/// One HTTP/1.1 request to the demo's own API: (status, body).
+fn http_call(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).context("cannot reach the demo's API")?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("not an HTTP answer")?;
+    let answer = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    Ok((status, answer))
 }
 
 fn offline() -> Result<()> {

@@ -163,8 +163,10 @@ pub fn run(args: &RunArgs, http: &crate::api::HttpArgs, state: &Path) -> Result<
     if let Some(addr) = &args.metrics_addr {
         loyalty_stream::metrics::serve(addr, counters.metrics.clone())?;
     }
-    crate::api::start_for_run(http, &settings, store.clone(), &counters)?;
-    service::run(&settings, &store, &stop, &counters)
+    let server = crate::api::start_for_run(http, &settings, store.clone(), &counters)?;
+    let result = service::run(&settings, &store, &stop, &counters);
+    drop(server);
+    result
 }
 
 /// `loyalty verify`: every problem as a JSON line on standard output; `Ok(false)` when
