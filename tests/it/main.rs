@@ -2,6 +2,7 @@
 //! users run it, the acceptance scenarios of `tests/scenarios/`, and property tests of the
 //! engine's invariants.
 
+mod api_reads;
 mod cli;
 mod docs;
 mod lifecycle;

@@ -446,7 +446,7 @@ fn a_code_naming_another_programs_code_is_refused_alike() {
     check("slash code", &log);
 }
 
-mod random {
+pub(crate) mod random {
     //! Replay equals live with a working set, over random logs: payments (some late),
     //! refunds, adjustments, transfers, redemptions, enrolments with birthdays and referral
     //! codes, upstream referrals, ticks and program updates, under rolling or calendar
@@ -477,7 +477,7 @@ mod random {
 
     const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
 
-    fn log() -> impl Strategy<Value = (bool, u32, Vec<String>)> {
+    pub(crate) fn log() -> impl Strategy<Value = (bool, u32, Vec<String>)> {
         let item = (0u8..12, 0u8..8, 1i64..20_000, 0i64..(120 * 86_400), 0u8..8);
         (any::<bool>(), prop::sample::select(vec![3u32, 31, 45]), prop::collection::vec(item, 1..70))
             .prop_map(|(calendar, warn, items)| {
