@@ -7,8 +7,10 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::Uri;
 use axum::Json;
+use loyalty_core::output::AccountView;
 use loyalty_core::time::Timestamp;
 use loyalty_store::{View, Walk};
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::{Api, ApiError, Programs};
@@ -118,27 +120,52 @@ impl Page {
     }
 }
 
-/// A list answer.
-fn list(uri: &Uri, data: Vec<Value>, has_more: bool) -> Json<Value> {
-    Json(json!({
-        "object": "list",
-        "url": uri.path(),
-        "has_more": has_more,
-        "data": data,
-    }))
+/// A list answer: `data` items are JSON values, or raw JSON text ([`RawValue`]) copied as
+/// it is (the ledger's lines need no parsing to be answered).
+#[derive(serde::Serialize)]
+pub(crate) struct List<T> {
+    object: &'static str,
+    url: String,
+    has_more: bool,
+    data: Vec<T>,
+}
+
+fn list<T>(uri: &Uri, data: Vec<T>, has_more: bool) -> Json<List<T>> {
+    Json(List {
+        object: "list",
+        url: uri.path().to_string(),
+        has_more,
+        data,
+    })
+}
+
+/// A stored line as the API's object without parsing it: its leading `{"kind":"KIND",`
+/// becomes `{"object":"OBJECT",` (the fold writes `kind` first, always).
+fn raw_object(line: Vec<u8>, kind: &str, object: &str) -> Result<Box<RawValue>, ApiError> {
+    let head = format!(r#"{{"kind":"{kind}","#);
+    let text = String::from_utf8(line).map_err(ApiError::internal)?;
+    let out = match text.strip_prefix(&head) {
+        Some(rest) => format!(r#"{{"object":"{object}",{rest}"#),
+        None => serde_json::to_string(&as_object(
+            serde_json::from_str(&text).map_err(ApiError::internal)?,
+            object,
+        ))
+        .map_err(ApiError::internal)?,
+    };
+    RawValue::from_string(out).map_err(ApiError::internal)
 }
 
 /// Walks the keys under `prefix` in list order (`order`) for a page: from the start, after
 /// the cursor's key (`starting_after`), or the items just before it (`ending_before`).
 /// `item` turns a key and value into an item of the list, or `None` when filtered out.
-fn page_of(
+fn page_of<T>(
     view: &View<'_>,
     prefix: &[u8],
     order: Walk,
     page: &Page,
     cursor_key: Option<Vec<u8>>,
-    mut item: impl FnMut(&[u8], &[u8]) -> Result<Option<Value>, ApiError>,
-) -> Result<(Vec<Value>, bool), ApiError> {
+    mut item: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, ApiError>,
+) -> Result<(Vec<T>, bool), ApiError> {
     let reverse = match order {
         Walk::Up => Walk::Down,
         Walk::Down => Walk::Up,
@@ -191,14 +218,28 @@ fn with_object(mut line: Value, object: &str) -> Value {
     line
 }
 
+/// An account as the fold prints it, at the clock.
+fn account_view(
+    programs: &Programs,
+    clock: Option<Timestamp>,
+    a: &loyalty_core::state::Account,
+) -> AccountView {
+    let prog = programs.get(&a.program).map(|(_, _, p)| &**p);
+    loyalty_core::engine::view_account(a, prog, clock)
+}
+
+/// An account as the API answers it, raw.
+fn account_raw(v: &AccountView) -> Result<Box<RawValue>, ApiError> {
+    raw_object(v.to_json_line().into_bytes(), "account", "loyalty_account")
+}
+
 /// An account as the API answers it.
 pub(crate) fn account_object(
     view: &View<'_>,
     programs: &Programs,
     a: &loyalty_core::state::Account,
 ) -> Result<Value, ApiError> {
-    let prog = programs.get(&a.program).map(|(_, _, p)| &**p);
-    let v = loyalty_core::engine::view_account(a, prog, view.clock()?);
+    let v = account_view(programs, view.clock()?, a);
     let line: Value = serde_json::from_str(&v.to_json_line()).map_err(ApiError::internal)?;
     Ok(as_object(line, "loyalty_account"))
 }
@@ -237,11 +278,15 @@ fn digits(seq: u64) -> String {
 pub(crate) async fn get_account(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Box<RawValue>>, ApiError> {
     let view = api.store.view();
     let programs = api.programs(&view)?;
     let a = load_account(&view, &id)?;
-    Ok(Json(account_object(&view, &programs, &a)?))
+    Ok(Json(account_raw(&account_view(
+        &programs,
+        view.clock()?,
+        &a,
+    ))?))
 }
 
 /// `GET /v1/accounts`
@@ -265,7 +310,7 @@ pub(crate) async fn list_accounts(
     State(api): State<Arc<Api>>,
     uri: Uri,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Box<RawValue>>>, ApiError> {
     let mut allowed = vec!["program", "customer", "tier", "at_risk"];
     allowed.extend(PAGE_PARAMS);
     let q = Query::parse(raw.as_deref(), &allowed)?;
@@ -297,6 +342,7 @@ pub(crate) async fn list_accounts(
         k.extend_from_slice(c.as_bytes());
         k
     });
+    let clock = view.clock()?;
     let (data, has_more) = page_of(&view, &prefix, Walk::Up, &page, cursor_key, |k, v| {
         let id = std::str::from_utf8(&k[prefix.len()..])
             .map_err(|_| ApiError::internal("an account key that is not UTF-8"))?;
@@ -315,13 +361,13 @@ pub(crate) async fn list_accounts(
         if program.is_some_and(|p| p != a.program) || customer.is_some_and(|c| c != a.customer) {
             return Ok(None);
         }
-        let obj = account_object(&view, &programs, &a)?;
-        if tier.is_some_and(|t| obj["tier"]["name"] != t)
-            || at_risk.is_some_and(|r| obj["atRisk"] != r)
+        let v = account_view(&programs, clock, &a);
+        if tier.is_some_and(|t| v.tier.as_ref().is_none_or(|x| x.name != t))
+            || at_risk.is_some_and(|r| v.at_risk != r)
         {
             return Ok(None);
         }
-        Ok(Some(obj))
+        Ok(Some(account_raw(&v)?))
     })?;
     Ok(list(&uri, data, has_more))
 }
@@ -419,7 +465,7 @@ pub(crate) async fn list_transactions(
     State(api): State<Arc<Api>>,
     uri: Uri,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Box<RawValue>>>, ApiError> {
     let mut allowed = vec!["account", "type", "created[gte]", "created[lt]"];
     allowed.extend(PAGE_PARAMS);
     let q = Query::parse(raw.as_deref(), &allowed)?;
@@ -455,18 +501,22 @@ pub(crate) async fn list_transactions(
             }
         },
     };
+    let filtered = kind.is_some() || gte.is_some() || lt.is_some();
     let (data, has_more) = page_of(&view, &prefix, Walk::Down, &page, cursor_key, |k, _| {
-        let line = view.line(seq_at_end(k)?)?;
-        if kind.is_some_and(|t| line["type"] != t) {
-            return Ok(None);
+        let raw = view.line_raw(seq_at_end(k)?)?;
+        if filtered {
+            let line: Value = serde_json::from_slice(&raw).map_err(ApiError::internal)?;
+            if kind.is_some_and(|t| line["type"] != t) {
+                return Ok(None);
+            }
+            let created = line["created"].as_str().and_then(Timestamp::parse_rfc3339);
+            if gte.is_some_and(|g| created.is_none_or(|c| c < g))
+                || lt.is_some_and(|l| created.is_none_or(|c| c >= l))
+            {
+                return Ok(None);
+            }
         }
-        let created = line["created"].as_str().and_then(Timestamp::parse_rfc3339);
-        if gte.is_some_and(|g| created.is_none_or(|c| c < g))
-            || lt.is_some_and(|l| created.is_none_or(|c| c >= l))
-        {
-            return Ok(None);
-        }
-        Ok(Some(as_object(line, "points_transaction")))
+        Ok(Some(raw_object(raw, "transaction", "points_transaction")?))
     })?;
     Ok(list(&uri, data, has_more))
 }
@@ -491,11 +541,16 @@ pub(crate) fn transaction(view: &View<'_>, id: &str) -> Result<Option<Value>, Ap
 pub(crate) async fn get_transaction(
     State(api): State<Arc<Api>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Box<RawValue>>, ApiError> {
     let view = api.store.view();
-    transaction(&view, &id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::missing(format!("No such points transaction: '{id}'")).param("id"))
+    match view.seq_of("i/", &id)? {
+        Some(seq) => Ok(Json(raw_object(
+            view.line_raw(seq)?,
+            "transaction",
+            "points_transaction",
+        )?)),
+        None => Err(ApiError::missing(format!("No such points transaction: '{id}'")).param("id")),
+    }
 }
 
 /// A redemption from its `loyalty.reward.redeemed` line.
@@ -533,7 +588,7 @@ pub(crate) async fn list_redemptions(
     State(api): State<Arc<Api>>,
     uri: Uri,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Value>>, ApiError> {
     let mut allowed = vec!["account"];
     allowed.extend(PAGE_PARAMS);
     let q = Query::parse(raw.as_deref(), &allowed)?;
@@ -620,7 +675,7 @@ pub(crate) async fn list_programs(
     State(api): State<Arc<Api>>,
     uri: Uri,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Value>>, ApiError> {
     let q = Query::parse(raw.as_deref(), &PAGE_PARAMS)?;
     let page = Page::of(&q)?;
     let view = api.store.view();
@@ -680,7 +735,7 @@ pub(crate) async fn list_rewards(
     uri: Uri,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<List<Value>>, ApiError> {
     let q = Query::parse(raw.as_deref(), &PAGE_PARAMS)?;
     let page = Page::of(&q)?;
     let view = api.store.view();

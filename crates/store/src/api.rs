@@ -398,6 +398,13 @@ impl View<'_> {
         serde_json::from_slice(&v).map_err(|e| corrupt(&key, e))
     }
 
+    /// The output line numbered `seq`, as stored (JSON text).
+    pub fn line_raw(&self, seq: u64) -> Result<Vec<u8>, StoreError> {
+        let key = seq_key("o", seq);
+        self.get(&key)?
+            .ok_or_else(|| corrupt(&key, "an index names a line that is not there"))
+    }
+
     /// The sequence of the line a `i/` or `e/` key names.
     pub fn seq_of(&self, prefix: &str, id: &str) -> Result<Option<u64>, StoreError> {
         let key = format!("{prefix}{id}");
