@@ -3,6 +3,9 @@
 #
 #   bash benches/api.sh [ACCOUNTS] [SECONDS]
 #
+# CMD_RATE (default 500) and BG_RATE (default 10000) set the commands' and the background
+# events' rates of step 3; READS=0 skips step 2.
+#
 # 1. Bulk-makes ACCOUNTS (default 1,000,000) accounts through the log: one
 #    `loyalty.account.enroll` command each, produced to loyalty.commands by kafka-python and
 #    folded by the engine (nothing is written to RocksDB but by the engine), plus 12
@@ -35,13 +38,15 @@ LOYALTY_LOG=info "$bin" --log-format json run --brokers "$brokers" --config "$co
 engine_pid=$!
 export API="http://127.0.0.1:$hport" KEY="$key" BROKERS="$brokers" WORK="$work" CONFIG="$config"
 "$PY" benches/api_load.py bulk "$accounts"
+if [ "${READS:-1}" != 0 ]; then
+  echo
+  echo "reads: wrk -t2 -c32 -d${secs}s on a state of $accounts accounts"
+  for what in healthz account ledger; do
+    "$PY" benches/api_load.py lua "$what" > "$work/$what.lua"
+    wrk -t2 -c32 -d"${secs}s" --latency -s "$work/$what.lua" "$API" > "$work/$what.wrk"
+    "$PY" benches/api_load.py wrk "$what" "$work/$what.wrk"
+  done
+  "$PY" benches/api_load.py ratios
+fi
 echo
-echo "reads: wrk -t2 -c32 -d${secs}s on a state of $accounts accounts"
-for what in healthz account ledger; do
-  "$PY" benches/api_load.py lua "$what" > "$work/$what.lua"
-  wrk -t2 -c32 -d"${secs}s" --latency -s "$work/$what.lua" "$API" > "$work/$what.wrk"
-  "$PY" benches/api_load.py wrk "$what" "$work/$what.wrk"
-done
-"$PY" benches/api_load.py ratios
-echo
-"$PY" benches/api_load.py commands 500 10000 "$secs" "$bin"
+"$PY" benches/api_load.py commands "${CMD_RATE:-500}" "${BG_RATE:-10000}" "$secs" "$bin"

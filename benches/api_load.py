@@ -150,12 +150,15 @@ def ratios():
 def commands(rate, events_rate, secs, binary):
     """Open loop: command k is due at t0 + k/rate; latency runs from that time."""
     rate, events_rate, secs = int(rate), int(events_rate), float(secs)
-    load = subprocess.Popen([binary, "loadgen", "--brokers", os.environ["BROKERS"],
-                             "--events", str(int(events_rate * (secs + 10))), "--customers", "200000",
-                             "--customer-offset", str(BUSY), "--rate", str(events_rate),
-                             "--id-prefix", f"bg_{os.getpid()}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(3)  # the background traffic reaches its rate before the commands start
+    # Background traffic (none at rate 0), at its rate before the commands start.
+    load = None
+    if events_rate > 0:
+        load = subprocess.Popen([binary, "loadgen", "--brokers", os.environ["BROKERS"],
+                                 "--events", str(int(events_rate * (secs + 10))), "--customers", "200000",
+                                 "--customer-offset", str(BUSY), "--rate", str(events_rate),
+                                 "--id-prefix", f"bg_{os.getpid()}"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(3)
     start_folded = folded()
     t_fold = time.time()
     n = int(rate * secs)
@@ -195,8 +198,9 @@ def commands(rate, events_rate, secs, binary):
     for t in threads:
         t.join()
     fold_rate = (folded() - start_folded) / (time.time() - t_fold)
-    load.terminate()
-    load.wait()
+    if load:
+        load.terminate()
+        load.wait()
     lat.sort()
     q = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
     print(f"commands: {n} adjustments at {rate}/s while the engine folded {fold_rate:.0f} records/s "

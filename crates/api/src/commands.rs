@@ -223,7 +223,10 @@ impl Api {
         let started = Instant::now();
         let mut committed = commands.committed.clone();
         committed.mark_unchanged();
-        let folded = !first && self.store.view().is_seen(id)?;
+        // Folded already (a repeat; or a state replayed from the log, which holds the
+        // records but not the API's note of them): not sent again.
+        let _ = first;
+        let folded = self.store.view().is_seen(id)?;
         if !folded && sending {
             let view = self.store.view();
             let now = SystemTime::now()
