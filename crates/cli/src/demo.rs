@@ -266,7 +266,10 @@ fn show_the_api(settings: &Settings, store: Arc<Store>, counters: &Counters) -> 
     println!(
         "  curl -s '{base}/v1/points_transactions?account={id}&limit=2' -H 'Authorization: Bearer {key}'"
     );
-    if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    // Someone at a terminal can try the curl commands; a script or CI goes on.
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && std::io::IsTerminal::is_terminal(&std::io::stdout())
+    {
         println!("\nThe engine and its API keep running; Ctrl-C ends the demo.");
         let stop = crate::streaming::stop_on_signal();
         while !stop.load(Ordering::Relaxed) {
