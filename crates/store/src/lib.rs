@@ -1095,6 +1095,8 @@ mod tests {
                 headers: vec![("h".into(), b"v".to_vec())],
             }],
             dues_passed: Vec::new(),
+            index: Vec::new(),
+            config: None,
             log: [(0, records.len() as i64)].into_iter().collect(),
             src: [((0, "payment.completed".to_string(), 0), 7)]
                 .into_iter()
