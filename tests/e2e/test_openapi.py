@@ -158,12 +158,16 @@ def test_schemathesis_finds_no_server_error_and_every_answer_conforms(api, tmp_p
     config = tmp_path / "schemathesis.toml"
     config.write_text(TOML)
     junit = tmp_path / "junit.xml"
+    # One worker: with several, hypothesis's ast.parse in worker threads sometimes hits
+    # CPython 3.11's "AST constructor recursion depth mismatch" (a race in the
+    # interpreter, python/cpython#106905), which schemathesis reports as a runtime error of
+    # its own, not of the server.
     cmd = [sys.executable, "-m", "schemathesis.cli", "--config-file", str(config),
            "run", f"{api.base}/v1/openapi.json",
            "--checks", "all",
            "-H", f"Authorization: Bearer {SK}",
            "--origin", api.base,
-           "--max-examples", "25", "--seed", "20260301", "--workers", "4",
+           "--max-examples", "25", "--seed", "20260301", "--workers", "1",
            "--request-timeout", "20",
            "--suppress-health-check", "all",
            "--generation-database", "none",

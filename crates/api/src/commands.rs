@@ -226,7 +226,7 @@ impl Api {
         // Folded already (a repeat; or a state replayed from the log, which holds the
         // records but not the API's note of them): not sent again.
         let _ = first;
-        let folded = self.store.view().is_seen(id)?;
+        let folded = self.outcome(id)?.is_some();
         if !folded && sending {
             let view = self.store.view();
             let now = SystemTime::now()
@@ -269,13 +269,14 @@ impl Api {
     /// A command's answer once folded: status and body; `None` while pending.
     pub(crate) fn outcome(&self, id: &str) -> Result<Option<(StatusCode, Value)>, ApiError> {
         let view = self.store.view();
-        if !view.is_seen(id)? {
-            return Ok(None);
-        }
         let Some(cmd) = view.command(id)? else {
             return Ok(None);
         };
+        // Folded: it wrote lines (a refusal too), or it was applied and marked seen.
         let lines = view.record_lines(id)?;
+        if lines.is_empty() && !view.is_seen(id)? {
+            return Ok(None);
+        }
         let programs = self.programs(&view)?;
         if let Some(r) = lines.iter().find(|l| l["kind"] == "rejected") {
             let reason = r["reason"].as_str().unwrap_or("invalid");
@@ -283,7 +284,17 @@ impl Api {
             let e = if REFUSALS.contains(&reason) {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, "refusal_error", detail).code(reason)
             } else if reason == "not_enrolled" || reason == "unknown_program" {
-                ApiError::missing(detail)
+                // The engine's detail names the field first: `data.to: …`.
+                let param = detail
+                    .split_once(':')
+                    .and_then(|(f, _)| f.strip_prefix("data."))
+                    .filter(|f| !f.contains(' '))
+                    .map(str::to_string);
+                let e = ApiError::missing(detail.clone());
+                match param {
+                    Some(p) => e.param(p),
+                    None => e,
+                }
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", detail).code(reason)
             };
@@ -390,11 +401,8 @@ pub(crate) async fn enroll(
             return Err(ApiError::invalid("birthday", "birthday must be \"MM-DD\""));
         }
     }
-    let view = api.store.view();
-    if api.programs(&view)?.get(&program).is_none() {
-        return Err(ApiError::missing(format!("No such program: '{program}'")).param("program"));
-    }
-    drop(view);
+    // An unknown program is the engine's to say (`unknown_program`, a 404): a program
+    // configured a moment ago may still be on its way through the log.
     let mut data = json!({"customer": customer, "program": program});
     if let Some(r) = referral {
         data["referralCode"] = r.into();
@@ -604,20 +612,8 @@ pub(crate) async fn transfer(
             "from and to must be two different customers",
         ));
     }
-    let view = api.store.view();
-    if api.programs(&view)?.get(&program).is_none() {
-        return Err(ApiError::missing(format!("No such program: '{program}'")).param("program"));
-    }
-    for (param, customer) in [("from", &from), ("to", &to)] {
-        let account = loyalty_core::ids::account_id(&program, customer);
-        if view.account(&account)?.is_none() {
-            return Err(ApiError::missing(format!(
-                "No account of customer '{customer}' in {program}"
-            ))
-            .param(param));
-        }
-    }
-    drop(view);
+    // An unknown program or a customer without an account is the engine's to say
+    // (`unknown_program`, `not_enrolled`: a 404), in log order with what came before.
     let cmd = Command {
         kind: "transfer",
         record_type: "loyalty.points.transfer",

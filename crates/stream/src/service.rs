@@ -480,27 +480,31 @@ pub fn run(
     // Catch up with the log as it is now, so that the engine holds all it has.
     // ListOffsets gives a lower bound (tansu's is too low); every fetch then tells the end,
     // so poll at least once before deciding.
-    let mut ends = log_ends(&log_consumer, settings, log_partitions)?;
-    loop {
-        fold_step(settings, store, &log_consumer, &mut folder, counters)?;
-        counters.published.fetch_add(
-            publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)? as u64,
-            Ordering::Relaxed,
-        );
-        for (p, end) in ends.iter_mut() {
-            if let Some(high) = cached_high(&log_consumer, &settings.log_topic, *p) {
-                *end = (*end).max(high);
+    let catch_up = |folder: &mut Folder| -> Result<()> {
+        let mut ends = log_ends(&log_consumer, settings, log_partitions)?;
+        loop {
+            fold_step(settings, store, &log_consumer, folder, counters)?;
+            counters.published.fetch_add(
+                publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)? as u64,
+                Ordering::Relaxed,
+            );
+            for (p, end) in ends.iter_mut() {
+                if let Some(high) = cached_high(&log_consumer, &settings.log_topic, *p) {
+                    *end = (*end).max(high);
+                }
+            }
+            let behind = ends
+                .iter()
+                .any(|(p, end)| folder.positions.get(p).copied().unwrap_or(0) < *end);
+            record_log_lag(metrics, settings, &log_consumer, log_partitions, folder);
+            metrics.beat();
+            if !behind || stop.load(Ordering::Relaxed) {
+                break;
             }
         }
-        let behind = ends
-            .iter()
-            .any(|(p, end)| folder.positions.get(p).copied().unwrap_or(0) < *end);
-        record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
-        metrics.beat();
-        if !behind || stop.load(Ordering::Relaxed) {
-            break;
-        }
-    }
+        Ok(())
+    };
+    catch_up(&mut folder)?;
 
     // Program config changes enter the log, so that replay sees them where they happened;
     // only when the file differs from the one last applied (SPEC section 10), so that a
@@ -557,6 +561,11 @@ pub fn run(
     if let (false, false, Some(digest)) = (unchanged, appended_config, &settings.config_digest) {
         // Nothing differed: the file is applied all the same.
         store.set_config_digest(digest)?;
+    }
+    if appended_config {
+        // The configured programs are folded before the engine says it is ready: a request
+        // right after /readyz finds them (the API reads the state, not the log).
+        catch_up(&mut folder)?;
     }
 
     let input_consumer = consumer(settings)?;
