@@ -174,3 +174,60 @@ proptest! {
         });
     }
 }
+
+/// A program update that adds tiers moves every member into the lowest tier without a
+/// `loyalty.tier.changed` event; one that removes them moves them out. The tier filter
+/// follows the accounts, and `verify` finds the index whole.
+#[test]
+fn the_tier_filter_follows_program_updates_that_add_or_remove_tiers() {
+    let plain = json!({"id": "prog_t", "currency": "EUR", "autoEnroll": true,
+        "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+            "award": {"type": "per_amount", "per": 100, "points": 1}}]});
+    let mut tiered = plain.clone();
+    tiered["tierConfig"] = json!({"qualifyOn": "spend", "period": {"type": "rolling", "months": 12},
+        "tiers": [{"name": "Member", "rank": 0, "threshold": 0},
+                  {"name": "Gold", "rank": 1, "threshold": 100000}]});
+    let rec = |id: &str, t: &str, created: &str, data: Value| {
+        json!({"id": id, "type": t, "created": created, "data": data}).to_string()
+    };
+    let mut log = vec![rec(
+        "cfg1",
+        "loyalty.program.updated",
+        "2026-03-01T00:00:00Z",
+        plain.clone(),
+    )];
+    for i in 0..3 {
+        log.push(rec(&format!("p{i}"), "payment.completed", "2026-03-02T00:00:00Z",
+            json!({"id": format!("pay{i}"), "customer": format!("cus_{i}"), "amount": 500, "currency": "EUR"})));
+    }
+    let dir = TempDir::new("api-tiers");
+    let members = |log: &[String]| {
+        let store = stored(&dir.0.join(format!("state{}", log.len())), log, 2);
+        assert_eq!(store.verify().unwrap(), vec![]);
+        let api = loyalty_api::Api::new(store, &[KEY.to_string()], None).unwrap();
+        let app = loyalty_api::router(Arc::new(api), axum::Router::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let got = walk(&app, "/v1/accounts?program=prog_t&tier=Member", 2).await;
+            got.len()
+        })
+    };
+    assert_eq!(members(&log), 0, "no tiers yet");
+    log.push(rec(
+        "cfg2",
+        "loyalty.program.updated",
+        "2026-03-03T00:00:00Z",
+        tiered,
+    ));
+    assert_eq!(members(&log), 3, "every member is in the lowest tier");
+    log.push(rec(
+        "cfg3",
+        "loyalty.program.updated",
+        "2026-03-04T00:00:00Z",
+        plain,
+    ));
+    assert_eq!(members(&log), 0, "the tiers are gone");
+}

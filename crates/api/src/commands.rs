@@ -171,6 +171,7 @@ impl Api {
             kind: cmd.kind.to_string(),
             account: cmd.account.clone(),
             program: cmd.program.clone(),
+            answer: None,
         };
         // Check and claim under one lock: two requests with one key never both send it
         // as new, nor store two fingerprints.
@@ -187,19 +188,15 @@ impl Api {
                     ));
                 }
             } else {
-                self.store.put_command(&id, &stored)?;
+                self.store.put_command(&id, &stored, true)?;
             }
             (known.is_none(), in_flight.insert(id.clone()))
         };
+        // Released however the request ends (a client that goes away drops this future).
+        let _claim = sending.then(|| Claim(self.clone(), id.clone()));
         let outcome = self
             .deliver_and_wait(commands, &id, &cmd, first, sending)
             .await;
-        if sending {
-            self.in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        }
         match outcome? {
             Some((status, body)) => Ok((status, Json(body)).into_response()),
             None => Ok((
@@ -272,6 +269,10 @@ impl Api {
         let Some(cmd) = view.command(id)? else {
             return Ok(None);
         };
+        if let Some((status, body)) = &cmd.answer {
+            let status = StatusCode::from_u16(*status).map_err(ApiError::internal)?;
+            return Ok(Some((status, body.clone())));
+        }
         // Folded: it wrote lines (a refusal too), or it was applied and marked seen.
         let lines = view.record_lines(id)?;
         if lines.is_empty() && !view.is_seen(id)? {
@@ -298,7 +299,7 @@ impl Api {
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", detail).code(reason)
             };
-            return Ok(Some((e.status, e.body())));
+            return Ok(Some(self.keep_answer(id, cmd, e.status, e.body())));
         }
         let event = |t: &str| {
             lines
@@ -313,7 +314,7 @@ impl Api {
                 format!("The redemption was refused: {reason}"),
             )
             .code(reason);
-            return Ok(Some((e.status, e.body())));
+            return Ok(Some(self.keep_answer(id, cmd, e.status, e.body())));
         }
         let txs: Vec<&Value> = lines
             .iter()
@@ -348,7 +349,38 @@ impl Api {
             "program" => program_or_404(&programs, cmd.program.as_deref().unwrap_or_default())?,
             other => return Err(ApiError::internal(format!("command {id}: kind {other}"))),
         };
-        Ok(Some((StatusCode::OK, body)))
+        Ok(Some(self.keep_answer(id, cmd, StatusCode::OK, body)))
+    }
+
+    /// Keeps a command's first answer with it (not on a read-only state: its answers are
+    /// made anew, from the same lines).
+    fn keep_answer(
+        &self,
+        id: &str,
+        mut cmd: ApiCommand,
+        status: StatusCode,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        if self.commands.is_some() {
+            cmd.answer = Some((status.as_u16(), body.clone()));
+            if let Err(e) = self.store.put_command(id, &cmd, false) {
+                tracing::warn!(command = %id, error = %e, "cannot keep a command's answer");
+            }
+        }
+        (status, body)
+    }
+}
+
+/// A command id being sent by one request; released when that request ends.
+struct Claim(Arc<Api>, String);
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
     }
 }
 

@@ -7,7 +7,9 @@
 //! - `e/{rdm}` → the redemption's sequence (its `loyalty.reward.redeemed` line); `Q/{seq}`
 //!   and `q/{loy}\0{seq}` → its id, as for transactions
 //! - `c/{customer}\0{loy}`: the accounts of a customer; `k/{program}\0{tier}\0{loy}`: the
-//!   accounts holding a tier
+//!   accounts holding a tier, kept from the accounts the batch changed (not from events: a
+//!   program update that adds or removes tiers moves accounts without one), with
+//!   `K/{loy}` → `{program}\0{tier}` saying where each account is
 //! - `u/{record}\0{seq}`: the output lines a record's application wrote (what a command's
 //!   answer is made of); a refusal as a duplicate is not one
 //! - `h/{record}`: a command the API sent ([`ApiCommand`]), with the fingerprint of the
@@ -29,7 +31,7 @@ pub(crate) const API_INDEX_KEY: &[u8] = b"m/apiindex";
 
 /// What `m/apiindex` holds when the indexes are whole up to `log`.
 pub(crate) fn api_index_mark(log: &BTreeMap<i32, i64>) -> String {
-    format!("v1|{}", crate::index_mark(log))
+    format!("v2|{}", crate::index_mark(log))
 }
 
 /// What the API's indexes need to know of one output line.
@@ -41,8 +43,6 @@ pub struct LineIndex {
     pub redemption: Option<(String, String)>,
     /// A new account (`loyalty.account.created`): its id and customer.
     pub opened: Option<(String, String)>,
-    /// A tier change: account, program, from, to (a name, or none).
-    pub tier: Option<(String, String, Option<String>, Option<String>)>,
     /// The record whose application wrote the line.
     pub record: Option<String>,
 }
@@ -70,11 +70,6 @@ impl LineIndex {
                     "loyalty.account.created" => {
                         if let (Some(a), Some(c)) = (s("account"), s("customer")) {
                             ix.opened = Some((a, c));
-                        }
-                    }
-                    "loyalty.tier.changed" => {
-                        if let (Some(a), Some(p)) = (s("account"), s("program")) {
-                            ix.tier = Some((a, p, s("fromTier"), s("toTier")));
                         }
                     }
                     _ => {}
@@ -116,11 +111,6 @@ impl LineIndex {
                             ix.opened = Some((a, c));
                         }
                     }
-                    Some("loyalty.tier.changed") => {
-                        if let (Some(a), Some(p)) = (s(&d["account"]), s(&d["program"])) {
-                            ix.tier = Some((a, p, s(&d["fromTier"]), s(&d["toTier"])));
-                        }
-                    }
                     _ => {}
                 }
             }
@@ -159,14 +149,8 @@ pub fn customer_key(customer: &str, account: &str) -> Vec<u8> {
     key2("c/", customer, account.as_bytes())
 }
 
-/// The index entries of the line numbered `seq`. `tier_now` gives the tier an account
-/// holds once the batch is written (for a new account).
-pub(crate) fn put_line_index(
-    wb: &mut WriteBatch,
-    seq: u64,
-    ix: &LineIndex,
-    tier_now: impl Fn(&str) -> Option<(String, String)>,
-) {
+/// The index entries of the line numbered `seq`.
+pub(crate) fn put_line_index(wb: &mut WriteBatch, seq: u64, ix: &LineIndex) {
     let d = digits(seq);
     if let Some((id, account)) = &ix.transaction {
         wb.put(format!("i/{id}"), seq.to_be_bytes());
@@ -180,27 +164,57 @@ pub(crate) fn put_line_index(
     }
     if let Some((account, customer)) = &ix.opened {
         wb.put(customer_key(customer, account), b"");
-        if let Some((program, tier)) = tier_now(account) {
-            wb.put(tier_key(&program, &tier, account), b"");
-        }
-    }
-    if let Some((account, program, from, to)) = &ix.tier {
-        if let Some(from) = from {
-            wb.delete(tier_key(program, from, account));
-        }
-        if let Some(to) = to {
-            wb.put(tier_key(program, to, account), b"");
-        }
     }
     if let Some(record) = &ix.record {
         wb.put(key2("u/", record, &d), b"");
     }
 }
 
-/// The tier an account of `state` holds: (program, tier name).
-pub(crate) fn tier_of(state: &State, account: &str) -> Option<(String, String)> {
-    let a = state.accounts.get(account)?;
-    Some((a.program.clone(), a.tier.clone()?))
+/// `K/{loy}`: where the tier index holds an account.
+fn tier_place_key(account: &str) -> Vec<u8> {
+    format!("K/{account}").into_bytes()
+}
+
+/// `{program}\0{tier}`.
+fn tier_place(program: &str, tier: &str) -> Vec<u8> {
+    key2("", program, tier.as_bytes())
+}
+
+/// Moves the accounts the batch changed to their tier's place in the index (`k/`, `K/`):
+/// one multi-get of where they were, then only the accounts that moved are written.
+pub(crate) fn put_tier_index<'a>(
+    db: &DB,
+    wb: &mut WriteBatch,
+    state: &State,
+    accounts: impl Iterator<Item = &'a String>,
+) -> Result<(), StoreError> {
+    let ids: Vec<&String> = accounts
+        .filter(|id| state.accounts.contains_key(*id))
+        .collect();
+    let was = db.multi_get(ids.iter().map(|id| tier_place_key(id)));
+    for (id, was) in ids.into_iter().zip(was) {
+        let was = was?;
+        let a = &state.accounts[id];
+        let now = a.tier.as_deref().map(|t| tier_place(&a.program, t));
+        if was == now {
+            continue;
+        }
+        if let Some(old) = &was {
+            let mut k = b"k/".to_vec();
+            k.extend_from_slice(old);
+            k.push(0);
+            k.extend_from_slice(id.as_bytes());
+            wb.delete(k);
+        }
+        match (&a.tier, now) {
+            (Some(t), Some(place)) => {
+                wb.put(tier_key(&a.program, t, id), b"");
+                wb.put(tier_place_key(id), place);
+            }
+            _ => wb.delete(tier_place_key(id)),
+        }
+    }
+    Ok(())
 }
 
 /// A command the API sent to the log, kept under `h/{id}` so that a repeat of its
@@ -215,10 +229,14 @@ pub struct ApiCommand {
     pub account: Option<String>,
     /// The program it concerns.
     pub program: Option<String>,
+    /// Its answer once folded (status, body), kept so that a repeat and
+    /// `GET /v1/commands/{id}` answer the first answer, not today's account.
+    #[serde(default)]
+    pub answer: Option<(u16, serde_json::Value)>,
 }
 
 /// The prefixes of the API's index keys.
-const PREFIXES: [&str; 9] = ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "u/"];
+const PREFIXES: [&str; 10] = ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/"];
 
 /// Every index key (and value) the state's lines and accounts call for.
 fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
@@ -236,10 +254,9 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
             continue;
         };
         let mut ix = LineIndex::of_line(&line);
-        // Tiers come from the accounts below.
+        // Customers and tiers come from the accounts below.
         ix.opened = None;
-        ix.tier = None;
-        put_line_index(&mut wb, seq, &ix, |_| None);
+        put_line_index(&mut wb, seq, &ix);
     }
     let mut out = BTreeMap::new();
     struct Collect<'a>(&'a mut BTreeMap<Vec<u8>, Vec<u8>>);
@@ -260,6 +277,7 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
         out.insert(customer_key(&a.customer, &a.id), Vec::new());
         if let Some(t) = &a.tier {
             out.insert(tier_key(&a.program, t, &a.id), Vec::new());
+            out.insert(tier_place_key(&a.id), tier_place(&a.program, t));
         }
     }
     Ok(out)
@@ -336,11 +354,17 @@ impl Store {
         Ok(problems)
     }
 
-    /// Keeps a command the API sent (`h/{id}`).
-    pub fn put_command(&self, id: &str, command: &ApiCommand) -> Result<(), StoreError> {
+    /// Keeps a command the API sent (`h/{id}`); `sync`: on disk before this returns (a
+    /// command about to be sent; its answer, which the ledger can give again, need not be).
+    pub fn put_command(
+        &self,
+        id: &str,
+        command: &ApiCommand,
+        sync: bool,
+    ) -> Result<(), StoreError> {
         let v = serde_json::to_vec(command).map_err(|e| corrupt(id.as_bytes(), e))?;
         let mut wo = WriteOptions::default();
-        wo.set_sync(true);
+        wo.set_sync(sync);
         self.db.put_opt(format!("h/{id}"), v, &wo)?;
         Ok(())
     }

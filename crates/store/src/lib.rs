@@ -733,7 +733,7 @@ impl Store {
         for (i, line) in batch.lines.iter().enumerate() {
             wb.put(seq_key("o", seq), line.as_bytes());
             if let Some(ix) = batch.index.get(i) {
-                api::put_line_index(&mut wb, seq, ix, |a| api::tier_of(state, a));
+                api::put_line_index(&mut wb, seq, ix);
             }
             seq += 1;
         }
@@ -742,6 +742,7 @@ impl Store {
             seq += 1;
         }
         wb.put(SEQ_KEY, seq.to_be_bytes());
+        api::put_tier_index(&self.db, &mut wb, state, c.accounts.iter())?;
         for (part, off) in &batch.log {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
@@ -1310,7 +1311,7 @@ impl Store {
                     .is_ok_and(|p| v.as_ref() == index_mark(&p).as_bytes());
             } else if k.as_ref() == api::API_INDEX_KEY || k.as_ref() == CONFIG_KEY {
                 // Checked below (the API's indexes), or free text (the config's digest).
-            } else if ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "u/"]
+            } else if ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/"]
                 .iter()
                 .any(|p| key.starts_with(p))
             {
