@@ -426,6 +426,31 @@ pub(crate) async fn get_balance(
     })))
 }
 
+/// The key of a newest-first list's cursor: the index key under `prefix` of the line the
+/// cursor's id names (through `index`, `i/` or `e/`); a 400 when no such item exists.
+fn ledger_cursor(
+    view: &View<'_>,
+    page: &Page,
+    prefix: &[u8],
+    index: &str,
+    what: &str,
+) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(c) = page.cursor() else {
+        return Ok(None);
+    };
+    match view.seq_of(index, c)? {
+        Some(seq) => {
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(digits(seq).as_bytes());
+            Ok(Some(k))
+        }
+        None => Err(ApiError::invalid(
+            page.cursor_param(),
+            format!("No such {what}: '{c}'"),
+        )),
+    }
+}
+
 fn ledger_prefix(account: &str) -> Vec<u8> {
     let mut k = b"l/".to_vec();
     k.extend_from_slice(account.as_bytes());
@@ -485,22 +510,7 @@ pub(crate) async fn list_transactions(
         Some(a) => ledger_prefix(a),
         None => b"T/".to_vec(),
     };
-    let cursor_key = match page.cursor() {
-        None => None,
-        Some(c) => match view.seq_of("i/", c)? {
-            Some(seq) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(digits(seq).as_bytes());
-                Some(k)
-            }
-            None => {
-                return Err(ApiError::invalid(
-                    page.cursor_param(),
-                    format!("No such points transaction: '{c}'"),
-                ))
-            }
-        },
-    };
+    let cursor_key = ledger_cursor(&view, &page, &prefix, "i/", "points transaction")?;
     let filtered = kind.is_some() || gte.is_some() || lt.is_some();
     let (data, has_more) = page_of(&view, &prefix, Walk::Down, &page, cursor_key, |k, _| {
         let raw = view.line_raw(seq_at_end(k)?)?;
@@ -603,22 +613,7 @@ pub(crate) async fn list_redemptions(
         }
         None => b"Q/".to_vec(),
     };
-    let cursor_key = match page.cursor() {
-        None => None,
-        Some(c) => match view.seq_of("e/", c)? {
-            Some(seq) => {
-                let mut k = prefix.clone();
-                k.extend_from_slice(digits(seq).as_bytes());
-                Some(k)
-            }
-            None => {
-                return Err(ApiError::invalid(
-                    page.cursor_param(),
-                    format!("No such redemption: '{c}'"),
-                ))
-            }
-        },
-    };
+    let cursor_key = ledger_cursor(&view, &page, &prefix, "e/", "redemption")?;
     let (data, has_more) = page_of(&view, &prefix, Walk::Down, &page, cursor_key, |k, _| {
         Ok(Some(redemption_object(&view.line(seq_at_end(k)?)?)))
     })?;
