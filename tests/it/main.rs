@@ -5,6 +5,7 @@
 mod api_reads;
 mod cli;
 mod docs;
+mod golden;
 mod lifecycle;
 mod properties;
 mod scenarios;
