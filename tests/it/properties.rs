@@ -276,7 +276,7 @@ mod tiers {
     fn tiers_changed(out: &[Output]) -> Vec<&OutEvent> {
         out.iter()
             .filter_map(|o| match o {
-                Output::Event(e) if e.kind == "loyalty.tier.changed" => Some(e),
+                Output::Event(e) if e.kind() == "loyalty.tier.changed" => Some(e),
                 _ => None,
             })
             .collect()
@@ -322,12 +322,13 @@ mod tiers {
             let rank = |n: &str| prog.tier(n).unwrap().rank;
             let mut last: BTreeMap<String, Timestamp> = BTreeMap::new();
             for ev in tiers_changed(&out) {
-                if ev.data["direction"] != "down" {
+                let data = ev.data_value();
+                if data["direction"] != "down" {
                     continue;
                 }
-                let (from, to) = (ev.data["fromTier"].as_str().unwrap(), ev.data["toTier"].as_str().unwrap());
+                let (from, to) = (data["fromTier"].as_str().unwrap(), data["toTier"].as_str().unwrap());
                 prop_assert_eq!(rank(from), rank(to) + 1, "one rank at a time");
-                let acct = ev.data["account"].as_str().unwrap().to_string();
+                let acct = data["account"].as_str().unwrap().to_string();
                 if let Some(prev) = last.get(&acct) {
                     prop_assert!(add_months(*prev, 2, prog.tz).unwrap() <= ev.created,
                         "demoted at {} and again at {}", prev, ev.created);

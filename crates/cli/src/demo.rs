@@ -335,7 +335,7 @@ fn offline() -> Result<()> {
                 }
                 *by_kind.entry(t.kind.as_str()).or_default() += 1;
             }
-            Output::Event(e) => *events.entry(e.kind).or_default() += 1,
+            Output::Event(e) => *events.entry(e.kind()).or_default() += 1,
             Output::Rejected(r) => *rejected.entry(r.reason.as_str()).or_default() += 1,
         }
     }

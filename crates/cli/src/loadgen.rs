@@ -260,7 +260,7 @@ fn expected(config: &std::path::Path, records: &[Generated], kind: &str) -> Resu
         engine.apply(r.value.as_bytes(), &mut out);
         n += out
             .iter()
-            .filter(|o| matches!(o, Output::Event(e) if e.kind == kind))
+            .filter(|o| matches!(o, Output::Event(e) if e.kind() == kind))
             .count() as u64;
     }
     Ok((n, engine.state().accounts.len()))

@@ -13,8 +13,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-
 use crate::caps::headroom;
 use crate::config::{parse_program, Award, Config, Program, QualifyOn, Recipient};
 use crate::dec::Dec;
@@ -22,7 +20,10 @@ use crate::earning::{award_points, cashback_amount, conditions_hold, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::lots;
-use crate::output::{AccountView, Fields, OutEvent, Output, TierView, Transaction, TxKind};
+use crate::output::{
+    AccountView, Direction, Event, Member, OutEvent, Output, RedemptionRefusal, TierView,
+    Transaction, TxKind, TxMeta,
+};
 use crate::state::{Account, AwardRecord, Due, DueKind, PackedPayment, PaymentRecord, State};
 use crate::time::{add_months, Timestamp};
 use crate::{campaigns, tiers};
@@ -151,15 +152,15 @@ impl<'o> Cx<'o> {
         ids::transaction_id(&self.source, self.n_tx - 1)
     }
 
-    fn event(&mut self, kind: &'static str, data: Fields) {
+    fn event(&mut self, member: Member, event: Event) {
         self.n_ev += 1;
         let id = ids::event_id(&self.source, self.n_ev - 1);
         self.out.push(Output::Event(OutEvent {
             id,
-            kind,
             created: self.created,
             source: self.from_record.then(|| self.source.clone()),
-            data,
+            member,
+            event,
         }));
     }
 }
@@ -199,12 +200,12 @@ fn minus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
     crate::time::from_local(earlier, tz)
 }
 
-fn tier_changed_data(a: &Account, from: String, to: String, direction: &str) -> Fields {
-    let mut data = base_data(a);
-    data.insert("fromTier", Value::String(from));
-    data.insert("toTier", Value::String(to));
-    data.insert("direction", Value::String(direction.into()));
-    data
+fn tier_changed(from: String, to: String, direction: Direction) -> Event {
+    Event::TierChanged {
+        from_tier: from,
+        to_tier: to,
+        direction,
+    }
 }
 
 /// Records that `code` refers to `account`. Codes are 40 bits: should two accounts of a
@@ -274,20 +275,12 @@ fn usage_mut<'a>(
     })
 }
 
-fn base_data(a: &Account) -> Fields {
-    // The largest event data has nine fields.
-    let mut m = Fields::with_capacity(9);
-    m.insert("account", Value::String(a.id.clone()));
-    m.insert("customer", Value::String(a.customer.clone()));
-    m.insert("program", Value::String(a.program.clone()));
-    m
-}
-
-fn num(v: i128) -> Value {
-    // Points and balances stay far inside i64 in practice; the i128 keeps sums exact.
-    match i64::try_from(v) {
-        Ok(v) => Value::from(v),
-        Err(_) => Value::String(v.to_string()),
+/// The member an account's events are about.
+fn member(a: &Account) -> Member {
+    Member {
+        account: a.id.clone(),
+        customer: a.customer.clone(),
+        program: a.program.clone(),
     }
 }
 
@@ -607,16 +600,18 @@ impl Engine {
                     )));
                     return;
                 }
-                let mut md = Fields::new();
-                md.insert("reason", Value::String(a.reason.clone()));
+                let md = TxMeta::Adjustment {
+                    reason: a.reason.clone(),
+                };
                 let (tx, balance) =
                     self.post(cx, &id, TxKind::Adjustment, a.points, None, vec![], md);
-                let mut data = base_data(&self.state.accounts[&id]);
-                data.insert("points", Value::from(a.points));
-                data.insert("transaction", Value::String(tx));
-                data.insert("balance", num(balance));
-                data.insert("reason", Value::String(a.reason.clone()));
-                cx.event("loyalty.points.adjusted", data);
+                let event = Event::PointsAdjusted {
+                    points: a.points,
+                    transaction: tx,
+                    balance,
+                    reason: a.reason.clone(),
+                };
+                cx.event(member(&self.state.accounts[&id]), event);
             }
             (Body::Transfer(t), _) => {
                 let Some(prog) = self.program(&t.program) else {
@@ -643,7 +638,7 @@ impl Engine {
                     -t.points,
                     None,
                     vec![],
-                    Fields::new(),
+                    TxMeta::None,
                 );
                 let (tx_in, _) = self.post(
                     cx,
@@ -652,14 +647,15 @@ impl Engine {
                     t.points,
                     None,
                     vec![],
-                    Fields::new(),
+                    TxMeta::None,
                 );
-                let mut data = base_data(&self.state.accounts[&from]);
-                data.insert("from", Value::String(t.from.clone()));
-                data.insert("to", Value::String(t.to.clone()));
-                data.insert("points", Value::from(t.points));
-                data.insert("transactions", json!([tx_out, tx_in]));
-                cx.event("loyalty.points.transferred", data);
+                let event = Event::PointsTransferred {
+                    from: t.from.clone(),
+                    to: t.to.clone(),
+                    points: t.points,
+                    transactions: [tx_out, tx_in],
+                };
+                cx.event(member(&self.state.accounts[&from]), event);
             }
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => {
@@ -890,8 +886,7 @@ impl Engine {
         account.referred_by = referred_by;
         account.birthday = birthday;
         let referral_code = account.referral_code.clone();
-        let mut data = base_data(&account);
-        data.insert("referralCode", Value::String(referral_code.clone()));
+        let who = member(&account);
         if self.track {
             self.changes
                 .codes
@@ -907,7 +902,12 @@ impl Engine {
             self.changes.accounts.insert(id.clone());
         }
         self.schedule_birthday(&id, cx.created);
-        cx.event("loyalty.account.created", data);
+        cx.event(
+            who,
+            Event::AccountCreated {
+                referral_code: self.state.accounts[&id].referral_code.clone(),
+            },
+        );
         let trigger = Trigger {
             kind: "loyalty.account.created",
             at: cx.created,
@@ -1048,19 +1048,17 @@ impl Engine {
                 -give,
                 award.rule.clone(),
                 award.campaigns.clone(),
-                Fields::new(),
+                TxMeta::None,
             );
-            let mut data = base_data(&self.state.accounts[&award.account]);
-            data.insert("points", Value::from(-give));
-            data.insert("transaction", Value::String(tx));
-            data.insert("balance", num(balance));
-            data.insert("payment", Value::String(r.payment.clone()));
-            data.insert("refund", Value::String(r.refund_id.clone()));
-            data.insert(
-                "rule",
-                award.rule.clone().map_or(Value::Null, Value::String),
-            );
-            cx.event("loyalty.points.reversed", data);
+            let event = Event::PointsReversed {
+                points: -give,
+                transaction: tx,
+                balance,
+                payment: r.payment.clone(),
+                refund: r.refund_id.clone(),
+                rule: award.rule.clone(),
+            };
+            cx.event(member(&self.state.accounts[&award.account]), event);
             if self.qualifies_on_points(&award.account) {
                 self.qualify(&award.account, Timestamp(award.created), -give, cx);
             }
@@ -1144,17 +1142,13 @@ impl Engine {
                 }
                 let account = self.account_mut(account_id).expect("checked above");
                 usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
-                let mut data = base_data(account);
-                data.insert("rule", Value::String(rule.id.clone()));
-                data.insert(
-                    "payment",
-                    t.object_id
-                        .or(payment)
-                        .map_or(Value::Null, |p| Value::String(p.into())),
-                );
-                data.insert("amount", Value::from(cash));
-                data.insert("currency", Value::String(currency.to_string()));
-                cx.event("loyalty.cashback.earned", data);
+                let event = Event::CashbackEarned {
+                    rule: rule.id.clone(),
+                    payment: t.object_id.or(payment).map(str::to_string),
+                    amount: cash,
+                    currency: currency.to_string(),
+                };
+                cx.event(member(account), event);
                 continue;
             }
             let active: Vec<_> = prog
@@ -1227,8 +1221,7 @@ impl Engine {
         capped: bool,
         payment: Option<&str>,
     ) {
-        let mut md = Fields::new();
-        md.insert("capped", Value::Bool(capped));
+        let md = TxMeta::Award { capped };
         let (tx, balance) = self.post(
             cx,
             account_id,
@@ -1255,17 +1248,15 @@ impl Engine {
                 });
             }
         }
-        let mut data = base_data(&self.state.accounts[account_id]);
-        data.insert("points", Value::from(points));
-        data.insert(
-            "rule",
-            rule.map_or(Value::Null, |r| Value::String(r.into())),
-        );
-        data.insert("campaigns", json!(campaigns));
-        data.insert("transaction", Value::String(tx));
-        data.insert("balance", num(balance));
-        data.insert("capped", Value::Bool(capped));
-        cx.event("loyalty.points.earned", data);
+        let event = Event::PointsEarned {
+            points,
+            rule: rule.map(str::to_string),
+            campaigns,
+            transaction: tx,
+            balance,
+            capped,
+        };
+        cx.event(member(&self.state.accounts[account_id]), event);
     }
 
     /// Appends a ledger entry and moves the balance; returns its id and the balance after.
@@ -1278,7 +1269,7 @@ impl Engine {
         points: i64,
         rule: Option<String>,
         campaigns: Vec<String>,
-        metadata: Fields,
+        metadata: TxMeta,
     ) -> (String, i128) {
         let id = cx.tx_id();
         // Lots: credits form lots (after paying off any debt), deductions consume the lots
@@ -1377,9 +1368,13 @@ impl Engine {
                 .and_then(|p| p.tier(&from))
                 .map_or(0, |t| t.rank);
             let to_rank = prog.tier(&to).map_or(0, |t| t.rank);
-            let direction = if to_rank >= from_rank { "up" } else { "down" };
-            let data = tier_changed_data(account, from, to, direction);
-            cx.event("loyalty.tier.changed", data);
+            let direction = if to_rank >= from_rank {
+                Direction::Up
+            } else {
+                Direction::Down
+            };
+            let who = member(account);
+            cx.event(who, tier_changed(from, to, direction));
         }
         // Thresholds, periods and the time zone may have changed: every evaluation of this
         // program is scheduled anew.
@@ -1433,56 +1428,59 @@ impl Engine {
             keep.map_or(i64::MAX, |k| i64::try_from(k).unwrap_or(i64::MAX))
         });
         let reason = match (reward, cost) {
-            (None, _) | (_, None) => Some("not_available"),
+            (None, _) | (_, None) => Some(RedemptionRefusal::NotAvailable),
             (Some(w), Some(cost)) => {
                 if rank < w.min_rank || w.max_rank.is_some_and(|m| rank > m) {
-                    Some("tier_required")
+                    Some(RedemptionRefusal::TierRequired)
                 } else if w.stock.is_some_and(|s| s - used < r.quantity) {
-                    Some("out_of_stock")
+                    Some(RedemptionRefusal::OutOfStock)
                 } else if w
                     .max_per_member
                     .is_some_and(|m| mine.saturating_add(r.quantity) > m)
                 {
-                    Some("limit_reached")
+                    Some(RedemptionRefusal::LimitReached)
                 } else if account.balance < i128::from(cost)
                     || account.balance < i128::from(prog.minimum_redemption)
                 {
-                    Some("insufficient_points")
+                    Some(RedemptionRefusal::InsufficientPoints)
                 } else {
                     None
                 }
             }
         };
         if let Some(reason) = reason {
-            let mut data = base_data(account);
-            data.insert("reward", Value::String(r.reward.clone()));
-            data.insert("reason", Value::String(reason.into()));
-            cx.event("loyalty.redemption.rejected", data);
+            let event = Event::RedemptionRejected {
+                reward: r.reward.clone(),
+                reason,
+            };
+            cx.event(member(account), event);
             return;
         }
         let cost = cost.unwrap_or(0);
         let redemption = ids::redemption_id(&cx.source, cx.n_ev);
         let (tx, balance) = if cost > 0 {
-            let mut md = Fields::new();
-            md.insert("redemption", Value::String(redemption.clone()));
-            md.insert("reward", Value::String(r.reward.clone()));
+            let md = TxMeta::Redemption {
+                redemption: redemption.clone(),
+                reward: r.reward.clone(),
+            };
             let (tx, balance) = self.post(cx, &id, TxKind::Redemption, -cost, None, vec![], md);
-            (Value::String(tx), balance)
+            (Some(tx), balance)
         } else {
-            (Value::Null, self.state.accounts[&id].balance)
+            (None, self.state.accounts[&id].balance)
         };
         *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
         self.changes.rewards = true;
         let account = self.account_mut(&id).expect("exists");
         *account.redeemed.entry(r.reward.clone()).or_insert(0) += r.quantity;
-        let mut data = base_data(account);
-        data.insert("redemption", Value::String(redemption));
-        data.insert("reward", Value::String(r.reward.clone()));
-        data.insert("quantity", Value::from(r.quantity));
-        data.insert("cost", Value::from(cost));
-        data.insert("transaction", tx);
-        data.insert("balance", num(balance));
-        cx.event("loyalty.reward.redeemed", data);
+        let event = Event::RewardRedeemed {
+            redemption,
+            reward: r.reward.clone(),
+            quantity: r.quantity,
+            cost,
+            transaction: tx,
+            balance,
+        };
+        cx.event(member(account), event);
     }
 
     /// Stamp cards (SPEC section 7): each qualifying event adds a stamp; a full card emits
@@ -1509,19 +1507,22 @@ impl Engine {
             *account.redeemed.entry(card.reward.clone()).or_insert(0) += 1;
             let balance = account.balance;
             let redemption = ids::redemption_id(&cx.source, cx.n_ev);
-            let mut data = base_data(account);
-            data.insert("card", Value::String(card.id.clone()));
-            data.insert("reward", Value::String(card.reward.clone()));
-            data.insert("redemption", Value::String(redemption.clone()));
-            let mut redeemed = base_data(account);
-            redeemed.insert("redemption", Value::String(redemption));
-            redeemed.insert("reward", Value::String(card.reward.clone()));
-            redeemed.insert("quantity", Value::from(1));
-            redeemed.insert("cost", Value::from(0));
-            redeemed.insert("transaction", Value::Null);
-            redeemed.insert("balance", num(balance));
-            cx.event("loyalty.stamp_card.completed", data);
-            cx.event("loyalty.reward.redeemed", redeemed);
+            let who = member(account);
+            let completed = Event::StampCardCompleted {
+                card: card.id.clone(),
+                reward: card.reward.clone(),
+                redemption: redemption.clone(),
+            };
+            let redeemed = Event::RewardRedeemed {
+                redemption,
+                reward: card.reward.clone(),
+                quantity: 1,
+                cost: 0,
+                transaction: None,
+                balance,
+            };
+            cx.event(who.clone(), completed);
+            cx.event(who, redeemed);
         }
     }
 
@@ -1614,8 +1615,8 @@ impl Engine {
                     let (from, to) = (cur.name.clone(), best.name.clone());
                     let account = self.account_mut(&id).expect("exists");
                     account.tier = Some(to.clone());
-                    let data = tier_changed_data(account, from, to, "up");
-                    cx.event("loyalty.tier.changed", data);
+                    let who = member(account);
+                    cx.event(who, tier_changed(from, to, Direction::Up));
                 }
             }
             self.reschedule(&id);
@@ -1754,10 +1755,11 @@ impl Engine {
                         .find(|l| l.seq == seq)
                         .and_then(|l| l.expires);
                     if let (true, Some(expires)) = (left > 0, expires) {
-                        let mut data = base_data(account);
-                        data.insert("points", Value::from(left));
-                        data.insert("expiresAt", Value::String(Timestamp(expires).to_string()));
-                        cx.event("loyalty.points.expiring", data);
+                        let event = Event::PointsExpiring {
+                            points: left,
+                            expires_at: Timestamp(expires),
+                        };
+                        cx.event(member(account), event);
                     }
                     return;
                 }
@@ -1770,13 +1772,14 @@ impl Engine {
                         -left,
                         None,
                         vec![],
-                        Fields::new(),
+                        TxMeta::None,
                     );
-                    let mut data = base_data(&self.state.accounts[&due.account]);
-                    data.insert("points", Value::from(-left));
-                    data.insert("transaction", Value::String(tx));
-                    data.insert("balance", num(balance));
-                    cx.event("loyalty.points.expired", data);
+                    let event = Event::PointsExpired {
+                        points: -left,
+                        transaction: tx,
+                        balance,
+                    };
+                    cx.event(member(&self.state.accounts[&due.account]), event);
                 }
             }
             DueKind::Tier if due.account.is_empty() => {
@@ -1877,9 +1880,9 @@ impl Engine {
         let account = self.account_mut(id).expect("exists");
         account.tier = Some(to.clone());
         account.last_demotion = Some(at.0);
-        let data = tier_changed_data(account, from, to, "down");
+        let who = member(account);
         let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
-        cx.event("loyalty.tier.changed", data);
+        cx.event(who, tier_changed(from, to, Direction::Down));
     }
 }
 

@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 
-use loyalty_core::output::Output;
+use loyalty_core::output::{Event, Output};
 use loyalty_core::state::State;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -60,17 +60,13 @@ impl LineIndex {
             }
             Output::Event(e) => {
                 ix.record = mine(e.source.as_deref());
-                let s = |k: &str| e.data.get(k).and_then(|v| v.as_str()).map(str::to_string);
-                match e.kind {
-                    "loyalty.reward.redeemed" => {
-                        if let (Some(r), Some(a)) = (s("redemption"), s("account")) {
-                            ix.redemption = Some((r, a));
-                        }
+                let m = &e.member;
+                match &e.event {
+                    Event::RewardRedeemed { redemption, .. } => {
+                        ix.redemption = Some((redemption.clone(), m.account.clone()));
                     }
-                    "loyalty.account.created" => {
-                        if let (Some(a), Some(c)) = (s("account"), s("customer")) {
-                            ix.opened = Some((a, c));
-                        }
+                    Event::AccountCreated { .. } => {
+                        ix.opened = Some((m.account.clone(), m.customer.clone()));
                     }
                     _ => {}
                 }

@@ -179,7 +179,7 @@ impl Folder {
                 Output::Transaction(t) if t.kind == loyalty_core::output::TxKind::Award => {
                     self.awarded += i128::from(t.points);
                 }
-                Output::Event(e) if e.kind == "loyalty.tier.changed" => self.tier_changes += 1,
+                Output::Event(e) if e.kind() == "loyalty.tier.changed" => self.tier_changes += 1,
                 _ => {}
             }
             self.batch.lines.push(o.to_json_line());

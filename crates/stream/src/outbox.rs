@@ -28,9 +28,9 @@ pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
         Format::Json => e.to_envelope_json().into_bytes(),
         Format::Protobuf => Envelope {
             id: e.id.clone(),
-            r#type: e.kind.to_string(),
+            r#type: e.kind().to_string(),
             created: e.created.to_string(),
-            data_json: serde_json::to_string(&e.data).unwrap_or_default(),
+            data_json: e.data_json(),
             source: e.source.clone(),
         }
         .encode_to_vec(),
@@ -56,12 +56,8 @@ pub fn entry(
             };
             Some(OutboxEntry {
                 seq: 0,
-                topic: settings.output_topic(e.kind),
-                key: e
-                    .data
-                    .get("customer")
-                    .and_then(|c| c.as_str())
-                    .map(|c| c.as_bytes().to_vec()),
+                topic: settings.output_topic(e.kind()),
+                key: Some(e.member.customer.as_bytes().to_vec()),
                 payload,
                 headers: vec![
                     (signature::HEADER.into(), sig.into_bytes()),

@@ -7,106 +7,18 @@
 //!
 //! Owns: output types and their serialisation. Must not touch state.
 
-use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+use serde_json::{json, Value};
 
 use crate::dec::Dec;
 use crate::envelope::Rejection;
 use crate::time::Timestamp;
 
-/// A JSON object whose keys are the engine's own names: the `data` of an event and the
-/// `metadata` of a transaction. Kept sorted by key, so that it prints exactly as a
-/// `serde_json::Map` (a `BTreeMap`) of the same entries would, without allocating a string
-/// and a tree node for every key of every event.
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
-pub struct Fields(Vec<(&'static str, Value)>);
+mod event;
+pub(crate) mod jw;
 
-impl Fields {
-    /// No fields.
-    pub fn new() -> Fields {
-        Fields(Vec::new())
-    }
-
-    /// No fields, with room for `n`.
-    pub fn with_capacity(n: usize) -> Fields {
-        Fields(Vec::with_capacity(n))
-    }
-
-    /// Sets `key` to `value`; returns the value it replaces.
-    pub fn insert(&mut self, key: &'static str, value: Value) -> Option<Value> {
-        match self.0.binary_search_by(|(k, _)| key_cmp(k, key)) {
-            Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
-            Err(i) => {
-                self.0.insert(i, (key, value));
-                None
-            }
-        }
-    }
-
-    /// The value of `key`.
-    pub fn get(&self, key: &str) -> Option<&Value> {
-        self.0
-            .binary_search_by(|(k, _)| key_cmp(k, key))
-            .ok()
-            .map(|i| &self.0[i].1)
-    }
-
-    /// The entries, in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &Value)> {
-        self.0.iter().map(|(k, v)| (*k, v))
-    }
-
-    /// How many fields.
-    pub fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    /// True when there are none.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// The same object as a `serde_json::Map`.
-    pub fn to_map(&self) -> Map<String, Value> {
-        self.iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect()
-    }
-}
-
-/// `a.cmp(b)` for short keys, byte by byte: the keys differ mostly in their first byte, and
-/// `str::cmp` calls `memcmp` (a tenth of the engine's time went to such calls).
-fn key_cmp(a: &str, b: &str) -> std::cmp::Ordering {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    for (x, y) in a.iter().zip(b) {
-        if x != y {
-            return x.cmp(y);
-        }
-    }
-    a.len().cmp(&b.len())
-}
-
-impl std::ops::Index<&str> for Fields {
-    type Output = Value;
-
-    /// The value of `key`, or `null` (as indexing a `serde_json::Value` gives).
-    fn index(&self, key: &str) -> &Value {
-        static NULL: Value = Value::Null;
-        self.get(key).unwrap_or(&NULL)
-    }
-}
-
-impl Serialize for Fields {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, v) in &self.0 {
-            m.serialize_entry(k, v)?;
-        }
-        m.end()
-    }
-}
+pub use event::{Direction, Event, Member, OutEvent, RedemptionRefusal};
 
 /// One thing the engine did, in the order it happened.
 #[derive(Clone, PartialEq, Debug)]
@@ -181,140 +93,75 @@ pub struct Transaction {
     pub source: String,
     /// When it happened (the record's time, or the time an effect fell due).
     pub created: Timestamp,
-    /// `capped` on awards; more by kind.
-    pub metadata: Fields,
+    /// What more the entry says, by kind.
+    pub metadata: TxMeta,
 }
 
-/// An outbound event (SPEC section 8): the input envelope's shape.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
-pub struct OutEvent {
-    /// Deterministic id.
-    pub id: String,
-    /// `loyalty.…`.
-    #[serde(rename = "type")]
-    pub kind: &'static str,
-    /// From what caused it.
-    pub created: Timestamp,
-    /// The id of the record whose application caused it; `None` for an effect that fell
-    /// due (SPEC section 8).
-    pub source: Option<String>,
-    /// The payload; always holds account, customer and program.
-    pub data: Fields,
+/// What a ledger entry's `metadata` says, by kind of entry.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TxMeta {
+    /// Nothing (`{}`): reversals, expiries, transfers.
+    None,
+    /// An award: whether a cap cut it.
+    Award {
+        /// `capped`.
+        capped: bool,
+    },
+    /// An adjustment: the operator's reason.
+    Adjustment {
+        /// `reason`.
+        reason: String,
+    },
+    /// A redemption: its id and the reward.
+    Redemption {
+        /// `rdm_…`.
+        redemption: String,
+        /// The reward.
+        reward: String,
+    },
 }
 
-impl OutEvent {
-    /// The envelope JSON (`{"id","type","created","source","data"}`): the outbound message
-    /// value.
-    pub fn to_envelope_json(&self) -> String {
-        let mut out = Vec::with_capacity(384);
-        out.extend_from_slice(br#"{"id":"#);
-        self.write_rest(&mut out);
-        String::from_utf8(out).unwrap_or_default()
+impl TxMeta {
+    /// Appends the `metadata` object (keys in byte order).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        match self {
+            TxMeta::None => out.extend_from_slice(b"{}"),
+            TxMeta::Award { capped } => out.extend_from_slice(if *capped {
+                br#"{"capped":true}"#
+            } else {
+                br#"{"capped":false}"#
+            }),
+            TxMeta::Adjustment { reason } => {
+                out.extend_from_slice(br#"{"reason":"#);
+                jw::str(out, reason);
+                out.push(b'}');
+            }
+            TxMeta::Redemption { redemption, reward } => {
+                out.extend_from_slice(br#"{"redemption":"#);
+                jw::str(out, redemption);
+                out.extend_from_slice(br#","reward":"#);
+                jw::str(out, reward);
+                out.push(b'}');
+            }
+        }
     }
 
-    /// The id's value, then `type`, `created`, `source` and `data`, and the closing brace.
-    fn write_rest(&self, out: &mut Vec<u8>) {
-        jw::str(out, &self.id);
-        out.extend_from_slice(br#","type":"#);
-        jw::str(out, self.kind);
-        out.extend_from_slice(br#","created":"#);
-        jw::time(out, self.created);
-        out.extend_from_slice(br#","source":"#);
-        jw::opt_str(out, self.source.as_deref());
-        out.extend_from_slice(br#","data":"#);
-        jw::fields(out, &self.data);
-        out.push(b'}');
+    /// The same object as a `serde_json::Value`.
+    pub fn to_value(&self) -> Value {
+        match self {
+            TxMeta::None => json!({}),
+            TxMeta::Award { capped } => json!({ "capped": capped }),
+            TxMeta::Adjustment { reason } => json!({ "reason": reason }),
+            TxMeta::Redemption { redemption, reward } => {
+                json!({ "redemption": redemption, "reward": reward })
+            }
+        }
     }
 }
 
-/// Writing JSON values exactly as `serde_json`'s compact serializer does.
-mod jw {
-    use serde_json::Value;
-
-    use super::Fields;
-    use crate::time::Timestamp;
-
-    /// A JSON string. One pass finds whether any byte needs an escape (a quote, a
-    /// backslash, a control character); the rare string that does is left to serde_json.
-    pub fn str(out: &mut Vec<u8>, s: &str) {
-        if !needs_escape(s.as_bytes()) {
-            out.reserve(s.len() + 2);
-            out.push(b'"');
-            out.extend_from_slice(s.as_bytes());
-            out.push(b'"');
-        } else {
-            let _ = serde_json::to_writer(&mut *out, s);
-        }
-    }
-
-    /// Whether any byte of `s` is a quote, a backslash or a control character. (Without an
-    /// early exit, the compiler checks many bytes at a time; strings here are short.)
-    pub fn needs_escape(s: &[u8]) -> bool {
-        s.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        })
-    }
-
-    /// A string or `null`.
-    pub fn opt_str(out: &mut Vec<u8>, s: Option<&str>) {
-        match s {
-            Some(s) => str(out, s),
-            None => out.extend_from_slice(b"null"),
-        }
-    }
-
-    /// An integer.
-    pub fn int<I: itoa::Integer>(out: &mut Vec<u8>, v: I) {
-        out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-    }
-
-    /// A time, as its `Serialize` prints it.
-    pub fn time(out: &mut Vec<u8>, t: Timestamp) {
-        let mut buf = [0u8; 20];
-        if t.write_utc(&mut buf) {
-            out.push(b'"');
-            out.extend_from_slice(&buf);
-            out.push(b'"');
-        } else {
-            let _ = serde_json::to_writer(&mut *out, &t);
-        }
-    }
-
-    /// An object of fields, in key order.
-    pub fn fields(out: &mut Vec<u8>, f: &Fields) {
-        out.push(b'{');
-        for (i, (k, v)) in f.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            str(out, k);
-            out.push(b':');
-            value(out, v);
-        }
-        out.push(b'}');
-    }
-
-    /// Any JSON value.
-    pub fn value(out: &mut Vec<u8>, v: &Value) {
-        match v {
-            Value::Null => out.extend_from_slice(b"null"),
-            Value::Bool(true) => out.extend_from_slice(b"true"),
-            Value::Bool(false) => out.extend_from_slice(b"false"),
-            Value::String(s) => str(out, s),
-            Value::Array(items) => {
-                out.push(b'[');
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    value(out, item);
-                }
-                out.push(b']');
-            }
-            Value::Number(_) | Value::Object(_) => {
-                let _ = serde_json::to_writer(&mut *out, v);
-            }
-        }
+impl Serialize for TxMeta {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.to_value().serialize(s)
     }
 }
 
@@ -362,7 +209,7 @@ impl Output {
                 out.extend_from_slice(br#","created":"#);
                 jw::time(out, tx.created);
                 out.extend_from_slice(br#","metadata":"#);
-                jw::fields(out, &tx.metadata);
+                tx.metadata.write(out);
                 out.push(b'}');
             }
             Output::Event(event) => {
@@ -441,7 +288,6 @@ impl AccountView {
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
-    use serde_json::json;
 
     use super::*;
     use crate::envelope::Reason;
@@ -464,7 +310,7 @@ mod tests {
         campaigns: &'a [String],
         source: &'a str,
         created: Timestamp,
-        metadata: &'a Fields,
+        metadata: &'a TxMeta,
     }
 
     impl<'a> TxLine<'a> {
@@ -496,7 +342,7 @@ mod tests {
         event_kind: &'static str,
         created: Timestamp,
         source: Option<&'a str>,
-        data: &'a Fields,
+        data: Value,
     }
 
     #[derive(Serialize)]
@@ -515,10 +361,10 @@ mod tests {
             Output::Event(event) => serde_json::to_string(&EventLine {
                 kind: "event",
                 id: &event.id,
-                event_kind: event.kind,
+                event_kind: event.kind(),
                 created: event.created,
                 source: event.source.as_deref(),
-                data: &event.data,
+                data: event.data_value(),
             }),
             Output::Rejected(r) => serde_json::to_string(&RejectedLine {
                 kind: "rejected",
@@ -532,9 +378,6 @@ mod tests {
     }
 
     fn tx(s: &str, rule: Option<&str>, campaigns: Vec<String>, balance: i128) -> Output {
-        let mut metadata = Fields::new();
-        metadata.insert("capped", Value::Bool(true));
-        metadata.insert("reason", Value::String(s.to_string()));
         Output::Transaction(Transaction {
             id: format!("ptx_{s}"),
             account: "loy_1".into(),
@@ -547,27 +390,101 @@ mod tests {
             campaigns,
             source: s.to_string(),
             created: Timestamp(1_767_225_600),
-            metadata,
+            metadata: TxMeta::Adjustment {
+                reason: s.to_string(),
+            },
         })
     }
 
-    fn event(s: &str, created: i64) -> Output {
-        let mut data = Fields::new();
-        data.insert("customer", Value::String(s.to_string()));
-        data.insert("account", Value::String("loy_1".into()));
-        data.insert("points", json!(-7));
-        data.insert("balance", json!("170141183460469231731687303715884105727"));
-        data.insert("transactions", json!(["ptx_a", s, null]));
-        data.insert("expiresAt", json!({"z": 1, "a": [true, false], "m": s}));
-        data.insert("rule", Value::Null);
-        data.insert("big", json!(u64::MAX));
-        Output::Event(OutEvent {
-            id: format!("evt_{s}"),
-            kind: "loyalty.points.earned",
-            created: Timestamp(created),
-            source: (!s.is_empty()).then(|| s.to_string()),
-            data,
-        })
+    /// One event of every type, every string field `s`, every number `n`.
+    fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
+        let st = || s.to_string();
+        let opt = || (!s.is_empty()).then(st);
+        let all = vec![
+            Event::AccountCreated {
+                referral_code: st(),
+            },
+            Event::PointsEarned {
+                points: n,
+                rule: opt(),
+                campaigns: vec![st(), "camp_b".into()],
+                transaction: st(),
+                balance,
+                capped: n % 2 == 0,
+            },
+            Event::PointsAdjusted {
+                points: n,
+                transaction: st(),
+                balance,
+                reason: st(),
+            },
+            Event::PointsTransferred {
+                from: st(),
+                to: st(),
+                points: n,
+                transactions: [st(), "ptx_b".into()],
+            },
+            Event::PointsReversed {
+                points: n,
+                transaction: st(),
+                balance,
+                payment: st(),
+                refund: st(),
+                rule: opt(),
+            },
+            Event::PointsExpired {
+                points: n,
+                transaction: st(),
+                balance,
+            },
+            Event::PointsExpiring {
+                points: n,
+                expires_at: Timestamp(created),
+            },
+            Event::CashbackEarned {
+                rule: st(),
+                payment: opt(),
+                amount: n,
+                currency: st(),
+            },
+            Event::RewardRedeemed {
+                redemption: st(),
+                reward: st(),
+                quantity: n,
+                cost: n,
+                transaction: opt(),
+                balance,
+            },
+            Event::RedemptionRejected {
+                reward: st(),
+                reason: RedemptionRefusal::OutOfStock,
+            },
+            Event::StampCardCompleted {
+                card: st(),
+                reward: st(),
+                redemption: st(),
+            },
+            Event::TierChanged {
+                from_tier: st(),
+                to_tier: st(),
+                direction: Direction::Down,
+            },
+        ];
+        all.into_iter()
+            .map(|event| {
+                Output::Event(OutEvent {
+                    id: format!("evt_{s}"),
+                    created: Timestamp(created),
+                    source: opt(),
+                    member: Member {
+                        account: format!("loy_{s}"),
+                        customer: st(),
+                        program: st(),
+                    },
+                    event,
+                })
+            })
+            .collect()
     }
 
     fn rejected(s: &str, source: Option<&str>) -> Output {
@@ -591,12 +508,14 @@ mod tests {
             for line in [
                 tx(s, Some(s), vec![s.to_string(), "camp_b".into()], i128::MIN),
                 tx(s, None, vec![], 0),
-                event(s, 1_767_225_600),
-                event(s, -62_135_596_801),
-                event(s, 253_402_300_800),
                 rejected(s, Some(s)),
                 rejected(s, None),
-            ] {
+            ]
+            .into_iter()
+            .chain(events(s, -7, i128::MAX, 1_767_225_600))
+            .chain(events(s, i64::MAX, 0, -62_135_596_801))
+            .chain(events(s, 0, -1, 253_402_300_800))
+            {
                 assert_eq!(line.to_json_line(), serde_line(&line), "{s:?}");
             }
         }
@@ -605,45 +524,11 @@ mod tests {
     #[test]
     fn envelope_is_serdes_bytes() {
         for s in AWKWARD {
-            let Output::Event(e) = event(s, 1_767_225_600) else {
-                unreachable!()
-            };
-            assert_eq!(e.to_envelope_json(), serde_json::to_string(&e).unwrap());
-        }
-    }
-
-    #[test]
-    fn key_cmp_is_str_cmp() {
-        let keys = [
-            "",
-            "a",
-            "ab",
-            "b",
-            "fromTier",
-            "from",
-            "expiresAt",
-            "é",
-            "Z",
-            "transactions",
-        ];
-        for a in keys {
-            for b in keys {
-                assert_eq!(key_cmp(a, b), a.cmp(b), "{a:?} {b:?}");
+            for o in events(s, 3, 170, 1_767_225_600) {
+                let Output::Event(e) = o else { unreachable!() };
+                assert_eq!(e.to_envelope_json(), serde_json::to_string(&e).unwrap());
             }
         }
-    }
-
-    #[test]
-    fn fields_keep_key_order_and_replace() {
-        let mut f = Fields::new();
-        assert_eq!(f.insert("b", json!(1)), None);
-        assert_eq!(f.insert("a", json!(2)), None);
-        assert_eq!(f.insert("b", json!(3)), Some(json!(1)));
-        assert_eq!(serde_json::to_string(&f).unwrap(), r#"{"a":2,"b":3}"#);
-        assert_eq!(f["a"], json!(2));
-        assert_eq!(f["missing"], Value::Null);
-        assert_eq!(f.len(), 2);
-        assert_eq!(Value::Object(f.to_map()), json!({"a": 2, "b": 3}));
     }
 
     #[test]
@@ -677,8 +562,9 @@ mod tests {
                 t.points = n;
             }
             prop_assert_eq!(line.to_json_line(), serde_line(&line));
-            let e = event(&s, t);
-            prop_assert_eq!(e.to_json_line(), serde_line(&e));
+            for e in events(&s, n, b, t) {
+                prop_assert_eq!(e.to_json_line(), serde_line(&e));
+            }
             let r = rejected(&s, Some(&s));
             prop_assert_eq!(r.to_json_line(), serde_line(&r));
         }
