@@ -4,10 +4,20 @@
 //! computed exactly and rounded once by the program's rounding. Caps are in `caps`, which
 //! truncate what this module computes.
 //!
-//! Owns: whether a rule's conditions hold, and how many points an award comes to. Must not
-//! write anything.
+//! Owns: whether a rule's conditions hold, how many points an award comes to, and firing
+//! the rules and campaign bonuses of a trigger (`Engine::earn`, `Engine::award`). Must not
+//! decide who is enrolled or move the clock; the ledger posts what it awards.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::campaigns;
+use crate::caps::headroom;
+use crate::config::{Program, Recipient};
+use crate::engine::Engine;
+use crate::ledger::{member, Cx};
+use crate::output::{Event, TxKind, TxMeta};
+use crate::state::AwardRecord;
 
 use crate::config::{Award, Conditions};
 use crate::dec::{round_quotient, Dec, Rounding, MAX_ABS};
@@ -114,6 +124,207 @@ pub fn cashback_amount(percent: Dec, amount: i64) -> i64 {
     )
     .unwrap_or(MAX_ABS);
     exact.clamp(0, MAX_ABS) as i64
+}
+
+/// Who the rules of one trigger award.
+#[derive(Clone, Copy)]
+pub(crate) struct Recipients<'a> {
+    /// The member of the event (the referrer for `referral.converted`).
+    pub(crate) default: Option<&'a str>,
+    /// For `referral.converted` rules.
+    pub(crate) referral: Option<(Option<&'a str>, Option<&'a str>)>,
+}
+
+/// What a rule has awarded a member, created on first use (without allocating the key on
+/// every award).
+pub(crate) fn usage_mut<'a>(
+    usage: &'a mut crate::vecmap::VecMap<String, crate::state::RuleUsage>,
+    rule: &str,
+) -> &'a mut crate::state::RuleUsage {
+    usage.get_or_insert_with(rule, |r| {
+        (r.to_string(), crate::state::RuleUsage::default())
+    })
+}
+
+impl Engine {
+    /// Fires every rule of `prog` whose trigger is the event's, in order, then every
+    /// campaign bonus (SPEC section 4).
+    pub(crate) fn earn(
+        &mut self,
+        prog: &Arc<Program>,
+        t: &Trigger<'_>,
+        to: Recipients<'_>,
+        payment: Option<&str>,
+        cx: &mut Cx<'_>,
+    ) {
+        for rule in prog.rules.iter().filter(|r| r.trigger == t.kind) {
+            let recipient = match to.referral {
+                Some((referrer, referee)) => match rule.recipient {
+                    Recipient::Referrer => referrer,
+                    Recipient::Referee => referee,
+                },
+                None => to.default,
+            };
+            let Some(account_id) = recipient else {
+                continue;
+            };
+            let Some(account) = self.state.accounts.get(account_id) else {
+                continue;
+            };
+            let (rank, tier_multiplier) = Self::tier_of(prog, account);
+            let usage = account.rule_usage.get(&rule.id);
+            if !conditions_hold(&rule.conditions, t, rank, usage.map_or(0, |u| u.uses)) {
+                continue;
+            }
+            if let Award::Cashback { percent } = rule.award {
+                let (Some(amount), Some(currency)) = (t.amount, t.currency) else {
+                    continue;
+                };
+                let cash = cashback_amount(percent, amount);
+                if cash == 0 {
+                    continue;
+                }
+                let account = self.account_mut(account_id).expect("checked above");
+                usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
+                let event = Event::CashbackEarned {
+                    rule: rule.id.clone(),
+                    payment: t.object_id.or(payment).map(str::to_string),
+                    amount: cash,
+                    currency: currency.to_string(),
+                };
+                cx.event(member(account), event);
+                continue;
+            }
+            let active: Vec<_> = prog
+                .campaigns
+                .iter()
+                .filter(|c| c.multiplier != Dec::ONE && campaigns::applies(c, t.kind, t.at, rank))
+                .collect();
+            let mut multipliers = Vec::with_capacity(active.len() + 2);
+            multipliers.push(rule.multiplier);
+            multipliers.push(tier_multiplier);
+            multipliers.extend(active.iter().map(|c| c.multiplier));
+            let Some(mut points) = award_points(&rule.award, t, &multipliers, prog.rounding) else {
+                continue;
+            };
+            let mut capped = false;
+            if let Some(room) = headroom(rule, usage, t.at, prog.tz) {
+                if i128::from(points) > room {
+                    points = room as i64;
+                    capped = true;
+                }
+            }
+            if points <= 0 {
+                continue;
+            }
+            let campaign_ids: Vec<String> = active.iter().map(|c| c.id.clone()).collect();
+            let account = self.account_mut(account_id).expect("checked above");
+            usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
+            self.award(
+                cx,
+                account_id,
+                points,
+                Some(&rule.id),
+                campaign_ids,
+                capped,
+                payment,
+            );
+        }
+        let Some(account_id) = to.default else { return };
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        let (rank, _) = Self::tier_of(prog, account);
+        for c in &prog.campaigns {
+            let Some(bonus) = c.bonus.filter(|b| *b > 0) else {
+                continue;
+            };
+            if campaigns::applies(c, t.kind, t.at, rank) {
+                self.award(
+                    cx,
+                    account_id,
+                    bonus,
+                    None,
+                    vec![c.id.clone()],
+                    false,
+                    payment,
+                );
+            }
+        }
+    }
+
+    /// Writes an award transaction and its `loyalty.points.earned`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn award(
+        &mut self,
+        cx: &mut Cx<'_>,
+        account_id: &str,
+        points: i64,
+        rule: Option<&str>,
+        campaigns: Vec<String>,
+        capped: bool,
+        payment: Option<&str>,
+    ) {
+        let md = TxMeta::Award { capped };
+        let (tx, balance) = self.post(
+            cx,
+            account_id,
+            TxKind::Award,
+            points,
+            rule.map(str::to_string),
+            campaigns.clone(),
+            md,
+        );
+        if self.qualifies_on_points(account_id) {
+            let at = cx.created;
+            self.qualify(account_id, at, points, cx);
+        }
+        if payment.is_some() {
+            if let Some(awards) = cx.payment_awards.as_mut() {
+                awards.push(AwardRecord {
+                    account: account_id.to_string(),
+                    rule: rule.map(str::to_string),
+                    campaigns: campaigns.clone(),
+                    points,
+                    reversed: 0,
+                    transaction: tx.clone(),
+                    created: cx.created.0,
+                });
+            }
+        }
+        let event = Event::PointsEarned {
+            points,
+            rule: rule.map(str::to_string),
+            campaigns,
+            transaction: tx,
+            balance,
+            capped,
+        };
+        cx.event(member(&self.state.accounts[account_id]), event);
+    }
+
+    pub(crate) fn earn_referral(
+        &mut self,
+        prog: &Arc<Program>,
+        at: Timestamp,
+        referrer: Option<String>,
+        referee: Option<String>,
+        cx: &mut Cx<'_>,
+    ) {
+        let trigger = Trigger {
+            kind: "referral.converted",
+            at,
+            amount: None,
+            currency: None,
+            metadata: None,
+            object_id: None,
+        };
+        let to = Recipients {
+            default: referrer.as_deref(),
+            referral: Some((referrer.as_deref(), referee.as_deref())),
+        };
+        self.earn(prog, &trigger, to, None, cx);
+    }
 }
 
 #[cfg(test)]

@@ -8,9 +8,14 @@
 //! - [`envelope`]: bytes to a typed [`envelope::Record`], or a rejection (`malformed`,
 //!   `invalid`).
 //! - [`config`]: the program config, validated whole.
-//! - [`engine`]: [`engine::Engine::apply`], which decides the state-dependent rejections and
-//!   applies a record in SPEC order.
+//! - [`engine`]: [`engine::Engine::apply`], which decides the state-dependent rejections,
+//!   moves the clock and dispatches a record to its rule, in SPEC order.
+//! - [`clock`]: the schedule of time-driven effects and carrying out what falls due.
 //! - [`earning`], [`caps`], [`campaigns`], [`tiers`]: the rules of SPEC sections 4 and 5.
+//! - [`enrolment`], [`lots`], [`refunds`], [`redemption`], [`referrals`], [`stamps`],
+//!   [`transfers`], [`programs`]: the rules of SPEC sections 3 and 7, one module each.
+//! - [`ledger`]: posting transactions and minting events; the one place a balance moves.
+//! - [`working_set`]: what a store needs to run the engine on some of the accounts.
 //! - [`output`]: transactions, outbound events, rejections and account lines, with their
 //!   JSON form.
 //! - [`fold`]: a whole log through the engine to JSON lines (`loyalty fold`).
@@ -21,20 +26,30 @@
 
 pub mod campaigns;
 pub mod caps;
+pub mod clock;
 pub mod config;
 pub mod dec;
 pub mod earning;
 pub mod engine;
+pub mod enrolment;
 pub mod envelope;
 pub mod fold;
 pub mod ids;
+pub mod ledger;
 pub mod lots;
 pub mod output;
+pub mod programs;
+pub mod redemption;
+pub mod referrals;
+pub mod refunds;
 pub mod schedule;
+pub mod stamps;
 pub mod state;
 pub mod tiers;
 pub mod time;
+pub mod transfers;
 pub mod vecmap;
+pub mod working_set;
 
 pub use config::{parse_config, Config, ConfigError, Program};
 pub use engine::Engine;

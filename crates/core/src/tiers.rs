@@ -8,10 +8,21 @@
 //! period, t]` for a calendar one. So a late event counts in the period it belongs to, and
 //! a calendar close "resets" every value without touching anything.
 //!
-//! Owns: values, period boundaries, the next time a member's tier must be evaluated. Must
-//! not write anything: the engine carries out what this module computes.
+//! Owns: values, period boundaries, the next time a member's tier must be evaluated, and
+//! the tier changes themselves: promotion as soon as a value meets a higher threshold,
+//! demotion (with soft landing) at an evaluation or a period close. Must not touch
+//! balances.
 
 use chrono::{Datelike, NaiveDate};
+
+use crate::config::QualifyOn;
+use crate::dec::Dec;
+use crate::engine::Engine;
+use crate::envelope::{self, Record};
+use crate::ids;
+use crate::ledger::{member, Cx};
+use crate::output::{Direction, Event, Output};
+use crate::state::DueKind;
 
 use crate::config::{Period, Program, Tier};
 use crate::state::Account;
@@ -231,6 +242,156 @@ pub fn may_demote_at(account: &Account, prog: &Program, at: Timestamp) -> bool {
             add_months(Timestamp(d), months, prog.tz).is_some_and(|e| at >= e)
         }
         _ => true,
+    }
+}
+
+pub(crate) fn tier_changed(from: String, to: String, direction: Direction) -> Event {
+    Event::TierChanged {
+        from_tier: from,
+        to_tier: to,
+        direction,
+    }
+}
+
+impl Engine {
+    /// `loyalty.qualifying_activity.record`: custom qualifying activity, counted when the
+    /// program's tiers qualify on it.
+    pub(crate) fn apply_qualify(&mut self, rec: &Record, q: &envelope::Qualify, cx: &mut Cx<'_>) {
+        let Some(prog) = self.program(&q.program) else {
+            return;
+        };
+        let custom = prog
+            .tiers
+            .as_ref()
+            .is_some_and(|t| t.qualify_on == QualifyOn::Custom);
+        let id = ids::account_id(&prog.id, &q.customer);
+        if custom {
+            self.qualify(&id, rec.created, q.amount, cx);
+        }
+    }
+
+    /// The rank and earn multiplier of the tier an account holds.
+    pub(crate) fn tier_of(prog: &Program, account: &Account) -> (u32, Dec) {
+        account
+            .tier
+            .as_deref()
+            .and_then(|t| prog.tier(t))
+            .map_or((0, Dec::ONE), |t| (t.rank, t.earn_multiplier))
+    }
+
+    /// True when the account's program qualifies on points.
+    pub(crate) fn qualifies_on_points(&self, account_id: &str) -> bool {
+        self.state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .and_then(|p| p.tiers.as_ref())
+            .is_some_and(|t| t.qualify_on == QualifyOn::Points)
+    }
+
+    /// Records qualifying activity for an account at `at`, and marks it for a promotion
+    /// check.
+    pub(crate) fn qualify(
+        &mut self,
+        account_id: &str,
+        at: Timestamp,
+        amount: i64,
+        cx: &mut Cx<'_>,
+    ) {
+        if amount == 0 {
+            return;
+        }
+        let Some(account) = self.account_mut(account_id) else {
+            return;
+        };
+        account.activity.add(at.0, amount);
+        if !cx.touched.iter().any(|t| t == account_id) {
+            cx.touched.push(account_id.to_string());
+        }
+    }
+
+    /// Promotion (SPEC section 5): as soon as the value reaches a higher tier's threshold,
+    /// the member moves to the highest tier its value meets. Checked for every account whose
+    /// activity the record changed; then its next evaluation is scheduled.
+    pub(crate) fn promote_touched(&mut self, cx: &mut Cx<'_>) {
+        let now = self.state.clock.unwrap_or(cx.created);
+        for id in std::mem::take(&mut cx.touched) {
+            let Some(account) = self.state.accounts.get(&id) else {
+                continue;
+            };
+            let Some(prog) = self.state.program(&account.program).cloned() else {
+                continue;
+            };
+            let value = value_at(account, &prog, now);
+            let current = account.tier.as_deref().and_then(|t| prog.tier(t));
+            let best = highest_met(&prog, value);
+            if let (Some(cur), Some(best)) = (current, best) {
+                if best.rank > cur.rank {
+                    let (from, to) = (cur.name.clone(), best.name.clone());
+                    let account = self.account_mut(&id).expect("exists");
+                    account.tier = Some(to.clone());
+                    let who = member(account);
+                    cx.event(who, tier_changed(from, to, Direction::Up));
+                }
+            }
+            self.reschedule(&id);
+        }
+    }
+
+    /// Schedules the next evaluation of an account's tier (rolling periods).
+    pub(crate) fn reschedule(&mut self, id: &str) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program) else {
+            return;
+        };
+        let after = self.state.clock.unwrap_or(Timestamp(i64::MIN / 4));
+        let due = next_rolling_evaluation(account, prog, after).map(|t| t.0);
+        if due == account.tier_due {
+            return;
+        }
+        let old = account.tier_due;
+        self.move_due(DueKind::Tier, id, old, due);
+        self.account_mut(id).expect("exists").tier_due = due;
+    }
+
+    /// Demotion (SPEC section 5): below the current tier's threshold at an evaluation, the
+    /// member drops to the highest tier its value meets, or one rank with soft landing.
+    pub(crate) fn demote(
+        &mut self,
+        id: &str,
+        prog: &Program,
+        value: i64,
+        at: Timestamp,
+        kind: &str,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some(current) = account.tier.as_deref().and_then(|t| prog.tier(t)) else {
+            return;
+        };
+        if value >= current.threshold {
+            return;
+        }
+        let soft = prog.tiers.as_ref().is_some_and(|t| t.soft_landing);
+        let target = if soft {
+            one_below(prog, current)
+        } else {
+            highest_met(prog, value).filter(|t| t.rank < current.rank)
+        };
+        let Some(target) = target else {
+            return;
+        };
+        let (from, to) = (current.name.clone(), target.name.clone());
+        let account = self.account_mut(id).expect("exists");
+        account.tier = Some(to.clone());
+        account.last_demotion = Some(at.0);
+        let who = member(account);
+        let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
+        cx.event(who, tier_changed(from, to, Direction::Down));
     }
 }
 

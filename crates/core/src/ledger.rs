@@ -1,0 +1,152 @@
+//! The ledger (SPEC sections 7 and 9): posting a transaction (its lot or its deduction,
+//! the balance, the `ptx_` id) and minting the events of one record or due effect.
+//!
+//! Owns: `Cx` (the minting context: ids from the source and a counter, the output vector)
+//! and `Engine::post`, the one place a balance moves. Must not decide whether a rule fires.
+
+use crate::clock::minus_days;
+use crate::engine::Engine;
+use crate::ids;
+use crate::lots;
+use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta};
+use crate::state::{Account, AwardRecord, DueKind};
+use crate::time::{add_months, Timestamp};
+
+/// Minting and output for the effects of one record (or one due effect).
+pub(crate) struct Cx<'o> {
+    pub(crate) source: String,
+    /// Whether `source` is a record's id (not an effect that fell due): events carry it.
+    pub(crate) from_record: bool,
+    pub(crate) created: Timestamp,
+    pub(crate) n_tx: u32,
+    pub(crate) n_ev: u32,
+    pub(crate) out: &'o mut Vec<Output>,
+    /// Awards of the payment being applied, for later refunds.
+    pub(crate) payment_awards: Option<Vec<AwardRecord>>,
+    /// Accounts whose qualifying activity changed: their tier is checked for promotion.
+    pub(crate) touched: Vec<String>,
+}
+
+impl<'o> Cx<'o> {
+    /// The minting context of a record, or of an effect that fell due.
+    pub(crate) fn new(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+        Cx {
+            source,
+            from_record: true,
+            created,
+            n_tx: 0,
+            n_ev: 0,
+            out,
+            payment_awards: None,
+            touched: Vec::new(),
+        }
+    }
+
+    /// The minting context of an effect that fell due: its events carry no `source`.
+    pub(crate) fn due(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+        Cx {
+            from_record: false,
+            ..Cx::new(source, created, out)
+        }
+    }
+
+    pub(crate) fn tx_id(&mut self) -> String {
+        self.n_tx += 1;
+        ids::transaction_id(&self.source, self.n_tx - 1)
+    }
+
+    pub(crate) fn event(&mut self, member: Member, event: Event) {
+        self.n_ev += 1;
+        let id = ids::event_id(&self.source, self.n_ev - 1);
+        self.out.push(Output::Event(OutEvent {
+            id,
+            created: self.created,
+            source: self.from_record.then(|| self.source.clone()),
+            member,
+            event,
+        }));
+    }
+}
+
+/// The member an account's events are about.
+pub(crate) fn member(a: &Account) -> Member {
+    Member {
+        account: a.id.clone(),
+        customer: a.customer.clone(),
+        program: a.program.clone(),
+    }
+}
+
+impl Engine {
+    /// Appends a ledger entry and moves the balance; returns its id and the balance after.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn post(
+        &mut self,
+        cx: &mut Cx<'_>,
+        account_id: &str,
+        kind: TxKind,
+        points: i64,
+        rule: Option<String>,
+        campaigns: Vec<String>,
+        metadata: TxMeta,
+    ) -> (String, i128) {
+        let id = cx.tx_id();
+        // Lots: credits form lots (after paying off any debt), deductions consume the lots
+        // that expire first. Reversals and expiries move their lots themselves.
+        let expiry = self
+            .state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .and_then(|p| p.expiry.map(|e| (e, p.tz)));
+        let (expires, warn) = match expiry {
+            Some((e, tz)) => {
+                let expires = add_months(cx.created, e.months, tz);
+                let warn = expires
+                    .filter(|_| e.warn_days > 0)
+                    .and_then(|x| minus_days(x, e.warn_days, tz));
+                (expires, warn)
+            }
+            None => (None, None),
+        };
+        let account = self
+            .account_mut(account_id)
+            .expect("transactions are posted to existing accounts");
+        let mut new_lot = None;
+        match kind {
+            TxKind::Award | TxKind::Adjustment | TxKind::TransferIn if points > 0 => {
+                new_lot = lots::credit(account, points, cx.created, expires, warn, &id);
+            }
+            TxKind::Adjustment | TxKind::TransferOut | TxKind::Redemption => {
+                lots::debit(account, -points);
+            }
+            _ => {}
+        }
+        account.balance += i128::from(points);
+        let balance = account.balance;
+        cx.out.push(Output::Transaction(Transaction {
+            id: id.clone(),
+            account: account.id.clone(),
+            customer: account.customer.clone(),
+            program: account.program.clone(),
+            kind,
+            points,
+            balance_after: balance,
+            rule,
+            campaigns,
+            source: cx.source.clone(),
+            created: cx.created,
+            metadata,
+        }));
+        if let Some(lot) = new_lot {
+            for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {
+                if let Some(at) = at {
+                    self.state
+                        .schedule
+                        .insert_lot(at, kind, account_id, lot.seq);
+                }
+            }
+        }
+        (id, balance)
+    }
+}
