@@ -21,7 +21,11 @@
 //! - [`fold`]: a whole log through the engine to JSON lines (`loyalty fold`).
 //! - [`dec`], [`time`], [`ids`]: exact decimals, calendars in a time zone, minted ids.
 //! - [`state`]: what the engine carries from one record to the next.
-#![deny(clippy::float_arithmetic)]
+#![deny(
+    clippy::float_arithmetic,
+    clippy::disallowed_methods,
+    clippy::disallowed_macros
+)]
 #![warn(missing_docs)]
 
 pub mod campaigns;

@@ -7,19 +7,14 @@
 //! A local time that does not exist (a daylight-saving gap) moves forward by the gap; an
 //! ambiguous one takes the earlier instant (SPEC section 5).
 //!
-//! The conversions between an instant and its local time are memoised per thread, keyed by
-//! their exact inputs (an instant, or a local date and time, and the zone), so a cached
-//! answer is always the one the database gives: a record asks for the same few local
-//! midnights many times (day bounds, windows, the next evaluation).
+//! Every conversion is computed from its inputs alone: no cache, no hidden state (UTC, the
+//! common zone, takes no database lookup at all).
 //!
 //! Owns: parsing and printing instants, local boundaries. Must not read a clock.
 
-use std::cell::Cell;
 use std::fmt;
 
-use chrono::{
-    DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone, Timelike,
-};
+use chrono::{DateTime, Datelike, Duration, LocalResult, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
 /// Seconds since 1970-01-01T00:00:00Z.
@@ -44,20 +39,10 @@ impl Timestamp {
 
     /// The local date and time of this instant in `tz`.
     pub fn local(self, tz: Tz) -> Option<NaiveDateTime> {
-        thread_local! {
-            static LAST: Cell<Option<(i64, Tz, Option<NaiveDateTime>)>> = const { Cell::new(None) };
+        match is_utc(tz) {
+            true => self.utc(),
+            false => self.utc().map(|t| tz.from_utc_datetime(&t).naive_local()),
         }
-        LAST.with(|last| match last.get() {
-            Some((t, z, local)) if t == self.0 && z == tz => local,
-            _ => {
-                let local = match is_utc(tz) {
-                    true => self.utc(),
-                    false => self.utc().map(|t| tz.from_utc_datetime(&t).naive_local()),
-                };
-                last.set(Some((self.0, tz, local)));
-                local
-            }
-        })
     }
 
     /// `YYYY-MM-DDTHH:MM:SSZ` for the years 0001 to 9999, without a format string.
@@ -130,40 +115,6 @@ impl serde::Serialize for Timestamp {
 /// The instant of a local date and time in `tz`: a time in a gap moves forward by the gap,
 /// an ambiguous time takes the earlier instant.
 pub fn from_local(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
-    type Entry = Option<(NaiveDateTime, Tz, Option<Timestamp>)>;
-    thread_local! {
-        // Direct-mapped by the local date: the few midnights a stretch of records asks for.
-        static SEEN: [Cell<Entry>; 8] = const { [const { Cell::new(None) }; 8] };
-    }
-    let slot = (local.date().num_days_from_ce() as usize
-        ^ local.time().num_seconds_from_midnight() as usize)
-        & 7;
-    SEEN.with(|seen| match seen[slot].get() {
-        Some((l, z, t)) if l == local && z == tz => t,
-        _ => {
-            let t = from_local_uncached(local, tz);
-            seen[slot].set(Some((local, tz, t)));
-            t
-        }
-    })
-}
-
-/// Whether `tz` is UTC under one of its names: local time is UTC, with no database lookup.
-fn is_utc(tz: Tz) -> bool {
-    matches!(
-        tz,
-        Tz::UTC
-            | Tz::UCT
-            | Tz::Universal
-            | Tz::Zulu
-            | Tz::Etc__UTC
-            | Tz::Etc__UCT
-            | Tz::Etc__Universal
-            | Tz::Etc__Zulu
-    )
-}
-
-fn from_local_uncached(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
     if is_utc(tz) {
         return Some(Timestamp(local.and_utc().timestamp()));
     }
@@ -186,6 +137,21 @@ fn from_local_uncached(local: NaiveDateTime, tz: Tz) -> Option<Timestamp> {
             None
         }
     }
+}
+
+/// Whether `tz` is UTC under one of its names: local time is UTC, with no database lookup.
+fn is_utc(tz: Tz) -> bool {
+    matches!(
+        tz,
+        Tz::UTC
+            | Tz::UCT
+            | Tz::Universal
+            | Tz::Zulu
+            | Tz::Etc__UTC
+            | Tz::Etc__UCT
+            | Tz::Etc__Universal
+            | Tz::Etc__Zulu
+    )
 }
 
 /// The start of the local day that holds `t`, and the start of the next one.
