@@ -365,8 +365,8 @@ fn a_working_set_folds_like_the_whole_state() {
             .unwrap();
         f.commit(&store).unwrap();
         // Nothing but the working set stays in memory between batches.
-        assert!(f.engine.state().seen.is_empty());
-        assert!(f.engine.state().payments.is_empty());
+        assert!(f.ws.engine.state().seen.is_empty());
+        assert!(f.ws.engine.state().payments.is_empty());
     }
     drop(f);
     drop(store);

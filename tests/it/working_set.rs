@@ -87,8 +87,8 @@ fn streamed_reading(
     let settings = Settings::new("unused:9092");
     let open = || {
         let mut f = Folder::open(&store, false).unwrap();
-        f.account_cache = cache;
-        f.read_ahead = read_ahead;
+        f.ws.account_cache = cache;
+        f.ws.read_ahead = read_ahead;
         f
     };
     let mut f = open();
@@ -99,14 +99,14 @@ fn streamed_reading(
             .unwrap();
         if i % every == every - 1 {
             f.commit(&store).unwrap();
-            most = most.max(f.engine.account_count());
+            most = most.max(f.ws.engine.account_count());
             if restart {
                 f = open();
             }
         }
     }
     f.commit(&store).unwrap();
-    most = most.max(f.engine.account_count());
+    most = most.max(f.ws.engine.account_count());
     (sound_export(&store), most)
 }
 
@@ -235,7 +235,7 @@ fn fold_part(dir: &Path, records: &[String], from: usize) {
     let store = Store::open(dir).unwrap();
     let settings = Settings::new("unused:9092");
     let mut f = Folder::open(&store, false).unwrap();
-    f.account_cache = 0;
+    f.ws.account_cache = 0;
     for (i, r) in records.iter().enumerate() {
         let offset = (from + i) as i64;
         f.fold(&store, &settings, 0, offset, &Meta::default(), r.as_bytes())

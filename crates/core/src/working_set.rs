@@ -81,7 +81,7 @@ impl Engine {
     /// engine runs on a working set (see [`Engine::forget_committed`]): whether its id was
     /// seen, and the payment it names. The result of applying it is then the same as with
     /// the whole state in memory.
-    pub fn preload(&mut self, seen: Option<&str>, payment: Option<(String, PaymentRecord)>) {
+    pub(crate) fn preload(&mut self, seen: Option<&str>, payment: Option<(String, PaymentRecord)>) {
         if let Some(id) = seen {
             self.state.seen.insert(id.to_string());
         }
@@ -93,7 +93,7 @@ impl Engine {
     /// Forgets the seen ids and payments, which a store has committed and hands back with
     /// [`Engine::preload`] when a record needs them: they grow with every record, and are
     /// otherwise the bulk of the state.
-    pub fn forget_committed(&mut self) {
+    pub(crate) fn forget_committed(&mut self) {
         self.state.seen = Default::default();
         self.state.payments = Default::default();
     }
@@ -106,7 +106,7 @@ impl Engine {
     /// [`Engine::load_code`]) before applying the record, and the result is the same as
     /// with every account in memory. Call it after [`Engine::preload`]: a refund needs the
     /// accounts of its payment.
-    pub fn needs(&self, rec: &Record) -> Needs {
+    pub(crate) fn needs(&self, rec: &Record) -> Needs {
         let mut n = Needs::default();
         let every_program = |customer: &str, n: &mut Needs| {
             for p in &self.state.programs {
@@ -160,12 +160,12 @@ impl Engine {
 
     /// The programs whose period close falls due at or before `to`: advancing the clock
     /// there evaluates every member of each.
-    pub fn closes_due_by(&self, to: Timestamp) -> Vec<String> {
+    pub(crate) fn closes_due_by(&self, to: Timestamp) -> Vec<String> {
         self.state.schedule.closes_due_by(to.0)
     }
 
     /// Whether the account is in the working set.
-    pub fn has_account(&self, id: &str) -> bool {
+    pub(crate) fn has_account(&self, id: &str) -> bool {
         self.state.accounts.contains_key(id)
     }
 
@@ -176,7 +176,7 @@ impl Engine {
 
     /// Puts a stored account into the working set, with its effects still to come (an
     /// account already there is kept as it is: it may be newer than the store's).
-    pub fn load_account(&mut self, account: Account) {
+    pub(crate) fn load_account(&mut self, account: Account) {
         if self.state.accounts.contains_key(&account.id) {
             return;
         }
@@ -188,14 +188,14 @@ impl Engine {
     }
 
     /// Whether the working set knows who holds a referral code.
-    pub fn has_code(&self, program: &str, code: &str) -> bool {
+    pub(crate) fn has_code(&self, program: &str, code: &str) -> bool {
         self.state
             .referral_codes
             .contains_key(&(program.to_string(), code.to_string()))
     }
 
     /// Puts a stored referral code's holder into the working set.
-    pub fn load_code(&mut self, program: &str, code: &str, holder: &str) {
+    pub(crate) fn load_code(&mut self, program: &str, code: &str, holder: &str) {
         self.state
             .referral_codes
             .entry((program.to_string(), code.to_string()))
@@ -229,7 +229,7 @@ impl Engine {
     /// every referral code. Only for what a store holds: call it when nothing changed since
     /// [`Engine::take_changes`] (an account changed since stays, and so does an account
     /// with an effect overdue, [`Engine::overdue`]).
-    pub fn evict(&mut self, keep: impl Fn(&str) -> bool) {
+    pub(crate) fn evict(&mut self, keep: impl Fn(&str) -> bool) {
         let changed = &self.changes.accounts;
         let overdue: std::collections::HashSet<String> =
             self.overdue().into_iter().map(|d| d.account).collect();
@@ -244,5 +244,254 @@ impl Engine {
     /// What changed since the last call, and forget it.
     pub fn take_changes(&mut self) -> Changes {
         std::mem::take(&mut self.changes)
+    }
+}
+
+/// Where the state the engine does not hold in memory is kept: a store implements it, and a
+/// [`WorkingSet`] reads from it what each record needs before the engine applies it.
+pub trait Source {
+    /// The store's error: any I/O or corruption error fails the record's application.
+    type Error;
+
+    /// Whether a record id was applied before.
+    fn is_seen(&self, id: &str) -> Result<bool, Self::Error>;
+
+    /// The payment of that id, as applied.
+    fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, Self::Error>;
+
+    /// The stored account of that id.
+    fn account(&self, id: &str) -> Result<Option<Account>, Self::Error>;
+
+    /// Every stored member of a program.
+    fn members(&self, program: &str) -> Result<Vec<Account>, Self::Error>;
+
+    /// The account the store says holds a program's referral code (checked by the caller:
+    /// a code that is no generated one could name another program's).
+    fn code_holder(&self, program: &str, code: &str) -> Result<Option<String>, Self::Error>;
+
+    /// The due index after `after`, in time order, `(time, key, account)`: every entry up to
+    /// `to`, and up to `ahead` more; with the time up to which they are all there is.
+    #[allow(clippy::type_complexity)]
+    fn dues_from(
+        &self,
+        after: i64,
+        to: i64,
+        ahead: usize,
+    ) -> Result<(Vec<(i64, Vec<u8>, String)>, i64), Self::Error>;
+}
+
+/// How many due index entries a working set reads past the ones a record needs, by default.
+pub const READ_AHEAD: usize = 512;
+
+/// Accounts an engine keeps in memory by default: every account of a batch stays until it
+/// is committed; between batches, the least recently changed go once there are more.
+pub const DEFAULT_ACCOUNT_CACHE: usize = 100_000;
+
+/// An engine that holds only some of the accounts, and reads the others from a [`Source`]
+/// when a record needs them: the result of every record is the same as with the whole
+/// state in memory.
+#[derive(Debug)]
+pub struct WorkingSet {
+    /// The engine.
+    pub engine: Engine,
+    /// How many accounts the engine keeps in memory between batches (0: none).
+    pub account_cache: usize,
+    /// Accounts read from the source so far (taken by whoever counts them).
+    pub loaded: u64,
+    /// How many due index entries to read past the ones a record needs.
+    pub read_ahead: usize,
+    /// Accounts changed since the last eviction: kept at the next one.
+    recent: std::collections::HashSet<String>,
+    /// The due index has been read up to this time (inclusive), into `ahead`.
+    read_to: i64,
+    /// Due index entries read and not yet reached by the clock, in time order. The index
+    /// changes only when a batch is committed, so within one the set reads ahead instead of
+    /// seeking for every record.
+    ahead: std::collections::VecDeque<(i64, Vec<u8>, String)>,
+    /// The due index entries whose accounts were loaded since the last commit.
+    scanned: Vec<(i64, Vec<u8>)>,
+    /// Programs every member of which is in the working set (until the next eviction).
+    whole: std::collections::HashSet<String>,
+}
+
+impl WorkingSet {
+    /// A working set over an engine loaded without its seen ids and payments (which the
+    /// source hands back when a record needs them); the accounts of effects already
+    /// overdue are read at once.
+    pub fn open<S: Source>(engine: Engine, source: &S) -> Result<WorkingSet, S::Error> {
+        let read_to = engine.clock().map_or(i64::MIN, |c| c.0);
+        let overdue = engine.overdue();
+        let mut ws = WorkingSet {
+            engine,
+            account_cache: DEFAULT_ACCOUNT_CACHE,
+            loaded: 0,
+            read_ahead: READ_AHEAD,
+            recent: Default::default(),
+            read_to,
+            ahead: Default::default(),
+            scanned: Vec::new(),
+            whole: Default::default(),
+        };
+        for d in overdue {
+            ws.load(source, &d.account)?;
+        }
+        Ok(ws)
+    }
+
+    /// Reads what applying `rec` needs and the engine lacks, then applies it.
+    pub fn apply<S: Source>(
+        &mut self,
+        source: &S,
+        rec: &Record,
+        out: &mut Vec<crate::output::Output>,
+    ) -> Result<(), S::Error> {
+        self.preload(source, rec)?;
+        self.load_for(source, rec)?;
+        self.engine.apply_record(rec, out);
+        Ok(())
+    }
+
+    /// Whether its id was seen, and the payment it pays or refunds.
+    fn preload<S: Source>(&mut self, source: &S, rec: &Record) -> Result<(), S::Error> {
+        let state = self.engine.state();
+        let seen = (!state.seen.contains(&rec.id) && source.is_seen(&rec.id)?).then_some(&*rec.id);
+        let payment = match &rec.body {
+            Body::Event(a) if rec.kind == "payment.completed" => a.object_id.as_deref(),
+            Body::Refund(r) => Some(r.payment.as_str()),
+            _ => None,
+        };
+        let payment = match payment.filter(|p| !state.payments.contains_key(*p)) {
+            Some(p) => source.payment(p)?.map(|record| (p.to_string(), record)),
+            None => None,
+        };
+        self.engine.preload(seen, payment);
+        Ok(())
+    }
+
+    /// The stored accounts applying `rec` needs: those with effects falling due before it
+    /// (from the due index), every member of a program whose period closes before it, and
+    /// what [`Engine::needs`] lists, each with the account that referred it.
+    fn load_for<S: Source>(&mut self, source: &S, rec: &Record) -> Result<(), S::Error> {
+        let to = rec.created.0;
+        if to > self.read_to {
+            let (entries, read_to) = source.dues_from(self.read_to, to, self.read_ahead)?;
+            self.ahead.extend(entries);
+            self.read_to = read_to;
+        }
+        while self.ahead.front().is_some_and(|(at, _, _)| *at <= to) {
+            let Some((at, key, id)) = self.ahead.pop_front() else {
+                break;
+            };
+            self.load(source, &id)?;
+            self.scanned.push((at, key));
+        }
+        if self.engine.clock().is_none_or(|c| c.0 < to) {
+            for program in self.engine.closes_due_by(rec.created) {
+                self.load_members(source, &program)?;
+            }
+        }
+        let needs = self.engine.needs(rec);
+        for id in &needs.accounts {
+            self.load(source, id)?;
+        }
+        let opened = needs
+            .may_open
+            .iter()
+            .filter(|(_, id)| !self.engine.has_account(id))
+            .map(|(program, id)| (program.clone(), ids::referral_code(id)));
+        let codes: Vec<(String, String)> = needs.codes.iter().cloned().chain(opened).collect();
+        for (program, code) in &codes {
+            if self.engine.has_code(program, code) {
+                continue;
+            }
+            let Some(holder) = source.code_holder(program, code)? else {
+                continue;
+            };
+            self.load(source, &holder)?;
+            let holds = self
+                .engine
+                .state()
+                .accounts
+                .get(&holder)
+                .is_some_and(|a| a.program == *program && a.referral_code == *code);
+            if holds {
+                self.engine.load_code(program, code, &holder);
+            }
+        }
+        for program in &needs.members_of {
+            self.load_members(source, program)?;
+        }
+        Ok(())
+    }
+
+    /// Loads an account, and the account that referred it (whose referral a payment may
+    /// convert).
+    fn load<S: Source>(&mut self, source: &S, id: &str) -> Result<(), S::Error> {
+        let referrer = match self.engine.state().accounts.get(id) {
+            Some(a) => a.referred_by.clone(),
+            None => match source.account(id)? {
+                Some(a) => {
+                    let referrer = a.referred_by.clone();
+                    self.engine.load_account(a);
+                    self.loaded += 1;
+                    referrer
+                }
+                None => None,
+            },
+        };
+        if let Some(r) = referrer.filter(|r| !self.engine.has_account(r)) {
+            if let Some(a) = source.account(&r)? {
+                self.engine.load_account(a);
+                self.loaded += 1;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_members<S: Source>(&mut self, source: &S, program: &str) -> Result<(), S::Error> {
+        if !self.whole.insert(program.to_string()) {
+            return Ok(());
+        }
+        for a in source.members(program)? {
+            if !self.engine.has_account(&a.id) {
+                self.engine.load_account(a);
+                self.loaded += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// What the open batch changed, to commit: the engine's changes, and the due index
+    /// entries the clock has passed (the others, read for a record that did not move the
+    /// clock, are read again when it moves).
+    pub fn take_batch(&mut self) -> (Changes, Vec<Vec<u8>>) {
+        let changes = self.engine.take_changes();
+        let clock = self.engine.clock().map_or(i64::MIN, |c| c.0);
+        let passed = std::mem::take(&mut self.scanned)
+            .into_iter()
+            .filter(|(at, _)| *at <= clock)
+            .map(|(_, k)| k)
+            .collect();
+        // A commit changes the index: what was read ahead is read again.
+        self.ahead.clear();
+        self.read_to = clock;
+        if self.account_cache > 0 {
+            self.recent.extend(changes.accounts.iter().cloned());
+        }
+        (changes, passed)
+    }
+
+    /// After the batch [`WorkingSet::take_batch`] gave is committed: forget the seen ids and
+    /// payments (the source hands them back), and keep the accounts within
+    /// `account_cache`: once there are more, those not changed since the last eviction go.
+    pub fn committed(&mut self) {
+        self.engine.forget_committed();
+        self.whole.clear();
+        if self.account_cache == 0 {
+            self.engine.evict(|_| false);
+        } else if self.engine.account_count() > self.account_cache {
+            let recent = std::mem::take(&mut self.recent);
+            self.engine.evict(|id| recent.contains(id));
+        }
     }
 }

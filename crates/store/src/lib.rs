@@ -964,6 +964,41 @@ fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
     })
 }
 
+/// The store is where a working set reads the accounts, seen ids, payments, codes and due
+/// index entries its engine does not hold.
+impl loyalty_core::working_set::Source for Store {
+    type Error = StoreError;
+
+    fn is_seen(&self, id: &str) -> Result<bool, StoreError> {
+        Store::is_seen(self, id)
+    }
+
+    fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        Store::payment(self, id)
+    }
+
+    fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        Store::account(self, id)
+    }
+
+    fn members(&self, program: &str) -> Result<Vec<Account>, StoreError> {
+        Store::members(self, program)
+    }
+
+    fn code_holder(&self, program: &str, code: &str) -> Result<Option<String>, StoreError> {
+        Store::code_holder(self, program, code)
+    }
+
+    fn dues_from(
+        &self,
+        after: i64,
+        to: i64,
+        ahead: usize,
+    ) -> Result<(Vec<(i64, Vec<u8>, String)>, i64), StoreError> {
+        Store::dues_from(self, after, to, ahead)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,10 +1,10 @@
 //! Folding the engine's log: log records in, one atomic store batch out.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
-use loyalty_core::envelope::{self, Body, Record};
+use loyalty_core::envelope;
 use loyalty_core::output::Output;
-use loyalty_core::Engine;
+use loyalty_core::working_set::WorkingSet;
 use loyalty_store::{Batch, Store, StoreError};
 
 use crate::logrec::{self, Dedupe, Meta};
@@ -14,8 +14,8 @@ use crate::Settings;
 
 /// The engine over its store, with the log positions it has folded.
 pub struct Folder {
-    /// The pure engine.
-    pub engine: Engine,
+    /// The pure engine, on the accounts a batch needs.
+    pub ws: WorkingSet,
     dedupe: Dedupe,
     /// Next log offset to fold, by log partition.
     pub positions: BTreeMap<i32, i64>,
@@ -31,33 +31,9 @@ pub struct Folder {
     pub tier_changes: u64,
     /// Where rejections and transactions are counted, when watched.
     pub metrics: Option<std::sync::Arc<Metrics>>,
-    /// How many accounts the engine keeps in memory between batches (0: none).
-    pub account_cache: usize,
-    /// Accounts read from the store into the working set so far.
-    pub loaded: u64,
-    /// How many due index entries to read past the ones a record needs.
-    pub read_ahead: usize,
-    /// Accounts changed since the last eviction: kept at the next one.
-    recent: HashSet<String>,
-    /// The due index has been read up to this time (inclusive), into `ahead`.
-    read_to: i64,
-    /// Due index entries read and not yet reached by the clock, in time order: `(time,
-    /// key, account)`. The index changes only when a batch is committed, so within one
-    /// the folder reads ahead instead of seeking for every record.
-    ahead: std::collections::VecDeque<(i64, Vec<u8>, String)>,
-    /// The due index entries whose accounts were loaded since the last commit: `(time,
-    /// key)`.
-    scanned: Vec<(i64, Vec<u8>)>,
-    /// Programs every member of which is in the working set (until the next eviction).
-    whole: HashSet<String>,
 }
 
-/// How many due index entries the folder reads past the ones a record needs, by default.
-pub const READ_AHEAD: usize = 512;
-
-/// Accounts an engine keeps in memory by default: every account of a batch stays until it
-/// is committed; between batches, the least recently changed go once there are more.
-pub const DEFAULT_ACCOUNT_CACHE: usize = 100_000;
+pub use loyalty_core::working_set::{DEFAULT_ACCOUNT_CACHE, READ_AHEAD};
 
 impl std::fmt::Debug for Folder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -69,17 +45,15 @@ impl std::fmt::Debug for Folder {
 
 impl Folder {
     /// A folder resuming from what `store` holds. The engine holds its working set: the
-    /// accounts, programs and schedule, but not every seen id and payment, which the
-    /// folder reads from the store when a record needs them.
+    /// accounts, programs and schedule, but not every seen id and payment, which it reads
+    /// from the store when a record needs them.
     pub fn open(store: &Store, publish: bool) -> Result<Folder, StoreError> {
         store.ensure_index()?;
         store.ensure_api_index()?;
-        let engine = store.load_engine_lean()?;
+        let ws = WorkingSet::open(store.load_engine_lean()?, store)?;
         let positions = store.positions()?;
-        let read_to = engine.clock().map_or(i64::MIN, |c| c.0);
-        let overdue = engine.overdue();
-        let mut folder = Folder {
-            engine,
+        Ok(Folder {
+            ws,
             dedupe: Dedupe { max: positions.src },
             positions: positions.log,
             publish,
@@ -89,20 +63,7 @@ impl Folder {
             awarded: 0,
             tier_changes: 0,
             metrics: None,
-            account_cache: DEFAULT_ACCOUNT_CACHE,
-            loaded: 0,
-            read_ahead: READ_AHEAD,
-            recent: HashSet::new(),
-            read_to,
-            ahead: Default::default(),
-            scanned: Vec::new(),
-            whole: HashSet::new(),
-        };
-        // Effects already due fire at the next advance of the clock: their accounts too.
-        for d in overdue {
-            folder.load(store, &d.account)?;
-        }
-        Ok(folder)
+        })
     }
 
     /// Folds one log record into the open batch.
@@ -155,9 +116,7 @@ impl Folder {
                         self.batch.config = Some(digest.to_string());
                     }
                 }
-                self.preload(store, &rec)?;
-                self.load_working_set(store, &rec)?;
-                self.engine.apply_record(&rec, &mut self.out);
+                self.ws.apply(store, &rec, &mut self.out)?;
             }
             Err(rejection) => self.out.push(Output::Rejected(rejection)),
         }
@@ -202,119 +161,6 @@ impl Folder {
         Ok(())
     }
 
-    /// Reads from the store what applying `rec` needs and the engine's working set lacks:
-    /// whether its id was seen, and the payment it pays or refunds.
-    fn preload(&mut self, store: &Store, rec: &Record) -> Result<(), StoreError> {
-        let state = self.engine.state();
-        let seen = (!state.seen.contains(&rec.id) && store.is_seen(&rec.id)?).then_some(&*rec.id);
-        let payment = match &rec.body {
-            Body::Event(a) if rec.kind == "payment.completed" => a.object_id.as_deref(),
-            Body::Refund(r) => Some(r.payment.as_str()),
-            _ => None,
-        };
-        let payment = match payment.filter(|p| !state.payments.contains_key(*p)) {
-            Some(p) => store.payment(p)?.map(|record| (p.to_string(), record)),
-            None => None,
-        };
-        self.engine.preload(seen, payment);
-        Ok(())
-    }
-
-    /// Loads into the engine the stored accounts applying `rec` needs and its working set
-    /// lacks: those with effects falling due before it (from the due index), every member
-    /// of a program whose period closes before it, and what [`Engine::needs`] lists, each
-    /// with the account that referred it. The engine then applies `rec` as it would with
-    /// every account in memory.
-    fn load_working_set(&mut self, store: &Store, rec: &Record) -> Result<(), StoreError> {
-        let to = rec.created.0;
-        if to > self.read_to {
-            let (entries, read_to) = store.dues_from(self.read_to, to, self.read_ahead)?;
-            self.ahead.extend(entries);
-            self.read_to = read_to;
-        }
-        while self.ahead.front().is_some_and(|(at, _, _)| *at <= to) {
-            let (at, key, id) = self.ahead.pop_front().expect("checked");
-            self.load(store, &id)?;
-            self.scanned.push((at, key));
-        }
-        if self.engine.clock().is_none_or(|c| c.0 < to) {
-            for program in self.engine.closes_due_by(rec.created) {
-                self.load_members(store, &program)?;
-            }
-        }
-        let needs = self.engine.needs(rec);
-        for id in &needs.accounts {
-            self.load(store, id)?;
-        }
-        let opened = needs
-            .may_open
-            .iter()
-            .filter(|(_, id)| !self.engine.has_account(id))
-            .map(|(program, id)| (program.clone(), loyalty_core::ids::referral_code(id)));
-        let codes: Vec<(String, String)> = needs.codes.iter().cloned().chain(opened).collect();
-        for (program, code) in &codes {
-            if self.engine.has_code(program, code) {
-                continue;
-            }
-            // The key is `r/{code}/{program}`: a code that is no generated one (it may hold
-            // a `/`) could name another program's code, so the holder is checked.
-            let Some(holder) = store.code_holder(program, code)? else {
-                continue;
-            };
-            self.load(store, &holder)?;
-            let holds = self
-                .engine
-                .state()
-                .accounts
-                .get(&holder)
-                .is_some_and(|a| a.program == *program && a.referral_code == *code);
-            if holds {
-                self.engine.load_code(program, code, &holder);
-            }
-        }
-        for program in &needs.members_of {
-            self.load_members(store, program)?;
-        }
-        Ok(())
-    }
-
-    /// Loads an account into the working set, and the account that referred it (whose
-    /// referral a payment may convert).
-    fn load(&mut self, store: &Store, id: &str) -> Result<(), StoreError> {
-        let referrer = match self.engine.state().accounts.get(id) {
-            Some(a) => a.referred_by.clone(),
-            None => match store.account(id)? {
-                Some(a) => {
-                    let referrer = a.referred_by.clone();
-                    self.engine.load_account(a);
-                    self.loaded += 1;
-                    referrer
-                }
-                None => None,
-            },
-        };
-        if let Some(r) = referrer.filter(|r| !self.engine.has_account(r)) {
-            if let Some(a) = store.account(&r)? {
-                self.engine.load_account(a);
-                self.loaded += 1;
-            }
-        }
-        Ok(())
-    }
-
-    fn load_members(&mut self, store: &Store, program: &str) -> Result<(), StoreError> {
-        if !self.whole.insert(program.to_string()) {
-            return Ok(());
-        }
-        for a in store.members(program)? {
-            if !self.engine.has_account(&a.id) {
-                self.engine.load_account(a);
-                self.loaded += 1;
-            }
-        }
-        Ok(())
-    }
-
     /// The highest offset of each input partition that the folded log holds.
     pub fn appended(&self) -> BTreeMap<(String, i32), i64> {
         let mut out: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -331,41 +177,16 @@ impl Folder {
             return Ok(0);
         }
         let mut batch = std::mem::take(&mut self.batch);
-        batch.changes = self.engine.take_changes();
-        // The due index entries the clock has passed are done with; the others (read for
-        // a record that did not move the clock) are read again when it moves.
-        let clock = self.engine.clock().map_or(i64::MIN, |c| c.0);
-        batch.dues_passed = std::mem::take(&mut self.scanned)
-            .into_iter()
-            .filter(|(at, _)| *at <= clock)
-            .map(|(_, k)| k)
-            .collect();
-        // A commit changes the index: what was read ahead is read again.
-        self.ahead.clear();
-        self.read_to = clock;
-        if self.account_cache > 0 {
-            self.recent.extend(batch.changes.accounts.iter().cloned());
-        }
-        store.commit(&self.engine, batch)?;
-        // Committed: the store hands them back when a later record needs them.
-        self.engine.forget_committed();
-        self.evict();
+        (batch.changes, batch.dues_passed) = self.ws.take_batch();
+        store.commit(&self.ws.engine, batch)?;
+        // Committed: the store hands back what the engine forgets when a record needs it.
+        self.ws.committed();
         if let Some(m) = &self.metrics {
-            m.accounts_in_memory.set(self.engine.account_count() as i64);
-            m.accounts_loaded.inc_by(std::mem::take(&mut self.loaded));
+            m.accounts_in_memory
+                .set(self.ws.engine.account_count() as i64);
+            m.accounts_loaded
+                .inc_by(std::mem::take(&mut self.ws.loaded));
         }
         Ok(std::mem::take(&mut self.pending))
-    }
-
-    /// Keeps the working set of accounts within `account_cache` between batches: once it
-    /// holds more, the accounts not changed since the last eviction go (they are committed).
-    fn evict(&mut self) {
-        self.whole.clear();
-        if self.account_cache == 0 {
-            self.engine.evict(|_| false);
-        } else if self.engine.account_count() > self.account_cache {
-            let recent = std::mem::take(&mut self.recent);
-            self.engine.evict(|id| recent.contains(id));
-        }
     }
 }

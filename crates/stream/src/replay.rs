@@ -101,7 +101,7 @@ pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
 /// standard error.
 pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBool) -> Result<u64> {
     let mut folder = Folder::open(store, publish).context("cannot open the new state")?;
-    folder.account_cache = settings.account_cache;
+    folder.ws.account_cache = settings.account_cache;
     anyhow::ensure!(
         folder.positions.is_empty(),
         "the state directory is not empty: replay rebuilds into a new directory"

@@ -459,7 +459,7 @@ pub fn run(
     metrics.set_ready(Err("catching up with the log".into()));
     let mut folder = Folder::open(store, true).context("cannot load the state")?;
     folder.metrics = Some(metrics.clone());
-    folder.account_cache = settings.account_cache;
+    folder.ws.account_cache = settings.account_cache;
 
     // Whatever a previous run stored but did not deliver goes out first.
     publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)?;
@@ -519,7 +519,7 @@ pub fn run(
     for (id, text) in settings.programs.iter().filter(|_| !unchanged) {
         let wanted =
             parse_program(text).with_context(|| format!("program {id} does not validate"))?;
-        let state = folder.engine.state();
+        let state = folder.ws.engine.state();
         if state.program(id).is_some_and(|p| **p == wanted) {
             continue;
         }
