@@ -32,10 +32,11 @@ bench-whole-path:
 bench-replay records="1000000":
     bash benches/replay.sh {{records}}
 
-# Formatting and lints, warnings denied.
+# Formatting, lints and the API docs, warnings denied.
 lint:
     cargo fmt --all -- --check
-    cargo clippy --release --all-targets -- -D warnings
+    cargo clippy --release --workspace --all-targets -- -D warnings
+    RUSTDOCFLAGS="-D warnings" cargo doc --release --workspace --no-deps
 
 # The public acceptance scenarios of ../shared, when it is there.
 scenarios:

@@ -68,7 +68,7 @@ pub(crate) fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Acc
 }
 
 /// When an account's next effect falls due (after `clock`): what a store indexes to find
-/// the accounts an advance of the clock needs (see [`Engine::needs`]).
+/// the accounts an advance of the clock needs (see [`crate::working_set::WorkingSet`]).
 pub fn next_due(a: &Account, clock: Option<Timestamp>) -> Option<i64> {
     let clock = clock.map_or(i64::MIN, |c| c.0);
     [a.tier_due, a.birthday_due]

@@ -1,7 +1,7 @@
 //! Program configuration (SPEC section 3): parsed strictly, validated once, refused whole.
 //!
 //! The `Raw*` structs mirror the JSON exactly (`deny_unknown_fields`, field names as in the
-//! seed API, `null` read as absent); [`validate_program`] turns them into the typed
+//! seed API, `null` read as absent); `validate_program` turns them into the typed
 //! [`Program`] the engine runs, or a [`ConfigError`] that names the offending field by its
 //! path (`programs[0].earningRules[1].award.per: must be greater than 0`). Numbers are read
 //! from their JSON text as exact decimals ([`Dec`]); no float is ever made.

@@ -122,7 +122,7 @@ impl Schedule {
 
     /// Forgets the effects of every account `keep` refuses: an account leaving an engine's
     /// working set takes its effects along (program-wide effects stay). Its effects come
-    /// back with it ([`crate::Engine::load_account`]).
+    /// back with it (`Engine::load_account`).
     pub fn retain_accounts(&mut self, keep: impl Fn(&str) -> bool) {
         self.lots.retain(|Reverse(l)| keep(&l.account));
         self.early_lots.retain(|l| keep(&l.account));

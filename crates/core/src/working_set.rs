@@ -37,11 +37,11 @@ pub struct Changes {
 }
 
 /// What a record needs in an engine's working set to apply as it would with the whole state
-/// in memory ([`Engine::needs`]).
+/// in memory (`Engine::needs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Needs {
     /// Accounts the record may read or change, by id (with, for each, the account that
-    /// referred it: see [`Engine::load_account`]).
+    /// referred it: see `Engine::load_account`).
     pub accounts: Vec<String>,
     /// Referral codes it looks up, `(program, code)`, with the accounts holding them.
     pub codes: Vec<(String, String)>,
