@@ -1,0 +1,205 @@
+//! Tests of the config schema and its validation.
+
+use super::*;
+
+const SEED: &str = include_str!("../../../../deploy/programs.example.json");
+
+#[test]
+fn the_example_config_loads() {
+    let c = parse_config(SEED).expect("deploy/programs.example.json validates");
+    let p = &c.programs[0];
+    assert_eq!(p.id, "prog_default");
+    assert_eq!(p.rules.len(), 3);
+    assert_eq!(p.tier_list()[2].earn_multiplier.to_string(), "1.5");
+    assert_eq!(p.rules[0].window, Window::Month);
+    assert_eq!(p.rules[2].window, Window::Lifetime);
+}
+
+fn refused(text: &str) -> ConfigError {
+    parse_config(text).expect_err("must be refused")
+}
+
+fn prog(extra: &str) -> String {
+    format!(r#"{{"programs":[{{"id":"prog_a","currency":"EUR"{extra}}}]}}"#)
+}
+
+#[test]
+fn refusals_name_the_field() {
+    let cases = [
+        (prog(r#","bogus":1"#), "programs[0].bogus", "unknown field"),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"per_amount","per":0,"points":1}}]"#,
+            ),
+            "programs[0].earningRules[0].award.per",
+            "greater than 0",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"window":"month"}]"#,
+            ),
+            "programs[0].earningRules[0].window",
+            "needs a cap",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":-1}}]"#,
+            ),
+            "programs[0].earningRules[0].award.points",
+            "negative",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"r","trigger":"t","award":{"type":"fixed","points":1}},{"id":"r","trigger":"t","award":{"type":"fixed","points":1}}]"#,
+            ),
+            "programs[0].earningRules[1].id",
+            "duplicate",
+        ),
+        (
+            prog(
+                r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":0,"threshold":5}]}"#,
+            ),
+            "programs[0].tierConfig.tiers[1].rank",
+            "increasing",
+        ),
+        (
+            prog(
+                r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":1,"threshold":0},{"name":"B","rank":1,"threshold":5}]}"#,
+            ),
+            "programs[0].tierConfig.tiers[1].rank",
+            "duplicate",
+        ),
+        (
+            prog(
+                r#","stampCards":[{"id":"card_a","trigger":"t","stampsRequired":3,"reward":"rwd_missing"}]"#,
+            ),
+            "programs[0].stampCards[0].reward",
+            "not defined",
+        ),
+        (
+            prog(r#","timezone":"Mars/Olympus""#),
+            "programs[0].timezone",
+            "unknown time zone",
+        ),
+        (
+            prog(r#","minimumRedemption":"100""#),
+            "programs[0].minimumRedemption",
+            "expected a number",
+        ),
+        (
+            prog(r#","minimumRedemption":1.5"#),
+            "programs[0].minimumRedemption",
+            "whole number",
+        ),
+        (
+            r#"{"programs":[{"id":"p","currency":"EUR"},{"id":"p","currency":"EUR"}]}"#.to_string(),
+            "programs[1].id",
+            "duplicate",
+        ),
+        (
+            r#"{"programs":[{"currency":"EUR"}]}"#.to_string(),
+            "programs[0]",
+            "missing field `id`",
+        ),
+        (
+            r#"{"programs":[{"id":"p","currency":"EURO"}]}"#.to_string(),
+            "programs[0].currency",
+            "three letters",
+        ),
+        (
+            r#"{"programs":[{"id":"p","currency":"E1R"}]}"#.to_string(),
+            "programs[0].currency",
+            "three letters",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"conditions":{"currencies":["EUR","euros"]}}]"#,
+            ),
+            "programs[0].earningRules[0].conditions.currencies[1]",
+            "three letters",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"per_currency","per":100,"rates":{"EUR":1,"POUND":2}}}]"#,
+            ),
+            "programs[0].earningRules[0].award.rates.POUND",
+            "three letters",
+        ),
+        (
+            prog(
+                r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"multiplier":0}]"#,
+            ),
+            "programs[0].earningRules[0].multiplier",
+            "greater than 0",
+        ),
+        (
+            prog(r#","campaigns":[{"id":"camp_a","multiplier":0.0}]"#),
+            "programs[0].campaigns[0].multiplier",
+            "greater than 0",
+        ),
+        (
+            prog(
+                r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":0,"earnMultiplier":0}]}"#,
+            ),
+            "programs[0].tierConfig.tiers[0].earnMultiplier",
+            "greater than 0",
+        ),
+        (
+            prog(
+                r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":100},{"name":"B","rank":1,"threshold":500}]}"#,
+            ),
+            "programs[0].tierConfig.tiers[0].threshold",
+            "threshold 0",
+        ),
+    ];
+    for (text, path, words) in cases {
+        let e = refused(&text);
+        assert_eq!(e.path, path, "{text}: {e}");
+        assert!(e.message.contains(words), "{text}: {e}");
+    }
+}
+
+/// A state an earlier version stored may hold a program the checks added since refuse:
+/// it still opens (the new checks apply to new programs only).
+#[test]
+fn stored_programs_open_without_the_newer_checks() {
+    for extra in [
+        r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"multiplier":0}]"#,
+        r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":100,"earnMultiplier":0}]}"#,
+        r#","campaigns":[{"id":"camp_a","multiplier":0}]"#,
+    ] {
+        let text = format!(r#"{{"id":"prog_a","currency":"EURO"{extra}}}"#);
+        assert!(parse_program(&text).is_err(), "{text}");
+        parse_stored_program(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
+    }
+    // What was refused before is still refused.
+    assert!(parse_stored_program(r#"{"id":"prog_a","currency":""}"#).is_err());
+    assert!(parse_stored_program(
+        r#"{"id":"prog_a","currency":"EUR","campaigns":[{"id":"c","multiplier":-1}]}"#
+    )
+    .is_err());
+}
+
+#[test]
+fn defaults_apply() {
+    let c = parse_config(&prog(
+        r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":5},"cap":{"points":10}}]"#,
+    ))
+    .unwrap();
+    let p = &c.programs[0];
+    assert_eq!(p.rounding, Rounding::Floor);
+    assert_eq!(p.timezone, "UTC");
+    assert!(!p.auto_enroll);
+    assert_eq!(p.rules[0].multiplier, Dec::ONE);
+    assert_eq!(p.rules[0].window, Window::Lifetime);
+    assert_eq!(p.rules[0].recipient, Recipient::Referrer);
+}
+
+#[test]
+fn nulls_read_as_absent() {
+    let c = parse_config(&prog(
+        r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":5},"conditions":{"validFrom":null,"maxUses":null}}],"campaigns":[{"id":"camp_a","bonus":null}]"#,
+    ))
+    .unwrap();
+    assert_eq!(c.programs[0].campaigns[0].bonus, None);
+}
