@@ -47,8 +47,6 @@ impl ConfigError {
     }
 }
 
-/// A JSON number read exactly from its text.
-
 /// Every program of a config file, in the order listed.
 #[derive(Debug, Clone)]
 pub struct Config {

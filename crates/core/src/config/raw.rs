@@ -10,6 +10,7 @@ use serde_json::value::RawValue;
 
 use crate::dec::Dec;
 
+/// A JSON number read exactly from its text.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Num(pub(super) Dec);
 
