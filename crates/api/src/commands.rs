@@ -21,13 +21,16 @@ use crate::{hex, sha256, Api, ApiError};
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
 /// The refusals of sections 2 and 7: a 402 with the reason as its code.
-const REFUSALS: [&str; 5] = [
-    "insufficient_points",
-    "not_available",
-    "tier_required",
-    "out_of_stock",
-    "limit_reached",
-];
+const REFUSALS: [&str; 5] = {
+    let all = loyalty_core::output::Refusal::ALL;
+    let mut names = [""; 5];
+    let mut i = 0;
+    while i < all.len() {
+        names[i] = all[i].as_str();
+        i += 1;
+    }
+    names
+};
 
 /// Reads a body of at most 1 MiB as a JSON object.
 async fn json_body(body: Body) -> Result<(Vec<u8>, Map<String, Value>), ApiError> {

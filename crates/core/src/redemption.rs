@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::envelope::{self, Record};
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, RedemptionRefusal, TxKind, TxMeta};
+use crate::output::{Event, Refusal, TxKind, TxMeta};
 
 /// `100 - percent`, exactly.
 pub(crate) fn sub_percent(percent: Dec) -> Dec {
@@ -56,21 +56,21 @@ impl Engine {
             keep.map_or(i64::MAX, |k| i64::try_from(k).unwrap_or(i64::MAX))
         });
         let reason = match (reward, cost) {
-            (None, _) | (_, None) => Some(RedemptionRefusal::NotAvailable),
+            (None, _) | (_, None) => Some(Refusal::NotAvailable),
             (Some(w), Some(cost)) => {
                 if rank < w.min_rank || w.max_rank.is_some_and(|m| rank > m) {
-                    Some(RedemptionRefusal::TierRequired)
+                    Some(Refusal::TierRequired)
                 } else if w.stock.is_some_and(|s| s - used < r.quantity) {
-                    Some(RedemptionRefusal::OutOfStock)
+                    Some(Refusal::OutOfStock)
                 } else if w
                     .max_per_member
                     .is_some_and(|m| mine.saturating_add(r.quantity) > m)
                 {
-                    Some(RedemptionRefusal::LimitReached)
+                    Some(Refusal::LimitReached)
                 } else if account.balance < i128::from(cost)
                     || account.balance < i128::from(prog.minimum_redemption)
                 {
-                    Some(RedemptionRefusal::InsufficientPoints)
+                    Some(Refusal::InsufficientPoints)
                 } else {
                     None
                 }

@@ -7,7 +7,7 @@ use crate::engine::Engine;
 use crate::envelope::{self, Reason, Record, Rejection};
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, Output, TxKind, TxMeta};
+use crate::output::{Event, Output, Refusal, TxKind, TxMeta};
 
 impl Engine {
     /// `loyalty.points.adjust`: an operator's signed correction, refused when it would take
@@ -21,7 +21,7 @@ impl Engine {
         if a.points < 0 && balance + i128::from(a.points) < 0 {
             cx.out.push(Output::Rejected(Rejection::new(
                 Some(&rec.id),
-                Reason::InsufficientPoints,
+                Reason::Refused(Refusal::InsufficientPoints),
                 format!(
                     "data.points: an adjustment of {} would take the balance of {} below zero",
                     a.points, balance
@@ -54,7 +54,7 @@ impl Engine {
         if balance < i128::from(t.points) {
             cx.out.push(Output::Rejected(Rejection::new(
                 Some(&rec.id),
-                Reason::InsufficientPoints,
+                Reason::Refused(Refusal::InsufficientPoints),
                 format!(
                     "data.points: a transfer of {} is more than the balance of {}",
                     t.points, balance

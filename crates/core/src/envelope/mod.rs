@@ -15,11 +15,11 @@ use serde_json::value::RawValue;
 
 use crate::config::parse_month_day;
 use crate::dec::{Dec, MAX_ABS};
+use crate::output::Refusal;
 use crate::time::Timestamp;
 
 /// Why a record was not applied (SPEC section 2), in the order of precedence.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
 pub enum Reason {
     /// Not a JSON object envelope.
     Malformed,
@@ -35,8 +35,15 @@ pub enum Reason {
     UnknownPayment,
     /// A program update that does not validate.
     InvalidConfig,
-    /// A refusal: an adjustment or transfer beyond the balance.
-    InsufficientPoints,
+    /// Not bad input: a command the rules refuse (an adjustment or a transfer beyond the
+    /// balance is `insufficient_points`).
+    Refused(Refusal),
+}
+
+impl Serialize for Reason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
 }
 
 impl Reason {
@@ -50,7 +57,7 @@ impl Reason {
             Reason::NotEnrolled => "not_enrolled",
             Reason::UnknownPayment => "unknown_payment",
             Reason::InvalidConfig => "invalid_config",
-            Reason::InsufficientPoints => "insufficient_points",
+            Reason::Refused(r) => r.as_str(),
         }
     }
 }

@@ -23,10 +23,12 @@ pub struct Member {
     pub program: String,
 }
 
-/// Why a redemption was refused (SPEC section 7): a business refusal, reported as a
-/// `loyalty.redemption.rejected` event, not an input rejection.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RedemptionRefusal {
+/// A business refusal (SPEC sections 2 and 7): the input was good, the rules say no. A
+/// redemption's is reported as a `loyalty.redemption.rejected` event; an adjustment's or a
+/// transfer's as a `rejected` line whose reason is [`crate::Reason::Refused`]. Apart from
+/// the input rejections, which say the record itself was wrong.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Refusal {
     /// No such reward, or outside its window.
     NotAvailable,
     /// The member's tier is outside the reward's ranks.
@@ -39,15 +41,24 @@ pub enum RedemptionRefusal {
     InsufficientPoints,
 }
 
-impl RedemptionRefusal {
+impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::NotAvailable,
+        Refusal::TierRequired,
+        Refusal::OutOfStock,
+        Refusal::LimitReached,
+        Refusal::InsufficientPoints,
+    ];
+
     /// The reason as the event prints it.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
-            RedemptionRefusal::NotAvailable => "not_available",
-            RedemptionRefusal::TierRequired => "tier_required",
-            RedemptionRefusal::OutOfStock => "out_of_stock",
-            RedemptionRefusal::LimitReached => "limit_reached",
-            RedemptionRefusal::InsufficientPoints => "insufficient_points",
+            Refusal::NotAvailable => "not_available",
+            Refusal::TierRequired => "tier_required",
+            Refusal::OutOfStock => "out_of_stock",
+            Refusal::LimitReached => "limit_reached",
+            Refusal::InsufficientPoints => "insufficient_points",
         }
     }
 }
@@ -178,7 +189,7 @@ pub enum Event {
         /// The reward asked for.
         reward: String,
         /// Why not.
-        reason: RedemptionRefusal,
+        reason: Refusal,
     },
     /// `loyalty.stamp_card.completed`.
     StampCardCompleted {

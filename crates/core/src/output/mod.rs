@@ -18,7 +18,7 @@ use crate::time::Timestamp;
 mod event;
 pub(crate) mod jw;
 
-pub use event::{Direction, Event, Member, OutEvent, RedemptionRefusal};
+pub use event::{Direction, Event, Member, OutEvent, Refusal};
 
 /// One thing the engine did, in the order it happened.
 #[derive(Clone, PartialEq, Debug)]
@@ -457,7 +457,7 @@ mod tests {
             },
             Event::RedemptionRejected {
                 reward: st(),
-                reason: RedemptionRefusal::OutOfStock,
+                reason: Refusal::OutOfStock,
             },
             Event::StampCardCompleted {
                 card: st(),
