@@ -12,7 +12,7 @@ use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::lots;
 use crate::output::{Event, Output, TxKind, TxMeta};
-use crate::state::{Account, Due, DueKind};
+use crate::state::{Account, Due, DueItem, DueKind};
 use crate::tiers;
 use crate::time::Timestamp;
 
@@ -54,7 +54,7 @@ pub(crate) fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Acc
                 at,
                 kind,
                 account: a.id.clone(),
-                item: String::new(),
+                item: DueItem::None,
             });
         }
     }
@@ -130,7 +130,7 @@ impl Engine {
             at,
             kind,
             account: id.to_string(),
-            item: String::new(),
+            item: DueItem::None,
         };
         if let Some(at) = old {
             self.state.schedule.remove(&due(at));
@@ -142,9 +142,9 @@ impl Engine {
 
     /// Schedules the next period close of a program with a calendar period.
     pub(crate) fn schedule_close(&mut self, prog: &Program) {
-        self.state
-            .schedule
-            .retain_timed(|d| !(d.account.is_empty() && d.item == prog.id));
+        self.state.schedule.retain_timed(|d| {
+            !(d.account.is_empty() && matches!(&d.item, DueItem::Close(p) if *p == prog.id))
+        });
         let Some(clock) = self.state.clock else {
             return;
         };
@@ -153,7 +153,7 @@ impl Engine {
                 at: close.0,
                 kind: DueKind::Tier,
                 account: String::new(),
-                item: prog.id.clone(),
+                item: DueItem::Close(prog.id.clone()),
             });
         }
     }
@@ -213,7 +213,7 @@ impl Engine {
                 self.schedule_birthday(&id, at);
             }
             DueKind::Expiry | DueKind::Warning => {
-                let Ok(seq) = due.item.parse::<u64>() else {
+                let DueItem::Lot(seq) = due.item else {
                     return;
                 };
                 let Some(account) = self.state.accounts.get(&due.account) else {
@@ -226,7 +226,7 @@ impl Engine {
                     "warning"
                 };
                 let mut cx = Cx::due(
-                    ids::due_source(&due.account, kind, at.0, &due.item),
+                    ids::due_source(&due.account, kind, at.0, &seq.to_string()),
                     at,
                     out,
                 );
@@ -267,7 +267,10 @@ impl Engine {
             }
             DueKind::Tier if due.account.is_empty() => {
                 // A calendar period close: every member of the program, by account id.
-                let Some(prog) = self.state.program(&due.item).cloned() else {
+                let DueItem::Close(program) = &due.item else {
+                    return;
+                };
+                let Some(prog) = self.state.program(program).cloned() else {
                     return;
                 };
                 let members: Vec<String> = self
@@ -284,7 +287,7 @@ impl Engine {
                         at: due.at,
                         kind: DueKind::Tier,
                         account: id,
-                        item: format!("close:{}", prog.id),
+                        item: DueItem::Close(prog.id.clone()),
                     });
                 }
                 // The next close falls after this one.
@@ -293,11 +296,11 @@ impl Engine {
                         at: next.0,
                         kind: DueKind::Tier,
                         account: String::new(),
-                        item: prog.id.clone(),
+                        item: DueItem::Close(prog.id.clone()),
                     });
                 }
             }
-            DueKind::Tier if due.item.starts_with("close:") => {
+            DueKind::Tier if matches!(due.item, DueItem::Close(_)) => {
                 let Some(account) = self.state.accounts.get(&due.account) else {
                     return;
                 };

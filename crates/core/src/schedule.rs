@@ -16,7 +16,7 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
-use crate::state::{cmp_item, Due, DueKind, FixedState};
+use crate::state::{Due, DueItem, DueKind, FixedState};
 
 /// Time-driven effects, in the order they fall due.
 #[derive(Clone, Debug, Default)]
@@ -46,7 +46,6 @@ struct LotDue {
 
 impl Ord for LotDue {
     fn cmp(&self, other: &LotDue) -> Ordering {
-        // Lot numbers compare by value, as `cmp_item` compares their texts.
         self.at
             .cmp(&other.at)
             .then(self.kind.cmp(&other.kind))
@@ -64,16 +63,9 @@ impl PartialOrd for LotDue {
 impl Schedule {
     /// Adds an effect (adding one already there changes nothing).
     pub fn insert(&mut self, due: Due) {
-        if matches!(due.kind, DueKind::Expiry | DueKind::Warning) {
-            if let Some(lot) = due
-                .item
-                .parse::<u64>()
-                .ok()
-                .filter(|n| n.to_string() == due.item)
-            {
-                self.insert_lot(due.at, due.kind, &due.account, lot);
-                return;
-            }
+        if let (DueKind::Expiry | DueKind::Warning, DueItem::Lot(lot)) = (due.kind, &due.item) {
+            self.insert_lot(due.at, due.kind, &due.account, *lot);
+            return;
         }
         self.timed.insert(due);
     }
@@ -86,7 +78,7 @@ impl Schedule {
                 at,
                 kind,
                 account: account.to_string(),
-                item: lot.to_string(),
+                item: DueItem::Lot(lot),
             });
             return;
         }
@@ -152,7 +144,7 @@ impl Schedule {
                 at: l.at,
                 kind: l.kind,
                 account: l.account.to_string(),
-                item: l.lot.to_string(),
+                item: DueItem::Lot(l.lot),
             };
             if self.drained.is_some_and(|d| to <= d) {
                 out.extend(self.early_lots.iter().filter(|l| l.at <= to).map(as_due));
@@ -177,7 +169,10 @@ impl Schedule {
             .iter()
             .take_while(|d| d.at <= to)
             .filter(|d| d.account.is_empty())
-            .map(|d| d.item.clone())
+            .filter_map(|d| match &d.item {
+                DueItem::Close(p) => Some(p.clone()),
+                _ => None,
+            })
             .collect()
     }
 
@@ -209,11 +204,13 @@ impl Schedule {
         let lot_first = match (self.lots.peek(), self.timed.first()) {
             (None, None) => return dry(self),
             (Some(Reverse(l)), Some(t)) => {
-                // Only a malformed lot item (never written) lands a lot's kind in `timed`.
                 (l.at, l.kind)
                     .cmp(&(t.at, t.kind))
                     .then_with(|| (*l.account).cmp(t.account.as_str()))
-                    .then_with(|| cmp_item(&l.lot.to_string(), &t.item))
+                    .then_with(|| match &t.item {
+                        DueItem::Lot(n) => l.lot.cmp(n),
+                        _ => Ordering::Less,
+                    })
                     == Ordering::Less
             }
             (l, _) => l.is_some(),
@@ -234,7 +231,7 @@ impl Schedule {
                 at: l.at,
                 kind: l.kind,
                 account: l.account.to_string(),
-                item: l.lot.to_string(),
+                item: DueItem::Lot(l.lot),
             })
         } else {
             if self.timed.first().is_some_and(|t| t.at > to) {
@@ -253,7 +250,7 @@ impl Schedule {
                 at: l.at,
                 kind: l.kind,
                 account: l.account.to_string(),
-                item: l.lot.to_string(),
+                item: DueItem::Lot(l.lot),
             })
             .chain(self.timed.iter().cloned())
             .collect();
@@ -294,11 +291,10 @@ mod tests {
         let mut set = BTreeSet::new();
         for round in 0..2000 {
             let kind = kinds[next(4) as usize];
-            let item = match next(5) {
-                0 => String::new(),
-                1 => format!("close:prog_{}", next(2)),
-                2 => format!("0{}", next(3)),
-                _ => next(120).to_string(),
+            let item = match next(4) {
+                0 => DueItem::None,
+                1 => DueItem::Close(format!("prog_{}", next(2))),
+                _ => DueItem::Lot(next(120)),
             };
             let due = Due {
                 at: next(50) as i64,
@@ -342,18 +338,41 @@ mod tests {
         assert!(s.is_empty());
     }
 
+    /// Lots by number, then nothing, then a close: the order effects of one kind and account
+    /// run at one instant.
     #[test]
-    fn lot_numbers_compare_by_value() {
-        assert_eq!(cmp_item("9", "10"), Ordering::Less);
-        assert_eq!(cmp_item("10", "9"), Ordering::Greater);
-        assert_eq!(cmp_item("0", "0"), Ordering::Equal);
-        assert_eq!(cmp_item("1", "100"), Ordering::Less);
-        assert_eq!(cmp_item(&u64::MAX.to_string(), "2"), Ordering::Greater);
-        // Anything else after every number, by its text.
-        assert_eq!(cmp_item("", "0"), Ordering::Greater);
-        assert_eq!(cmp_item("prog_a", "prog_b"), Ordering::Less);
-        assert_eq!(cmp_item("01", "1"), Ordering::Greater);
-        assert_eq!(cmp_item("01", "02"), Ordering::Less);
+    fn items_order_lots_by_value_first() {
+        let close = |p: &str| DueItem::Close(p.to_string());
+        assert!(DueItem::Lot(9) < DueItem::Lot(10));
+        assert!(DueItem::Lot(u64::MAX) < DueItem::None);
+        assert!(DueItem::None < close(""));
+        assert!(close("prog_a") < close("prog_b"));
+    }
+
+    /// A due effect is stored as its text, as earlier versions wrote it, and read back.
+    #[test]
+    fn items_are_stored_as_earlier_versions_wrote_them() {
+        let due = |account: &str, item: DueItem| Due {
+            at: 5,
+            kind: DueKind::Tier,
+            account: account.to_string(),
+            item,
+        };
+        for (d, text) in [
+            (due("loy_a", DueItem::Lot(12)), "12"),
+            (due("loy_a", DueItem::None), ""),
+            (due("", DueItem::Close("prog_a".into())), "prog_a"),
+            (
+                due("loy_a", DueItem::Close("prog_a".into())),
+                "close:prog_a",
+            ),
+        ] {
+            let json = serde_json::to_value(&d).unwrap();
+            assert_eq!(json["item"], text);
+            assert_eq!(serde_json::from_value::<Due>(json).unwrap(), d);
+        }
+        let odd = serde_json::json!({"at": 1, "kind": "Expiry", "account": "loy_a", "item": "01"});
+        assert!(serde_json::from_value::<Due>(odd).is_err());
     }
 
     /// Twelve lots of one account due at one instant pop in the order they were awarded,
@@ -364,10 +383,10 @@ mod tests {
         for lot in [11u64, 3, 10, 0, 9, 1, 2, 4, 5, 6, 7, 8] {
             s.insert_lot(100, DueKind::Expiry, "loy_a", lot);
         }
-        let popped: Vec<String> = std::iter::from_fn(|| s.pop_due_by(100))
+        let popped: Vec<DueItem> = std::iter::from_fn(|| s.pop_due_by(100))
             .map(|d| d.item)
             .collect();
-        let want: Vec<String> = (0..12).map(|n: u64| n.to_string()).collect();
+        let want: Vec<DueItem> = (0..12).map(DueItem::Lot).collect();
         assert_eq!(popped, want);
     }
 }

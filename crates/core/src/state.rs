@@ -53,8 +53,9 @@ pub struct State {
 }
 
 /// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
-/// account, then item ([`cmp_item`]: lots of one account in the order they were awarded).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// account, then item (lots of one account in the order they were awarded).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(into = "DueText", try_from = "DueText")]
 pub struct Due {
     /// When, in unix seconds.
     pub at: i64,
@@ -62,40 +63,73 @@ pub struct Due {
     pub kind: DueKind,
     /// The account (empty for a program-wide effect).
     pub account: String,
-    /// What else identifies it (the program of a period close).
-    pub item: String,
+    /// What else identifies it.
+    pub item: DueItem,
 }
 
-impl Ord for Due {
-    fn cmp(&self, other: &Due) -> std::cmp::Ordering {
-        self.at
-            .cmp(&other.at)
-            .then(self.kind.cmp(&other.kind))
-            .then_with(|| self.account.cmp(&other.account))
-            .then_with(|| cmp_item(&self.item, &other.item))
+/// What identifies a due effect besides its time, kind and account. The variants are in
+/// the order effects of one kind and account run at one instant: lots by number, then the
+/// member's own evaluation, then its evaluation at a period close.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DueItem {
+    /// A lot of the account (its expiry or its warning), by number.
+    Lot(u64),
+    /// Nothing more: a member's rolling tier evaluation, a birthday.
+    None,
+    /// A program's calendar period close: with no account, the close itself (which
+    /// schedules every member's evaluation); with one, that member's evaluation.
+    Close(String),
+}
+
+/// A [`Due`] as a store keeps it (`m/overdue`): the item as text, as earlier versions
+/// wrote it (a lot number, nothing, a program id, or `close:` and a program id).
+#[derive(Serialize, Deserialize)]
+struct DueText {
+    at: i64,
+    kind: DueKind,
+    account: String,
+    item: String,
+}
+
+impl From<Due> for DueText {
+    fn from(d: Due) -> DueText {
+        let item = match d.item {
+            DueItem::Lot(n) => n.to_string(),
+            DueItem::None => String::new(),
+            DueItem::Close(p) if d.account.is_empty() => p,
+            DueItem::Close(p) => format!("close:{p}"),
+        };
+        DueText {
+            at: d.at,
+            kind: d.kind,
+            account: d.account,
+            item,
+        }
     }
 }
 
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Due) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
+impl TryFrom<DueText> for Due {
+    type Error = String;
 
-/// The order of two [`Due`] items: lot numbers (decimal, no leading zero) by their value,
-/// so that lots of one account falling due together go in the order they were awarded
-/// ("9" before "10"); any other item (a program id, nothing) after every number, by its
-/// text. Equal only when the texts are.
-pub fn cmp_item(a: &str, b: &str) -> std::cmp::Ordering {
-    fn is_number(s: &str) -> bool {
-        !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()) && (s == "0" || !s.starts_with('0'))
-    }
-    match (is_number(a), is_number(b)) {
-        // For numbers without leading zeros, the shorter is the smaller.
-        (true, true) => a.len().cmp(&b.len()).then_with(|| a.cmp(b)),
-        (true, false) => std::cmp::Ordering::Less,
-        (false, true) => std::cmp::Ordering::Greater,
-        (false, false) => a.cmp(b),
+    fn try_from(d: DueText) -> Result<Due, String> {
+        let number = |s: &str| s.parse::<u64>().ok().filter(|n| n.to_string() == s);
+        let item = if d.account.is_empty() && !d.item.is_empty() {
+            DueItem::Close(d.item)
+        } else if let Some(p) = d.item.strip_prefix("close:") {
+            DueItem::Close(p.to_string())
+        } else if d.item.is_empty() {
+            DueItem::None
+        } else if let Some(n) = number(&d.item) {
+            DueItem::Lot(n)
+        } else {
+            return Err(format!("a due effect with the item {:?}", d.item));
+        };
+        Ok(Due {
+            at: d.at,
+            kind: d.kind,
+            account: d.account,
+            item,
+        })
     }
 }
 
