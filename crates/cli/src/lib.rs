@@ -162,9 +162,17 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if e.is::<Invalid>() => ExitCode::from(1),
         Err(e) => {
+            // A Kafka error the broker or the network may recover from (a timeout, a leader
+            // election, brokers down) says so, for whoever restarts the service.
+            let retriable = e.chain().any(|c| {
+                c.downcast_ref::<loyalty_stream::error::StreamError>()
+                    .is_some_and(|s| s.is_retriable())
+            });
             if json_logs {
                 // A log pipeline reads one JSON object a line, the failure included.
-                tracing::error!(error = %format!("{e:#}"), "loyalty failed");
+                tracing::error!(error = %format!("{e:#}"), retriable, "loyalty failed");
+            } else if retriable {
+                eprintln!("loyalty: error (retriable: a restart may succeed): {e:#}");
             } else {
                 eprintln!("loyalty: error: {e:#}");
             }

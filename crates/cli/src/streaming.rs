@@ -166,7 +166,7 @@ pub fn run(args: &RunArgs, http: &crate::api::HttpArgs, state: &Path) -> Result<
     let server = crate::api::start_for_run(http, &settings, store.clone(), &counters)?;
     let result = service::run(&settings, &store, &stop, &counters);
     drop(server);
-    result
+    Ok(result?)
 }
 
 /// `loyalty verify`: every problem as a JSON line on standard output; `Ok(false)` when

@@ -11,6 +11,7 @@
 //! Owns: Kafka clients, topics, headers, signatures. Must not reach into RocksDB except
 //! through `loyalty-store`.
 
+pub mod error;
 pub mod failpoint;
 pub mod folder;
 pub mod logrec;

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, StreamError};
 use loyalty_core::envelope::log_line;
 use loyalty_store::Store;
 use rdkafka::consumer::Consumer;
@@ -44,13 +44,13 @@ pub fn read_log(
                 Some(Ok(m)) => {
                     idle = Instant::now();
                     if next == 0 && m.offset() > 0 {
-                        anyhow::bail!(
+                        return Err(StreamError::broken(format!(
                             "partition {p} of the log {} starts at offset {}: its first records \
                              were deleted (retention), and what is left would fold into a partial \
                              state; the log topic needs retention.ms=-1 (docs/operations.md)",
                             settings.log_topic,
                             m.offset()
-                        );
+                        )));
                     }
                     if m.offset() >= end {
                         break;
@@ -65,7 +65,9 @@ pub fn read_log(
                 Some(Err(e)) => tracing::warn!(error = %e, "log consumer error"),
                 None => {
                     if idle.elapsed() > Duration::from_secs(60) {
-                        anyhow::bail!("the log stopped at offset {next} of {end} in partition {p}");
+                        return Err(StreamError::broken(format!(
+                            "the log stopped at offset {next} of {end} in partition {p}"
+                        )));
                     }
                 }
             }
@@ -102,10 +104,11 @@ pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
 pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBool) -> Result<u64> {
     let mut folder = Folder::open(store, publish).context("cannot open the new state")?;
     folder.ws.account_cache = settings.account_cache;
-    anyhow::ensure!(
-        folder.positions.is_empty(),
-        "the state directory is not empty: replay rebuilds into a new directory"
-    );
+    if !folder.positions.is_empty() {
+        return Err(StreamError::broken(
+            "the state directory is not empty: replay rebuilds into a new directory",
+        ));
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,7 +123,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
     let mut total: u64 = 0;
     read_log(settings, |p, offset, meta, value| {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
-            anyhow::bail!("interrupted");
+            return Err(StreamError::Interrupted);
         }
         folder.fold(store, settings, p, offset, meta, value)?;
         if folder.pending >= settings.batch_size {

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, StreamError};
 use loyalty_core::config::parse_program;
 use loyalty_core::time::Timestamp;
 use loyalty_store::Store;
@@ -206,7 +206,11 @@ fn await_all(
         match deliver(rt, f, metrics, stage) {
             Ok(Ok(_)) => {}
             Ok(Err((e, _))) => return Err(e).context("a message was not delivered"),
-            Err(_) => anyhow::bail!("the producer went away before delivering"),
+            Err(_) => {
+                return Err(StreamError::broken(
+                    "the producer went away before delivering",
+                ))
+            }
         }
     }
     Ok(())
@@ -648,7 +652,7 @@ pub fn run(
         }
         let sequenced = sequenced
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the sequencer panicked")));
+            .unwrap_or_else(|_| Err(StreamError::broken("the sequencer panicked")));
         // What the sequencer appended last is folded before the publisher's last round.
         let last = if folded.is_ok() && sequenced.is_ok() {
             fold_step(settings, store, &log_consumer, &mut folder, counters).map(|_| ())
@@ -658,7 +662,7 @@ pub fn run(
         drop(wake);
         let published = published
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the publisher panicked")));
+            .unwrap_or_else(|_| Err(StreamError::broken("the publisher panicked")));
         folded.and(sequenced).and(last).and(published)
     })?;
     tracing::info!("stopped");
@@ -816,7 +820,11 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
                 }
                 Ok(Err((e, _))) if refused_for_good(&e) => refused.push(index),
                 Ok(Err((e, _))) => return Err(e).context("a log record was not delivered"),
-                Err(_) => anyhow::bail!("the producer went away before delivering"),
+                Err(_) => {
+                    return Err(StreamError::broken(
+                        "the producer went away before delivering",
+                    ))
+                }
             }
         }
         // A record the broker will never take (too large once in the log) must not stop

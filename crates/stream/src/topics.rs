@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result, StreamError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -70,7 +70,12 @@ pub async fn ensure(settings: &Settings) -> Result<()> {
             Err((t, RDKafkaErrorCode::TopicAlreadyExists)) => {
                 tracing::debug!(topic = %t, "topic exists")
             }
-            Err((t, e)) => anyhow::bail!("cannot create topic {t}: {e}"),
+            Err((t, e)) => {
+                return Err(StreamError::Kafka {
+                    what: format!("cannot create topic {t}"),
+                    source: rdkafka::error::KafkaError::AdminOp(e),
+                })
+            }
         }
     }
     let created: Vec<&str> = missing.iter().map(|(t, _)| t.as_str()).collect();
@@ -111,7 +116,9 @@ fn wait_for_leaders(settings: &Settings, topics: &[&str]) -> Result<()> {
             return Ok(());
         }
         if std::time::Instant::now() > deadline {
-            anyhow::bail!("topics created but without a leader after 30 s: {leaderless:?}");
+            return Err(StreamError::broken(format!(
+                "topics created but without a leader after 30 s: {leaderless:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -139,7 +146,7 @@ pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
         .find(|t| t.name() == topic)
         .with_context(|| format!("topic {topic} does not exist"))?;
     if let Some(e) = t.error() {
-        anyhow::bail!("topic {topic}: {e:?}");
+        return Err(StreamError::broken(format!("topic {topic}: {e:?}")));
     }
     Ok(t.partitions().len() as i32)
 }
