@@ -7,6 +7,7 @@ mod cli;
 mod docs;
 mod golden;
 mod lifecycle;
+mod model;
 mod properties;
 mod scenarios;
 mod support;
