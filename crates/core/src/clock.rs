@@ -1,37 +1,16 @@
 //! The clock (SPEC section 6): moving it, the schedule of time-driven effects (expiry and
 //! its warning, tier evaluations, calendar period closes, birthdays), and carrying out, in
 //! time order, each effect that falls due. What an effect does belongs to its rule's
-//! module (`lots`, `tiers`, `earning`); this module decides when.
+//! module (`lots`, `tiers`, `enrolment`); this module decides when.
 //!
 //! Owns: the schedule and the clock. Must not read a wall clock.
 
 use crate::config::Program;
-use crate::earning::{Recipients, Trigger};
 use crate::engine::Engine;
-use crate::ids;
-use crate::ledger::{member, Cx};
-use crate::lots;
-use crate::output::{Event, Output, TxKind, TxMeta};
+use crate::output::Output;
 use crate::state::{Account, Due, DueItem, DueKind};
 use crate::tiers;
 use crate::time::Timestamp;
-
-/// The start (local midnight) of the first birthday `(month, day)` after `after`; February
-/// 29 falls on February 28 in other years.
-pub(crate) fn next_birthday(
-    month: u32,
-    day: u32,
-    after: Timestamp,
-    tz: chrono_tz::Tz,
-) -> Option<Timestamp> {
-    use chrono::Datelike;
-    let year = after.local(tz)?.year();
-    (year..year + 3).find_map(|y| {
-        let date = chrono::NaiveDate::from_ymd_opt(y, month, day)
-            .or_else(|| chrono::NaiveDate::from_ymd_opt(y, month, day - 1))?;
-        crate::time::start_of(date, tz).filter(|t| *t > after)
-    })
-}
 
 /// `days` local days before `t`, at the same local time.
 pub(crate) fn minus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
@@ -107,23 +86,6 @@ impl Engine {
         }
     }
 
-    /// Schedules the start of an account's next birthday after `after`.
-    pub(crate) fn schedule_birthday(&mut self, id: &str, after: Timestamp) {
-        let Some(account) = self.state.accounts.get(id) else {
-            return;
-        };
-        let Some((month, day)) = account.birthday else {
-            return;
-        };
-        let Some(prog) = self.state.program(&account.program) else {
-            return;
-        };
-        let due = next_birthday(month, day, after, prog.tz);
-        let old = account.birthday_due;
-        self.move_due(DueKind::Birthday, id, old, due.map(|t| t.0));
-        self.account_mut(id).expect("exists").birthday_due = due.map(|t| t.0);
-    }
-
     /// Moves an account's scheduled effect of `kind` from `old` to `new`.
     pub(crate) fn move_due(&mut self, kind: DueKind, id: &str, old: Option<i64>, new: Option<i64>) {
         let due = |at| Due {
@@ -142,9 +104,9 @@ impl Engine {
 
     /// Schedules the next period close of a program with a calendar period.
     pub(crate) fn schedule_close(&mut self, prog: &Program) {
-        self.state.schedule.retain_timed(|d| {
-            !(d.account.is_empty() && matches!(&d.item, DueItem::Close(p) if *p == prog.id))
-        });
+        self.state
+            .schedule
+            .retain_timed(|d| !matches!(&d.item, DueItem::ProgramClose(p) if *p == prog.id));
         let Some(clock) = self.state.clock else {
             return;
         };
@@ -153,7 +115,7 @@ impl Engine {
                 at: close.0,
                 kind: DueKind::Tier,
                 account: String::new(),
-                item: DueItem::Close(prog.id.clone()),
+                item: DueItem::ProgramClose(prog.id.clone()),
             });
         }
     }
@@ -175,161 +137,20 @@ impl Engine {
         }
     }
 
-    /// Carries out one time-driven effect.
+    /// Carries out one time-driven effect: what it does belongs to its rule's module
+    /// (`enrolment` a birthday, `lots` an expiry or its warning, `tiers` a period close or an
+    /// evaluation); this module decides when.
     pub(crate) fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
         let at = Timestamp(due.at);
-        match due.kind {
-            DueKind::Birthday => {
-                let Some(account) = self.state.accounts.get(&due.account) else {
-                    return;
-                };
-                if account.birthday_due != Some(due.at) {
-                    return;
-                }
-                let Some(prog) = self.state.program(&account.program).cloned() else {
-                    return;
-                };
-                let mut cx = Cx::due(ids::due_source(&due.account, "birthday", at.0, ""), at, out);
-                let trigger = Trigger {
-                    kind: "customer.birthday",
-                    at,
-                    amount: None,
-                    currency: None,
-                    metadata: None,
-                    object_id: None,
-                };
-                let id = due.account.clone();
-                self.earn(
-                    &prog,
-                    &trigger,
-                    Recipients {
-                        default: Some(&id),
-                        referral: None,
-                    },
-                    None,
-                    &mut cx,
-                );
-                self.promote_touched(&mut cx);
-                self.schedule_birthday(&id, at);
-            }
-            DueKind::Expiry | DueKind::Warning => {
-                let DueItem::Lot(seq) = due.item else {
-                    return;
-                };
-                let Some(account) = self.state.accounts.get(&due.account) else {
-                    return;
-                };
-                let left = lots::remaining(account, seq);
-                let kind = if due.kind == DueKind::Expiry {
-                    "expiry"
-                } else {
-                    "warning"
-                };
-                let mut cx = Cx::due(
-                    ids::due_source(&due.account, kind, at.0, &seq.to_string()),
-                    at,
-                    out,
-                );
-                if due.kind == DueKind::Warning {
-                    // Once, with the amount due; nothing for a lot with nothing left.
-                    let expires = account
-                        .lots
-                        .iter()
-                        .find(|l| l.seq == seq)
-                        .and_then(|l| l.expires);
-                    if let (true, Some(expires)) = (left > 0, expires) {
-                        let event = Event::PointsExpiring {
-                            points: left,
-                            expires_at: Timestamp(expires),
-                        };
-                        cx.event(member(account), event);
-                    }
-                    return;
-                }
-                let left = lots::expire(self.account_mut(&due.account).expect("exists"), seq);
-                if left > 0 {
-                    let (tx, balance) = self.post(
-                        &mut cx,
-                        &due.account,
-                        TxKind::Expiry,
-                        -left,
-                        None,
-                        vec![],
-                        TxMeta::None,
-                    );
-                    let event = Event::PointsExpired {
-                        points: -left,
-                        transaction: tx,
-                        balance,
-                    };
-                    cx.event(member(&self.state.accounts[&due.account]), event);
-                }
-            }
-            DueKind::Tier if due.account.is_empty() => {
-                // A calendar period close: every member of the program, by account id.
-                let DueItem::Close(program) = &due.item else {
-                    return;
-                };
-                let Some(prog) = self.state.program(program).cloned() else {
-                    return;
-                };
-                let members: Vec<String> = self
-                    .state
-                    .accounts
-                    .values()
-                    .filter(|a| a.program == prog.id)
-                    .map(|a| a.id.clone())
-                    .collect();
-                // One effect per member, at the same instant, so that they run in account-id
-                // order with every other effect of this kind due then (SPEC section 6).
-                for id in members {
-                    self.state.schedule.insert(Due {
-                        at: due.at,
-                        kind: DueKind::Tier,
-                        account: id,
-                        item: DueItem::Close(prog.id.clone()),
-                    });
-                }
-                // The next close falls after this one.
-                if let Some(next) = tiers::next_close(&prog, at) {
-                    self.state.schedule.insert(Due {
-                        at: next.0,
-                        kind: DueKind::Tier,
-                        account: String::new(),
-                        item: DueItem::Close(prog.id.clone()),
-                    });
-                }
-            }
-            DueKind::Tier if matches!(due.item, DueItem::Close(_)) => {
-                let Some(account) = self.state.accounts.get(&due.account) else {
-                    return;
-                };
-                let Some(prog) = self.state.program(&account.program).cloned() else {
-                    return;
-                };
-                let value = tiers::closing_value(account, &prog, at);
-                self.demote(&due.account, &prog, value, at, "close", out);
-                // The close resets the value; the balance is untouched.
-                self.account_mut(&due.account).expect("exists").reset_at = Some(due.at);
-            }
-            DueKind::Tier => {
-                let Some(account) = self.state.accounts.get(&due.account) else {
-                    return;
-                };
-                let Some(prog) = self.state.program(&account.program).cloned() else {
-                    return;
-                };
-                if account.tier_due != Some(due.at) {
-                    return;
-                }
-                let value = tiers::value_at(account, &prog, at);
-                let allowed = tiers::may_demote_at(account, &prog, at);
-                self.account_mut(&due.account).expect("exists").tier_due = None;
-                if allowed {
-                    self.demote(&due.account, &prog, value, at, "tier", out);
-                }
-                self.reschedule(&due.account);
-            }
+        match (due.kind, due.item) {
+            (DueKind::Birthday, _) => self.birthday(&due.account, at, out),
+            (DueKind::Warning, DueItem::Lot(seq)) => self.warn_expiry(&due.account, seq, at, out),
+            (DueKind::Expiry, DueItem::Lot(seq)) => self.expire_lot(&due.account, seq, at, out),
+            (DueKind::Tier, DueItem::ProgramClose(program)) => self.close_period(&program, at),
+            (DueKind::Tier, DueItem::Close(_)) => self.evaluate_at_close(&due.account, at, out),
+            (DueKind::Tier, DueItem::None) => self.evaluate_tier(&due.account, at, out),
+            // Shapes no version schedules (a store refuses them on reading).
+            _ => {}
         }
     }
 }

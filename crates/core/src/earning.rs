@@ -1,8 +1,8 @@
 //! Earning (SPEC section 4): conditions, award bases, composed multipliers, rounding.
 //!
 //! `effective = base × rule.multiplier × tier.earnMultiplier × Π campaign multipliers`,
-//! computed exactly and rounded once by the program's rounding. Caps are in `caps`, which
-//! truncate what this module computes.
+//! computed exactly and rounded once by the program's rounding. `caps` says how much room a
+//! rule's caps leave; `Engine::earn` cuts an award to it.
 //!
 //! Owns: whether a rule's conditions hold, how many points an award comes to, and firing
 //! the rules and campaign bonuses of a trigger (`Engine::earn`, `Engine::award`). Must not

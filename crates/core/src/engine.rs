@@ -11,7 +11,10 @@
 //! rule lives whole in the module named after it (`earning`, `caps`, `campaigns`, `tiers`,
 //! `clock`, `lots`, `refunds`, `redemption`, `referrals`, `stamps`, `transfers`,
 //! `enrolment`, `programs`), transactions are posted by `ledger`, and what a store needs
-//! to run the engine on part of the accounts is in `working_set`. Must not hold a rule.
+//! to run the engine on part of the accounts is in `working_set`. What stays here besides
+//! the order is the fan-out of one activity event to each program it reaches (the account,
+//! qualifying spend, the rules, stamps, a referral's conversion, and the payment's record
+//! that a refund later reads), and the account view.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -2,8 +2,12 @@
 //! or automatically on a member's first event in a program that enrols automatically; its
 //! referral code, its birthday, and the rules triggered by `loyalty.account.created`.
 //!
-//! Owns: creating accounts. Must not change an existing account.
+//! Owns: creating accounts, and the birthday a member enrolled with: when it falls, and
+//! the `customer.birthday` rules it triggers. Must not change other fields of an account.
 
+use crate::output::Output;
+use crate::state::DueKind;
+use crate::time::Timestamp;
 use std::sync::Arc;
 
 use crate::config::Program;
@@ -90,4 +94,73 @@ impl Engine {
             cx,
         );
     }
+
+    /// A member's birthday fell due: the `customer.birthday` rules, then the next one.
+    pub(crate) fn birthday(&mut self, account_id: &str, at: Timestamp, out: &mut Vec<Output>) {
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        if account.birthday_due != Some(at.0) {
+            return;
+        }
+        let Some(prog) = self.state.program(&account.program).cloned() else {
+            return;
+        };
+        let mut cx = Cx::due(ids::due_source(account_id, "birthday", at.0, ""), at, out);
+        let trigger = Trigger {
+            kind: "customer.birthday",
+            at,
+            amount: None,
+            currency: None,
+            metadata: None,
+            object_id: None,
+        };
+        let id = account_id.to_string();
+        self.earn(
+            &prog,
+            &trigger,
+            Recipients {
+                default: Some(&id),
+                referral: None,
+            },
+            None,
+            &mut cx,
+        );
+        self.promote_touched(&mut cx);
+        self.schedule_birthday(&id, at);
+    }
+
+    /// Schedules the start of an account's next birthday after `after`.
+    pub(crate) fn schedule_birthday(&mut self, id: &str, after: Timestamp) {
+        let Some(account) = self.state.accounts.get(id) else {
+            return;
+        };
+        let Some((month, day)) = account.birthday else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program) else {
+            return;
+        };
+        let due = next_birthday(month, day, after, prog.tz);
+        let old = account.birthday_due;
+        self.move_due(DueKind::Birthday, id, old, due.map(|t| t.0));
+        self.account_mut(id).expect("exists").birthday_due = due.map(|t| t.0);
+    }
+}
+
+/// The start (local midnight) of the first birthday `(month, day)` after `after`; February
+/// 29 falls on February 28 in other years.
+pub(crate) fn next_birthday(
+    month: u32,
+    day: u32,
+    after: Timestamp,
+    tz: chrono_tz::Tz,
+) -> Option<Timestamp> {
+    use chrono::Datelike;
+    let year = after.local(tz)?.year();
+    (year..year + 3).find_map(|y| {
+        let date = chrono::NaiveDate::from_ymd_opt(y, month, day)
+            .or_else(|| chrono::NaiveDate::from_ymd_opt(y, month, day - 1))?;
+        crate::time::start_of(date, tz).filter(|t| *t > after)
+    })
 }

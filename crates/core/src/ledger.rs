@@ -4,13 +4,12 @@
 //! Owns: `Cx` (the minting context: ids from the source and a counter, the output vector)
 //! and `Engine::post`, the one place a balance moves. Must not decide whether a rule fires.
 
-use crate::clock::minus_days;
 use crate::engine::Engine;
 use crate::ids;
 use crate::lots;
 use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta};
 use crate::state::{Account, AwardRecord, DueKind};
-use crate::time::{add_months, Timestamp};
+use crate::time::Timestamp;
 
 /// Minting and output for the effects of one record (or one due effect).
 pub(crate) struct Cx<'o> {
@@ -99,16 +98,7 @@ impl Engine {
             .get(account_id)
             .and_then(|a| self.state.program(&a.program))
             .and_then(|p| p.expiry.map(|e| (e, p.tz)));
-        let (expires, warn) = match expiry {
-            Some((e, tz)) => {
-                let expires = add_months(cx.created, e.months, tz);
-                let warn = expires
-                    .filter(|_| e.warn_days > 0)
-                    .and_then(|x| minus_days(x, e.warn_days, tz));
-                (expires, warn)
-            }
-            None => (None, None),
-        };
+        let (expires, warn) = lots::lot_dates(expiry, cx.created);
         let account = self
             .account_mut(account_id)
             .expect("transactions are posted to existing accounts");

@@ -10,7 +10,8 @@
 //! - [`config`]: the program config, validated whole.
 //! - [`engine`]: [`engine::Engine::apply`], which decides the state-dependent rejections,
 //!   moves the clock and dispatches a record to its rule, in SPEC order.
-//! - [`clock`]: the schedule of time-driven effects and carrying out what falls due.
+//! - [`clock`]: moving the clock, scheduling time-driven effects and handing each one, when
+//!   it falls due, to its rule's module; [`schedule`] is the ordered set they wait in.
 //! - [`earning`], [`caps`], [`campaigns`], [`tiers`]: the rules of SPEC sections 4 and 5.
 //! - [`enrolment`], [`lots`], [`refunds`], [`redemption`], [`referrals`], [`stamps`],
 //!   [`transfers`], [`programs`]: the rules of SPEC sections 3 and 7, one module each.
@@ -19,7 +20,8 @@
 //! - [`output`]: transactions, outbound events, rejections and account lines, with their
 //!   JSON form.
 //! - [`fold`]: a whole log through the engine to JSON lines (`loyalty fold`).
-//! - [`dec`], [`time`], [`ids`]: exact decimals, calendars in a time zone, minted ids.
+//! - [`dec`], [`time`], [`ids`], [`vecmap`]: exact decimals, calendars in a time zone,
+//!   minted ids, a small sorted map.
 //! - [`state`]: what the engine carries from one record to the next.
 #![deny(
     clippy::float_arithmetic,

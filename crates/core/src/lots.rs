@@ -3,11 +3,16 @@
 //! from the lots its award created; what no lot covers is a debt that later credits pay off
 //! first. A balance is always the sum of its open lots minus its debt.
 //!
-//! Owns: the lots and debt of one account. Must not write transactions or events: the
-//! engine does, with the amounts this module returns.
+//! Owns: the lots and debt of one account, and expiry: a lot's expiry and warning dates,
+//! the `loyalty.points.expiring` warning and the `expiry` transaction when it falls due.
+//! Must not move a balance but through the ledger (`Engine::post`).
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
+use crate::ids;
+use crate::ledger::{member, Cx};
+use crate::output::{Event, Output, TxKind, TxMeta};
 use crate::state::Account;
 use crate::time::Timestamp;
 
@@ -126,6 +131,94 @@ pub fn total(account: &Account) -> i128 {
         .map(|l| i128::from(l.remaining))
         .sum::<i128>()
         - i128::from(account.debt)
+}
+
+impl Engine {
+    /// A lot's warning fell due: once, with the points still in it; nothing for a lot
+    /// with nothing left.
+    pub(crate) fn warn_expiry(
+        &mut self,
+        account_id: &str,
+        seq: u64,
+        at: Timestamp,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        let left = remaining(account, seq);
+        let mut cx = Cx::due(
+            ids::due_source(account_id, "warning", at.0, &seq.to_string()),
+            at,
+            out,
+        );
+        let expires = account
+            .lots
+            .iter()
+            .find(|l| l.seq == seq)
+            .and_then(|l| l.expires);
+        if let (true, Some(expires)) = (left > 0, expires) {
+            let event = Event::PointsExpiring {
+                points: left,
+                expires_at: Timestamp(expires),
+            };
+            cx.event(member(account), event);
+        }
+    }
+
+    /// A lot's expiry fell due: what is left of it expires.
+    pub(crate) fn expire_lot(
+        &mut self,
+        account_id: &str,
+        seq: u64,
+        at: Timestamp,
+        out: &mut Vec<Output>,
+    ) {
+        if !self.state.accounts.contains_key(account_id) {
+            return;
+        }
+        let mut cx = Cx::due(
+            ids::due_source(account_id, "expiry", at.0, &seq.to_string()),
+            at,
+            out,
+        );
+        let left = expire(self.account_mut(account_id).expect("exists"), seq);
+        if left > 0 {
+            let (tx, balance) = self.post(
+                &mut cx,
+                account_id,
+                TxKind::Expiry,
+                -left,
+                None,
+                vec![],
+                TxMeta::None,
+            );
+            let event = Event::PointsExpired {
+                points: -left,
+                transaction: tx,
+                balance,
+            };
+            cx.event(member(&self.state.accounts[account_id]), event);
+        }
+    }
+}
+
+/// When a lot credited at `created` expires, and when its warning falls: none without an
+/// expiry in the program; no warning with `warnDays` 0.
+pub(crate) fn lot_dates(
+    expiry: Option<(crate::config::Expiry, chrono_tz::Tz)>,
+    created: Timestamp,
+) -> (Option<Timestamp>, Option<Timestamp>) {
+    match expiry {
+        Some((e, tz)) => {
+            let expires = crate::time::add_months(created, e.months, tz);
+            let warn = expires
+                .filter(|_| e.warn_days > 0)
+                .and_then(|x| crate::clock::minus_days(x, e.warn_days, tz));
+            (expires, warn)
+        }
+        None => (None, None),
+    }
 }
 
 #[cfg(test)]

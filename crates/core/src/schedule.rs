@@ -168,9 +168,8 @@ impl Schedule {
         self.timed
             .iter()
             .take_while(|d| d.at <= to)
-            .filter(|d| d.account.is_empty())
             .filter_map(|d| match &d.item {
-                DueItem::Close(p) => Some(p.clone()),
+                DueItem::ProgramClose(p) => Some(p.clone()),
                 _ => None,
             })
             .collect()
@@ -291,9 +290,10 @@ mod tests {
         let mut set = BTreeSet::new();
         for round in 0..2000 {
             let kind = kinds[next(4) as usize];
-            let item = match next(4) {
+            let item = match next(5) {
                 0 => DueItem::None,
                 1 => DueItem::Close(format!("prog_{}", next(2))),
+                2 => DueItem::ProgramClose(format!("prog_{}", next(2))),
                 _ => DueItem::Lot(next(120)),
             };
             let due = Due {
@@ -361,7 +361,7 @@ mod tests {
         for (d, text) in [
             (due("loy_a", DueItem::Lot(12)), "12"),
             (due("loy_a", DueItem::None), ""),
-            (due("", DueItem::Close("prog_a".into())), "prog_a"),
+            (due("", DueItem::ProgramClose("prog_a".into())), "prog_a"),
             (
                 due("loy_a", DueItem::Close("prog_a".into())),
                 "close:prog_a",

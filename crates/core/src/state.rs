@@ -5,7 +5,8 @@
 //! the fold reads no randomness.
 //!
 //! Owns: accounts, rule usage (for caps and `maxUses`), seen ids, applied payments, the
-//! clock. Must not decide anything: the rules live in `engine`, `earning` and `caps`.
+//! clock. Must not decide anything: the rules live in their own modules (see the crate's
+//! map in `lib.rs`).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasherDefault;
@@ -76,9 +77,11 @@ pub enum DueItem {
     Lot(u64),
     /// Nothing more: a member's rolling tier evaluation, a birthday.
     None,
-    /// A program's calendar period close: with no account, the close itself (which
-    /// schedules every member's evaluation); with one, that member's evaluation.
+    /// A member's evaluation at its program's calendar period close.
     Close(String),
+    /// A program's calendar period close itself (no account): it schedules every member's
+    /// evaluation.
+    ProgramClose(String),
 }
 
 /// A [`Due`] as a store keeps it (`m/overdue`): the item as text, as earlier versions
@@ -96,7 +99,7 @@ impl From<Due> for DueText {
         let item = match d.item {
             DueItem::Lot(n) => n.to_string(),
             DueItem::None => String::new(),
-            DueItem::Close(p) if d.account.is_empty() => p,
+            DueItem::ProgramClose(p) => p,
             DueItem::Close(p) => format!("close:{p}"),
         };
         DueText {
@@ -114,7 +117,7 @@ impl TryFrom<DueText> for Due {
     fn try_from(d: DueText) -> Result<Due, String> {
         let number = |s: &str| s.parse::<u64>().ok().filter(|n| n.to_string() == s);
         let item = if d.account.is_empty() && !d.item.is_empty() {
-            DueItem::Close(d.item)
+            DueItem::ProgramClose(d.item)
         } else if let Some(p) = d.item.strip_prefix("close:") {
             DueItem::Close(p.to_string())
         } else if d.item.is_empty() {

@@ -6,12 +6,12 @@
 //! recorded custom amounts, by `qualifyOn`). The value at a time is then a sum over the
 //! period that holds it: `(t - N months, t]` for a rolling period, `[start of the calendar
 //! period, t]` for a calendar one. So a late event counts in the period it belongs to, and
-//! a calendar close "resets" every value without touching anything.
+//! a calendar close resets every value by marking where it starts (`Account::reset_at`).
 //!
 //! Owns: values, period boundaries, the next time a member's tier must be evaluated, and
 //! the tier changes themselves: promotion as soon as a value meets a higher threshold,
-//! demotion (with soft landing) at an evaluation or a period close. Must not touch
-//! balances.
+//! demotion (with soft landing) at a scheduled evaluation or a period close (which the
+//! `clock` hands here when they fall due). Must not touch balances.
 
 use chrono::{Datelike, NaiveDate};
 
@@ -23,6 +23,7 @@ use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::output::{Direction, Event, Output};
 use crate::state::DueKind;
+use crate::state::{Due, DueItem};
 
 use crate::config::{Period, Program, Tier};
 use crate::state::Account;
@@ -392,6 +393,85 @@ impl Engine {
         let who = member(account);
         let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
         cx.event(who, tier_changed(from, to, Direction::Down));
+    }
+}
+
+impl Engine {
+    /// A calendar period closes: one evaluation per member, at the same instant, so that
+    /// they run in account-id order with every other effect of this kind due then (SPEC
+    /// section 6); and the next close.
+    pub(crate) fn close_period(&mut self, program: &str, at: Timestamp) {
+        // A calendar period close: every member of the program, by account id.
+        let Some(prog) = self.state.program(program).cloned() else {
+            return;
+        };
+        let members: Vec<String> = self
+            .state
+            .accounts
+            .values()
+            .filter(|a| a.program == prog.id)
+            .map(|a| a.id.clone())
+            .collect();
+        // One effect per member, at the same instant, so that they run in account-id
+        // order with every other effect of this kind due then (SPEC section 6).
+        for id in members {
+            self.state.schedule.insert(Due {
+                at: at.0,
+                kind: DueKind::Tier,
+                account: id,
+                item: DueItem::Close(prog.id.clone()),
+            });
+        }
+        // The next close falls after this one.
+        if let Some(next) = next_close(&prog, at) {
+            self.state.schedule.insert(Due {
+                at: next.0,
+                kind: DueKind::Tier,
+                account: String::new(),
+                item: DueItem::ProgramClose(prog.id.clone()),
+            });
+        }
+    }
+
+    /// A member's evaluation at its program's period close: demotion on the closing value,
+    /// then the value starts over (the balance is untouched).
+    pub(crate) fn evaluate_at_close(
+        &mut self,
+        account_id: &str,
+        at: Timestamp,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program).cloned() else {
+            return;
+        };
+        let value = closing_value(account, &prog, at);
+        self.demote(account_id, &prog, value, at, "close", out);
+        // The close resets the value; the balance is untouched.
+        self.account_mut(account_id).expect("exists").reset_at = Some(at.0);
+    }
+
+    /// A member's scheduled evaluation (a rolling period): demotion when the value is below
+    /// the tier's threshold and the soft landing allows it, then the next evaluation.
+    pub(crate) fn evaluate_tier(&mut self, account_id: &str, at: Timestamp, out: &mut Vec<Output>) {
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return;
+        };
+        let Some(prog) = self.state.program(&account.program).cloned() else {
+            return;
+        };
+        if account.tier_due != Some(at.0) {
+            return;
+        }
+        let value = value_at(account, &prog, at);
+        let allowed = may_demote_at(account, &prog, at);
+        self.account_mut(account_id).expect("exists").tier_due = None;
+        if allowed {
+            self.demote(account_id, &prog, value, at, "tier", out);
+        }
+        self.reschedule(account_id);
     }
 }
 

@@ -100,7 +100,7 @@ impl Engine {
 
     /// What applying `rec` needs in a working set of accounts, besides the effects that fall
     /// due before it ([`Engine::closes_due_by`] and the accounts a store indexes by
-    /// [`due_times`]): every account it may read or change, the referral codes it looks up,
+    /// `next_due`): every account it may read or change, the referral codes it looks up,
     /// the programs all of whose members it may change. Pure: a streaming engine that keeps
     /// only some accounts in memory loads these (with [`Engine::load_account`] and
     /// [`Engine::load_code`]) before applying the record, and the result is the same as

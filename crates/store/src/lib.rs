@@ -400,7 +400,7 @@ impl Store {
     /// Loads the engine's state without the seen ids and the payments, which grow with
     /// every record: a folder looks up the few a record needs ([`Store::is_seen`],
     /// [`Store::payment`]) before applying it, and the engine forgets them once they are
-    /// committed ([`Engine::forget_committed`]).
+    /// committed (`loyalty_core::working_set::WorkingSet`).
     pub fn load_engine_lean(&self) -> Result<Engine, StoreError> {
         self.load(false)
     }

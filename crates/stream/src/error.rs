@@ -12,7 +12,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 #[derive(Debug, thiserror::Error)]
 pub enum StreamError {
     /// A Kafka client call failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Kafka {
         /// What was being done.
         what: String,
@@ -20,7 +20,7 @@ pub enum StreamError {
         source: KafkaError,
     },
     /// The state store failed (I/O or corruption).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Store {
         /// What was being done.
         what: String,
@@ -28,7 +28,7 @@ pub enum StreamError {
         source: loyalty_store::StoreError,
     },
     /// A program in the log does not validate.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Config {
         /// What was being done.
         what: String,
@@ -36,7 +36,7 @@ pub enum StreamError {
         source: loyalty_core::ConfigError,
     },
     /// An I/O error outside the store (a socket, a thread, standard output).
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -107,6 +107,26 @@ pub fn retriable(e: &KafkaError) -> bool {
         // Errors without a code: a canceled or unreachable client may come back.
         None => matches!(e, KafkaError::Canceled | KafkaError::NoMessageReceived),
     }
+}
+
+/// Whether a Kafka error is one no retry mends: librdkafka's own fatal error, or an
+/// authentication or authorisation failure. A consumer that meets one stops (with
+/// [`StreamError::Kafka`]) instead of polling on; any other consumer error is logged and
+/// polled past.
+pub fn fatal(e: &KafkaError) -> bool {
+    use RDKafkaErrorCode as C;
+    e.rdkafka_error_code().is_some_and(|code| {
+        matches!(
+            code,
+            C::Fatal
+                | C::Authentication
+                | C::SaslAuthenticationFailed
+                | C::TopicAuthorizationFailed
+                | C::GroupAuthorizationFailed
+                | C::ClusterAuthorizationFailed
+                | C::TransactionalIdAuthorizationFailed
+        )
+    })
 }
 
 /// `Result` of the streaming service.
@@ -233,21 +253,27 @@ mod tests {
             assert!(retriable(&e), "{c:?}");
             assert!(e.into_stream_error("send".into()).is_retriable());
         }
-        let fatal = [
+        let not_retriable = [
             RDKafkaErrorCode::MessageSizeTooLarge,
             RDKafkaErrorCode::TopicAuthorizationFailed,
             RDKafkaErrorCode::InvalidProducerEpoch,
             RDKafkaErrorCode::UnsupportedVersion,
         ];
-        for c in fatal {
+        for c in not_retriable {
             assert!(!retriable(&KafkaError::MessageProduction(c)), "{c:?}");
         }
         assert!(!StreamError::broken("the log stopped").is_retriable());
+        let auth = KafkaError::MessageConsumption(RDKafkaErrorCode::TopicAuthorizationFailed);
+        assert!(fatal(&auth) && !retriable(&auth));
+        let transient = KafkaError::MessageConsumption(RDKafkaErrorCode::BrokerTransportFailure);
+        assert!(!fatal(&transient) && retriable(&transient));
         let nested = Err::<(), _>(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull))
             .context("queue")
             .context("publish");
         let e = nested.unwrap_err();
         assert!(e.is_retriable());
-        assert!(e.to_string().starts_with("publish: queue: "), "{e}");
+        assert_eq!(e.to_string(), "publish: queue");
+        // The cause is the error's source, printed once by whoever walks the chain.
+        assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -62,6 +62,9 @@ pub fn read_log(
                     let meta = logrec::meta(m.headers());
                     f(p, m.offset(), &meta, m.payload().unwrap_or_default())?;
                 }
+                Some(Err(e)) if crate::error::fatal(&e) => {
+                    return Err(e).context("cannot read the log");
+                }
                 Some(Err(e)) => tracing::warn!(error = %e, "log consumer error"),
                 None => {
                     if idle.elapsed() > Duration::from_secs(60) {

@@ -311,12 +311,13 @@ fn poll_batch<'c>(
     consumer: &'c BaseConsumer,
     max: usize,
     wait: Duration,
-) -> Vec<rdkafka::message::BorrowedMessage<'c>> {
+) -> Result<Vec<rdkafka::message::BorrowedMessage<'c>>> {
     let mut out = Vec::new();
     let mut timeout = wait;
     while out.len() < max {
         match consumer.poll(timeout) {
             Some(Ok(m)) => out.push(m),
+            Some(Err(e)) if crate::error::fatal(&e) => return Err(e).context("cannot consume"),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "consumer error");
                 break;
@@ -325,7 +326,7 @@ fn poll_batch<'c>(
         }
         timeout = Duration::ZERO;
     }
-    out
+    Ok(out)
 }
 
 /// Assigns every partition of `topic` at the given next offsets (the beginning where none).
@@ -719,7 +720,7 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
             &input_consumer,
             settings.batch_size,
             Duration::from_millis(5),
-        );
+        )?;
         let wall = now();
         let mut touched = BTreeMap::new();
         let mut appends: Vec<(DeliveryFuture, usize)> = Vec::new();
@@ -959,7 +960,7 @@ fn fold_step(
     folder: &mut Folder,
     counters: &Counters,
 ) -> Result<usize> {
-    let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5));
+    let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5))?;
     let started = Instant::now();
     for m in &messages {
         let meta = logrec::meta(m.headers());
