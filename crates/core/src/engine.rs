@@ -31,7 +31,7 @@ use crate::tiers;
 use crate::time::Timestamp;
 
 pub use crate::clock::next_due;
-pub use crate::working_set::{Changes, Needs};
+pub use crate::working_set::Changes;
 
 /// Why the clock cannot be moved where it was asked to go.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

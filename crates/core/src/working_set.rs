@@ -39,7 +39,7 @@ pub struct Changes {
 /// What a record needs in an engine's working set to apply as it would with the whole state
 /// in memory (`Engine::needs`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Needs {
+pub(crate) struct Needs {
     /// Accounts the record may read or change, by id (with, for each, the account that
     /// referred it: see `Engine::load_account`).
     pub accounts: Vec<String>,

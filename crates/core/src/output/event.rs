@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::jw;
+use super::{jw, Direction, Refusal};
 use crate::time::Timestamp;
 
 /// The member an event is about: every event's `data` holds these three.
@@ -21,65 +21,6 @@ pub struct Member {
     pub customer: String,
     /// The program.
     pub program: String,
-}
-
-/// A business refusal (SPEC sections 2 and 7): the input was good, the rules say no. A
-/// redemption's is reported as a `loyalty.redemption.rejected` event; an adjustment's or a
-/// transfer's as a `rejected` line whose reason is [`crate::Reason::Refused`]. Apart from
-/// the input rejections, which say the record itself was wrong.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
-pub enum Refusal {
-    /// No such reward, or outside its window.
-    NotAvailable,
-    /// The member's tier is outside the reward's ranks.
-    TierRequired,
-    /// The reward's stock is used up.
-    OutOfStock,
-    /// The member reached the reward's limit.
-    LimitReached,
-    /// The balance is below the cost or the program's minimum.
-    InsufficientPoints,
-}
-
-impl Refusal {
-    /// Every refusal.
-    pub const ALL: [Refusal; 5] = [
-        Refusal::NotAvailable,
-        Refusal::TierRequired,
-        Refusal::OutOfStock,
-        Refusal::LimitReached,
-        Refusal::InsufficientPoints,
-    ];
-
-    /// The reason as the event prints it.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Refusal::NotAvailable => "not_available",
-            Refusal::TierRequired => "tier_required",
-            Refusal::OutOfStock => "out_of_stock",
-            Refusal::LimitReached => "limit_reached",
-            Refusal::InsufficientPoints => "insufficient_points",
-        }
-    }
-}
-
-/// Which way a tier changed.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Direction {
-    /// To a higher rank (or the same rank, after a program update renamed the tiers).
-    Up,
-    /// To a lower rank.
-    Down,
-}
-
-impl Direction {
-    /// `up` or `down`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Up => "up",
-            Direction::Down => "down",
-        }
-    }
 }
 
 /// What an event says, by type (SPEC section 8).

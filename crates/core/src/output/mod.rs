@@ -18,7 +18,66 @@ use crate::time::Timestamp;
 mod event;
 pub(crate) mod jw;
 
-pub use event::{Direction, Event, Member, OutEvent, Refusal};
+pub use event::{Event, Member, OutEvent};
+
+/// A business refusal (SPEC sections 2 and 7): the input was good, the rules say no. A
+/// redemption's is reported as a `loyalty.redemption.rejected` event; an adjustment's or a
+/// transfer's as a `rejected` line whose reason is [`crate::Reason::Refused`]. Apart from
+/// the input rejections, which say the record itself was wrong.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
+pub enum Refusal {
+    /// No such reward, or outside its window.
+    NotAvailable,
+    /// The member's tier is outside the reward's ranks.
+    TierRequired,
+    /// The reward's stock is used up.
+    OutOfStock,
+    /// The member reached the reward's limit.
+    LimitReached,
+    /// The balance is below the cost or the program's minimum.
+    InsufficientPoints,
+}
+
+impl Refusal {
+    /// Every refusal.
+    pub const ALL: [Refusal; 5] = [
+        Refusal::NotAvailable,
+        Refusal::TierRequired,
+        Refusal::OutOfStock,
+        Refusal::LimitReached,
+        Refusal::InsufficientPoints,
+    ];
+
+    /// The reason as the event prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotAvailable => "not_available",
+            Refusal::TierRequired => "tier_required",
+            Refusal::OutOfStock => "out_of_stock",
+            Refusal::LimitReached => "limit_reached",
+            Refusal::InsufficientPoints => "insufficient_points",
+        }
+    }
+}
+
+/// Which way a tier changed.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Direction {
+    /// To a higher rank (or the same rank, after a program update renamed the tiers).
+    Up,
+    /// To a lower rank.
+    Down,
+}
+
+impl Direction {
+    /// `up` or `down`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Up => "up",
+            Direction::Down => "down",
+        }
+    }
+}
 
 /// One thing the engine did, in the order it happened.
 #[derive(Clone, PartialEq, Debug)]
@@ -286,287 +345,4 @@ impl AccountView {
 }
 
 #[cfg(test)]
-mod tests {
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::envelope::Reason;
-
-    /// A transaction's line as serde prints it: `kind`, then the transaction's fields in
-    /// their order.
-    #[derive(Serialize)]
-    #[serde(rename_all = "camelCase")]
-    struct TxLine<'a> {
-        kind: &'static str,
-        id: &'a str,
-        account: &'a str,
-        customer: &'a str,
-        program: &'a str,
-        #[serde(rename = "type")]
-        tx_kind: TxKind,
-        points: i64,
-        balance_after: i128,
-        rule: Option<&'a str>,
-        campaigns: &'a [String],
-        source: &'a str,
-        created: Timestamp,
-        metadata: &'a TxMeta,
-    }
-
-    impl<'a> TxLine<'a> {
-        fn new(tx: &'a Transaction) -> TxLine<'a> {
-            TxLine {
-                kind: "transaction",
-                id: &tx.id,
-                account: &tx.account,
-                customer: &tx.customer,
-                program: &tx.program,
-                tx_kind: tx.kind,
-                points: tx.points,
-                balance_after: tx.balance_after,
-                rule: tx.rule.as_deref(),
-                campaigns: &tx.campaigns,
-                source: &tx.source,
-                created: tx.created,
-                metadata: &tx.metadata,
-            }
-        }
-    }
-
-    /// An event's line: `kind`, then the event's fields in their order.
-    #[derive(Serialize)]
-    struct EventLine<'a> {
-        kind: &'static str,
-        id: &'a str,
-        #[serde(rename = "type")]
-        event_kind: &'static str,
-        created: Timestamp,
-        source: Option<&'a str>,
-        data: Value,
-    }
-
-    #[derive(Serialize)]
-    struct RejectedLine<'a> {
-        kind: &'static str,
-        source: Option<&'a str>,
-        reason: &'static str,
-        detail: &'a str,
-    }
-
-    /// The JSON line as serde prints the line types: the oracle that
-    /// [`Output::write_json_line`] must match byte for byte.
-    fn serde_line(o: &Output) -> String {
-        let s = match o {
-            Output::Transaction(tx) => serde_json::to_string(&TxLine::new(tx)),
-            Output::Event(event) => serde_json::to_string(&EventLine {
-                kind: "event",
-                id: &event.id,
-                event_kind: event.kind(),
-                created: event.created,
-                source: event.source.as_deref(),
-                data: event.data_value(),
-            }),
-            Output::Rejected(r) => serde_json::to_string(&RejectedLine {
-                kind: "rejected",
-                source: r.source.as_deref(),
-                reason: r.reason.as_str(),
-                detail: &r.detail,
-            }),
-        };
-        // Serialising these types cannot fail: every map key is a string.
-        s.unwrap_or_default()
-    }
-
-    fn tx(s: &str, rule: Option<&str>, campaigns: Vec<String>, balance: i128) -> Output {
-        Output::Transaction(Transaction {
-            id: format!("ptx_{s}"),
-            account: "loy_1".into(),
-            customer: s.to_string(),
-            program: "prog_a".into(),
-            kind: TxKind::TransferOut,
-            points: -42,
-            balance_after: balance,
-            rule: rule.map(str::to_string),
-            campaigns,
-            source: s.to_string(),
-            created: Timestamp(1_767_225_600),
-            metadata: TxMeta::Adjustment {
-                reason: s.to_string(),
-            },
-        })
-    }
-
-    /// One event of every type, every string field `s`, every number `n`.
-    fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
-        let st = || s.to_string();
-        let opt = || (!s.is_empty()).then(st);
-        let all = vec![
-            Event::AccountCreated {
-                referral_code: st(),
-            },
-            Event::PointsEarned {
-                points: n,
-                rule: opt(),
-                campaigns: vec![st(), "camp_b".into()],
-                transaction: st(),
-                balance,
-                capped: n % 2 == 0,
-            },
-            Event::PointsAdjusted {
-                points: n,
-                transaction: st(),
-                balance,
-                reason: st(),
-            },
-            Event::PointsTransferred {
-                from: st(),
-                to: st(),
-                points: n,
-                transactions: [st(), "ptx_b".into()],
-            },
-            Event::PointsReversed {
-                points: n,
-                transaction: st(),
-                balance,
-                payment: st(),
-                refund: st(),
-                rule: opt(),
-            },
-            Event::PointsExpired {
-                points: n,
-                transaction: st(),
-                balance,
-            },
-            Event::PointsExpiring {
-                points: n,
-                expires_at: Timestamp(created),
-            },
-            Event::CashbackEarned {
-                rule: st(),
-                payment: opt(),
-                amount: n,
-                currency: st(),
-            },
-            Event::RewardRedeemed {
-                redemption: st(),
-                reward: st(),
-                quantity: n,
-                cost: n,
-                transaction: opt(),
-                balance,
-            },
-            Event::RedemptionRejected {
-                reward: st(),
-                reason: Refusal::OutOfStock,
-            },
-            Event::StampCardCompleted {
-                card: st(),
-                reward: st(),
-                redemption: st(),
-            },
-            Event::TierChanged {
-                from_tier: st(),
-                to_tier: st(),
-                direction: Direction::Down,
-            },
-        ];
-        all.into_iter()
-            .map(|event| {
-                Output::Event(OutEvent {
-                    id: format!("evt_{s}"),
-                    created: Timestamp(created),
-                    source: opt(),
-                    member: Member {
-                        account: format!("loy_{s}"),
-                        customer: st(),
-                        program: st(),
-                    },
-                    event,
-                })
-            })
-            .collect()
-    }
-
-    fn rejected(s: &str, source: Option<&str>) -> Output {
-        Output::Rejected(Rejection::new(source, Reason::Malformed, s))
-    }
-
-    const AWKWARD: &[&str] = &[
-        "",
-        "plain",
-        "quote \" inside",
-        "back\\slash",
-        "new\nline\ttab\r\u{8}\u{c}",
-        "\u{1}\u{1f}\u{7f}",
-        "unicode é ✓ 🎉",
-        "</script>",
-    ];
-
-    #[test]
-    fn hand_written_lines_are_serdes_bytes() {
-        for s in AWKWARD {
-            for line in [
-                tx(s, Some(s), vec![s.to_string(), "camp_b".into()], i128::MIN),
-                tx(s, None, vec![], 0),
-                rejected(s, Some(s)),
-                rejected(s, None),
-            ]
-            .into_iter()
-            .chain(events(s, -7, i128::MAX, 1_767_225_600))
-            .chain(events(s, i64::MAX, 0, -62_135_596_801))
-            .chain(events(s, 0, -1, 253_402_300_800))
-            {
-                assert_eq!(line.to_json_line(), serde_line(&line), "{s:?}");
-            }
-        }
-    }
-
-    #[test]
-    fn envelope_is_serdes_bytes() {
-        for s in AWKWARD {
-            for o in events(s, 3, 170, 1_767_225_600) {
-                let Output::Event(e) = o else { unreachable!() };
-                assert_eq!(e.to_envelope_json(), serde_json::to_string(&e).unwrap());
-            }
-        }
-    }
-
-    #[test]
-    fn needs_escape_finds_every_byte_that_does() {
-        for len in 0..20 {
-            for at in 0..len {
-                for b in 0..=255u8 {
-                    let mut s = vec![b'a'; len];
-                    s[at] = b;
-                    let want = b < 0x20 || b == b'"' || b == b'\\';
-                    assert_eq!(jw::needs_escape(&s), want, "byte {b} at {at} of {len}");
-                }
-            }
-        }
-        assert!(!jw::needs_escape(b""));
-        assert!(!jw::needs_escape(
-            "plain ids, caf\u{e9} and \u{1f389}".as_bytes()
-        ));
-    }
-
-    proptest! {
-        #[test]
-        fn any_strings_print_as_serde_prints_them(
-            s in "\\PC*|[\\x00-\\x7f]{0,40}",
-            n in any::<i64>(),
-            b in any::<i128>(),
-            t in -70_000_000_000i64..300_000_000_000,
-        ) {
-            let mut line = tx(&s, Some(&s), vec![s.clone()], b);
-            if let Output::Transaction(t) = &mut line {
-                t.points = n;
-            }
-            prop_assert_eq!(line.to_json_line(), serde_line(&line));
-            for e in events(&s, n, b, t) {
-                prop_assert_eq!(e.to_json_line(), serde_line(&e));
-            }
-            let r = rejected(&s, Some(&s));
-            prop_assert_eq!(r.to_json_line(), serde_line(&r));
-        }
-    }
-}
+mod tests;
