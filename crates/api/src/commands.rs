@@ -20,17 +20,13 @@ use crate::{hex, sha256, Api, ApiError};
 /// The largest body a command takes.
 pub(crate) const MAX_BODY: usize = 1 << 20;
 
-/// The refusals of sections 2 and 7: a 402 with the reason as its code.
-const REFUSALS: [&str; 5] = {
-    let all = loyalty_core::output::Refusal::ALL;
-    let mut names = [""; 5];
-    let mut i = 0;
-    while i < all.len() {
-        names[i] = all[i].as_str();
-        i += 1;
-    }
-    names
-};
+/// Whether a rejection's reason is one of the refusals of sections 2 and 7: a 402 with the
+/// reason as its code.
+fn is_refusal(reason: &str) -> bool {
+    loyalty_core::output::Refusal::ALL
+        .iter()
+        .any(|r| r.as_str() == reason)
+}
 
 /// Reads a body of at most 1 MiB as a JSON object.
 async fn json_body(body: Body) -> Result<(Vec<u8>, Map<String, Value>), ApiError> {
@@ -285,7 +281,7 @@ impl Api {
         if let Some(r) = lines.iter().find(|l| l["kind"] == "rejected") {
             let reason = r["reason"].as_str().unwrap_or("invalid");
             let detail = r["detail"].as_str().unwrap_or_default().to_string();
-            let e = if REFUSALS.contains(&reason) {
+            let e = if is_refusal(reason) {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, "refusal_error", detail).code(reason)
             } else if reason == "not_enrolled" || reason == "unknown_program" {
                 // The engine's detail names the field first: `data.to: …`.
