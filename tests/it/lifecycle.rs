@@ -59,9 +59,11 @@ fn a_referral_code_converts_on_the_referees_first_payment_once() {
     let awards: Vec<(String, i64, Option<String>)> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Transaction(t) if t.kind == TxKind::Award => {
-                Some((t.customer.clone(), t.points, t.rule.clone()))
-            }
+            Output::Transaction(t) if t.kind == TxKind::Award => Some((
+                t.customer.to_string(),
+                t.points,
+                t.rule.as_deref().map(str::to_string),
+            )),
             _ => None,
         })
         .collect();

@@ -446,7 +446,7 @@ pub(crate) async fn enroll(
         record_type: "loyalty.account.enroll",
         data,
         key: customer.clone(),
-        account: Some(loyalty_core::ids::account_id(&program, &customer)),
+        account: Some(loyalty_core::ids::account_id(&program, &customer).to_string()),
         program: Some(program),
     };
     api.send(&method, &uri, &headers, &bytes, cmd).await
@@ -455,7 +455,7 @@ pub(crate) async fn enroll(
 /// The account a command's path names: (customer, program), or a 404.
 fn path_account(api: &Api, id: &str) -> Result<(String, String), ApiError> {
     let a = load_account(&api.store.view(), id)?;
-    Ok((a.customer, a.program))
+    Ok((a.customer.to_string(), a.program.to_string()))
 }
 
 /// `POST /v1/accounts/{id}/adjustments`
@@ -650,7 +650,7 @@ pub(crate) async fn transfer(
         record_type: "loyalty.points.transfer",
         data: json!({"program": program, "from": from, "to": to, "points": points}),
         key: from.clone(),
-        account: Some(loyalty_core::ids::account_id(&program, &from)),
+        account: Some(loyalty_core::ids::account_id(&program, &from).to_string()),
         program: Some(program),
     };
     api.send(&method, &uri, &headers, &bytes, cmd).await
@@ -695,9 +695,9 @@ pub(crate) async fn update_program(
         kind: "program",
         record_type: "loyalty.program.updated",
         data,
-        key: program.id.clone(),
+        key: program.id.to_string(),
         account: None,
-        program: Some(program.id.clone()),
+        program: Some(program.id.to_string()),
     };
     api.send(&method, &uri, &headers, &bytes, cmd).await
 }

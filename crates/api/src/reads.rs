@@ -358,7 +358,8 @@ pub(crate) async fn list_accounts(
                 }
             }
         };
-        if program.is_some_and(|p| p != a.program) || customer.is_some_and(|c| c != a.customer) {
+        if program.is_some_and(|p| *p != *a.program) || customer.is_some_and(|c| *c != *a.customer)
+        {
             return Ok(None);
         }
         let v = account_view(&programs, clock, &a);

@@ -91,7 +91,7 @@ impl Engine {
         let due = |at| Due {
             at,
             kind,
-            account: id.to_string(),
+            account: id.into(),
             item: DueItem::None,
         };
         if let Some(at) = old {
@@ -106,7 +106,7 @@ impl Engine {
     pub(crate) fn schedule_close(&mut self, prog: &Program) {
         self.state
             .schedule
-            .retain_timed(|d| !matches!(&d.item, DueItem::ProgramClose(p) if *p == prog.id));
+            .retain_timed(|d| !matches!(&d.item, DueItem::ProgramClose(p) if p == &prog.id));
         let Some(clock) = self.state.clock else {
             return;
         };
@@ -114,7 +114,7 @@ impl Engine {
             self.state.schedule.insert(Due {
                 at: close.0,
                 kind: DueKind::Tier,
-                account: String::new(),
+                account: "".into(),
                 item: DueItem::ProgramClose(prog.id.clone()),
             });
         }

@@ -18,6 +18,7 @@ use crate::engine::Engine;
 use crate::ledger::{member, Cx};
 use crate::output::{Event, TxKind, TxMeta};
 use crate::state::AwardRecord;
+use crate::Sym;
 
 use crate::config::{Award, Conditions};
 use crate::dec::{round_quotient, Dec, Rounding, MAX_ABS};
@@ -138,12 +139,10 @@ pub(crate) struct Recipients<'a> {
 /// What a rule has awarded a member, created on first use (without allocating the key on
 /// every award).
 pub(crate) fn usage_mut<'a>(
-    usage: &'a mut crate::vecmap::VecMap<String, crate::state::RuleUsage>,
-    rule: &str,
+    usage: &'a mut crate::vecmap::VecMap<Sym, crate::state::RuleUsage>,
+    rule: &Sym,
 ) -> &'a mut crate::state::RuleUsage {
-    usage.get_or_insert_with(rule, |r| {
-        (r.to_string(), crate::state::RuleUsage::default())
-    })
+    usage.get_or_insert_with(rule, |r| (r.clone(), crate::state::RuleUsage::default()))
 }
 
 impl Engine {
@@ -187,7 +186,7 @@ impl Engine {
                 let account = self.account_mut(account_id).expect("checked above");
                 usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
                 let event = Event::CashbackEarned {
-                    rule: rule.id.clone(),
+                    rule: rule.id.to_string(),
                     payment: t.object_id.or(payment).map(str::to_string),
                     amount: cash,
                     currency: currency.to_string(),
@@ -217,7 +216,7 @@ impl Engine {
             if points <= 0 {
                 continue;
             }
-            let campaign_ids: Vec<String> = active.iter().map(|c| c.id.clone()).collect();
+            let campaign_ids: Vec<Sym> = active.iter().map(|c| c.id.clone()).collect();
             let account = self.account_mut(account_id).expect("checked above");
             usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
             self.award(
@@ -260,8 +259,8 @@ impl Engine {
         cx: &mut Cx<'_>,
         account_id: &str,
         points: i64,
-        rule: Option<&str>,
-        campaigns: Vec<String>,
+        rule: Option<&Sym>,
+        campaigns: Vec<Sym>,
         capped: bool,
         payment: Option<&str>,
     ) {
@@ -271,7 +270,7 @@ impl Engine {
             account_id,
             TxKind::Award,
             points,
-            rule.map(str::to_string),
+            rule.cloned(),
             campaigns.clone(),
             md,
         );
@@ -282,8 +281,8 @@ impl Engine {
         if payment.is_some() {
             if let Some(awards) = cx.payment_awards.as_mut() {
                 awards.push(AwardRecord {
-                    account: account_id.to_string(),
-                    rule: rule.map(str::to_string),
+                    account: account_id.into(),
+                    rule: rule.cloned(),
                     campaigns: campaigns.clone(),
                     points,
                     reversed: 0,
@@ -294,7 +293,7 @@ impl Engine {
         }
         let event = Event::PointsEarned {
             points,
-            rule: rule.map(str::to_string),
+            rule: rule.cloned(),
             campaigns,
             transaction: tx,
             balance,
@@ -307,8 +306,8 @@ impl Engine {
         &mut self,
         prog: &Arc<Program>,
         at: Timestamp,
-        referrer: Option<String>,
-        referee: Option<String>,
+        referrer: Option<Sym>,
+        referee: Option<Sym>,
         cx: &mut Cx<'_>,
     ) {
         let trigger = Trigger {

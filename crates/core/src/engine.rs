@@ -29,6 +29,7 @@ use crate::referrals::claim_code;
 use crate::state::{Account, PackedPayment, PaymentRecord, State};
 use crate::tiers;
 use crate::time::Timestamp;
+use crate::Sym;
 
 pub use crate::clock::next_due;
 pub use crate::working_set::Changes;
@@ -89,7 +90,7 @@ impl Engine {
         for a in state.accounts.values() {
             claim_code(
                 &mut codes,
-                (a.program.clone(), a.referral_code.clone()),
+                (a.program.to_string(), a.referral_code.clone()),
                 &a.id,
             );
         }
@@ -106,7 +107,7 @@ impl Engine {
     pub(crate) fn account_mut(&mut self, id: &str) -> Option<&mut Account> {
         let account = self.state.accounts.get_mut(id)?;
         if self.track && !self.changes.accounts.contains(id) {
-            self.changes.accounts.insert(id.to_string());
+            self.changes.accounts.insert(account.id.clone());
         }
         Some(account)
     }
@@ -253,7 +254,7 @@ impl Engine {
         match &rec.body {
             Body::Event(a) => {
                 if let Some(loy) = &a.loyalty_account {
-                    if !self.state.accounts.contains_key(loy) {
+                    if !self.state.accounts.contains_key(loy.as_str()) {
                         return reject(
                             Reason::NotEnrolled,
                             format!("data.metadata.loyalty_account: no account {loy}"),
@@ -331,11 +332,12 @@ impl Engine {
     }
 
     fn apply_activity(&mut self, rec: &Record, a: &Activity, cx: &mut Cx<'_>) {
-        let targets: Vec<(Arc<Program>, Option<String>)> = match &a.loyalty_account {
+        let targets: Vec<(Arc<Program>, Option<Sym>)> = match &a.loyalty_account {
             Some(loy) => {
-                let acct = &self.state.accounts[loy];
+                let acct = &self.state.accounts[loy.as_str()];
+                let id = acct.id.clone();
                 self.program(&acct.program)
-                    .map(|p| (p, Some(loy.clone())))
+                    .map(|p| (p, Some(id)))
                     .into_iter()
                     .collect()
             }
@@ -428,9 +430,9 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
     let value = prog.map_or(0, |p| tiers::value_at(a, p, now));
     AccountView {
         kind: "account",
-        id: a.id.clone(),
-        customer: a.customer.clone(),
-        program: a.program.clone(),
+        id: a.id.to_string(),
+        customer: a.customer.to_string(),
+        program: a.program.to_string(),
         balance: a.balance,
         tier: tier.map(|t| TierView {
             name: t.name.clone(),

@@ -19,6 +19,7 @@ use crate::output::Event;
 use crate::referrals::claim_code;
 use crate::state::Account;
 use crate::tiers;
+use crate::Sym;
 
 impl Engine {
     /// The account of `customer` in `prog`, enrolling the customer first when the program
@@ -28,7 +29,7 @@ impl Engine {
         prog: &Arc<Program>,
         customer: &str,
         cx: &mut Cx<'_>,
-    ) -> Option<String> {
+    ) -> Option<Sym> {
         let id = ids::account_id(&prog.id, customer);
         if self.state.accounts.contains_key(&id) {
             return Some(id);
@@ -49,7 +50,12 @@ impl Engine {
         cx: &mut Cx<'_>,
     ) {
         let id = ids::account_id(&prog.id, customer);
-        let mut account = Account::new(&id, &prog.id, customer, tiers::initial(prog));
+        let mut account = Account::new(
+            id.clone(),
+            prog.id.clone(),
+            customer.into(),
+            tiers::initial(prog),
+        );
         account.referred_by = referred_by;
         account.birthday = birthday;
         let referral_code = account.referral_code.clone();
@@ -57,11 +63,11 @@ impl Engine {
         if self.track {
             self.changes
                 .codes
-                .push((prog.id.clone(), referral_code.clone()));
+                .push((prog.id.to_string(), referral_code.clone()));
         }
         claim_code(
             &mut self.state.referral_codes,
-            (prog.id.clone(), referral_code),
+            (prog.id.to_string(), referral_code),
             &id,
         );
         self.state.accounts.insert(id.clone(), Box::new(account));
@@ -106,7 +112,11 @@ impl Engine {
         let Some(prog) = self.state.program(&account.program).cloned() else {
             return;
         };
-        let mut cx = Cx::due(ids::due_source(account_id, "birthday", at.0, ""), at, out);
+        let mut cx = Cx::due(
+            ids::due_source(account_id, "birthday", at.0, "").into(),
+            at,
+            out,
+        );
         let trigger = Trigger {
             kind: "customer.birthday",
             at,

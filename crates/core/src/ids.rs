@@ -32,8 +32,8 @@ fn hex_id(prefix: &str, parts: &[&str]) -> String {
 }
 
 /// The loyalty account of `customer` in `program`.
-pub fn account_id(program: &str, customer: &str) -> String {
-    hex_id("loy_", &["account", program, customer])
+pub fn account_id(program: &str, customer: &str) -> crate::Sym {
+    hex_id("loy_", &["account", program, customer]).into()
 }
 
 /// The `n`-th points transaction caused by the record `source`.

@@ -10,10 +10,11 @@ use crate::lots;
 use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta};
 use crate::state::{Account, AwardRecord, DueKind};
 use crate::time::Timestamp;
+use crate::Sym;
 
 /// Minting and output for the effects of one record (or one due effect).
 pub(crate) struct Cx<'o> {
-    pub(crate) source: String,
+    pub(crate) source: Sym,
     /// Whether `source` is a record's id (not an effect that fell due): events carry it.
     pub(crate) from_record: bool,
     pub(crate) created: Timestamp,
@@ -23,12 +24,12 @@ pub(crate) struct Cx<'o> {
     /// Awards of the payment being applied, for later refunds.
     pub(crate) payment_awards: Option<Vec<AwardRecord>>,
     /// Accounts whose qualifying activity changed: their tier is checked for promotion.
-    pub(crate) touched: Vec<String>,
+    pub(crate) touched: Vec<Sym>,
 }
 
 impl<'o> Cx<'o> {
     /// The minting context of a record, or of an effect that fell due.
-    pub(crate) fn new(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+    pub(crate) fn new(source: Sym, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
         Cx {
             source,
             from_record: true,
@@ -42,16 +43,16 @@ impl<'o> Cx<'o> {
     }
 
     /// The minting context of an effect that fell due: its events carry no `source`.
-    pub(crate) fn due(source: String, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
+    pub(crate) fn due(source: Sym, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
         Cx {
             from_record: false,
             ..Cx::new(source, created, out)
         }
     }
 
-    pub(crate) fn tx_id(&mut self) -> String {
+    pub(crate) fn tx_id(&mut self) -> Sym {
         self.n_tx += 1;
-        ids::transaction_id(&self.source, self.n_tx - 1)
+        ids::transaction_id(&self.source, self.n_tx - 1).into()
     }
 
     pub(crate) fn event(&mut self, member: Member, event: Event) {
@@ -85,10 +86,10 @@ impl Engine {
         account_id: &str,
         kind: TxKind,
         points: i64,
-        rule: Option<String>,
-        campaigns: Vec<String>,
+        rule: Option<Sym>,
+        campaigns: Vec<Sym>,
         metadata: TxMeta,
-    ) -> (String, i128) {
+    ) -> (Sym, i128) {
         let id = cx.tx_id();
         // Lots: credits form lots (after paying off any debt), deductions consume the lots
         // that expire first. Reversals and expiries move their lots themselves.

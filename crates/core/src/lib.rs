@@ -57,6 +57,12 @@ pub mod transfers;
 pub mod vecmap;
 pub mod working_set;
 
+/// A shared, immutable string: the ids and names the engine copies into many outputs (a
+/// program, a customer, an account, a rule, a campaign, a transaction, a record's id).
+/// Cloning one counts a reference and copies nothing; it prints and serialises as the
+/// string it holds, so outputs and stored bytes are those of a `String`.
+pub type Sym = std::sync::Arc<str>;
+
 pub use config::{parse_config, Config, ConfigError, Program};
 pub use engine::Engine;
 pub use envelope::{Reason, Record, Rejection};

@@ -148,7 +148,7 @@ impl Engine {
         };
         let left = remaining(account, seq);
         let mut cx = Cx::due(
-            ids::due_source(account_id, "warning", at.0, &seq.to_string()),
+            ids::due_source(account_id, "warning", at.0, &seq.to_string()).into(),
             at,
             out,
         );
@@ -178,7 +178,7 @@ impl Engine {
             return;
         }
         let mut cx = Cx::due(
-            ids::due_source(account_id, "expiry", at.0, &seq.to_string()),
+            ids::due_source(account_id, "expiry", at.0, &seq.to_string()).into(),
             at,
             out,
         );

@@ -20,11 +20,11 @@ impl Engine {
         *self
             .state
             .program_revisions
-            .entry(prog.id.clone())
+            .entry(prog.id.to_string())
             .or_insert(0) += 1;
         self.state
             .program_texts
-            .insert(prog.id.clone(), text.to_string());
+            .insert(prog.id.to_string(), text.to_string());
         let old = match self.state.programs.iter_mut().find(|p| p.id == prog.id) {
             Some(slot) => Some(std::mem::replace(slot, prog.clone())),
             None => {

@@ -35,7 +35,7 @@ impl Engine {
             .as_deref()
             .and_then(|t| prog.tier(t))
             .map_or(Dec::ZERO, |t| t.redemption_discount);
-        let key = (prog.id.clone(), r.reward.clone());
+        let key = (prog.id.to_string(), r.reward.clone());
         let used = self.state.stock_used.get(&key).copied().unwrap_or(0);
         let mine = account.redeemed.get(&r.reward).copied().unwrap_or(0);
         let reward = prog.reward(&r.reward).filter(|w| {

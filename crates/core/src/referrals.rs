@@ -67,13 +67,13 @@ impl Engine {
         let Some(referrer) = account.referred_by.clone() else {
             return;
         };
-        if referrer == account_id || !self.state.accounts.contains_key(&referrer) {
+        if referrer == account_id || !self.state.accounts.contains_key(referrer.as_str()) {
             return;
         }
         self.account_mut(account_id)
             .expect("exists")
             .referral_converted = true;
-        self.earn_referral(prog, at, Some(referrer), Some(account_id.to_string()), cx);
+        self.earn_referral(prog, at, Some(referrer.into()), Some(account_id.into()), cx);
     }
 }
 

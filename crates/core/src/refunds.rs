@@ -52,7 +52,7 @@ impl Engine {
                 balance,
                 payment: r.payment.clone(),
                 refund: r.refund_id.clone(),
-                rule: award.rule.clone(),
+                rule: award.rule.as_deref().map(str::to_string),
             };
             cx.event(member(&self.state.accounts[&award.account]), event);
             if self.qualifies_on_points(&award.account) {

@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
 use crate::state::{Due, DueItem, DueKind, FixedState};
+use crate::Sym;
 
 /// Time-driven effects, in the order they fall due.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +78,7 @@ impl Schedule {
             self.timed.insert(Due {
                 at,
                 kind,
-                account: account.to_string(),
+                account: account.into(),
                 item: DueItem::Lot(lot),
             });
             return;
@@ -143,7 +144,7 @@ impl Schedule {
             let as_due = |l: &LotDue| Due {
                 at: l.at,
                 kind: l.kind,
-                account: l.account.to_string(),
+                account: l.account.clone(),
                 item: DueItem::Lot(l.lot),
             };
             if self.drained.is_some_and(|d| to <= d) {
@@ -164,7 +165,7 @@ impl Schedule {
     }
 
     /// The programs whose period close falls due at or before `to`, in the order they do.
-    pub fn closes_due_by(&self, to: i64) -> Vec<String> {
+    pub fn closes_due_by(&self, to: i64) -> Vec<Sym> {
         self.timed
             .iter()
             .take_while(|d| d.at <= to)
@@ -205,7 +206,7 @@ impl Schedule {
             (Some(Reverse(l)), Some(t)) => {
                 (l.at, l.kind)
                     .cmp(&(t.at, t.kind))
-                    .then_with(|| (*l.account).cmp(t.account.as_str()))
+                    .then_with(|| l.account.cmp(&t.account))
                     .then_with(|| match &t.item {
                         DueItem::Lot(n) => l.lot.cmp(n),
                         _ => Ordering::Less,
@@ -229,7 +230,7 @@ impl Schedule {
             Some(Due {
                 at: l.at,
                 kind: l.kind,
-                account: l.account.to_string(),
+                account: l.account.clone(),
                 item: DueItem::Lot(l.lot),
             })
         } else {
@@ -248,7 +249,7 @@ impl Schedule {
             .map(|Reverse(l)| Due {
                 at: l.at,
                 kind: l.kind,
-                account: l.account.to_string(),
+                account: l.account.clone(),
                 item: DueItem::Lot(l.lot),
             })
             .chain(self.timed.iter().cloned())
@@ -292,17 +293,17 @@ mod tests {
             let kind = kinds[next(4) as usize];
             let item = match next(5) {
                 0 => DueItem::None,
-                1 => DueItem::Close(format!("prog_{}", next(2))),
-                2 => DueItem::ProgramClose(format!("prog_{}", next(2))),
+                1 => DueItem::Close(format!("prog_{}", next(2)).into()),
+                2 => DueItem::ProgramClose(format!("prog_{}", next(2)).into()),
                 _ => DueItem::Lot(next(120)),
             };
             let due = Due {
                 at: next(50) as i64,
                 kind,
                 account: if next(10) == 0 {
-                    String::new()
+                    "".into()
                 } else {
-                    format!("loy_{}", next(7))
+                    format!("loy_{}", next(7)).into()
                 },
                 item,
             };
@@ -342,7 +343,7 @@ mod tests {
     /// run at one instant.
     #[test]
     fn items_order_lots_by_value_first() {
-        let close = |p: &str| DueItem::Close(p.to_string());
+        let close = |p: &str| DueItem::Close(p.into());
         assert!(DueItem::Lot(9) < DueItem::Lot(10));
         assert!(DueItem::Lot(u64::MAX) < DueItem::None);
         assert!(DueItem::None < close(""));
@@ -355,7 +356,7 @@ mod tests {
         let due = |account: &str, item: DueItem| Due {
             at: 5,
             kind: DueKind::Tier,
-            account: account.to_string(),
+            account: account.into(),
             item,
         };
         for (d, text) in [

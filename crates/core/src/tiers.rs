@@ -30,6 +30,7 @@ use crate::state::Account;
 use crate::time::{
     add_months, add_months_date, day_bounds, shift_months_date, start_of, Timestamp,
 };
+use crate::Sym;
 
 /// The highest tier whose threshold `value` meets; the lowest tier when it meets none.
 pub fn highest_met(prog: &Program, value: i64) -> Option<&Tier> {
@@ -306,8 +307,8 @@ impl Engine {
             return;
         };
         account.activity.add(at.0, amount);
-        if !cx.touched.iter().any(|t| t == account_id) {
-            cx.touched.push(account_id.to_string());
+        if !cx.touched.iter().any(|t| &**t == account_id) {
+            cx.touched.push(account.id.clone());
         }
     }
 
@@ -317,7 +318,7 @@ impl Engine {
     pub(crate) fn promote_touched(&mut self, cx: &mut Cx<'_>) {
         let now = self.state.clock.unwrap_or(cx.created);
         for id in std::mem::take(&mut cx.touched) {
-            let Some(account) = self.state.accounts.get(&id) else {
+            let Some(account) = self.state.accounts.get(&*id) else {
                 continue;
             };
             let Some(prog) = self.state.program(&account.program).cloned() else {
@@ -391,7 +392,7 @@ impl Engine {
         account.tier = Some(to.clone());
         account.last_demotion = Some(at.0);
         let who = member(account);
-        let mut cx = Cx::due(ids::due_source(id, kind, at.0, ""), at, out);
+        let mut cx = Cx::due(ids::due_source(id, kind, at.0, "").into(), at, out);
         cx.event(who, tier_changed(from, to, Direction::Down));
     }
 }
@@ -405,7 +406,7 @@ impl Engine {
         let Some(prog) = self.state.program(program).cloned() else {
             return;
         };
-        let members: Vec<String> = self
+        let members: Vec<Sym> = self
             .state
             .accounts
             .values()
@@ -427,7 +428,7 @@ impl Engine {
             self.state.schedule.insert(Due {
                 at: next.0,
                 kind: DueKind::Tier,
-                account: String::new(),
+                account: "".into(),
                 item: DueItem::ProgramClose(prog.id.clone()),
             });
         }
@@ -493,7 +494,7 @@ mod tests {
     }
 
     fn account(tier: &str, activity: &[(&str, i64)]) -> Account {
-        let mut a = Account::new("loy_x", "p", "c", Some(tier.into()));
+        let mut a = Account::new("loy_x".into(), "p".into(), "c".into(), Some(tier.into()));
         a.activity = activity.iter().map(|(t, v)| (ts(t).0, *v)).collect();
         a
     }

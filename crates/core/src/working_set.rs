@@ -15,15 +15,16 @@ use crate::envelope::{Body, Record};
 use crate::ids;
 use crate::state::{Account, Due, PaymentRecord};
 use crate::time::Timestamp;
+use crate::Sym;
 
 /// The keys of the state a run of `apply` changed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Changes {
     /// Accounts created or changed (a hash set: a store writes them in any order, and the
     /// engine asks it whether an account is in it for nearly every posting).
-    pub accounts: std::collections::HashSet<String, crate::state::FixedState>,
+    pub accounts: std::collections::HashSet<Sym, crate::state::FixedState>,
     /// Record ids newly seen, in order.
-    pub seen: Vec<String>,
+    pub seen: Vec<Sym>,
     /// Payments recorded or refunded.
     pub payments: std::collections::HashSet<String, crate::state::FixedState>,
     /// The program list changed.
@@ -42,15 +43,15 @@ pub struct Changes {
 pub(crate) struct Needs {
     /// Accounts the record may read or change, by id (with, for each, the account that
     /// referred it: see `Engine::load_account`).
-    pub accounts: Vec<String>,
+    pub accounts: Vec<Sym>,
     /// Referral codes it looks up, `(program, code)`, with the accounts holding them.
     pub codes: Vec<(String, String)>,
     /// Accounts it may open, `(program, account)`: when one is not stored, the holder of
     /// the referral code it would get is needed too (two accounts may share a code, and
     /// the smaller id keeps it).
-    pub may_open: Vec<(String, String)>,
+    pub may_open: Vec<(Sym, Sym)>,
     /// Programs every member of which it may change (a program update).
-    pub members_of: Vec<String>,
+    pub members_of: Vec<Sym>,
 }
 
 impl Changes {
@@ -83,7 +84,7 @@ impl Engine {
     /// the whole state in memory.
     pub(crate) fn preload(&mut self, seen: Option<&str>, payment: Option<(String, PaymentRecord)>) {
         if let Some(id) = seen {
-            self.state.seen.insert(id.to_string());
+            self.state.seen.insert(id.into());
         }
         if let Some((id, p)) = payment {
             self.state.payments.entry(id).or_insert_with(|| p.pack());
@@ -119,7 +120,7 @@ impl Engine {
         };
         match &rec.body {
             Body::Event(a) => match &a.loyalty_account {
-                Some(loy) => n.accounts.push(loy.clone()),
+                Some(loy) => n.accounts.push(loy.as_str().into()),
                 None => every_program(&a.customer, &mut n),
             },
             Body::Refund(r) => {
@@ -138,7 +139,7 @@ impl Engine {
                 if let Some(code) = &e.referral_code {
                     n.codes.push((e.program.clone(), code.clone()));
                 }
-                n.may_open.push((e.program.clone(), id.clone()));
+                n.may_open.push((e.program.as_str().into(), id.clone()));
                 n.accounts.push(id);
             }
             Body::Adjust(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
@@ -160,7 +161,7 @@ impl Engine {
 
     /// The programs whose period close falls due at or before `to`: advancing the clock
     /// there evaluates every member of each.
-    pub(crate) fn closes_due_by(&self, to: Timestamp) -> Vec<String> {
+    pub(crate) fn closes_due_by(&self, to: Timestamp) -> Vec<Sym> {
         self.state.schedule.closes_due_by(to.0)
     }
 
@@ -231,7 +232,7 @@ impl Engine {
     /// with an effect overdue, [`Engine::overdue`]).
     pub(crate) fn evict(&mut self, keep: impl Fn(&str) -> bool) {
         let changed = &self.changes.accounts;
-        let overdue: std::collections::HashSet<String> =
+        let overdue: std::collections::HashSet<Sym> =
             self.overdue().into_iter().map(|d| d.account).collect();
         let keep = |id: &str| changed.contains(id) || overdue.contains(id) || keep(id);
         self.state.accounts.retain(|id, _| keep(id));
@@ -301,7 +302,7 @@ pub struct WorkingSet {
     /// How many due index entries to read past the ones a record needs.
     pub read_ahead: usize,
     /// Accounts changed since the last eviction: kept at the next one.
-    recent: std::collections::HashSet<String>,
+    recent: std::collections::HashSet<Sym>,
     /// The due index has been read up to this time (inclusive), into `ahead`.
     read_to: i64,
     /// Due index entries read and not yet reached by the clock, in time order. The index
@@ -398,7 +399,7 @@ impl WorkingSet {
             .may_open
             .iter()
             .filter(|(_, id)| !self.engine.has_account(id))
-            .map(|(program, id)| (program.clone(), ids::referral_code(id)));
+            .map(|(program, id)| (program.to_string(), ids::referral_code(id)));
         let codes: Vec<(String, String)> = needs.codes.iter().cloned().chain(opened).collect();
         for (program, code) in &codes {
             if self.engine.has_code(program, code) {
@@ -412,8 +413,8 @@ impl WorkingSet {
                 .engine
                 .state()
                 .accounts
-                .get(&holder)
-                .is_some_and(|a| a.program == *program && a.referral_code == *code);
+                .get(holder.as_str())
+                .is_some_and(|a| *a.program == *program.as_str() && a.referral_code == *code);
             if holds {
                 self.engine.load_code(program, code, &holder);
             }

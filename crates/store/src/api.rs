@@ -55,7 +55,7 @@ impl LineIndex {
         let mine = |s: Option<&str>| record.filter(|r| s == Some(*r)).map(str::to_string);
         match o {
             Output::Transaction(t) => {
-                ix.transaction = Some((t.id.clone(), t.account.clone()));
+                ix.transaction = Some((t.id.to_string(), t.account.to_string()));
                 ix.record = mine(Some(&t.source));
             }
             Output::Event(e) => {
@@ -63,10 +63,10 @@ impl LineIndex {
                 let m = &e.member;
                 match &e.event {
                     Event::RewardRedeemed { redemption, .. } => {
-                        ix.redemption = Some((redemption.clone(), m.account.clone()));
+                        ix.redemption = Some((redemption.clone(), m.account.to_string()));
                     }
                     Event::AccountCreated { .. } => {
-                        ix.opened = Some((m.account.clone(), m.customer.clone()));
+                        ix.opened = Some((m.account.to_string(), m.customer.to_string()));
                     }
                     _ => {}
                 }
@@ -182,9 +182,9 @@ pub(crate) fn put_tier_index<'a>(
     db: &DB,
     wb: &mut WriteBatch,
     state: &State,
-    accounts: impl Iterator<Item = &'a String>,
+    accounts: impl Iterator<Item = &'a str>,
 ) -> Result<(), StoreError> {
-    let ids: Vec<&String> = accounts
+    let ids: Vec<&str> = accounts
         .filter(|id| state.accounts.contains_key(*id))
         .collect();
     let was = db.multi_get(ids.iter().map(|id| tier_place_key(id)));

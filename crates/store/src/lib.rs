@@ -441,7 +441,7 @@ impl Store {
         for kv in self.prefix("a/") {
             let (k, v) = kv?;
             let a = decode_account(&k, &v)?;
-            if a.program == program {
+            if *a.program == *program {
                 out.push(a);
             }
         }
@@ -576,9 +576,7 @@ impl Store {
         }
         for kv in self.prefix("s/").take_while(|_| whole) {
             let (k, _) = kv?;
-            state
-                .seen
-                .insert(String::from_utf8_lossy(&k[2..]).into_owned());
+            state.seen.insert(String::from_utf8_lossy(&k[2..]).into());
         }
         if let Some(v) = self.db.get(b"m/programs")? {
             let p: StoredPrograms =
@@ -679,7 +677,7 @@ impl Store {
             .iter()
             .filter_map(|k| parse_due_key(k).map(|(_, id)| id));
         let mut indexed = std::collections::HashSet::new();
-        for id in c.accounts.iter().map(String::as_str).chain(passed) {
+        for id in c.accounts.iter().map(|id| &**id).chain(passed) {
             if !indexed.insert(id) {
                 continue;
             }
@@ -707,7 +705,7 @@ impl Store {
         }
         if c.programs {
             let p = StoredPrograms {
-                order: state.programs.iter().map(|p| p.id.clone()).collect(),
+                order: state.programs.iter().map(|p| p.id.to_string()).collect(),
                 texts: state.program_texts.clone(),
                 revisions: state.program_revisions.clone(),
             };
@@ -742,7 +740,7 @@ impl Store {
             seq += 1;
         }
         wb.put(SEQ_KEY, seq.to_be_bytes());
-        api::put_tier_index(&self.db, &mut wb, state, c.accounts.iter())?;
+        api::put_tier_index(&self.db, &mut wb, state, c.accounts.iter().map(|id| &**id))?;
         for (part, off) in &batch.log {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
@@ -1031,7 +1029,12 @@ mod tests {
 
     /// An account with something in every field.
     fn full_account() -> Account {
-        let mut a = Account::new("loy_1", "prog_a", "cus_é \"q\"", Some("Gold".into()));
+        let mut a = Account::new(
+            "loy_1".into(),
+            "prog_a".into(),
+            "cus_é \"q\"".into(),
+            Some("Gold".into()),
+        );
         a.balance = -(1i128 << 80);
         a.activity = [(-5, 3), (1_767_225_600, -7)].into_iter().collect();
         a.last_demotion = Some(-1);
@@ -1055,7 +1058,7 @@ mod tests {
         a.stamps.insert("card".into(), 8);
         let u = a
             .rule_usage
-            .get_or_insert_with("rule_a", |k| (k.to_string(), Default::default()));
+            .get_or_insert_with("rule_a", |k| (k.into(), Default::default()));
         u.record(Timestamp(9), 10);
         a
     }
@@ -1240,11 +1243,11 @@ impl Store {
             let seq_of = |rest: &str| rest.parse::<u64>().ok();
             if let Some(id) = key.strip_prefix("a/") {
                 match decode_account(&k, &v) {
-                    Ok(a) if a.id != id => {
+                    Ok(a) if *a.id != *id => {
                         problem("account_id", &k, format!("holds the account {}", a.id))
                     }
                     Ok(a) => {
-                        accounts.insert(a.id.clone(), a);
+                        accounts.insert(a.id.to_string(), a);
                     }
                     Err(StoreError::Corrupt { why, .. }) => {
                         problem("decode", &k, format!("not an account: {why}"))
@@ -1422,14 +1425,14 @@ impl Store {
                     format!("is not the id of {} in {}", a.customer, a.program),
                 );
             }
-            if programs.is_some() && !parsed.contains_key(&a.program) {
+            if programs.is_some() && !parsed.contains_key(&*a.program) {
                 problem(
                     "program",
                     key.as_bytes(),
                     format!("unknown program {}", a.program),
                 );
             }
-            let (sum, last) = ledger.remove(&a.id).unwrap_or((0, None));
+            let (sum, last) = ledger.remove(&*a.id).unwrap_or((0, None));
             if sum != a.balance {
                 problem(
                     "ledger",
@@ -1459,7 +1462,7 @@ impl Store {
                 // The indexes a working set is loaded by: every effect to come, and the code.
                 // Its entry may be early (an effect moved later), never late.
                 if let Some(at) =
-                    next_due(a, clock).filter(|at| dues.get(&a.id).is_none_or(|first| first > at))
+                    next_due(a, clock).filter(|at| dues.get(&*a.id).is_none_or(|first| first > at))
                 {
                     problem(
                         "index",
@@ -1470,9 +1473,9 @@ impl Store {
                         ),
                     );
                 }
-                let code = (a.program.clone(), a.referral_code.clone());
+                let code = (a.program.to_string(), a.referral_code.clone());
                 // Accounts come in id order: the first with a code is its holder.
-                holders.entry(code).or_insert_with(|| a.id.clone());
+                holders.entry(code).or_insert_with(|| a.id.to_string());
             }
             let open: i128 = a.lots.iter().map(|l| i128::from(l.remaining)).sum();
             if a.debt < 0 || open - i128::from(a.debt) != a.balance {
@@ -1519,7 +1522,11 @@ impl Store {
                     format!("refunded {} of {}", p.refunded, p.amount),
                 );
             }
-            if let Some(w) = p.awards.iter().find(|w| !accounts.contains_key(&w.account)) {
+            if let Some(w) = p
+                .awards
+                .iter()
+                .find(|w| !accounts.contains_key(&*w.account))
+            {
                 problem(
                     "payment",
                     key.as_bytes(),

@@ -105,7 +105,7 @@ impl Folder {
             ),
         };
         let record = match &parsed {
-            Ok(rec) => Some(rec.id.clone()),
+            Ok(rec) => Some(rec.id.to_string()),
             Err(rejection) => rejection.source.clone(),
         };
         match parsed {

@@ -207,7 +207,7 @@ mod tests {
         let bytes = env.encode_to_vec();
         let json = json_value(Some("application/x-protobuf"), &bytes).expect("decodes");
         let rec = loyalty_core::envelope::parse(&json).expect("decodes to a valid record");
-        assert_eq!(rec.id, "evt_1");
+        assert_eq!(&*rec.id, "evt_1");
     }
 
     /// A protobuf value that does not decode is `malformed`, and the detail says why (not

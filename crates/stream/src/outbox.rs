@@ -31,7 +31,7 @@ pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
             r#type: e.kind().to_string(),
             created: e.created.to_string(),
             data_json: e.data_json(),
-            source: e.source.clone(),
+            source: e.source.as_deref().map(str::to_string),
         }
         .encode_to_vec(),
     }

@@ -58,7 +58,7 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Program {
     /// `prog_…`, chosen by the operator.
-    pub id: String,
+    pub id: crate::Sym,
     /// Display name.
     pub name: Option<String>,
     /// The program currency (for `qualifyOn: spend`).
@@ -100,7 +100,7 @@ pub struct Expiry {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rule {
     /// `rule_…`.
-    pub id: String,
+    pub id: crate::Sym,
     /// The event type it fires on.
     pub trigger: String,
     /// What it awards.
@@ -238,7 +238,7 @@ pub struct Tier {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Campaign {
     /// `camp_…`.
-    pub id: String,
+    pub id: crate::Sym,
     /// Display name.
     pub name: Option<String>,
     /// Active from, inclusive.
@@ -360,7 +360,7 @@ pub fn program_texts(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
         .programs
         .iter()
         .zip(raw.programs)
-        .map(|(p, r)| (p.id.clone(), r.get().to_string()))
+        .map(|(p, r)| (p.id.to_string(), r.get().to_string()))
         .collect())
 }
 

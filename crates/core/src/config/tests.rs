@@ -8,7 +8,7 @@ const SEED: &str = include_str!("../../../../deploy/programs.example.json");
 fn the_example_config_loads() {
     let c = parse_config(SEED).expect("deploy/programs.example.json validates");
     let p = &c.programs[0];
-    assert_eq!(p.id, "prog_default");
+    assert_eq!(&*p.id, "prog_default");
     assert_eq!(p.rules.len(), 3);
     assert_eq!(p.tier_list()[2].earn_multiplier.to_string(), "1.5");
     assert_eq!(p.rules[0].window, Window::Month);

@@ -250,7 +250,7 @@ pub(super) fn validate_program(
     }
 
     Ok(Program {
-        id: p.id,
+        id: p.id.into(),
         name: p.name,
         currency: p.currency,
         rounding,
@@ -376,7 +376,7 @@ pub(super) fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError
         }
     };
     Ok(Rule {
-        id: r.id,
+        id: r.id.into(),
         trigger: r.trigger,
         award,
         multiplier,
@@ -554,7 +554,7 @@ pub(super) fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign,
         }
     }
     Ok(Campaign {
-        id: c.id,
+        id: c.id.into(),
         name: c.name,
         starts,
         ends,

@@ -94,7 +94,7 @@ impl Rejection {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Record {
     /// The envelope id (unique among applied records).
-    pub id: String,
+    pub id: crate::Sym,
     /// The envelope type.
     pub kind: String,
     /// The event time.
@@ -402,7 +402,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
         }
     };
     Ok(Record {
-        id,
+        id: id.into(),
         kind,
         created,
         body,

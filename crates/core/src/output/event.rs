@@ -11,16 +11,17 @@ use serde_json::{json, Value};
 
 use super::{jw, Direction, Refusal};
 use crate::time::Timestamp;
+use crate::Sym;
 
 /// The member an event is about: every event's `data` holds these three.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Member {
     /// `loy_…`.
-    pub account: String,
+    pub account: Sym,
     /// The customer.
-    pub customer: String,
+    pub customer: Sym,
     /// The program.
-    pub program: String,
+    pub program: Sym,
 }
 
 /// What an event says, by type (SPEC section 8).
@@ -36,11 +37,11 @@ pub enum Event {
         /// Points awarded.
         points: i64,
         /// The rule, or none for a campaign bonus.
-        rule: Option<String>,
+        rule: Option<Sym>,
         /// Campaigns that contributed.
-        campaigns: Vec<String>,
+        campaigns: Vec<Sym>,
         /// The award's transaction.
-        transaction: String,
+        transaction: Sym,
         /// The balance after it.
         balance: i128,
         /// Whether a cap cut the award.
@@ -51,7 +52,7 @@ pub enum Event {
         /// Signed points.
         points: i64,
         /// The adjustment's transaction.
-        transaction: String,
+        transaction: Sym,
         /// The balance after it.
         balance: i128,
         /// The operator's reason.
@@ -66,14 +67,14 @@ pub enum Event {
         /// Points moved.
         points: i64,
         /// The `transfer_out` and `transfer_in` transactions.
-        transactions: [String; 2],
+        transactions: [Sym; 2],
     },
     /// `loyalty.points.reversed`.
     PointsReversed {
         /// Negative points.
         points: i64,
         /// The reversal's transaction.
-        transaction: String,
+        transaction: Sym,
         /// The balance after it.
         balance: i128,
         /// The refunded payment.
@@ -88,7 +89,7 @@ pub enum Event {
         /// Negative points.
         points: i64,
         /// The expiry's transaction.
-        transaction: String,
+        transaction: Sym,
         /// The balance after it.
         balance: i128,
     },
@@ -121,7 +122,7 @@ pub enum Event {
         /// Points spent.
         cost: i64,
         /// The redemption's transaction; none when it cost nothing.
-        transaction: Option<String>,
+        transaction: Option<Sym>,
         /// The balance after it.
         balance: i128,
     },
@@ -476,14 +477,14 @@ impl<'o> Obj<'o> {
             .extend_from_slice(if v { b"true" } else { b"false" });
     }
 
-    fn strs(&mut self, k: &str, v: &[String]) {
+    fn strs<S: AsRef<str>>(&mut self, k: &str, v: &[S]) {
         self.key(k);
         self.out.push(b'[');
         for (i, s) in v.iter().enumerate() {
             if i > 0 {
                 self.out.push(b',');
             }
-            jw::str(self.out, s);
+            jw::str(self.out, s.as_ref());
         }
         self.out.push(b']');
     }
@@ -508,7 +509,7 @@ pub struct OutEvent {
     pub created: Timestamp,
     /// The id of the record whose application caused it; `None` for an effect that fell
     /// due (SPEC section 8).
-    pub source: Option<String>,
+    pub source: Option<Sym>,
     /// The member it is about.
     pub member: Member,
     /// What it says.

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::dec::Dec;
 use crate::envelope::Rejection;
 use crate::time::Timestamp;
+use crate::Sym;
 
 mod event;
 pub(crate) mod jw;
@@ -130,13 +131,13 @@ impl TxKind {
 #[serde(rename_all = "camelCase")]
 pub struct Transaction {
     /// `ptx_…`.
-    pub id: String,
+    pub id: Sym,
     /// `loy_…`.
-    pub account: String,
+    pub account: Sym,
     /// The account's customer.
-    pub customer: String,
+    pub customer: Sym,
     /// The account's program.
-    pub program: String,
+    pub program: Sym,
     /// What kind of entry.
     #[serde(rename = "type")]
     pub kind: TxKind,
@@ -145,11 +146,11 @@ pub struct Transaction {
     /// The balance right after this entry.
     pub balance_after: i128,
     /// The rule that awarded it.
-    pub rule: Option<String>,
+    pub rule: Option<Sym>,
     /// Campaigns that contributed.
-    pub campaigns: Vec<String>,
+    pub campaigns: Vec<Sym>,
     /// The record (or the due effect) that caused it.
-    pub source: String,
+    pub source: Sym,
     /// When it happened (the record's time, or the time an effect fell due).
     pub created: Timestamp,
     /// What more the entry says, by kind.

@@ -21,7 +21,7 @@ struct TxLine<'a> {
     points: i64,
     balance_after: i128,
     rule: Option<&'a str>,
-    campaigns: &'a [String],
+    campaigns: &'a [Sym],
     source: &'a str,
     created: Timestamp,
     metadata: &'a TxMeta,
@@ -91,18 +91,18 @@ fn serde_line(o: &Output) -> String {
     s.unwrap_or_default()
 }
 
-fn tx(s: &str, rule: Option<&str>, campaigns: Vec<String>, balance: i128) -> Output {
+fn tx(s: &str, rule: Option<&str>, campaigns: Vec<Sym>, balance: i128) -> Output {
     Output::Transaction(Transaction {
-        id: format!("ptx_{s}"),
+        id: format!("ptx_{s}").into(),
         account: "loy_1".into(),
-        customer: s.to_string(),
+        customer: s.into(),
         program: "prog_a".into(),
         kind: TxKind::TransferOut,
         points: -42,
         balance_after: balance,
-        rule: rule.map(str::to_string),
+        rule: rule.map(Sym::from),
         campaigns,
-        source: s.to_string(),
+        source: s.into(),
         created: Timestamp(1_767_225_600),
         metadata: TxMeta::Adjustment {
             reason: s.to_string(),
@@ -114,21 +114,23 @@ fn tx(s: &str, rule: Option<&str>, campaigns: Vec<String>, balance: i128) -> Out
 fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
     let st = || s.to_string();
     let opt = || (!s.is_empty()).then(st);
+    let sy = || -> Sym { s.into() };
+    let opt_sy = || (!s.is_empty()).then(sy);
     let all = vec![
         Event::AccountCreated {
             referral_code: st(),
         },
         Event::PointsEarned {
             points: n,
-            rule: opt(),
-            campaigns: vec![st(), "camp_b".into()],
-            transaction: st(),
+            rule: opt_sy(),
+            campaigns: vec![sy(), "camp_b".into()],
+            transaction: sy(),
             balance,
             capped: n % 2 == 0,
         },
         Event::PointsAdjusted {
             points: n,
-            transaction: st(),
+            transaction: sy(),
             balance,
             reason: st(),
         },
@@ -136,11 +138,11 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             from: st(),
             to: st(),
             points: n,
-            transactions: [st(), "ptx_b".into()],
+            transactions: [sy(), "ptx_b".into()],
         },
         Event::PointsReversed {
             points: n,
-            transaction: st(),
+            transaction: sy(),
             balance,
             payment: st(),
             refund: st(),
@@ -148,7 +150,7 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
         },
         Event::PointsExpired {
             points: n,
-            transaction: st(),
+            transaction: sy(),
             balance,
         },
         Event::PointsExpiring {
@@ -166,7 +168,7 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             reward: st(),
             quantity: n,
             cost: n,
-            transaction: opt(),
+            transaction: opt_sy(),
             balance,
         },
         Event::RedemptionRejected {
@@ -189,11 +191,11 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             Output::Event(OutEvent {
                 id: format!("evt_{s}"),
                 created: Timestamp(created),
-                source: opt(),
+                source: opt_sy(),
                 member: Member {
-                    account: format!("loy_{s}"),
-                    customer: st(),
-                    program: st(),
+                    account: format!("loy_{s}").into(),
+                    customer: sy(),
+                    program: sy(),
                 },
                 event,
             })
@@ -220,7 +222,7 @@ const AWKWARD: &[&str] = &[
 fn hand_written_lines_are_serdes_bytes() {
     for s in AWKWARD {
         for line in [
-            tx(s, Some(s), vec![s.to_string(), "camp_b".into()], i128::MIN),
+            tx(s, Some(s), vec![(*s).into(), "camp_b".into()], i128::MIN),
             tx(s, None, vec![], 0),
             rejected(s, Some(s)),
             rejected(s, None),
@@ -271,7 +273,7 @@ proptest! {
         b in any::<i128>(),
         t in -70_000_000_000i64..300_000_000_000,
     ) {
-        let mut line = tx(&s, Some(&s), vec![s.clone()], b);
+        let mut line = tx(&s, Some(&s), vec![s.as_str().into()], b);
         if let Output::Transaction(t) = &mut line {
             t.points = n;
         }

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Program;
 use crate::time::Timestamp;
 use crate::vecmap::VecMap;
+use crate::Sym;
 
 /// A hasher with fixed keys: deterministic across runs and machines (FxHash).
 pub type FixedState = BuildHasherDefault<rustc_hash::FxHasher>;
@@ -27,13 +28,13 @@ pub struct State {
     /// The largest `created` applied so far.
     pub clock: Option<Timestamp>,
     /// Ids of every applied or refused record.
-    pub seen: HashSet<String, FixedState>,
+    pub seen: HashSet<Sym, FixedState>,
     /// Programs in application order (file order, then programs added by updates).
     pub programs: Vec<Arc<Program>>,
     /// Accounts by `loy_` id. A hash map: every iteration whose order can reach output
     /// sorts the ids first ([`State::account_ids`]). Boxed, so that growing the map moves
     /// pointers, not accounts.
-    pub accounts: HashMap<String, Box<Account>, FixedState>,
+    pub accounts: HashMap<Sym, Box<Account>, FixedState>,
     /// Referral code → account id, per program: `(program, code)`. Only looked up, never
     /// iterated.
     pub referral_codes: HashMap<(String, String), String, FixedState>,
@@ -63,7 +64,7 @@ pub struct Due {
     /// The kind, in the order kinds run at one instant.
     pub kind: DueKind,
     /// The account (empty for a program-wide effect).
-    pub account: String,
+    pub account: Sym,
     /// What else identifies it.
     pub item: DueItem,
 }
@@ -78,10 +79,10 @@ pub enum DueItem {
     /// Nothing more: a member's rolling tier evaluation, a birthday.
     None,
     /// A member's evaluation at its program's calendar period close.
-    Close(String),
+    Close(Sym),
     /// A program's calendar period close itself (no account): it schedules every member's
     /// evaluation.
-    ProgramClose(String),
+    ProgramClose(Sym),
 }
 
 /// A [`Due`] as a store keeps it (`m/overdue`): the item as text, as earlier versions
@@ -90,7 +91,7 @@ pub enum DueItem {
 struct DueText {
     at: i64,
     kind: DueKind,
-    account: String,
+    account: Sym,
     item: String,
 }
 
@@ -99,7 +100,7 @@ impl From<Due> for DueText {
         let item = match d.item {
             DueItem::Lot(n) => n.to_string(),
             DueItem::None => String::new(),
-            DueItem::ProgramClose(p) => p,
+            DueItem::ProgramClose(p) => p.to_string(),
             DueItem::Close(p) => format!("close:{p}"),
         };
         DueText {
@@ -117,9 +118,9 @@ impl TryFrom<DueText> for Due {
     fn try_from(d: DueText) -> Result<Due, String> {
         let number = |s: &str| s.parse::<u64>().ok().filter(|n| n.to_string() == s);
         let item = if d.account.is_empty() && !d.item.is_empty() {
-            DueItem::ProgramClose(d.item)
+            DueItem::ProgramClose(d.item.into())
         } else if let Some(p) = d.item.strip_prefix("close:") {
-            DueItem::Close(p.to_string())
+            DueItem::Close(p.into())
         } else if d.item.is_empty() {
             DueItem::None
         } else if let Some(n) = number(&d.item) {
@@ -159,11 +160,11 @@ pub enum DueKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// `loy_…`.
-    pub id: String,
+    pub id: Sym,
     /// `prog_…`.
-    pub program: String,
+    pub program: Sym,
     /// The customer.
-    pub customer: String,
+    pub customer: Sym,
     /// The points balance (may go negative only through refunds).
     pub balance: i128,
     /// The tier held, by name (`None` when the program has no tiers).
@@ -206,16 +207,17 @@ pub struct Account {
     /// Stamps by card id.
     pub stamps: VecMap<String, u32>,
     /// What each rule has awarded this member, by rule id.
-    pub rule_usage: VecMap<String, RuleUsage>,
+    pub rule_usage: VecMap<Sym, RuleUsage>,
 }
 
 impl Account {
     /// A new account of `customer` in `program`, holding `tier`, with its referral code.
-    pub fn new(id: &str, program: &str, customer: &str, tier: Option<String>) -> Account {
+    pub fn new(id: Sym, program: Sym, customer: Sym, tier: Option<String>) -> Account {
+        let referral_code = crate::ids::referral_code(&id);
         Account {
-            id: id.to_string(),
-            program: program.to_string(),
-            customer: customer.to_string(),
+            id,
+            program,
+            customer,
             balance: 0,
             tier,
             activity: Activity::default(),
@@ -228,7 +230,7 @@ impl Account {
             redeemed: BTreeMap::new(),
             referral_converted: false,
             birthday_due: None,
-            referral_code: crate::ids::referral_code(id),
+            referral_code,
             referred_by: None,
             birthday: None,
             stamps: VecMap::new(),
@@ -373,7 +375,7 @@ pub struct PaymentRecord {
     pub awards: Vec<AwardRecord>,
     /// The accounts whose qualifying spend it added to.
     #[serde(default)]
-    pub spend_accounts: Vec<String>,
+    pub spend_accounts: Vec<Sym>,
     /// When it was paid (a refund comes off the spend of that time).
     #[serde(default)]
     pub created: i64,
@@ -383,21 +385,25 @@ pub struct PaymentRecord {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AwardRecord {
     /// The account credited.
-    pub account: String,
+    pub account: Sym,
     /// The rule, or `None` for a campaign bonus.
-    pub rule: Option<String>,
+    pub rule: Option<Sym>,
     /// Campaigns on the award.
-    pub campaigns: Vec<String>,
+    pub campaigns: Vec<Sym>,
     /// Points awarded.
     pub points: i64,
     /// Points given back so far.
     pub reversed: i64,
     /// The award transaction (its lots are taken back first).
-    #[serde(default)]
-    pub transaction: String,
+    #[serde(default = "empty")]
+    pub transaction: Sym,
     /// When it was awarded (a reversal comes off the qualifying points of that time).
     #[serde(default)]
     pub created: i64,
+}
+
+fn empty() -> Sym {
+    "".into()
 }
 
 /// A [`PaymentRecord`] packed into bytes: varints and length-prefixed strings, a quarter of
@@ -453,19 +459,19 @@ impl PackedPayment {
             ..PaymentRecord::default()
         };
         let n = r.count();
-        p.spend_accounts = (0..n).map(|_| r.string()).collect();
+        p.spend_accounts = (0..n).map(|_| r.string().into()).collect();
         let n = r.count();
         p.awards = (0..n)
             .map(|_| AwardRecord {
-                account: r.string(),
-                rule: (r.uint() == 1).then(|| r.string()),
+                account: r.string().into(),
+                rule: (r.uint() == 1).then(|| r.string().into()),
                 campaigns: {
                     let n = r.count();
-                    (0..n).map(|_| r.string()).collect()
+                    (0..n).map(|_| r.string().into()).collect()
                 },
                 points: r.int(),
                 reversed: r.int(),
-                transaction: r.string(),
+                transaction: r.string().into(),
                 created: r.int(),
             })
             .collect();
@@ -543,8 +549,8 @@ impl Reader<'_> {
 
 impl State {
     /// The ids of the accounts for which `keep` holds, sorted.
-    pub fn account_ids(&self, keep: impl Fn(&Account) -> bool) -> Vec<String> {
-        let mut ids: Vec<String> = self
+    pub fn account_ids(&self, keep: impl Fn(&Account) -> bool) -> Vec<Sym> {
+        let mut ids: Vec<Sym> = self
             .accounts
             .values()
             .filter(|a| keep(a))
@@ -556,7 +562,7 @@ impl State {
 
     /// The program of that id.
     pub fn program(&self, id: &str) -> Option<&Arc<Program>> {
-        self.programs.iter().find(|p| p.id == id)
+        self.programs.iter().find(|p| &*p.id == id)
     }
 }
 

@@ -8,12 +8,12 @@ use std::ops::Bound::{Excluded, Included, Unbounded};
 #[test]
 fn payments_pack_and_unpack() {
     let award = |i: i64| AwardRecord {
-        account: format!("loy_{i}"),
-        rule: (i % 2 == 0).then(|| "rule_é\u{0}".to_string()),
-        campaigns: (0..i).map(|c| format!("camp_{c}")).collect(),
+        account: format!("loy_{i}").into(),
+        rule: (i % 2 == 0).then(|| "rule_é\u{0}".into()),
+        campaigns: (0..i).map(|c| format!("camp_{c}").into()).collect(),
         points: i64::MAX - i,
         reversed: i64::MIN + i,
-        transaction: "x".repeat(200),
+        transaction: "x".repeat(200).into(),
         created: -i,
     };
     for n in 0..4 {
@@ -22,7 +22,7 @@ fn payments_pack_and_unpack() {
             currency: String::new(),
             refunded: -1,
             awards: (0..n).map(award).collect(),
-            spend_accounts: (0..n).map(|i| format!("loy_{i}")).collect(),
+            spend_accounts: (0..n).map(|i| format!("loy_{i}").into()).collect(),
             created: i64::MAX,
         };
         let packed = p.pack();
