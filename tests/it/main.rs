@@ -8,6 +8,7 @@ mod docs;
 mod golden;
 mod lifecycle;
 mod model;
+mod partitions;
 mod properties;
 mod scenarios;
 mod support;

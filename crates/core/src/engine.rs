@@ -25,6 +25,7 @@ use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::ledger::Cx;
 use crate::output::{AccountView, Output, TierView};
+use crate::partition::Partitioning;
 use crate::referrals::claim_code;
 use crate::state::{Account, PackedPayment, PaymentRecord, State};
 use crate::tiers;
@@ -53,6 +54,9 @@ pub struct Engine {
     pub(crate) changes: Changes,
     /// Whether `changes` collects the keys touched (off for a fold that persists nothing).
     pub(crate) track: bool,
+    /// The partition this engine folds, when the log has several and each is folded on
+    /// its own ([`crate::partition`]); `None`: every customer is here.
+    pub(crate) partitioning: Option<Partitioning>,
 }
 
 /// What a record needs once its rejections are decided.
@@ -63,9 +67,25 @@ pub(crate) enum Accepted {
     Program(Arc<Program>),
     /// An enrolment with the referrer's account.
     Enroll { referred_by: Option<String> },
+    /// A message from another partition applied before: a second copy, skipped without a
+    /// trace (the sender's own retry, not an upstream duplicate).
+    Again,
 }
 
 impl Engine {
+    /// Makes this engine the fold of one partition of a log of several
+    /// ([`crate::partition`]): what a record does to a customer of another partition is
+    /// handed to that partition as an [`Output::Message`]. `None` (the default): every
+    /// customer is here.
+    pub fn set_partitioning(&mut self, partitioning: Option<Partitioning>) {
+        self.partitioning = partitioning;
+    }
+
+    /// The partition this engine folds, if it folds one.
+    pub fn partitioning(&self) -> Option<Partitioning> {
+        self.partitioning
+    }
+
     /// An engine over a validated config, with no accounts yet.
     pub fn new(config: &Config) -> Engine {
         Engine {
@@ -75,6 +95,7 @@ impl Engine {
             },
             changes: Changes::default(),
             track: true,
+            partitioning: None,
         }
     }
 
@@ -99,6 +120,7 @@ impl Engine {
             state,
             changes: Changes::default(),
             track: true,
+            partitioning: None,
         };
         engine.rebuild_schedule();
         engine
@@ -139,6 +161,7 @@ impl Engine {
     /// Applies one parsed record, appending what happened to `out`.
     pub fn apply_record(&mut self, rec: &Record, out: &mut Vec<Output>) {
         let accepted = match self.check(rec) {
+            Ok(Accepted::Again) => return,
             Ok(a) => a,
             Err(r) => {
                 out.push(Output::Rejected(r));
@@ -151,6 +174,9 @@ impl Engine {
         }
         self.advance_clock(rec.created, out);
         let mut cx = Cx::new(rec.id.clone(), rec.created, out);
+        if let Body::TransferCredit(m) | Body::TransferReturn(m) = &rec.body {
+            cx.source = m.source.as_str().into();
+        }
         self.apply_body(rec, accepted, &mut cx);
         self.promote_touched(&mut cx);
     }
@@ -173,6 +199,8 @@ impl Engine {
             }
             (Body::Adjust(a), _) => self.adjust(rec, a, cx),
             (Body::Transfer(t), _) => self.transfer(rec, t, cx),
+            (Body::TransferCredit(m), _) => self.transfer_credit(m, cx),
+            (Body::TransferReturn(m), _) => self.transfer_return(m, cx),
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => self.apply_qualify(rec, q, cx),
             (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
@@ -220,7 +248,18 @@ impl Engine {
     /// The state-dependent rejections, in SPEC order; nothing changes here.
     fn check(&self, rec: &Record) -> Result<Accepted, Rejection> {
         let reject = |reason, detail: String| Err(Rejection::new(Some(&rec.id), reason, detail));
+        if rec.is_message() && self.partitioning.is_none() {
+            // Bad input anywhere but in one partition of several, as any other `loyalty.`
+            // type that is not a command (SPEC section 2).
+            return reject(
+                Reason::Invalid,
+                format!("type: {} is not a command", rec.kind),
+            );
+        }
         if self.state.seen.contains(&rec.id) {
+            if rec.is_message() {
+                return Ok(Accepted::Again);
+            }
             return reject(Reason::Duplicate, format!("id: {} was seen before", rec.id));
         }
         if let Some(program) = rec.command_program() {
@@ -239,8 +278,10 @@ impl Engine {
                 Body::Adjust(c) => Some(("customer", &c.customer)),
                 Body::Qualify(c) => Some(("customer", &c.customer)),
                 Body::Redeem(c) => Some(("customer", &c.customer)),
+                // The receiver of another partition is looked for there.
                 Body::Transfer(t) => [("from", &t.from), ("to", &t.to)]
                     .into_iter()
+                    .filter(|(_, c)| self.partitioning.is_none_or(|p| p.holds(c)))
                     .find(|(_, c)| !enrolled(c)),
                 _ => None,
             };
@@ -327,6 +368,8 @@ impl Engine {
             | Body::Tick
             | Body::Adjust(_)
             | Body::Transfer(_)
+            | Body::TransferCredit(_)
+            | Body::TransferReturn(_)
             | Body::Qualify(_) => Ok(Accepted::Plain),
         }
     }

@@ -51,6 +51,11 @@ pub fn redemption_id(source: &str, n: u32) -> String {
     hex_id("rdm_", &["redemption", source, &n.to_string()])
 }
 
+/// The `n`-th message to another partition caused by the record `source`.
+pub fn message_id(source: &str, n: u32) -> String {
+    hex_id("msg_", &["message", source, &n.to_string()])
+}
+
 /// The referral code of an account: eight characters of an alphabet without look-alikes.
 pub fn referral_code(account: &str) -> String {
     const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";

@@ -14,12 +14,17 @@ use crate::Sym;
 
 /// Minting and output for the effects of one record (or one due effect).
 pub(crate) struct Cx<'o> {
+    /// What ids are minted from: the record's id, or the due effect's name.
+    pub(crate) mint: Sym,
+    /// What the effects name as their `source`: the record's id, except for a message from
+    /// another partition, whose effects name the record that caused it.
     pub(crate) source: Sym,
     /// Whether `source` is a record's id (not an effect that fell due): events carry it.
     pub(crate) from_record: bool,
     pub(crate) created: Timestamp,
     pub(crate) n_tx: u32,
     pub(crate) n_ev: u32,
+    pub(crate) n_msg: u32,
     pub(crate) out: &'o mut Vec<Output>,
     /// Awards of the payment being applied, for later refunds.
     pub(crate) payment_awards: Option<Vec<AwardRecord>>,
@@ -31,11 +36,13 @@ impl<'o> Cx<'o> {
     /// The minting context of a record, or of an effect that fell due.
     pub(crate) fn new(source: Sym, created: Timestamp, out: &'o mut Vec<Output>) -> Cx<'o> {
         Cx {
+            mint: source.clone(),
             source,
             from_record: true,
             created,
             n_tx: 0,
             n_ev: 0,
+            n_msg: 0,
             out,
             payment_awards: None,
             touched: Vec::new(),
@@ -52,18 +59,48 @@ impl<'o> Cx<'o> {
 
     pub(crate) fn tx_id(&mut self) -> Sym {
         self.n_tx += 1;
-        ids::transaction_id(&self.source, self.n_tx - 1).into()
+        ids::transaction_id(&self.mint, self.n_tx - 1).into()
     }
 
     pub(crate) fn event(&mut self, member: Member, event: Event) {
         self.n_ev += 1;
-        let id = ids::event_id(&self.source, self.n_ev - 1);
+        let id = ids::event_id(&self.mint, self.n_ev - 1);
         self.out.push(Output::Event(OutEvent {
             id,
             created: self.created,
             source: self.from_record.then(|| self.source.clone()),
             member,
             event,
+        }));
+    }
+}
+
+impl Cx<'_> {
+    /// Hands a record of type `kind` to partition `partition`'s log, keyed by `key`, with
+    /// `data`: its id minted like every other, its time this record's.
+    pub(crate) fn message(
+        &mut self,
+        partition: u32,
+        key: &str,
+        kind: &str,
+        data: &serde_json::Value,
+    ) {
+        self.n_msg += 1;
+        let id = ids::message_id(&self.mint, self.n_msg - 1);
+        let mut line = Vec::with_capacity(256);
+        line.extend_from_slice(br#"{"id":"#);
+        crate::output::jw::str(&mut line, &id);
+        line.extend_from_slice(br#","type":"#);
+        crate::output::jw::str(&mut line, kind);
+        line.extend_from_slice(br#","created":"#);
+        crate::output::jw::time(&mut line, self.created);
+        line.extend_from_slice(br#","data":"#);
+        line.extend_from_slice(data.to_string().as_bytes());
+        line.push(b'}');
+        self.out.push(Output::Message(crate::output::Message {
+            partition,
+            key: key.to_string(),
+            record: String::from_utf8(line).unwrap_or_default(),
         }));
     }
 }

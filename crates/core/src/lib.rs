@@ -16,6 +16,8 @@
 //! - [`enrolment`], [`lots`], [`refunds`], [`redemption`], [`referrals`], [`stamps`],
 //!   [`transfers`], [`programs`]: the rules of SPEC sections 3 and 7, one module each.
 //! - [`ledger`]: posting transactions and minting events; the one place a balance moves.
+//! - [`partition`]: the partition of a customer, and the messages one partition sends
+//!   another (docs/scale-out.md).
 //! - [`working_set`]: what a store needs to run the engine on some of the accounts.
 //! - [`output`]: transactions, outbound events, rejections and account lines, with their
 //!   JSON form.
@@ -44,6 +46,7 @@ pub mod ids;
 pub mod ledger;
 pub mod lots;
 pub mod output;
+pub mod partition;
 pub mod programs;
 pub mod redemption;
 pub mod referrals;

@@ -1,13 +1,21 @@
 //! Transfers and adjustments (SPEC section 7): an operator's signed correction, and points
 //! moved between two members of one program; both refused beyond the balance.
 //!
-//! Owns: `Engine::adjust` and `Engine::transfer`.
+//! With the log split into partitions ([`crate::partition`]), a transfer to a customer of
+//! another partition is three steps, each applied once: the sender's partition writes the
+//! `transfer_out` and sends a credit; the receiver's writes the `transfer_in` and the
+//! `loyalty.points.transferred` event, or, when the receiver has no account, sends the
+//! credit back; the sender's writes the returned credit as a `transfer_in` with
+//! `metadata.returned: true`. Each effect names the transfer record as its `source`.
+//!
+//! Owns: `Engine::adjust`, `Engine::transfer` and the two messages of a transfer.
 
 use crate::engine::Engine;
 use crate::envelope::{self, Reason, Record, Rejection};
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, Output, Refusal, TxKind, TxMeta};
+use crate::output::{Event, Member, Output, Refusal, TxKind, TxMeta};
+use crate::partition::{TRANSFER_CREDIT, TRANSFER_RETURN};
 
 impl Engine {
     /// `loyalty.points.adjust`: an operator's signed correction, refused when it would take
@@ -71,6 +79,11 @@ impl Engine {
             vec![],
             TxMeta::None,
         );
+        if let Some(p) = self.partitioning.filter(|p| !p.holds(&t.to)) {
+            let data = message_data(t, &rec.id, &tx_out);
+            cx.message(p.of(&t.to), &t.to, TRANSFER_CREDIT, &data);
+            return;
+        }
         let (tx_in, _) = self.post(
             cx,
             &to,
@@ -88,4 +101,77 @@ impl Engine {
         };
         cx.event(member(&self.state.accounts[&from]), event);
     }
+
+    /// A transfer's credit, on the receiver's partition: the `transfer_in` and the event,
+    /// or the credit sent back when the receiver has no account in the program.
+    pub(crate) fn transfer_credit(&mut self, m: &envelope::TransferMessage, cx: &mut Cx<'_>) {
+        let t = &m.transfer;
+        let to = ids::account_id(&t.program, &t.to);
+        if !self.state.accounts.contains_key(&to) {
+            match self.partitioning.filter(|p| !p.holds(&t.from)) {
+                Some(p) => {
+                    let data = message_data(t, &m.source, &m.transaction);
+                    cx.message(p.of(&t.from), &t.from, TRANSFER_RETURN, &data);
+                }
+                // The sender is here: the credit goes back at once. (An engine that folds
+                // every partition never sends a message.)
+                None => self.transfer_return(m, cx),
+            }
+            return;
+        }
+        let (tx_in, _) = self.post(
+            cx,
+            &to,
+            TxKind::TransferIn,
+            t.points,
+            None,
+            vec![],
+            TxMeta::None,
+        );
+        let event = Event::PointsTransferred {
+            from: t.from.clone(),
+            to: t.to.clone(),
+            points: t.points,
+            transactions: [m.transaction.as_str().into(), tx_in],
+        };
+        // The sender's member, as the event of a transfer within one partition says.
+        let who = Member {
+            account: ids::account_id(&t.program, &t.from),
+            customer: t.from.as_str().into(),
+            program: t.program.as_str().into(),
+        };
+        cx.event(who, event);
+    }
+
+    /// A credit given back, on the sender's partition: the points return as a
+    /// `transfer_in` with `metadata.returned: true`.
+    pub(crate) fn transfer_return(&mut self, m: &envelope::TransferMessage, cx: &mut Cx<'_>) {
+        let t = &m.transfer;
+        let from = ids::account_id(&t.program, &t.from);
+        if !self.state.accounts.contains_key(&from) {
+            // Only a log the engine did not write has a return for a sender it never saw.
+            return;
+        }
+        self.post(
+            cx,
+            &from,
+            TxKind::TransferIn,
+            t.points,
+            None,
+            vec![],
+            TxMeta::Returned,
+        );
+    }
+}
+
+/// The data of a transfer's credit or its return.
+fn message_data(t: &envelope::Transfer, source: &str, transaction: &str) -> serde_json::Value {
+    serde_json::json!({
+        "program": t.program,
+        "from": t.from,
+        "to": t.to,
+        "points": t.points,
+        "source": source,
+        "transaction": transaction,
+    })
 }

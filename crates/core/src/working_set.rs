@@ -149,6 +149,14 @@ impl Engine {
                 n.accounts.push(ids::account_id(&t.program, &t.from));
                 n.accounts.push(ids::account_id(&t.program, &t.to));
             }
+            Body::TransferCredit(m) => {
+                let t = &m.transfer;
+                n.accounts.push(ids::account_id(&t.program, &t.to));
+            }
+            Body::TransferReturn(m) => {
+                let t = &m.transfer;
+                n.accounts.push(ids::account_id(&t.program, &t.from));
+            }
             Body::ProgramUpdated(text) => {
                 if let Ok(p) = parse_program(text) {
                     n.members_of.push(p.id);

@@ -76,6 +76,8 @@ impl LineIndex {
                     ix.record = mine(r.source.as_deref());
                 }
             }
+            // A record for another partition: nothing of this partition to find by it.
+            Output::Message(_) => {}
         }
         ix
     }

@@ -120,6 +120,17 @@ impl Folder {
             }
             Err(rejection) => self.out.push(Output::Rejected(rejection)),
         }
+        if self.out.iter().any(|o| matches!(o, Output::Message(_))) {
+            // Only an engine that folds one partition of several hands messages on, and the
+            // streaming service does not run one yet (docs/scale-out.md): refuse rather than
+            // lose one.
+            return Err(StoreError::Corrupt {
+                key: format!("log partition {partition} offset {offset}"),
+                why: "the record asks for a message to another partition, which this \
+                      version does not send"
+                    .into(),
+            });
+        }
         for o in &self.out {
             if let Some(m) = &self.metrics {
                 match o {
@@ -131,7 +142,7 @@ impl Folder {
                         .rejected
                         .get_or_create(&label("reason", r.reason.as_str()))
                         .inc(),
-                    Output::Event(_) => 0,
+                    Output::Event(_) | Output::Message(_) => 0,
                 };
             }
             match o {

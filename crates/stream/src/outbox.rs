@@ -46,7 +46,9 @@ pub fn entry(
     source: Option<&Source>,
 ) -> Option<OutboxEntry> {
     match output {
-        Output::Transaction(_) => None,
+        // Ledger lines are not published; a message to another partition is not sent by
+        // this version (the folder refuses one before it gets here).
+        Output::Transaction(_) | Output::Message(_) => None,
         Output::Event(e) => {
             let payload = event_payload(e, settings.format);
             let sig = signature::sign(&settings.signing_secret, e.created.0, &payload);

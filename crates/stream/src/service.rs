@@ -101,15 +101,11 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// The log partition of a key: FNV-1a, so that it is the same in every run.
+/// The log partition of a key ([`loyalty_core::partition::of`]: FNV-1a, the same in every
+/// run); a record without a key goes to partition 0.
 pub fn partition_of(key: Option<&[u8]>, partitions: i32) -> i32 {
     let Some(key) = key else { return 0 };
-    let mut h: u32 = 0x811c_9dc5;
-    for b in key {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(0x0100_0193);
-    }
-    (h % partitions.max(1) as u32) as i32
+    loyalty_core::partition::of(key, partitions.max(1) as u32) as i32
 }
 
 fn send(producer: &Producer, record: FutureRecord<'_, [u8], [u8]>) -> Result<DeliveryFuture> {
@@ -696,6 +692,27 @@ struct SequencerArgs<'a> {
 }
 
 /// Stage 1: appends input records to the log, and ticks, until `halt`.
+/// Why a record from an input topic may not enter the log, if it may not: its `created` is
+/// more than `skew` ahead of the wall clock (SPEC section 10), or its type is one only the
+/// engine writes (a partition's message to another, [`loyalty_core::partition::INTERNAL`]:
+/// from upstream it would move points no record asked for).
+pub fn refused_at_entry(rec: &loyalty_core::Record, wall: i64, skew: Duration) -> Option<String> {
+    if rec.created.0 > wall + skew.as_secs() as i64 {
+        return Some(format!(
+            "created: {} is more than {} s ahead of the engine's clock",
+            rec.created,
+            skew.as_secs()
+        ));
+    }
+    if rec.is_message() || loyalty_core::partition::INTERNAL.contains(&rec.kind.as_str()) {
+        return Some(format!(
+            "type: {} is written by the engine to its own log, never by upstream",
+            rec.kind
+        ));
+    }
+    None
+}
+
 fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()> {
     let SequencerArgs {
         settings,
@@ -741,15 +758,10 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
                 .consumed
                 .get_or_create(&label("topic", src.topic.clone()))
                 .inc();
-            if let Some(rec) = parsed
+            if let Some((rec, detail)) = parsed
                 .as_ref()
-                .filter(|r| r.created.0 > wall + settings.max_skew.as_secs() as i64)
+                .and_then(|r| refused_at_entry(r, wall, settings.max_skew).map(|d| (r, d)))
             {
-                let detail = format!(
-                    "created: {} is more than {} s ahead of the engine's clock",
-                    rec.created,
-                    settings.max_skew.as_secs()
-                );
                 let rejection = Rejection::new(Some(&rec.id), Reason::Invalid, detail);
                 metrics
                     .rejected
@@ -1079,6 +1091,34 @@ mod tests {
         assert_eq!(got, want);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A record of a type only the engine writes (a partition's message) never enters the
+    /// log from upstream: it would move points no command asked for. The skew is checked
+    /// first, and an ordinary record passes.
+    #[test]
+    fn upstream_may_not_write_the_engines_messages() {
+        let rec = |kind: &str, created: &str, data: &str| {
+            let line =
+                format!(r#"{{"id":"m1","type":"{kind}","created":"{created}","data":{data}}}"#);
+            loyalty_core::envelope::parse(line.as_bytes()).expect("parses")
+        };
+        let credit =
+            r#"{"program":"p","from":"a","to":"b","points":5,"source":"t1","transaction":"ptx_1"}"#;
+        let wall = 1_767_225_600; // 2026-01-01T00:00:00Z
+        let skew = Duration::from_secs(300);
+        for kind in loyalty_core::partition::INTERNAL {
+            let why = refused_at_entry(&rec(kind, "2026-01-01T00:00:00Z", credit), wall, skew);
+            assert!(
+                why.is_some_and(|w| w.contains("never by upstream")),
+                "{kind}"
+            );
+        }
+        let pay = r#"{"id":"pay_1","customer":"a","amount":100,"currency":"EUR"}"#;
+        let ok = rec("payment.completed", "2026-01-01T00:05:00Z", pay);
+        assert_eq!(refused_at_entry(&ok, wall, skew), None);
+        let ahead = rec("payment.completed", "2026-01-01T00:05:01Z", pay);
+        assert!(refused_at_entry(&ahead, wall, skew).is_some_and(|w| w.contains("ahead")));
     }
 
     #[test]

@@ -127,6 +127,11 @@ pub enum Body {
     Transfer(Transfer),
     /// `loyalty.program.updated`: the program object's JSON text, validated by the engine.
     ProgramUpdated(String),
+    /// `loyalty.transfer.credit`: a transfer's credit, from the sender's partition
+    /// ([`crate::partition`]).
+    TransferCredit(TransferMessage),
+    /// `loyalty.transfer.return`: a credit given back to the sender's partition.
+    TransferReturn(TransferMessage),
 }
 
 /// An event that concerns one customer.
@@ -239,7 +244,25 @@ pub struct Transfer {
     pub points: i64,
 }
 
+/// A transfer's credit or its return, as one partition tells another
+/// ([`crate::partition`]): the transfer, the record that asked for it, and its
+/// `transfer_out`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TransferMessage {
+    /// The transfer.
+    pub transfer: Transfer,
+    /// The id of the `loyalty.points.transfer` record: the `source` of every effect.
+    pub source: String,
+    /// The sender's `transfer_out` transaction.
+    pub transaction: String,
+}
+
 impl Record {
+    /// Whether it is a message one partition sent another (never from upstream).
+    pub fn is_message(&self) -> bool {
+        matches!(self.body, Body::TransferCredit(_) | Body::TransferReturn(_))
+    }
+
     /// The program a command names, if it is a command.
     pub fn command_program(&self) -> Option<&str> {
         match &self.body {
@@ -322,6 +345,10 @@ struct RawData<'a> {
     from: Option<&'a RawValue>,
     #[serde(borrow)]
     to: Option<&'a RawValue>,
+    #[serde(borrow)]
+    source: Option<&'a RawValue>,
+    #[serde(borrow)]
+    transaction: Option<&'a RawValue>,
 }
 
 /// A JSON string value's text, or `None` when the raw value is not a string.
@@ -386,7 +413,13 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
     if kind == "customer.birthday" {
         return invalid("type: customer.birthday is raised by the engine, not sent to it".into());
     }
-    if kind.starts_with("loyalty.") && !COMMANDS.contains(&kind.as_str()) {
+    // A partition's message to another (`crate::partition`) parses; only an engine that
+    // folds one partition of several applies it (`Engine::check` refuses it otherwise,
+    // with this same line).
+    if kind.starts_with("loyalty.")
+        && !COMMANDS.contains(&kind.as_str())
+        && !crate::partition::INTERNAL.contains(&kind.as_str())
+    {
         return invalid(format!("type: {kind} is not a command"));
     }
     let body = if kind == "loyalty.program.updated" {
@@ -639,6 +672,27 @@ fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
                 return Err("data.to: must differ from data.from".into());
             }
             Body::Transfer(t)
+        }
+        crate::partition::TRANSFER_CREDIT | crate::partition::TRANSFER_RETURN => {
+            let points = req_int("points", raw.points)?;
+            if points <= 0 {
+                return Err("data.points: must be greater than 0".into());
+            }
+            let m = TransferMessage {
+                transfer: Transfer {
+                    program: req_str("program", raw.program)?,
+                    from: req_str("from", raw.from)?,
+                    to: req_str("to", raw.to)?,
+                    points,
+                },
+                source: req_str("source", raw.source)?,
+                transaction: req_str("transaction", raw.transaction)?,
+            };
+            if kind == crate::partition::TRANSFER_CREDIT {
+                Body::TransferCredit(m)
+            } else {
+                Body::TransferReturn(m)
+            }
         }
         _ => {
             // A custom trigger: any other type, for one customer.

@@ -89,6 +89,20 @@ pub enum Output {
     Event(OutEvent),
     /// A record not applied (bad input), or a refused command.
     Rejected(Rejection),
+    /// A record for another partition's log ([`crate::partition`]).
+    Message(Message),
+}
+
+/// A record one partition's engine hands to another partition's log
+/// ([`crate::partition`]): published through the outbox, applied there once.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Message {
+    /// The log partition it goes to.
+    pub partition: u32,
+    /// The key it is produced with: the customer it is for.
+    pub key: String,
+    /// The record, an envelope as JSON text.
+    pub record: String,
 }
 
 /// The kind of a ledger entry.
@@ -172,6 +186,9 @@ pub enum TxMeta {
         /// `reason`.
         reason: String,
     },
+    /// A transfer's credit given back to its sender (`{"returned":true}`): the receiver's
+    /// partition could not take it.
+    Returned,
     /// A redemption: its id and the reward.
     Redemption {
         /// `rdm_…`.
@@ -186,6 +203,7 @@ impl TxMeta {
     pub fn write(&self, out: &mut Vec<u8>) {
         match self {
             TxMeta::None => out.extend_from_slice(b"{}"),
+            TxMeta::Returned => out.extend_from_slice(br#"{"returned":true}"#),
             TxMeta::Award { capped } => out.extend_from_slice(if *capped {
                 br#"{"capped":true}"#
             } else {
@@ -210,6 +228,7 @@ impl TxMeta {
     pub fn to_value(&self) -> Value {
         match self {
             TxMeta::None => json!({}),
+            TxMeta::Returned => json!({ "returned": true }),
             TxMeta::Award { capped } => json!({ "capped": capped }),
             TxMeta::Adjustment { reason } => json!({ "reason": reason }),
             TxMeta::Redemption { redemption, reward } => {
@@ -283,6 +302,15 @@ impl Output {
                 jw::str(out, r.reason.as_str());
                 out.extend_from_slice(br#","detail":"#);
                 jw::str(out, &r.detail);
+                out.push(b'}');
+            }
+            Output::Message(m) => {
+                out.extend_from_slice(br#"{"kind":"message","partition":"#);
+                out.extend_from_slice(itoa::Buffer::new().format(m.partition).as_bytes());
+                out.extend_from_slice(br#","key":"#);
+                jw::str(out, &m.key);
+                out.extend_from_slice(br#","record":"#);
+                out.extend_from_slice(m.record.as_bytes());
                 out.push(b'}');
             }
         }

@@ -86,6 +86,12 @@ fn serde_line(o: &Output) -> String {
             reason: r.reason.as_str(),
             detail: &r.detail,
         }),
+        Output::Message(m) => serde_json::to_string(&serde_json::json!({
+            "kind": "message",
+            "partition": m.partition,
+            "key": m.key,
+            "record": serde_json::from_str::<serde_json::Value>(&m.record).unwrap_or_default(),
+        })),
     };
     // Serialising these types cannot fail: every map key is a string.
     s.unwrap_or_default()

@@ -1,0 +1,72 @@
+//! Partitions (SPEC section 10, `docs/scale-out.md`): which log partition a customer's
+//! records belong to, and an engine's place among the partitions.
+//!
+//! An engine that folds one partition of a log of several holds only that partition's
+//! customers. What it must do to a customer of another partition (a transfer's credit, or
+//! giving a credit back) it does not do itself: it hands a message to that partition
+//! ([`crate::Output::Message`]), a log record whose id is a pure function of what caused it,
+//! and the other partition applies it once, recognising a second copy by that exact id.
+//!
+//! Owns: the partition function and the message record types. Must not decide what a
+//! message does (`transfers` does).
+
+/// The log partition of a key among `count`: FNV-1a of its bytes, so that every run, every
+/// instance and every tool computes the same one (a client library's partitioner is never
+/// asked).
+pub fn of(key: &[u8], count: u32) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in key {
+        h ^= u32::from(*b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    h % count.max(1)
+}
+
+/// The partition an engine folds, among how many.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Partitioning {
+    /// The partition this engine folds.
+    pub me: u32,
+    /// The log's partitions.
+    pub count: u32,
+}
+
+impl Partitioning {
+    /// The partition of a customer.
+    pub fn of(&self, customer: &str) -> u32 {
+        of(customer.as_bytes(), self.count)
+    }
+
+    /// Whether this engine's partition holds the customer.
+    pub fn holds(&self, customer: &str) -> bool {
+        self.of(customer) == self.me
+    }
+}
+
+/// `loyalty.transfer.credit`: a transfer's points, sent from the sender's partition (which
+/// wrote the `transfer_out`) to the receiver's.
+pub const TRANSFER_CREDIT: &str = "loyalty.transfer.credit";
+/// `loyalty.transfer.return`: a credit the receiver's partition could not take (no account),
+/// sent back to the sender's.
+pub const TRANSFER_RETURN: &str = "loyalty.transfer.return";
+
+/// The record types only the engine writes to its log. Upstream may not produce them: the
+/// sequencer refuses one from an input topic as `invalid`.
+pub const INTERNAL: [&str; 2] = [TRANSFER_CREDIT, TRANSFER_RETURN];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The values the streaming service has always written with (FNV-1a's published test
+    /// vectors: "" and "a"), so that a log written before this module still maps its
+    /// customers to the same partitions.
+    #[test]
+    fn fnv1a_is_stable() {
+        assert_eq!(of(b"", 1_000_000), 0x811c_9dc5 % 1_000_000);
+        assert_eq!(of(b"a", 1_000_000), 0xe40c_292c % 1_000_000);
+        assert_eq!(of(b"cus_1", 1), 0);
+        let p = Partitioning { me: 2, count: 6 };
+        assert_eq!(p.holds("cus_1"), of(b"cus_1", 6) == 2);
+    }
+}

@@ -1,0 +1,480 @@
+//! Transfers across partitions (docs/scale-out.md, section 4), in process and seeded.
+//!
+//! A log of three partitions, each folded by its own engine. The harness plays what Kafka
+//! and crashes can do to the messages between them: a partition folds some records, then
+//! commits them or crashes (losing what it folded since its last commit, which it folds
+//! again); its committed outbox is delivered in any order, a message is sometimes appended
+//! twice, and one whose delivery was not acknowledged is sent again. Every choice comes from
+//! the seed, so a failing seed (printed) reproduces.
+//!
+//! The traffic is chosen so that its result does not depend on timing across partitions
+//! (docs/scale-out.md, section 8): every member can afford all it sends without what it
+//! receives, some transfers ask for more than anyone ever holds, and some go to customers
+//! who never enrol. Then, for every seed:
+//! - every balance is the balance of one engine folding the same input alone;
+//! - each transfer that was not refused has one `transfer_out` and one `transfer_in`
+//!   (on the receiver, or back on the sender with `metadata.returned: true` when the
+//!   receiver has no account), and one `loyalty.points.transferred` naming both, exactly
+//!   when it reached the receiver; a refused one has neither, and its `rejected` line;
+//! - each partition's ledger is what a fresh engine folding that partition's log prints;
+//! - every copy of a message is the same bytes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use loyalty_core::partition::{self, Partitioning};
+use loyalty_core::{parse_config, Config, Engine, Output};
+use serde_json::{json, Value};
+
+const PARTITIONS: u32 = 3;
+const PROGRAM: &str = "prog_p";
+const CONFIG: &str = r#"{"programs":[{"id":"prog_p","currency":"EUR","earningRules":[
+  {"id":"rule_buy","trigger":"payment.completed","award":{"type":"fixed","points":1}}]}]}"#;
+
+/// splitmix64: a few lines, the same numbers on every machine.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+/// One partition: its log, what it has committed, and what it folded since.
+struct Partition {
+    log: Vec<String>,
+    committed: Engine,
+    committed_at: usize,
+    ledger: Vec<String>,
+    /// Committed messages not yet acknowledged: (destination, key, record).
+    outbox: Vec<(u32, String)>,
+    work: Engine,
+    work_at: usize,
+    work_lines: Vec<String>,
+    work_messages: Vec<(u32, String)>,
+}
+
+impl Partition {
+    fn new(config: &Config, me: u32) -> Partition {
+        let mut engine = Engine::new(config);
+        engine.track_changes(false);
+        engine.set_partitioning(Some(Partitioning {
+            me,
+            count: PARTITIONS,
+        }));
+        Partition {
+            log: Vec::new(),
+            committed: engine.clone(),
+            committed_at: 0,
+            ledger: Vec::new(),
+            outbox: Vec::new(),
+            work: engine,
+            work_at: 0,
+            work_lines: Vec::new(),
+            work_messages: Vec::new(),
+        }
+    }
+
+    fn fold_one(&mut self) {
+        let mut out = Vec::new();
+        self.work.apply(self.log[self.work_at].as_bytes(), &mut out);
+        self.work_at += 1;
+        for o in &out {
+            if let Output::Message(m) = o {
+                self.work_messages.push((m.partition, m.record.clone()));
+            }
+            self.work_lines.push(o.to_json_line());
+        }
+    }
+
+    fn commit(&mut self) {
+        self.committed = self.work.clone();
+        self.committed_at = self.work_at;
+        self.ledger.append(&mut self.work_lines);
+        self.outbox.append(&mut self.work_messages);
+    }
+
+    fn crash(&mut self) {
+        self.work = self.committed.clone();
+        self.work_at = self.committed_at;
+        self.work_lines.clear();
+        self.work_messages.clear();
+    }
+
+    fn quiet(&self) -> bool {
+        self.committed_at == self.log.len()
+            && self.work_at == self.log.len()
+            && self.outbox.is_empty()
+    }
+}
+
+fn record(n: usize, kind: &str, data: Value) -> String {
+    json!({
+        "id": format!("in_{n}"),
+        "type": kind,
+        "created": format!("2026-01-01T{:02}:{:02}:{:02}Z", n / 3600, n / 60 % 60, n % 60),
+        "data": data,
+    })
+    .to_string()
+}
+
+/// The input of one seed: `(partition, record)` in order, and the transfers by record id
+/// with whether each can be afforded and whether its receiver enrols.
+struct Input {
+    records: Vec<(u32, String)>,
+    /// Transfer id → (from, to, points, refused, to a customer who never enrols).
+    transfers: BTreeMap<String, (String, String, i64, bool, bool)>,
+}
+
+fn input(rng: &mut Rng) -> Input {
+    let members: Vec<String> = (0..10).map(|i| format!("cus_{i}")).collect();
+    let ghosts = ["cus_ghost_a", "cus_ghost_b"];
+    let mut records = Vec::new();
+    let mut transfers = BTreeMap::new();
+    let push = |records: &mut Vec<(u32, String)>, key: &str, kind: &str, data: Value| {
+        let n = records.len();
+        records.push((
+            partition::of(key.as_bytes(), PARTITIONS),
+            record(n, kind, data),
+        ));
+        format!("in_{n}")
+    };
+    let mut left: HashMap<&str, i64> = HashMap::new();
+    for c in &members {
+        push(
+            &mut records,
+            c,
+            "loyalty.account.enroll",
+            json!({"customer": c, "program": PROGRAM}),
+        );
+        push(
+            &mut records,
+            c,
+            "loyalty.points.adjust",
+            json!({"customer": c, "program": PROGRAM, "points": 1000, "reason": "opening"}),
+        );
+        left.insert(c, 1000);
+    }
+    for _ in 0..30 {
+        let from = &members[rng.below(members.len())];
+        let to = if rng.chance(20) {
+            ghosts[rng.below(2)].to_string()
+        } else {
+            let mut t = &members[rng.below(members.len())];
+            while t == from {
+                t = &members[rng.below(members.len())];
+            }
+            t.clone()
+        };
+        // Refused whatever the timing (more than all the points there are), or affordable
+        // from what the sender was given, whatever it receives.
+        let refused = rng.chance(15);
+        let points = if refused {
+            1_000_000
+        } else {
+            let room = left[from.as_str()];
+            if room == 0 {
+                continue;
+            }
+            1 + rng.below(room.min(300) as usize) as i64
+        };
+        if !refused {
+            *left.get_mut(from.as_str()).expect("a member") -= points;
+        }
+        let id = push(
+            &mut records,
+            from,
+            "loyalty.points.transfer",
+            json!({"program": PROGRAM, "from": from, "to": to, "points": points}),
+        );
+        let ghost = ghosts.contains(&to.as_str());
+        transfers.insert(id, (from.clone(), to, points, refused, ghost));
+    }
+    Input { records, transfers }
+}
+
+/// Runs one seed; returns each partition's committed ledger and log.
+fn run(seed: u64, config: &Config, input: &Input) -> Vec<Partition> {
+    let mut rng = Rng(seed);
+    let mut parts: Vec<Partition> = (0..PARTITIONS).map(|p| Partition::new(config, p)).collect();
+    let mut next_input = 0;
+    let mut steps = 0;
+    loop {
+        steps += 1;
+        let calm = steps > 4_000;
+        let p = rng.below(parts.len());
+        match rng.below(10) {
+            // Upstream: the next input record enters its partition's log.
+            0 | 1 if next_input < input.records.len() => {
+                let (to, rec) = &input.records[next_input];
+                parts[*to as usize].log.push(rec.clone());
+                next_input += 1;
+            }
+            2..=4 if parts[p].work_at < parts[p].log.len() => parts[p].fold_one(),
+            5 => parts[p].commit(),
+            6 if !calm && rng.chance(30) => parts[p].crash(),
+            7 | 8 if !parts[p].outbox.is_empty() => {
+                // Deliver any message of the outbox (not the oldest first), perhaps twice;
+                // an unacknowledged one stays and is sent again later.
+                let i = rng.below(parts[p].outbox.len());
+                let (to, rec) = parts[p].outbox[i].clone();
+                parts[to as usize].log.push(rec.clone());
+                if !calm && rng.chance(15) {
+                    parts[to as usize].log.push(rec);
+                }
+                if calm || rng.chance(70) {
+                    parts[p].outbox.remove(i);
+                }
+            }
+            _ => {}
+        }
+        if next_input == input.records.len() && parts.iter().all(Partition::quiet) {
+            return parts;
+        }
+        assert!(
+            steps < 200_000,
+            "seed {seed}: the partitions never went quiet"
+        );
+    }
+}
+
+fn lines(ledger: &[String]) -> Vec<Value> {
+    ledger
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+#[test]
+fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
+    let config = parse_config(CONFIG).expect("the config validates");
+    let mut checked_returns = 0;
+    let mut checked_crossings = 0;
+    let mut copies_seen = 0;
+    for seed in 0..120u64 {
+        let input = input(&mut Rng(seed ^ 0x5eed));
+        let parts = run(seed, &config, &input);
+
+        // The reference: one engine, the whole input, no partitions.
+        let mut alone = Engine::new(&config);
+        alone.track_changes(false);
+        let mut out = Vec::new();
+        for (_, rec) in &input.records {
+            alone.apply(rec.as_bytes(), &mut out);
+        }
+        let expected: BTreeMap<String, i128> = alone
+            .accounts()
+            .map(|a| (a.customer.clone(), a.balance))
+            .collect();
+        let mut balances = BTreeMap::new();
+        for part in &parts {
+            for a in part.committed.accounts() {
+                assert!(
+                    balances.insert(a.customer.clone(), a.balance).is_none(),
+                    "seed {seed}: {} has accounts in two partitions",
+                    a.customer
+                );
+            }
+        }
+        assert_eq!(
+            balances, expected,
+            "seed {seed}: balances differ from one engine's"
+        );
+
+        // Each transfer's sides, across every partition's ledger.
+        let all: Vec<(u32, Value)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(p, part)| lines(&part.ledger).into_iter().map(move |l| (p as u32, l)))
+            .collect();
+        for (id, (from, to, points, refused, ghost)) in &input.transfers {
+            let of = |kind: &str| -> Vec<&(u32, Value)> {
+                all.iter()
+                    .filter(|(_, l)| {
+                        l["kind"] == "transaction" && l["type"] == kind && l["source"] == *id
+                    })
+                    .collect()
+            };
+            let outs = of("transfer_out");
+            let ins = of("transfer_in");
+            let told: Vec<&(u32, Value)> = all
+                .iter()
+                .filter(|(_, l)| l["type"] == "loyalty.points.transferred" && l["source"] == *id)
+                .collect();
+            let rejected: Vec<&(u32, Value)> = all
+                .iter()
+                .filter(|(_, l)| l["kind"] == "rejected" && l["source"] == *id)
+                .collect();
+            let local = partition::of(from.as_bytes(), PARTITIONS)
+                == partition::of(to.as_bytes(), PARTITIONS);
+            if *refused || (*ghost && local) {
+                // Refused on the sender's partition: beyond the balance, or (within one
+                // partition, as one engine does) to a customer with no account.
+                assert!(
+                    outs.is_empty() && ins.is_empty(),
+                    "seed {seed}: {id} refused but moved points"
+                );
+                assert_eq!(rejected.len(), 1, "seed {seed}: {id} has no rejected line");
+                // Not being enrolled is decided before the balance (SPEC section 2).
+                let why = if *ghost && local {
+                    "not_enrolled"
+                } else {
+                    "insufficient_points"
+                };
+                assert_eq!(rejected[0].1["reason"], why, "seed {seed}: {id}");
+                continue;
+            }
+            assert!(
+                rejected.is_empty(),
+                "seed {seed}: {id} rejected and applied"
+            );
+            assert_eq!(
+                outs.len(),
+                1,
+                "seed {seed}: {id} has {} transfer_out",
+                outs.len()
+            );
+            assert_eq!(
+                ins.len(),
+                1,
+                "seed {seed}: {id} has {} transfer_in",
+                ins.len()
+            );
+            let (out_p, out) = outs[0];
+            let (in_p, inn) = ins[0];
+            assert_eq!(*out_p, partition::of(from.as_bytes(), PARTITIONS));
+            assert_eq!(out["points"], json!(-points));
+            assert_eq!(inn["points"], json!(points));
+            if *ghost {
+                assert_eq!(
+                    inn["customer"],
+                    json!(from),
+                    "seed {seed}: {id} not returned to its sender"
+                );
+                assert_eq!(inn["metadata"], json!({"returned": true}));
+                assert_eq!(in_p, out_p);
+                assert!(
+                    told.is_empty(),
+                    "seed {seed}: a returned transfer was announced"
+                );
+                checked_returns += 1;
+            } else {
+                assert_eq!(inn["customer"], json!(to));
+                assert_eq!(inn["metadata"], json!({}));
+                assert_eq!(*in_p, partition::of(to.as_bytes(), PARTITIONS));
+                assert_eq!(
+                    told.len(),
+                    1,
+                    "seed {seed}: {id} announced {} times",
+                    told.len()
+                );
+                assert_eq!(
+                    told[0].1["data"]["transactions"],
+                    json!([out["id"], inn["id"]])
+                );
+                assert_eq!(told[0].1["data"]["customer"], json!(from));
+                if in_p != out_p {
+                    checked_crossings += 1;
+                }
+            }
+        }
+
+        // Ids are unique across partitions, and a second copy of a message leaves no trace.
+        let mut ids = std::collections::HashSet::new();
+        for (p, l) in &all {
+            if l["kind"] == "transaction" || l["kind"] == "event" {
+                let id = l["id"].as_str().expect("an id").to_string();
+                assert!(
+                    ids.insert(id),
+                    "seed {seed}: partition {p} repeats the id {}",
+                    l["id"]
+                );
+            }
+            assert_ne!(l["reason"], "duplicate", "seed {seed}: partition {p}: {l}");
+        }
+
+        // A partition's ledger is a function of its log alone.
+        for (p, part) in parts.iter().enumerate() {
+            let mut fresh = Engine::new(&config);
+            fresh.track_changes(false);
+            fresh.set_partitioning(Some(Partitioning {
+                me: p as u32,
+                count: PARTITIONS,
+            }));
+            let mut replayed = Vec::new();
+            for rec in &part.log {
+                let mut out = Vec::new();
+                fresh.apply(rec.as_bytes(), &mut out);
+                replayed.extend(out.iter().map(Output::to_json_line));
+            }
+            assert_eq!(
+                replayed, part.ledger,
+                "seed {seed}: partition {p}'s ledger is not its log's"
+            );
+        }
+
+        // Every copy of a message is the same bytes.
+        let mut copies: HashMap<String, &String> = HashMap::new();
+        for part in &parts {
+            for rec in &part.log {
+                let v: Value = serde_json::from_str(rec).expect("a record");
+                if let Some(id) = v["id"].as_str().filter(|i| i.starts_with("msg_")) {
+                    match copies.get(id) {
+                        Some(first) => {
+                            assert_eq!(*first, rec, "seed {seed}: two payloads for {id}");
+                            copies_seen += 1;
+                        }
+                        None => {
+                            copies.insert(id.to_string(), rec);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // The traffic did reach what it is meant to test.
+    assert!(
+        checked_returns > 50,
+        "only {checked_returns} returned transfers checked"
+    );
+    assert!(
+        copies_seen > 100,
+        "only {copies_seen} second copies delivered"
+    );
+    assert!(
+        checked_crossings > 300,
+        "only {checked_crossings} crossing transfers checked"
+    );
+}
+
+/// An engine that folds every partition refuses a partition's message as any other
+/// `loyalty.` type that is not a command: such a record only exists in one partition's log.
+#[test]
+fn messages_are_bad_input_to_an_engine_of_every_partition() {
+    let config = parse_config(CONFIG).expect("the config validates");
+    let mut engine = Engine::new(&config);
+    let credit = record(
+        0,
+        partition::TRANSFER_CREDIT,
+        json!({"program": PROGRAM, "from": "cus_0", "to": "cus_1", "points": 5,
+               "source": "t1", "transaction": "ptx_1"}),
+    );
+    let mut out = Vec::new();
+    engine.apply(credit.as_bytes(), &mut out);
+    assert_eq!(out.len(), 1);
+    assert_eq!(
+        out[0].to_json_line(),
+        r#"{"kind":"rejected","source":"in_0","reason":"invalid","detail":"type: loyalty.transfer.credit is not a command"}"#
+    );
+}
