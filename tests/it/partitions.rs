@@ -1,4 +1,5 @@
-//! Transfers across partitions (docs/scale-out.md, section 4), in process and seeded.
+//! Transfers and a reward's stock across partitions (docs/scale-out.md, section 4), in
+//! process and seeded.
 //!
 //! A log of three partitions, each folded by its own engine. The harness plays what Kafka
 //! and crashes can do to the messages between them: a partition folds some records, then
@@ -16,6 +17,9 @@
 //!   (on the receiver, or back on the sender with `metadata.returned: true` when the
 //!   receiver has no account), and one `loyalty.points.transferred` naming both, exactly
 //!   when it reached the receiver; a refused one has neither, and its `rejected` line;
+//! - each redemption of a reward with a stock has one outcome, redeemed or refused
+//!   `out_of_stock`; exactly the stock is granted (more is asked for); a refused one moves
+//!   no points, and no cost stays held;
 //! - each partition's ledger is what a fresh engine folding that partition's log prints;
 //! - every copy of a message is the same bytes.
 
@@ -28,7 +32,10 @@ use serde_json::{json, Value};
 const PARTITIONS: u32 = 3;
 const PROGRAM: &str = "prog_p";
 const CONFIG: &str = r#"{"programs":[{"id":"prog_p","currency":"EUR","earningRules":[
-  {"id":"rule_buy","trigger":"payment.completed","award":{"type":"fixed","points":1}}]}]}"#;
+  {"id":"rule_buy","trigger":"payment.completed","award":{"type":"fixed","points":1}}],
+  "rewards":[{"id":"rwd_mug","cost":100,"stock":5},{"id":"rwd_cap","cost":40,"stock":3}]}]}"#;
+/// Units of each reward there are.
+const STOCK: [(&str, i64, i64); 2] = [("rwd_mug", 100, 5), ("rwd_cap", 40, 3)];
 
 /// splitmix64: a few lines, the same numbers on every machine.
 struct Rng(u64);
@@ -135,6 +142,10 @@ struct Input {
     records: Vec<(u32, String)>,
     /// Transfer id → (from, to, points, refused, to a customer who never enrols).
     transfers: BTreeMap<String, (String, String, i64, bool, bool)>,
+    /// Redemption id → (customer, reward).
+    redemptions: BTreeMap<String, (String, String)>,
+    /// The customers who redeem (and do nothing else).
+    redeemers: Vec<String>,
 }
 
 fn input(rng: &mut Rng) -> Input {
@@ -201,7 +212,40 @@ fn input(rng: &mut Rng) -> Input {
         let ghost = ghosts.contains(&to.as_str());
         transfers.insert(id, (from.clone(), to, points, refused, ghost));
     }
-    Input { records, transfers }
+    // Redeemers: more asked for than there is of each reward, in any order.
+    let redeemers: Vec<String> = (0..8).map(|i| format!("cus_r{i}")).collect();
+    let mut redemptions = BTreeMap::new();
+    for c in &redeemers {
+        push(
+            &mut records,
+            c,
+            "loyalty.account.enroll",
+            json!({"customer": c, "program": PROGRAM}),
+        );
+        push(
+            &mut records,
+            c,
+            "loyalty.points.adjust",
+            json!({"customer": c, "program": PROGRAM, "points": 1000, "reason": "opening"}),
+        );
+    }
+    for _ in 0..14 {
+        let c = &redeemers[rng.below(redeemers.len())];
+        let (reward, _, _) = STOCK[rng.below(STOCK.len())];
+        let id = push(
+            &mut records,
+            c,
+            "loyalty.redemption.create",
+            json!({"customer": c, "program": PROGRAM, "reward": reward}),
+        );
+        redemptions.insert(id, (c.clone(), reward.to_string()));
+    }
+    Input {
+        records,
+        transfers,
+        redemptions,
+        redeemers,
+    }
 }
 
 /// Runs one seed; returns each partition's committed ledger and log.
@@ -262,8 +306,10 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
     let mut checked_returns = 0;
     let mut checked_crossings = 0;
     let mut copies_seen = 0;
+    let mut remote_redemptions = 0;
     for seed in 0..120u64 {
         let input = input(&mut Rng(seed ^ 0x5eed));
+
         let parts = run(seed, &config, &input);
 
         // The reference: one engine, the whole input, no partitions.
@@ -287,8 +333,16 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
                 );
             }
         }
+        // Who gets a reward's last units depends on timing: the redeemers are checked below.
+        let others = |b: &BTreeMap<String, i128>| -> BTreeMap<String, i128> {
+            b.iter()
+                .filter(|(c, _)| !input.redeemers.contains(c))
+                .map(|(c, v)| (c.clone(), *v))
+                .collect()
+        };
         assert_eq!(
-            balances, expected,
+            others(&balances),
+            others(&expected),
             "seed {seed}: balances differ from one engine's"
         );
 
@@ -390,6 +444,85 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
             }
         }
 
+        // A reward's stock: one outcome per redemption, exactly the stock granted, the
+        // cost paid only for what was granted, nothing left held.
+        let mut granted: BTreeMap<&str, i64> = BTreeMap::new();
+        let mut paid: BTreeMap<&str, i128> = BTreeMap::new();
+        for (id, (customer, reward)) in &input.redemptions {
+            let redeemed: Vec<&(u32, Value)> = all
+                .iter()
+                .filter(|(_, l)| l["type"] == "loyalty.reward.redeemed" && l["source"] == *id)
+                .collect();
+            let refused: Vec<&(u32, Value)> = all
+                .iter()
+                .filter(|(_, l)| l["type"] == "loyalty.redemption.rejected" && l["source"] == *id)
+                .collect();
+            let txs: Vec<&(u32, Value)> = all
+                .iter()
+                .filter(|(_, l)| l["kind"] == "transaction" && l["source"] == *id)
+                .collect();
+            assert_eq!(
+                redeemed.len() + refused.len(),
+                1,
+                "seed {seed}: {id} has {} outcomes",
+                redeemed.len() + refused.len()
+            );
+            let home = partition::of(customer.as_bytes(), PARTITIONS);
+            if partition::stock_owner(PROGRAM, reward, PARTITIONS) != home {
+                remote_redemptions += 1;
+            }
+            let (_, cost, _) = STOCK
+                .iter()
+                .find(|(r, _, _)| r == reward)
+                .expect("a reward");
+            if let Some((p, l)) = redeemed.first() {
+                assert_eq!(*p, home, "seed {seed}: {id} redeemed away from its member");
+                assert_eq!(l["data"]["customer"], json!(customer));
+                assert_eq!(
+                    txs.len(),
+                    1,
+                    "seed {seed}: {id} has {} transactions",
+                    txs.len()
+                );
+                assert_eq!(txs[0].1["points"], json!(-cost));
+                assert_eq!(txs[0].1["metadata"]["redemption"], l["data"]["redemption"]);
+                *granted.entry(reward).or_default() += 1;
+                *paid.entry(customer).or_default() += i128::from(*cost);
+            } else {
+                assert_eq!(
+                    refused[0].1["data"]["reason"], "out_of_stock",
+                    "seed {seed}: {id}"
+                );
+                assert!(txs.is_empty(), "seed {seed}: refused {id} moved points");
+            }
+        }
+        for (reward, _, stock) in STOCK {
+            let asked = input
+                .redemptions
+                .values()
+                .filter(|(_, r)| r == reward)
+                .count() as i64;
+            let units = granted.get(reward).copied().unwrap_or(0);
+            assert_eq!(
+                units,
+                stock.min(asked),
+                "seed {seed}: {reward} granted {units}"
+            );
+        }
+        for c in &input.redeemers {
+            let left = 1000 - paid.get(c.as_str()).copied().unwrap_or(0);
+            assert_eq!(
+                balances[c], left,
+                "seed {seed}: {c} paid for what it did not get"
+            );
+        }
+        for (p, part) in parts.iter().enumerate() {
+            assert!(
+                part.committed.state().holds.is_empty(),
+                "seed {seed}: partition {p} holds points"
+            );
+        }
+
         // Ids are unique across partitions, and a second copy of a message leaves no trace.
         let mut ids = std::collections::HashSet::new();
         for (p, l) in &all {
@@ -449,6 +582,10 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
         "only {checked_returns} returned transfers checked"
     );
     assert!(
+        remote_redemptions > 500,
+        "only {remote_redemptions} redemptions asked another partition for stock"
+    );
+    assert!(
         copies_seen > 100,
         "only {copies_seen} second copies delivered"
     );
@@ -477,4 +614,143 @@ fn messages_are_bad_input_to_an_engine_of_every_partition() {
         out[0].to_json_line(),
         r#"{"kind":"rejected","source":"in_0","reason":"invalid","detail":"type: loyalty.transfer.credit is not a command"}"#
     );
+}
+
+/// A held cost cannot be taken by an adjustment, and a grant that finds the points gone
+/// (they expired while the owner decided) is refused `insufficient_points` and gives its
+/// unit back to the owner, which can then grant it again.
+#[test]
+fn a_grant_the_member_can_no_longer_pay_gives_the_unit_back() {
+    let config = parse_config(
+        r#"{"programs":[{"id":"prog_x","currency":"EUR","pointsExpiry":{"months":1},
+            "rewards":[{"id":"rwd_mug","cost":100,"stock":1}]}]}"#,
+    )
+    .expect("the config validates");
+    let owner = partition::stock_owner("prog_x", "rwd_mug", PARTITIONS);
+    let customer = (0..)
+        .map(|i| format!("cus_{i}"))
+        .find(|c| partition::of(c.as_bytes(), PARTITIONS) != owner)
+        .expect("a customer of another partition");
+    let engine = |me: u32| {
+        let mut e = Engine::new(&config);
+        e.set_partitioning(Some(Partitioning {
+            me,
+            count: PARTITIONS,
+        }));
+        e
+    };
+    let mut member = engine(partition::of(customer.as_bytes(), PARTITIONS));
+    let mut stock = engine(owner);
+    let at = |day: u32, hour: u32| {
+        format!(
+            "2026-{:02}-{:02}T{hour:02}:00:00Z",
+            1 + day / 28,
+            1 + day % 28
+        )
+    };
+    let apply = |e: &mut Engine, id: &str, created: &str, kind: &str, data: Value| {
+        let rec = json!({"id": id, "type": kind, "created": created, "data": data}).to_string();
+        let mut out = Vec::new();
+        e.apply(rec.as_bytes(), &mut out);
+        out
+    };
+    let only_message = |out: &[Output]| -> (u32, String) {
+        let ms: Vec<(u32, String)> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Message(m) => Some((m.partition, m.record.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ms.len(), 1, "{out:?}");
+        ms[0].clone()
+    };
+    let c = customer.as_str();
+    apply(
+        &mut member,
+        "e1",
+        &at(0, 9),
+        "loyalty.account.enroll",
+        json!({"customer": c, "program": "prog_x"}),
+    );
+    apply(
+        &mut member,
+        "a1",
+        &at(0, 10),
+        "loyalty.points.adjust",
+        json!({"customer": c, "program": "prog_x", "points": 150, "reason": "opening"}),
+    );
+    let out = apply(
+        &mut member,
+        "r1",
+        &at(1, 9),
+        "loyalty.redemption.create",
+        json!({"customer": c, "program": "prog_x", "reward": "rwd_mug"}),
+    );
+    let (to, request) = only_message(&out);
+    assert_eq!(to, owner);
+    assert!(
+        out.iter().all(|o| matches!(o, Output::Message(_))),
+        "nothing but the request: {out:?}"
+    );
+    assert_eq!(
+        member
+            .state()
+            .held(&loyalty_core::ids::account_id("prog_x", c)),
+        100
+    );
+
+    // 50 of the 150 are spendable while 100 are held.
+    let out = apply(
+        &mut member,
+        "a2",
+        &at(1, 10),
+        "loyalty.points.adjust",
+        json!({"customer": c, "program": "prog_x", "points": -60, "reason": "fix"}),
+    );
+    assert!(
+        matches!(&out[..], [Output::Rejected(r)] if r.reason.as_str() == "insufficient_points"),
+        "{out:?}"
+    );
+
+    // The owner grants; meanwhile the member's points expire.
+    let mut out = Vec::new();
+    stock.apply(request.as_bytes(), &mut out);
+    let (back, granted) = only_message(&out);
+    assert!(granted.contains(partition::STOCK_GRANTED));
+    assert_eq!(back, partition::of(c.as_bytes(), PARTITIONS));
+    assert_eq!(stock.state().stock_used.values().sum::<i64>(), 1);
+    let out = apply(&mut member, "t1", &at(40, 0), "clock.tick", json!({}));
+    assert!(
+        out.iter()
+            .any(|o| o.to_json_line().contains(r#""type":"expiry""#)),
+        "{out:?}"
+    );
+
+    let mut out = Vec::new();
+    member.apply(granted.as_bytes(), &mut out);
+    let (to, release) = only_message(&out);
+    assert_eq!(to, owner);
+    assert!(release.contains(partition::STOCK_RELEASE));
+    let refused: Vec<String> = out
+        .iter()
+        .map(Output::to_json_line)
+        .filter(|l| l.contains("redemption.rejected"))
+        .collect();
+    assert_eq!(refused.len(), 1, "{out:?}");
+    assert!(
+        refused[0].contains(r#""reason":"insufficient_points""#)
+            && refused[0].contains(r#""source":"r1""#)
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Transaction(_))),
+        "no points moved: {out:?}"
+    );
+    assert!(member.state().holds.is_empty());
+
+    // The unit is the owner's to grant again.
+    let mut out = Vec::new();
+    stock.apply(release.as_bytes(), &mut out);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(stock.state().stock_used.values().sum::<i64>(), 0);
 }

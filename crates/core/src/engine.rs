@@ -174,8 +174,12 @@ impl Engine {
         }
         self.advance_clock(rec.created, out);
         let mut cx = Cx::new(rec.id.clone(), rec.created, out);
-        if let Body::TransferCredit(m) | Body::TransferReturn(m) = &rec.body {
-            cx.source = m.source.as_str().into();
+        match &rec.body {
+            Body::TransferCredit(m) | Body::TransferReturn(m) => {
+                cx.source = m.source.as_str().into()
+            }
+            Body::Stock(_, m) => cx.source = m.source.as_str().into(),
+            _ => {}
         }
         self.apply_body(rec, accepted, &mut cx);
         self.promote_touched(&mut cx);
@@ -201,6 +205,7 @@ impl Engine {
             (Body::Transfer(t), _) => self.transfer(rec, t, cx),
             (Body::TransferCredit(m), _) => self.transfer_credit(m, cx),
             (Body::TransferReturn(m), _) => self.transfer_return(m, cx),
+            (Body::Stock(step, m), _) => self.stock(*step, m, cx),
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => self.apply_qualify(rec, q, cx),
             (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
@@ -370,6 +375,7 @@ impl Engine {
             | Body::Transfer(_)
             | Body::TransferCredit(_)
             | Body::TransferReturn(_)
+            | Body::Stock(..)
             | Body::Qualify(_) => Ok(Accepted::Plain),
         }
     }

@@ -50,9 +50,32 @@ pub const TRANSFER_CREDIT: &str = "loyalty.transfer.credit";
 /// sent back to the sender's.
 pub const TRANSFER_RETURN: &str = "loyalty.transfer.return";
 
+/// `loyalty.stock.request`: units of a reward with a stock, asked of the partition that
+/// counts them ([`stock_owner`]) by the redeeming member's partition, which holds the cost.
+pub const STOCK_REQUEST: &str = "loyalty.stock.request";
+/// `loyalty.stock.granted`: the owner counted the units; the member's partition redeems.
+pub const STOCK_GRANTED: &str = "loyalty.stock.granted";
+/// `loyalty.stock.refused`: no stock left; the member's partition refuses `out_of_stock`.
+pub const STOCK_REFUSED: &str = "loyalty.stock.refused";
+/// `loyalty.stock.release`: granted units given back (the member could no longer pay).
+pub const STOCK_RELEASE: &str = "loyalty.stock.release";
+
 /// The record types only the engine writes to its log. Upstream may not produce them: the
 /// sequencer refuses one from an input topic as `invalid`.
-pub const INTERNAL: [&str; 2] = [TRANSFER_CREDIT, TRANSFER_RETURN];
+pub const INTERNAL: [&str; 6] = [
+    TRANSFER_CREDIT,
+    TRANSFER_RETURN,
+    STOCK_REQUEST,
+    STOCK_GRANTED,
+    STOCK_REFUSED,
+    STOCK_RELEASE,
+];
+
+/// The partition that counts a reward's stock: one per `(program, reward)`, so that units
+/// are granted in one log's order and never oversold.
+pub fn stock_owner(program: &str, reward: &str, count: u32) -> u32 {
+    of(format!("{program}\u{1f}{reward}").as_bytes(), count)
+}
 
 #[cfg(test)]
 mod tests {

@@ -2,14 +2,26 @@
 //! order (not available, tier required, out of stock, limit reached, insufficient points)
 //! and the `redemption` transaction, `rdm_` id and stock it consumes.
 //!
-//! Owns: `Engine::redeem`. Must not touch other accounts.
+//! With the log split into partitions ([`crate::partition`]), a reward with a stock is
+//! counted by one partition, its owner. A member of another partition redeems it in
+//! three steps: its partition checks everything but the stock and holds the cost (points
+//! a later redemption, transfer or adjustment cannot take) and asks the owner; the owner
+//! grants the units in its log's order while stock is left, or refuses; the member's
+//! partition then redeems (or refuses `out_of_stock`), releasing the hold. A grant the
+//! member can no longer pay (points expired meanwhile) is refused `insufficient_points`
+//! and the units go back to the owner.
+//!
+//! Owns: `Engine::redeem` and the stock messages. Must not touch other accounts.
 
 use crate::dec::Dec;
 use crate::engine::Engine;
-use crate::envelope::{self, Record};
+use crate::envelope::{self, Record, StockMessage, StockStep};
 use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::output::{Event, Refusal, TxKind, TxMeta};
+use crate::partition::{self, STOCK_GRANTED, STOCK_REFUSED, STOCK_RELEASE, STOCK_REQUEST};
+use crate::state::Hold;
+use crate::Sym;
 
 /// `100 - percent`, exactly.
 pub(crate) fn sub_percent(percent: Dec) -> Dec {
@@ -37,10 +49,20 @@ impl Engine {
             .map_or(Dec::ZERO, |t| t.redemption_discount);
         let key = (prog.id.to_string(), r.reward.clone());
         let used = self.state.stock_used.get(&key).copied().unwrap_or(0);
-        let mine = account.redeemed.get(&r.reward).copied().unwrap_or(0);
+        // Units and points waiting for another partition's grant count as taken.
+        let mine = account.redeemed.get(&r.reward).copied().unwrap_or(0)
+            + self.state.held_units(&id, &r.reward);
+        let balance = account.balance - i128::from(self.state.held(&id));
         let reward = prog.reward(&r.reward).filter(|w| {
             w.starts.is_none_or(|s| rec.created >= s) && w.ends.is_none_or(|e| rec.created < e)
         });
+        // The partition that counts this reward's stock, when it is another one.
+        let owner = match (self.partitioning, reward.and_then(|w| w.stock)) {
+            (Some(p), Some(_)) => {
+                Some(partition::stock_owner(&prog.id, &r.reward, p.count)).filter(|o| *o != p.me)
+            }
+            _ => None,
+        };
         // cost × quantity, less the tier's discount percent, rounded up.
         let cost = reward.map(|w| {
             let hundred = Dec::from_int(100);
@@ -60,15 +82,15 @@ impl Engine {
             (Some(w), Some(cost)) => {
                 if rank < w.min_rank || w.max_rank.is_some_and(|m| rank > m) {
                     Some(Refusal::TierRequired)
-                } else if w.stock.is_some_and(|s| s - used < r.quantity) {
+                } else if owner.is_none() && w.stock.is_some_and(|s| s - used < r.quantity) {
                     Some(Refusal::OutOfStock)
                 } else if w
                     .max_per_member
                     .is_some_and(|m| mine.saturating_add(r.quantity) > m)
                 {
                     Some(Refusal::LimitReached)
-                } else if account.balance < i128::from(cost)
-                    || account.balance < i128::from(prog.minimum_redemption)
+                } else if balance < i128::from(cost)
+                    || balance < i128::from(prog.minimum_redemption)
                 {
                     Some(Refusal::InsufficientPoints)
                 } else {
@@ -85,29 +107,147 @@ impl Engine {
             return;
         }
         let cost = cost.unwrap_or(0);
+        if let Some(owner) = owner {
+            self.state.holds.insert(
+                rec.id.to_string(),
+                Hold {
+                    account: id.clone(),
+                    reward: r.reward.clone(),
+                    quantity: r.quantity,
+                    cost,
+                },
+            );
+            let m = StockMessage {
+                program: prog.id.to_string(),
+                reward: r.reward.clone(),
+                customer: r.customer.clone(),
+                quantity: r.quantity,
+                points: cost,
+                source: rec.id.to_string(),
+            };
+            cx.message(owner, &r.customer, STOCK_REQUEST, &data(&m));
+            return;
+        }
+        *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
+        self.complete_redemption(&id, &r.reward, r.quantity, cost, cx);
+    }
+
+    /// Writes a redemption that nothing refuses: its transaction (when it costs anything),
+    /// the units on the member, and `loyalty.reward.redeemed`.
+    fn complete_redemption(
+        &mut self,
+        id: &Sym,
+        reward: &str,
+        quantity: i64,
+        cost: i64,
+        cx: &mut Cx<'_>,
+    ) {
         let redemption = ids::redemption_id(&cx.source, cx.n_ev);
         let (tx, balance) = if cost > 0 {
             let md = TxMeta::Redemption {
                 redemption: redemption.clone(),
-                reward: r.reward.clone(),
+                reward: reward.to_string(),
             };
-            let (tx, balance) = self.post(cx, &id, TxKind::Redemption, -cost, None, vec![], md);
+            let (tx, balance) = self.post(cx, id, TxKind::Redemption, -cost, None, vec![], md);
             (Some(tx), balance)
         } else {
-            (None, self.state.accounts[&id].balance)
+            (None, self.state.accounts[id].balance)
         };
-        *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
         self.changes.rewards = true;
-        let account = self.account_mut(&id).expect("exists");
-        *account.redeemed.entry(r.reward.clone()).or_insert(0) += r.quantity;
+        let account = self.account_mut(id).expect("exists");
+        *account.redeemed.entry(reward.to_string()).or_insert(0) += quantity;
         let event = Event::RewardRedeemed {
             redemption,
-            reward: r.reward.clone(),
-            quantity: r.quantity,
+            reward: reward.to_string(),
+            quantity,
             cost,
             transaction: tx,
             balance,
         };
         cx.event(member(account), event);
     }
+
+    /// A step of a reward's stock across partitions: on the owner, a request granted or
+    /// refused in log order, or units given back; on the member's partition, the grant
+    /// redeemed (or refused when the held points are gone) or the refusal written.
+    pub(crate) fn stock(&mut self, step: StockStep, m: &StockMessage, cx: &mut Cx<'_>) {
+        let member_partition = self.partitioning.map_or(0, |p| p.of(&m.customer));
+        let key = (m.program.clone(), m.reward.clone());
+        match step {
+            StockStep::Request => {
+                let stock = self
+                    .state
+                    .program(&m.program)
+                    .and_then(|p| p.reward(&m.reward))
+                    .and_then(|w| w.stock);
+                let used = self.state.stock_used.get(&key).copied().unwrap_or(0);
+                let granted = stock.is_none_or(|s| s - used >= m.quantity);
+                if granted {
+                    *self.state.stock_used.entry(key).or_insert(0) += m.quantity;
+                    self.changes.rewards = true;
+                }
+                let answer = if granted {
+                    STOCK_GRANTED
+                } else {
+                    STOCK_REFUSED
+                };
+                cx.message(member_partition, &m.customer, answer, &data(m));
+            }
+            StockStep::Release => {
+                if let Some(used) = self.state.stock_used.get_mut(&key) {
+                    *used = (*used - m.quantity).max(0);
+                    self.changes.rewards = true;
+                }
+            }
+            StockStep::Granted | StockStep::Refused => {
+                // Only a log the engine did not write answers a redemption it never held.
+                let Some(hold) = self.state.holds.remove(&m.source) else {
+                    return;
+                };
+                let Some(account) = self.state.accounts.get(&hold.account) else {
+                    return;
+                };
+                let refusal = match step {
+                    StockStep::Refused => Some(Refusal::OutOfStock),
+                    _ if account.balance < i128::from(hold.cost) => {
+                        let owner = self.partitioning.map_or(0, |p| {
+                            partition::stock_owner(&m.program, &m.reward, p.count)
+                        });
+                        cx.message(owner, &m.customer, STOCK_RELEASE, &data(m));
+                        Some(Refusal::InsufficientPoints)
+                    }
+                    _ => None,
+                };
+                let account = &self.state.accounts[&hold.account];
+                match refusal {
+                    Some(reason) => {
+                        let event = Event::RedemptionRejected {
+                            reward: m.reward.clone(),
+                            reason,
+                        };
+                        cx.event(member(account), event);
+                    }
+                    None => self.complete_redemption(
+                        &hold.account,
+                        &m.reward,
+                        m.quantity,
+                        hold.cost,
+                        cx,
+                    ),
+                }
+            }
+        }
+    }
+}
+
+/// The data of a stock message.
+fn data(m: &StockMessage) -> serde_json::Value {
+    serde_json::json!({
+        "program": m.program,
+        "reward": m.reward,
+        "customer": m.customer,
+        "quantity": m.quantity,
+        "points": m.points,
+        "source": m.source,
+    })
 }

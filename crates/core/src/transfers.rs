@@ -25,7 +25,8 @@ impl Engine {
             return;
         };
         let id = ids::account_id(&prog.id, &a.customer);
-        let balance = self.state.accounts[&id].balance;
+        // Points held by a redemption waiting for its units are not there to take.
+        let balance = self.state.accounts[&id].balance - i128::from(self.state.held(&id));
         if a.points < 0 && balance + i128::from(a.points) < 0 {
             cx.out.push(Output::Rejected(Rejection::new(
                 Some(&rec.id),
@@ -58,7 +59,7 @@ impl Engine {
         };
         let from = ids::account_id(&prog.id, &t.from);
         let to = ids::account_id(&prog.id, &t.to);
-        let balance = self.state.accounts[&from].balance;
+        let balance = self.state.accounts[&from].balance - i128::from(self.state.held(&from));
         if balance < i128::from(t.points) {
             cx.out.push(Output::Rejected(Rejection::new(
                 Some(&rec.id),

@@ -157,6 +157,7 @@ impl Engine {
                 let t = &m.transfer;
                 n.accounts.push(ids::account_id(&t.program, &t.from));
             }
+            Body::Stock(_, m) => n.accounts.push(ids::account_id(&m.program, &m.customer)),
             Body::ProgramUpdated(text) => {
                 if let Ok(p) = parse_program(text) {
                     n.members_of.push(p.id);

@@ -1107,8 +1107,15 @@ mod tests {
             r#"{"program":"p","from":"a","to":"b","points":5,"source":"t1","transaction":"ptx_1"}"#;
         let wall = 1_767_225_600; // 2026-01-01T00:00:00Z
         let skew = Duration::from_secs(300);
+        let stock =
+            r#"{"program":"p","reward":"r","customer":"a","quantity":1,"points":5,"source":"t1"}"#;
         for kind in loyalty_core::partition::INTERNAL {
-            let why = refused_at_entry(&rec(kind, "2026-01-01T00:00:00Z", credit), wall, skew);
+            let data = if kind.starts_with("loyalty.stock.") {
+                stock
+            } else {
+                credit
+            };
+            let why = refused_at_entry(&rec(kind, "2026-01-01T00:00:00Z", data), wall, skew);
             assert!(
                 why.is_some_and(|w| w.contains("never by upstream")),
                 "{kind}"

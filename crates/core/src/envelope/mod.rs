@@ -132,6 +132,39 @@ pub enum Body {
     TransferCredit(TransferMessage),
     /// `loyalty.transfer.return`: a credit given back to the sender's partition.
     TransferReturn(TransferMessage),
+    /// `loyalty.stock.*`: a reward's units asked of, granted or refused by, or given back
+    /// to the partition that counts them ([`crate::partition`]).
+    Stock(StockStep, StockMessage),
+}
+
+/// Which step of a reward's stock across partitions a message is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StockStep {
+    /// `loyalty.stock.request`, to the owner.
+    Request,
+    /// `loyalty.stock.granted`, to the member's partition.
+    Granted,
+    /// `loyalty.stock.refused`, to the member's partition.
+    Refused,
+    /// `loyalty.stock.release`, to the owner.
+    Release,
+}
+
+/// Units of a reward, for one redemption, as the partitions tell each other.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct StockMessage {
+    /// The program.
+    pub program: String,
+    /// The reward.
+    pub reward: String,
+    /// The redeeming customer.
+    pub customer: String,
+    /// Units.
+    pub quantity: i64,
+    /// The cost held for them.
+    pub points: i64,
+    /// The id of the `loyalty.redemption.create` record.
+    pub source: String,
 }
 
 /// An event that concerns one customer.
@@ -260,7 +293,10 @@ pub struct TransferMessage {
 impl Record {
     /// Whether it is a message one partition sent another (never from upstream).
     pub fn is_message(&self) -> bool {
-        matches!(self.body, Body::TransferCredit(_) | Body::TransferReturn(_))
+        matches!(
+            self.body,
+            Body::TransferCredit(_) | Body::TransferReturn(_) | Body::Stock(..)
+        )
     }
 
     /// The program a command names, if it is a command.
@@ -693,6 +729,34 @@ fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
             } else {
                 Body::TransferReturn(m)
             }
+        }
+        crate::partition::STOCK_REQUEST
+        | crate::partition::STOCK_GRANTED
+        | crate::partition::STOCK_REFUSED
+        | crate::partition::STOCK_RELEASE => {
+            use crate::partition as p;
+            let step = match kind {
+                p::STOCK_REQUEST => StockStep::Request,
+                p::STOCK_GRANTED => StockStep::Granted,
+                p::STOCK_REFUSED => StockStep::Refused,
+                _ => StockStep::Release,
+            };
+            let quantity = req_int("quantity", raw.quantity)?;
+            let points = req_int("points", raw.points)?;
+            if quantity < 1 || points < 0 {
+                return Err("data.quantity: must be at least 1, data.points at least 0".into());
+            }
+            Body::Stock(
+                step,
+                StockMessage {
+                    program: req_str("program", raw.program)?,
+                    reward: req_str("reward", raw.reward)?,
+                    customer: req_str("customer", raw.customer)?,
+                    quantity,
+                    points,
+                    source: req_str("source", raw.source)?,
+                },
+            )
         }
         _ => {
             // A custom trigger: any other type, for one customer.

@@ -49,9 +49,26 @@ pub struct State {
     /// Units of each reward redeemed so far, by `(program, reward)` (stock left is `stock`
     /// minus this).
     pub stock_used: BTreeMap<(String, String), i64>,
+    /// Costs held by redemptions waiting for another partition to grant a reward's units
+    /// ([`crate::partition`]), by the redemption record's id. Always empty in an engine that
+    /// folds every partition.
+    pub holds: BTreeMap<String, Hold>,
     /// Time-driven effects, in the order they fall due. Derived from the accounts and the
     /// programs (rebuilt when a state is loaded), so it is never stored.
     pub schedule: crate::schedule::Schedule,
+}
+
+/// A redemption's cost held until the partition that counts the reward's stock answers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hold {
+    /// The redeeming account.
+    pub account: Sym,
+    /// The reward.
+    pub reward: String,
+    /// Units asked for.
+    pub quantity: i64,
+    /// Points held.
+    pub cost: i64,
 }
 
 /// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
@@ -548,6 +565,24 @@ impl Reader<'_> {
 }
 
 impl State {
+    /// Points of an account held by redemptions waiting for their units.
+    pub fn held(&self, account: &str) -> i64 {
+        self.holds
+            .values()
+            .filter(|h| &*h.account == account)
+            .map(|h| h.cost)
+            .sum()
+    }
+
+    /// Units of a reward an account is waiting for.
+    pub fn held_units(&self, account: &str, reward: &str) -> i64 {
+        self.holds
+            .values()
+            .filter(|h| &*h.account == account && h.reward == reward)
+            .map(|h| h.quantity)
+            .sum()
+    }
+
     /// The ids of the accounts for which `keep` holds, sorted.
     pub fn account_ids(&self, keep: impl Fn(&Account) -> bool) -> Vec<Sym> {
         let mut ids: Vec<Sym> = self
