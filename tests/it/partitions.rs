@@ -1,4 +1,4 @@
-//! Transfers and a reward's stock across partitions (docs/scale-out.md, section 4), in
+//! Transfers, referrals and a reward's stock across partitions (docs/scale-out.md, section 4), in
 //! process and seeded.
 //!
 //! A log of three partitions, each folded by its own engine. The harness plays what Kafka
@@ -17,6 +17,10 @@
 //!   (on the receiver, or back on the sender with `metadata.returned: true` when the
 //!   receiver has no account), and one `loyalty.points.transferred` naming both, exactly
 //!   when it reached the receiver; a refused one has neither, and its `rejected` line;
+//! - each referral converts once: the referrer's rule on the referrer's partition, the
+//!   referee's on the referee's, both naming the referee's payment (or the upstream
+//!   `referral.converted`) as source, whichever arrives first at the code's partition, the
+//!   code's claim or the conversion;
 //! - each redemption of a reward with a stock has one outcome, redeemed or refused
 //!   `out_of_stock`; exactly the stock is granted (more is asked for); a refused one moves
 //!   no points, and no cost stays held;
@@ -32,7 +36,11 @@ use serde_json::{json, Value};
 const PARTITIONS: u32 = 3;
 const PROGRAM: &str = "prog_p";
 const CONFIG: &str = r#"{"programs":[{"id":"prog_p","currency":"EUR","earningRules":[
-  {"id":"rule_buy","trigger":"payment.completed","award":{"type":"fixed","points":1}}],
+  {"id":"rule_buy","trigger":"payment.completed","award":{"type":"fixed","points":1}},
+  {"id":"rule_referrer","trigger":"referral.converted","recipient":"referrer",
+   "award":{"type":"fixed","points":100}},
+  {"id":"rule_referee","trigger":"referral.converted","recipient":"referee",
+   "award":{"type":"fixed","points":50}}],
   "rewards":[{"id":"rwd_mug","cost":100,"stock":5},{"id":"rwd_cap","cost":40,"stock":3}]}]}"#;
 /// Units of each reward there are.
 const STOCK: [(&str, i64, i64); 2] = [("rwd_mug", 100, 5), ("rwd_cap", 40, 3)];
@@ -146,6 +154,8 @@ struct Input {
     redemptions: BTreeMap<String, (String, String)>,
     /// The customers who redeem (and do nothing else).
     redeemers: Vec<String>,
+    /// Conversion record id → (referrer, referee).
+    conversions: BTreeMap<String, (String, String)>,
 }
 
 fn input(rng: &mut Rng) -> Input {
@@ -240,11 +250,53 @@ fn input(rng: &mut Rng) -> Input {
         );
         redemptions.insert(id, (c.clone(), reward.to_string()));
     }
+    // Referees: each enrols with a member's code; its first payment converts it. Two
+    // members convert through an upstream `referral.converted` (keyed by the referee).
+    let mut conversions = BTreeMap::new();
+    for i in 0..6 {
+        let referee = format!("cus_f{i}");
+        let referrer = &members[rng.below(members.len())];
+        let code =
+            loyalty_core::ids::referral_code(&loyalty_core::ids::account_id(PROGRAM, referrer));
+        push(
+            &mut records,
+            &referee,
+            "loyalty.account.enroll",
+            json!({"customer": referee, "program": PROGRAM, "referralCode": code}),
+        );
+        let pay = records.len();
+        let id = push(
+            &mut records,
+            &referee,
+            "payment.completed",
+            json!({"id": format!("pay_{pay}"), "customer": referee, "amount": 1000, "currency": "EUR"}),
+        );
+        conversions.insert(id, (referrer.clone(), referee));
+    }
+    for _ in 0..2 {
+        let referee = &members[rng.below(members.len())];
+        let mut referrer = &members[rng.below(members.len())];
+        while referrer == referee {
+            referrer = &members[rng.below(members.len())];
+        }
+        let n = records.len();
+        let id = push(
+            &mut records,
+            referee,
+            "referral.converted",
+            json!({"id": format!("ref_{n}"), "referrer": referrer, "referee": referee}),
+        );
+        // A member converts once: only its first conversion counts.
+        if !conversions.values().any(|(_, r)| r == referee) {
+            conversions.insert(id, (referrer.clone(), referee.clone()));
+        }
+    }
     Input {
         records,
         transfers,
         redemptions,
         redeemers,
+        conversions,
     }
 }
 
@@ -268,7 +320,12 @@ fn run(seed: u64, config: &Config, input: &Input) -> Vec<Partition> {
             2..=4 if parts[p].work_at < parts[p].log.len() => parts[p].fold_one(),
             5 => parts[p].commit(),
             6 if !calm && rng.chance(30) => parts[p].crash(),
-            7 | 8 if !parts[p].outbox.is_empty() => {
+            // One partition (by the seed) is slow to deliver until the end, so that its
+            // messages arrive late: a code's claim after the conversion that needs it.
+            7 | 8
+                if !parts[p].outbox.is_empty()
+                    && (calm || p as u64 != seed % u64::from(PARTITIONS) || rng.chance(10)) =>
+            {
                 // Deliver any message of the outbox (not the oldest first), perhaps twice;
                 // an unacknowledged one stays and is sent again later.
                 let i = rng.below(parts[p].outbox.len());
@@ -307,6 +364,8 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
     let mut checked_crossings = 0;
     let mut copies_seen = 0;
     let mut remote_redemptions = 0;
+    let mut referrals_across = 0;
+    let mut conversions_before_claims = 0;
     for seed in 0..120u64 {
         let input = input(&mut Rng(seed ^ 0x5eed));
 
@@ -444,6 +503,60 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
             }
         }
 
+        // Referrals: each conversion awards each side once, on its own partition.
+        for (id, (referrer, referee)) in &input.conversions {
+            for (rule, customer, points) in [
+                ("rule_referrer", referrer, 100),
+                ("rule_referee", referee, 50),
+            ] {
+                let awards: Vec<&(u32, Value)> = all
+                    .iter()
+                    .filter(|(_, l)| {
+                        l["kind"] == "transaction" && l["rule"] == rule && l["source"] == *id
+                    })
+                    .collect();
+                assert_eq!(
+                    awards.len(),
+                    1,
+                    "seed {seed}: {id} gave {rule} {} times",
+                    awards.len()
+                );
+                let (p, award) = awards[0];
+                assert_eq!(award["customer"], json!(customer), "seed {seed}: {id}");
+                assert_eq!(award["points"], json!(points));
+                assert_eq!(*p, partition::of(customer.as_bytes(), PARTITIONS));
+                if *p != partition::of(referee.as_bytes(), PARTITIONS) {
+                    referrals_across += 1;
+                }
+            }
+        }
+        // How often a conversion reached the code's partition before the code's claim.
+        for part in &parts {
+            let recs: Vec<Value> = lines(&part.log);
+            for (i, r) in recs.iter().enumerate() {
+                if r["type"] == partition::REFERRAL_CONVERT
+                    && !recs[..i].iter().any(|c| {
+                        c["type"] == partition::CODE_CLAIM && c["data"]["code"] == r["data"]["code"]
+                    })
+                {
+                    conversions_before_claims += 1;
+                }
+            }
+            assert!(
+                part.committed.state().parked.is_empty(),
+                "seed {seed}: a conversion still waits"
+            );
+        }
+        let referral_awards = all
+            .iter()
+            .filter(|(_, l)| l["rule"] == "rule_referrer" || l["rule"] == "rule_referee")
+            .count();
+        assert_eq!(
+            referral_awards,
+            2 * input.conversions.len(),
+            "seed {seed}: extra referral awards"
+        );
+
         // A reward's stock: one outcome per redemption, exactly the stock granted, the
         // cost paid only for what was granted, nothing left held.
         let mut granted: BTreeMap<&str, i64> = BTreeMap::new();
@@ -580,6 +693,14 @@ fn transfers_across_partitions_are_applied_once_whatever_the_delivery() {
     assert!(
         checked_returns > 50,
         "only {checked_returns} returned transfers checked"
+    );
+    assert!(
+        conversions_before_claims > 5,
+        "only {conversions_before_claims} conversions came before their code's claim"
+    );
+    assert!(
+        referrals_across > 300,
+        "only {referrals_across} referral awards crossed partitions"
     );
     assert!(
         remote_redemptions > 500,

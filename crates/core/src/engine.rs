@@ -179,6 +179,7 @@ impl Engine {
                 cx.source = m.source.as_str().into()
             }
             Body::Stock(_, m) => cx.source = m.source.as_str().into(),
+            Body::Referral2(_, m) => cx.source = m.source.as_str().into(),
             _ => {}
         }
         self.apply_body(rec, accepted, &mut cx);
@@ -199,6 +200,13 @@ impl Engine {
                 let id = ids::account_id(&prog.id, &e.customer);
                 if !self.state.accounts.contains_key(&id) {
                     self.enroll(&prog, &e.customer, referred_by, e.birthday, cx);
+                    // One partition of several: the code's partition knows its holder; the
+                    // first payment asks it (`referrals`).
+                    if let (Some(_), Some(code)) = (self.partitioning, &e.referral_code) {
+                        self.state
+                            .pending_codes
+                            .insert(id.to_string(), code.clone());
+                    }
                 }
             }
             (Body::Adjust(a), _) => self.adjust(rec, a, cx),
@@ -206,6 +214,7 @@ impl Engine {
             (Body::TransferCredit(m), _) => self.transfer_credit(m, cx),
             (Body::TransferReturn(m), _) => self.transfer_return(m, cx),
             (Body::Stock(step, m), _) => self.stock(*step, m, cx),
+            (Body::Referral2(step, m), _) => self.referral_step(*step, m, cx),
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => self.apply_qualify(rec, q, cx),
             (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
@@ -346,7 +355,12 @@ impl Engine {
                 let prog_id = &e.program;
                 let id = ids::account_id(prog_id, &e.customer);
                 let referred_by = match &e.referral_code {
-                    Some(code) if !self.state.accounts.contains_key(&id) => {
+                    // One partition of several cannot know every code: it is looked up on
+                    // the code's partition at the first payment (`referrals`).
+                    Some(code)
+                        if !self.state.accounts.contains_key(&id)
+                            && self.partitioning.is_none() =>
+                    {
                         match self.state.referral_codes.get(&(prog_id.clone(), code.clone())) {
                             Some(referrer) => Some(referrer.clone()),
                             None => {
@@ -376,6 +390,7 @@ impl Engine {
             | Body::TransferCredit(_)
             | Body::TransferReturn(_)
             | Body::Stock(..)
+            | Body::Referral2(..)
             | Body::Qualify(_) => Ok(Accepted::Plain),
         }
     }

@@ -70,6 +70,15 @@ impl Engine {
             (prog.id.to_string(), referral_code),
             &id,
         );
+        if let Some(p) = self.partitioning {
+            // The code's partition keeps who holds it (`referrals`).
+            let code = account.referral_code.clone();
+            let data = serde_json::json!({
+                "program": &*prog.id, "code": code, "referrer": customer, "source": &*cx.source,
+            });
+            let owner = crate::partition::code_owner(&prog.id, &code, p.count);
+            cx.message(owner, customer, crate::partition::CODE_CLAIM, &data);
+        }
         self.state.accounts.insert(id.clone(), Box::new(account));
         if self.track {
             self.changes.accounts.insert(id.clone());

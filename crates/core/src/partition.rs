@@ -60,16 +60,35 @@ pub const STOCK_REFUSED: &str = "loyalty.stock.refused";
 /// `loyalty.stock.release`: granted units given back (the member could no longer pay).
 pub const STOCK_RELEASE: &str = "loyalty.stock.release";
 
+/// `loyalty.code.claim`: a new member's referral code, told to the partition that keeps
+/// that code's holder ([`code_owner`]).
+pub const CODE_CLAIM: &str = "loyalty.code.claim";
+/// `loyalty.referral.convert`: a referee enrolled with a code made its first payment; told
+/// to the code's partition, which knows the referrer.
+pub const REFERRAL_CONVERT: &str = "loyalty.referral.convert";
+/// `loyalty.referral.award`: the referral rules of one side (`role`: `referrer` or
+/// `referee`), applied on that member's partition.
+pub const REFERRAL_AWARD: &str = "loyalty.referral.award";
+
 /// The record types only the engine writes to its log. Upstream may not produce them: the
 /// sequencer refuses one from an input topic as `invalid`.
-pub const INTERNAL: [&str; 6] = [
+pub const INTERNAL: [&str; 9] = [
     TRANSFER_CREDIT,
     TRANSFER_RETURN,
     STOCK_REQUEST,
     STOCK_GRANTED,
     STOCK_REFUSED,
     STOCK_RELEASE,
+    CODE_CLAIM,
+    REFERRAL_CONVERT,
+    REFERRAL_AWARD,
 ];
+
+/// The partition that keeps who holds a referral code: the code space is split like the
+/// customers, so that no partition needs every code.
+pub fn code_owner(program: &str, code: &str, count: u32) -> u32 {
+    of(format!("{program}\u{1f}{code}").as_bytes(), count)
+}
 
 /// The partition that counts a reward's stock: one per `(program, reward)`, so that units
 /// are granted in one log's order and never oversold.

@@ -1,6 +1,15 @@
 //! Referrals (SPEC section 7): codes, the engine's own conversion on a referee's first
 //! payment, and upstream `referral.converted` events; one conversion per referee.
 //!
+//! With the log split into partitions ([`crate::partition`]), a code's holder is kept by
+//! the code's partition (every enrolment tells it, `loyalty.code.claim`). A member who
+//! enrolls with a code keeps it pending; its first payment sends the conversion to the
+//! code's partition (`loyalty.referral.convert`), which, once it knows the holder (a
+//! conversion that arrives before its code's claim waits for it), sends each side its
+//! rules (`loyalty.referral.award`, to the referrer's partition and to the referee's). An
+//! enrolment with a code nobody holds is therefore not refused there: its conversion waits
+//! and awards nothing.
+//!
 //! Owns: referral codes (who holds one) and conversions. The points come from the
 //! `referral.converted` rules, applied by `earning`.
 
@@ -9,8 +18,10 @@ use std::sync::Arc;
 
 use crate::config::Program;
 use crate::engine::Engine;
-use crate::envelope::{self, Record};
+use crate::envelope::{self, Record, ReferralMessage, ReferralStep};
+use crate::ids;
 use crate::ledger::Cx;
+use crate::partition::{REFERRAL_AWARD, REFERRAL_CONVERT};
 use crate::time::Timestamp;
 
 /// Records that `code` refers to `account`. Codes are 40 bits: should two accounts of a
@@ -34,6 +45,30 @@ impl Engine {
     /// `referral.converted` from upstream (SPEC section 7): in every program, the
     /// referee's first conversion awards the referral rules.
     pub(crate) fn apply_referral(&mut self, rec: &Record, r: &envelope::Referral, cx: &mut Cx<'_>) {
+        if let Some(p) = self.partitioning.filter(|p| !p.holds(&r.referrer)) {
+            // The referee's partition (the record is keyed by the referee) decides the one
+            // conversion and awards the referee's rules; the referrer's go to its partition.
+            if !p.holds(&r.referee) {
+                return;
+            }
+            for prog in self.state.programs.clone() {
+                let Some(id) = self.account_for(&prog, &r.referee, cx) else {
+                    continue;
+                };
+                let account = self.account_mut(&id).expect("just found");
+                if account.referral_converted {
+                    continue;
+                }
+                account.referral_converted = true;
+                let data = serde_json::json!({
+                    "program": &*prog.id, "role": "referrer", "referrer": r.referrer,
+                    "referee": r.referee, "source": &*rec.id,
+                });
+                cx.message(p.of(&r.referrer), &r.referrer, REFERRAL_AWARD, &data);
+                self.earn_referral(&prog, rec.created, None, Some(id), cx);
+            }
+            return;
+        }
         for prog in self.state.programs.clone() {
             let referrer = self.account_for(&prog, &r.referrer, cx);
             let referee = self.account_for(&prog, &r.referee, cx);
@@ -64,6 +99,22 @@ impl Engine {
         if account.referral_converted {
             return;
         }
+        if let Some(p) = self.partitioning {
+            let Some(code) = self.state.pending_codes.remove(account_id) else {
+                return;
+            };
+            let data = serde_json::json!({
+                "program": &*prog.id, "code": code, "referee": &*account.customer,
+                "source": &*cx.source,
+            });
+            let owner = crate::partition::code_owner(&prog.id, &code, p.count);
+            let customer = account.customer.to_string();
+            self.account_mut(account_id)
+                .expect("exists")
+                .referral_converted = true;
+            cx.message(owner, &customer, REFERRAL_CONVERT, &data);
+            return;
+        }
         let Some(referrer) = account.referred_by.clone() else {
             return;
         };
@@ -74,6 +125,86 @@ impl Engine {
             .expect("exists")
             .referral_converted = true;
         self.earn_referral(prog, at, Some(referrer.into()), Some(account_id.into()), cx);
+    }
+}
+
+impl Engine {
+    /// A step of a referral across partitions (see the module's doc).
+    pub(crate) fn referral_step(
+        &mut self,
+        step: ReferralStep,
+        m: &ReferralMessage,
+        cx: &mut Cx<'_>,
+    ) {
+        let key = (m.program.clone(), m.code.clone());
+        match step {
+            ReferralStep::Claim => {
+                let account = ids::account_id(&m.program, &m.referrer).to_string();
+                let keeps = self
+                    .state
+                    .code_holders
+                    .get(&key)
+                    .is_none_or(|(_, held)| account < *held);
+                if keeps {
+                    self.state
+                        .code_holders
+                        .insert(key.clone(), (m.referrer.clone(), account));
+                }
+                for waiting in self.state.parked.remove(&key).unwrap_or_default() {
+                    self.send_awards(&waiting, cx);
+                }
+            }
+            ReferralStep::Convert => {
+                if self.state.code_holders.contains_key(&key) {
+                    self.send_awards(m, cx);
+                } else {
+                    self.state.parked.entry(key).or_default().push(m.clone());
+                }
+            }
+            ReferralStep::AwardReferrer | ReferralStep::AwardReferee => {
+                let Some(prog) = self.program(&m.program) else {
+                    return;
+                };
+                let referrer = step == ReferralStep::AwardReferrer;
+                let customer = if referrer { &m.referrer } else { &m.referee };
+                // As one engine does: a program that enrols automatically opens the account.
+                let Some(id) = self.account_for(&prog, customer, cx) else {
+                    return;
+                };
+                let (a, b) = if referrer {
+                    (Some(id), None)
+                } else {
+                    (None, Some(id))
+                };
+                self.earn_referral(&prog, cx.created, a, b, cx);
+            }
+        }
+    }
+
+    /// On the code's partition: the referrer's rules to its partition, the referee's to
+    /// its own (nothing for a member who used its own code).
+    fn send_awards(&mut self, m: &ReferralMessage, cx: &mut Cx<'_>) {
+        let Some((holder, _)) = self
+            .state
+            .code_holders
+            .get(&(m.program.clone(), m.code.clone()))
+        else {
+            return;
+        };
+        let Some(p) = self.partitioning else {
+            return;
+        };
+        if *holder == m.referee {
+            return;
+        }
+        let holder = holder.clone();
+        for (role, customer) in [("referrer", &holder), ("referee", &m.referee)] {
+            let data = serde_json::json!({
+                "program": m.program, "role": role, "referrer": holder, "referee": m.referee,
+                "source": m.source,
+            });
+            cx.message(p.of(customer), customer, REFERRAL_AWARD, &data);
+        }
     }
 }
 

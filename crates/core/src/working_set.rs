@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::clock::schedule_account;
 use crate::config::parse_program;
 use crate::engine::Engine;
-use crate::envelope::{Body, Record};
+use crate::envelope::{Body, Record, ReferralStep};
 use crate::ids;
 use crate::state::{Account, Due, PaymentRecord};
 use crate::time::Timestamp;
@@ -158,6 +158,15 @@ impl Engine {
                 n.accounts.push(ids::account_id(&t.program, &t.from));
             }
             Body::Stock(_, m) => n.accounts.push(ids::account_id(&m.program, &m.customer)),
+            Body::Referral2(step, m) => match step {
+                ReferralStep::AwardReferrer => {
+                    n.accounts.push(ids::account_id(&m.program, &m.referrer))
+                }
+                ReferralStep::AwardReferee => {
+                    n.accounts.push(ids::account_id(&m.program, &m.referee))
+                }
+                ReferralStep::Claim | ReferralStep::Convert => {}
+            },
             Body::ProgramUpdated(text) => {
                 if let Ok(p) = parse_program(text) {
                     n.members_of.push(p.id);

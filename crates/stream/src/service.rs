@@ -1110,10 +1110,14 @@ mod tests {
         let stock =
             r#"{"program":"p","reward":"r","customer":"a","quantity":1,"points":5,"source":"t1"}"#;
         for kind in loyalty_core::partition::INTERNAL {
+            let award =
+                r#"{"program":"p","role":"referrer","referrer":"a","referee":"b","source":"t1"}"#;
             let data = if kind.starts_with("loyalty.stock.") {
                 stock
-            } else {
+            } else if kind.starts_with("loyalty.transfer.") {
                 credit
+            } else {
+                award
             };
             let why = refused_at_entry(&rec(kind, "2026-01-01T00:00:00Z", data), wall, skew);
             assert!(

@@ -135,6 +135,38 @@ pub enum Body {
     /// `loyalty.stock.*`: a reward's units asked of, granted or refused by, or given back
     /// to the partition that counts them ([`crate::partition`]).
     Stock(StockStep, StockMessage),
+    /// `loyalty.code.claim`, `loyalty.referral.convert`, `loyalty.referral.award`: a
+    /// referral across partitions ([`crate::partition`]).
+    Referral2(ReferralStep, ReferralMessage),
+}
+
+/// Which step of a referral across partitions a message is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ReferralStep {
+    /// A code and its holder, to the code's partition.
+    Claim,
+    /// A referee's conversion, to the code's partition.
+    Convert,
+    /// The referrer's rules, on the referrer's partition.
+    AwardReferrer,
+    /// The referee's rules, on the referee's partition.
+    AwardReferee,
+}
+
+/// A referral across partitions: what each step carries (the fields a step does not use
+/// are empty).
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub struct ReferralMessage {
+    /// The program.
+    pub program: String,
+    /// The referral code.
+    pub code: String,
+    /// The code's holder (a claim) or the referrer (an award): its customer.
+    pub referrer: String,
+    /// The referee's customer (a conversion, an award).
+    pub referee: String,
+    /// The record that caused it: the new member's enrolment, or the referee's payment.
+    pub source: String,
 }
 
 /// Which step of a reward's stock across partitions a message is.
@@ -295,7 +327,10 @@ impl Record {
     pub fn is_message(&self) -> bool {
         matches!(
             self.body,
-            Body::TransferCredit(_) | Body::TransferReturn(_) | Body::Stock(..)
+            Body::TransferCredit(_)
+                | Body::TransferReturn(_)
+                | Body::Stock(..)
+                | Body::Referral2(..)
         )
     }
 
@@ -385,6 +420,8 @@ struct RawData<'a> {
     source: Option<&'a RawValue>,
     #[serde(borrow)]
     transaction: Option<&'a RawValue>,
+    #[serde(borrow)]
+    role: Option<&'a RawValue>,
 }
 
 /// A JSON string value's text, or `None` when the raw value is not a string.
@@ -729,6 +766,26 @@ fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
             } else {
                 Body::TransferReturn(m)
             }
+        }
+        crate::partition::CODE_CLAIM
+        | crate::partition::REFERRAL_CONVERT
+        | crate::partition::REFERRAL_AWARD => {
+            use crate::partition as p;
+            let step = match (kind, opt_str("role", raw.role)?.as_deref()) {
+                (p::CODE_CLAIM, _) => ReferralStep::Claim,
+                (p::REFERRAL_CONVERT, _) => ReferralStep::Convert,
+                (_, Some("referrer")) => ReferralStep::AwardReferrer,
+                (_, Some("referee")) => ReferralStep::AwardReferee,
+                _ => return Err("data.role: must be \"referrer\" or \"referee\"".into()),
+            };
+            let m = ReferralMessage {
+                program: req_str("program", raw.program)?,
+                code: opt_str("code", raw.code)?.unwrap_or_default(),
+                referrer: opt_str("referrer", raw.referrer)?.unwrap_or_default(),
+                referee: opt_str("referee", raw.referee)?.unwrap_or_default(),
+                source: req_str("source", raw.source)?,
+            };
+            Body::Referral2(step, m)
         }
         crate::partition::STOCK_REQUEST
         | crate::partition::STOCK_GRANTED

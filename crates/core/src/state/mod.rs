@@ -53,6 +53,17 @@ pub struct State {
     /// ([`crate::partition`]), by the redemption record's id. Always empty in an engine that
     /// folds every partition.
     pub holds: BTreeMap<String, Hold>,
+    /// The referral code each referee enrolled with, until its first payment converts it,
+    /// by account: the code's partition knows the referrer ([`crate::partition`]). Always
+    /// empty in an engine that folds every partition.
+    pub pending_codes: BTreeMap<String, String>,
+    /// On the partition that keeps a referral code: the customer holding it, by
+    /// `(program, code)` (the smaller account id when two accounts share one), with that
+    /// account.
+    pub code_holders: BTreeMap<(String, String), (String, String)>,
+    /// Conversions whose code's claim has not arrived yet, by `(program, code)`: carried out
+    /// when it does, so that the outcome does not depend on which message came first.
+    pub parked: BTreeMap<(String, String), Vec<crate::envelope::ReferralMessage>>,
     /// Time-driven effects, in the order they fall due. Derived from the accounts and the
     /// programs (rebuilt when a state is loaded), so it is never stored.
     pub schedule: crate::schedule::Schedule,
