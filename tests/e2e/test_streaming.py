@@ -255,6 +255,40 @@ def test_a_record_from_the_future_is_rejected_before_the_log(broker, workdir, pr
     assert abs((datetime.now(timezone.utc) - stamped).total_seconds()) < 3600, update["created"]
 
 
+def test_upstream_cannot_forge_a_partitions_message(broker, workdir, prefix):
+    """The record types one partition writes to another's log (a transfer's credit, a
+    stock grant, a referral award) are the engine's own: from an input topic they would
+    move points no command asked for. The sequencer sends them to the DLQ as invalid, and
+    they never enter the log."""
+    cfg = write_config(workdir)
+    eng = Engine(broker["bootstrap"], cfg, prefix, workdir / "state").start()
+    ok = payments(3, 2, seed=31)
+    program = CONFIG["programs"][0]["id"]
+    target = ok[0]["data"]["customer"]
+    forged = [
+        {"id": "evt_forged_credit", "type": "loyalty.transfer.credit", "created": now_minus(60),
+         "data": {"program": program, "from": "cus_nobody", "to": target, "points": 1000000,
+                  "source": "evt_x", "transaction": "ptx_x"}},
+        {"id": "evt_forged_award", "type": "loyalty.referral.award", "created": now_minus(60),
+         "data": {"program": program, "role": "referee", "referrer": "cus_nobody",
+                  "referee": target, "source": "evt_y"}},
+    ]
+    send_all(broker["bootstrap"], eng.topics["commands"], forged)
+    send_all(broker["bootstrap"], eng.topics["payments"], ok)
+    expected = fold(cfg, [json.dumps(e) for e in ok])
+    wait_for(lambda: balances(eng.export()) == balances(expected), 120, "the valid payments")
+    dlq = read_topic(broker["bootstrap"], eng.topics["dlq"], 2)
+    assert sorted(json.loads(m.value)["id"] for m in dlq) == ["evt_forged_award", "evt_forged_credit"]
+    for m in dlq:
+        assert dict(m.headers)["x-loyalty-reason"] == b"invalid"
+        assert b"never by upstream" in dict(m.headers)["x-loyalty-detail"]
+    eng.stop()
+    assert eng.export() == expected
+    log = subprocess.run([loyalty_bin(), "log", "--brokers", broker["bootstrap"],
+                          "--log-topic", eng.topics["log"]], capture_output=True, check=True).stdout.decode()
+    assert "evt_forged" not in log
+
+
 def test_verify_signature_cli_rejects_wrong_and_stale(workdir):
     payload = workdir / "payload.json"
     payload.write_bytes(b'{"id":"evt_1"}')
