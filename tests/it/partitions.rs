@@ -875,3 +875,28 @@ fn a_grant_the_member_can_no_longer_pay_gives_the_unit_back() {
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(stock.state().stock_used.values().sum::<i64>(), 0);
 }
+
+/// A log of one partition is folded as one engine folds it: the same bytes for the mixed
+/// golden log and the example log, and no message.
+#[test]
+fn one_partition_of_one_is_the_engine_of_every_partition() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("examples/programs.json")).expect("config");
+    let config = parse_config(&text).expect("the example config validates");
+    for log in ["tests/golden/mixed.jsonl", "examples/events.jsonl"] {
+        let records = std::fs::read_to_string(root.join(log)).expect("the log");
+        let fold = |partitioning: Option<Partitioning>| -> Vec<String> {
+            let mut e = Engine::new(&config);
+            e.set_partitioning(partitioning);
+            let mut out = Vec::new();
+            for line in records.lines() {
+                e.apply(line.as_bytes(), &mut out);
+            }
+            out.iter().map(Output::to_json_line).collect()
+        };
+        let alone = fold(None);
+        assert!(alone.len() > 20, "{log}: {} lines", alone.len());
+        assert_eq!(fold(Some(Partitioning { me: 0, count: 1 })), alone, "{log}");
+        assert!(!alone.iter().any(|l| l.starts_with(r#"{"kind":"message""#)));
+    }
+}

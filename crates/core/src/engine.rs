@@ -76,9 +76,10 @@ impl Engine {
     /// Makes this engine the fold of one partition of a log of several
     /// ([`crate::partition`]): what a record does to a customer of another partition is
     /// handed to that partition as an [`Output::Message`]. `None` (the default): every
-    /// customer is here.
+    /// customer is here. A log of one partition is that: the engine folds it as it folds
+    /// every partition, with no message.
     pub fn set_partitioning(&mut self, partitioning: Option<Partitioning>) {
-        self.partitioning = partitioning;
+        self.partitioning = partitioning.filter(|p| p.count > 1);
     }
 
     /// The partition this engine folds, if it folds one.
