@@ -900,3 +900,104 @@ fn one_partition_of_one_is_the_engine_of_every_partition() {
         assert!(!alone.iter().any(|l| l.starts_with(r#"{"kind":"message""#)));
     }
 }
+
+/// Each partition keeps its own seen ids, so one record id can be applied on two partitions
+/// (two customers' records): their messages still differ (the sending partition is in the
+/// id) and both arrive. A record on the wrong partition, or an upstream record with a
+/// message's id, is refused rather than applied where it does not belong.
+#[test]
+fn messages_of_two_partitions_never_share_an_id() {
+    let config = parse_config(CONFIG).expect("the config validates");
+    let mut engines: Vec<Engine> = (0..PARTITIONS)
+        .map(|me| {
+            let mut e = Engine::new(&config);
+            e.set_partitioning(Some(Partitioning {
+                me,
+                count: PARTITIONS,
+            }));
+            e
+        })
+        .collect();
+    let home = |c: &str| partition::of(c.as_bytes(), PARTITIONS) as usize;
+    // Two senders on two partitions, one receiver on a third.
+    let names: Vec<String> = (0..50).map(|i| format!("cus_{i}")).collect();
+    let a = names
+        .iter()
+        .find(|c| home(c) == 0)
+        .expect("a customer of 0");
+    let b = names
+        .iter()
+        .find(|c| home(c) == 1)
+        .expect("a customer of 1");
+    let to = names
+        .iter()
+        .find(|c| home(c) == 2)
+        .expect("a customer of 2");
+    let apply = |e: &mut Engine, rec: String| {
+        let mut out = Vec::new();
+        e.apply(rec.as_bytes(), &mut out);
+        out
+    };
+    for (n, c) in [a, b, to].into_iter().enumerate() {
+        let e = &mut engines[home(c)];
+        apply(
+            e,
+            record(
+                2 * n,
+                "loyalty.account.enroll",
+                json!({"customer": c, "program": PROGRAM}),
+            ),
+        );
+        apply(
+            e,
+            record(
+                2 * n + 1,
+                "loyalty.points.adjust",
+                json!({"customer": c, "program": PROGRAM, "points": 100, "reason": "x"}),
+            ),
+        );
+    }
+    let mut credits = Vec::new();
+    for from in [a, b] {
+        let same_id = json!({"id": "dup_1", "type": "loyalty.points.transfer",
+            "created": "2026-01-02T00:00:00Z",
+            "data": {"program": PROGRAM, "from": from, "to": to, "points": 10}});
+        let out = apply(&mut engines[home(from)], same_id.to_string());
+        for o in out {
+            if let Output::Message(m) = o {
+                assert_eq!(m.partition as usize, home(to));
+                credits.push(m.record);
+            }
+        }
+    }
+    assert_eq!(credits.len(), 2);
+    assert_ne!(credits[0], credits[1]);
+    let mut ins = 0;
+    for c in &credits {
+        ins += apply(&mut engines[home(to)], c.clone())
+            .iter()
+            .filter(|o| o.to_json_line().contains(r#""type":"transfer_in""#))
+            .count();
+    }
+    assert_eq!(ins, 2, "both credits arrive");
+
+    // A record of a customer of another partition, and a message's id from upstream.
+    let wrong = record(
+        90,
+        "loyalty.points.adjust",
+        json!({"customer": a, "program": PROGRAM, "points": 5, "reason": "x"}),
+    );
+    let out = apply(&mut engines[home(b)], wrong);
+    assert!(
+        out[0].to_json_line().contains("belongs to log partition"),
+        "{out:?}"
+    );
+    let forged = json!({"id": "msg_0123", "type": "loyalty.points.adjust",
+        "created": "2026-01-02T00:00:00Z",
+        "data": {"customer": b, "program": PROGRAM, "points": 5, "reason": "x"}});
+    let out = apply(&mut engines[home(b)], forged.to_string());
+    assert!(
+        out[0].to_json_line().contains("ids starting msg_"),
+        "{out:?}"
+    );
+}

@@ -271,6 +271,29 @@ impl Engine {
                 format!("type: {} is not a command", rec.kind),
             );
         }
+        if let Some(p) = self.partitioning {
+            // Ids of messages are the engine's: an upstream record taking one would make the
+            // message it names look like a copy already applied.
+            if !rec.is_message() && rec.id.starts_with("msg_") {
+                return reject(
+                    Reason::Invalid,
+                    "id: ids starting msg_ are the engine's own".into(),
+                );
+            }
+            // A record belongs to the partition of its customer (the sender of a transfer,
+            // the referee of a referral); elsewhere it would open accounts where they do
+            // not live.
+            if let Some(customer) = rec.home_customer().filter(|c| !p.holds(c)) {
+                return reject(
+                    Reason::Invalid,
+                    format!(
+                        "data: the customer {customer:?} belongs to log partition {}, not {}",
+                        p.of(customer),
+                        p.me
+                    ),
+                );
+            }
+        }
         if self.state.seen.contains(&rec.id) {
             if rec.is_message() {
                 return Ok(Accepted::Again);
@@ -293,10 +316,10 @@ impl Engine {
                 Body::Adjust(c) => Some(("customer", &c.customer)),
                 Body::Qualify(c) => Some(("customer", &c.customer)),
                 Body::Redeem(c) => Some(("customer", &c.customer)),
-                // The receiver of another partition is looked for there.
+                // A receiver of another partition is looked for there.
                 Body::Transfer(t) => [("from", &t.from), ("to", &t.to)]
                     .into_iter()
-                    .filter(|(_, c)| self.partitioning.is_none_or(|p| p.holds(c)))
+                    .filter(|(f, c)| *f == "from" || self.partitioning.is_none_or(|p| p.holds(c)))
                     .find(|(_, c)| !enrolled(c)),
                 _ => None,
             };

@@ -76,8 +76,8 @@ impl Engine {
             let data = serde_json::json!({
                 "program": &*prog.id, "code": code, "referrer": customer, "source": &*cx.source,
             });
-            let owner = crate::partition::code_owner(&prog.id, &code, p.count);
-            cx.message(owner, customer, crate::partition::CODE_CLAIM, &data);
+            let key = crate::partition::code_key(&prog.id, &code);
+            cx.message(p, &key, crate::partition::CODE_CLAIM, &data);
         }
         self.state.accounts.insert(id.clone(), Box::new(account));
         if self.track {

@@ -51,9 +51,13 @@ pub fn redemption_id(source: &str, n: u32) -> String {
     hex_id("rdm_", &["redemption", source, &n.to_string()])
 }
 
-/// The `n`-th message to another partition caused by the record `source`.
-pub fn message_id(source: &str, n: u32) -> String {
-    hex_id("msg_", &["message", source, &n.to_string()])
+/// The `n`-th message partition `from` sends because of the record `source` (the sending
+/// partition is part of it: two partitions may each apply a record of one id).
+pub fn message_id(from: u32, source: &str, n: u32) -> String {
+    hex_id(
+        "msg_",
+        &["message", &from.to_string(), source, &n.to_string()],
+    )
 }
 
 /// The referral code of an account: eight characters of an alphabet without look-alikes.

@@ -76,29 +76,42 @@ impl<'o> Cx<'o> {
 }
 
 impl Cx<'_> {
-    /// Hands a record of type `kind` to partition `partition`'s log, keyed by `key`, with
-    /// `data`: its id minted like every other, its time this record's.
+    /// Hands a record of type `kind` with `data` to the log partition of `key` (the key it
+    /// is produced with, so that any tool routes it alike): its id minted like every other,
+    /// from this partition and this record, its time this record's.
     pub(crate) fn message(
         &mut self,
-        partition: u32,
+        p: crate::partition::Partitioning,
         key: &str,
         kind: &str,
         data: &serde_json::Value,
     ) {
+        self.message_at(p, key, kind, data, self.created);
+    }
+
+    /// [`Cx::message`], with the time `created` (an effect that waited keeps its own).
+    pub(crate) fn message_at(
+        &mut self,
+        p: crate::partition::Partitioning,
+        key: &str,
+        kind: &str,
+        data: &serde_json::Value,
+        created: Timestamp,
+    ) {
         self.n_msg += 1;
-        let id = ids::message_id(&self.mint, self.n_msg - 1);
+        let id = ids::message_id(p.me, &self.mint, self.n_msg - 1);
         let mut line = Vec::with_capacity(256);
         line.extend_from_slice(br#"{"id":"#);
         crate::output::jw::str(&mut line, &id);
         line.extend_from_slice(br#","type":"#);
         crate::output::jw::str(&mut line, kind);
         line.extend_from_slice(br#","created":"#);
-        crate::output::jw::time(&mut line, self.created);
+        crate::output::jw::time(&mut line, created);
         line.extend_from_slice(br#","data":"#);
         line.extend_from_slice(data.to_string().as_bytes());
         line.push(b'}');
         self.out.push(Output::Message(crate::output::Message {
-            partition,
+            partition: p.of(key),
             key: key.to_string(),
             record: String::from_utf8(line).unwrap_or_default(),
         }));

@@ -87,13 +87,24 @@ pub const INTERNAL: [&str; 9] = [
 /// The partition that keeps who holds a referral code: the code space is split like the
 /// customers, so that no partition needs every code.
 pub fn code_owner(program: &str, code: &str, count: u32) -> u32 {
-    of(format!("{program}\u{1f}{code}").as_bytes(), count)
+    of(code_key(program, code).as_bytes(), count)
+}
+
+/// The key of the messages to a referral code's partition: its partition is
+/// [`code_owner`].
+pub fn code_key(program: &str, code: &str) -> String {
+    format!("{program}\u{1f}{code}")
 }
 
 /// The partition that counts a reward's stock: one per `(program, reward)`, so that units
 /// are granted in one log's order and never oversold.
 pub fn stock_owner(program: &str, reward: &str, count: u32) -> u32 {
-    of(format!("{program}\u{1f}{reward}").as_bytes(), count)
+    of(stock_key(program, reward).as_bytes(), count)
+}
+
+/// The key of the messages to a reward's stock owner: its partition is [`stock_owner`].
+pub fn stock_key(program: &str, reward: &str) -> String {
+    format!("{program}\u{1f}{reward}")
 }
 
 #[cfg(test)]

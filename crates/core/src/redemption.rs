@@ -56,10 +56,12 @@ impl Engine {
         let reward = prog.reward(&r.reward).filter(|w| {
             w.starts.is_none_or(|s| rec.created >= s) && w.ends.is_none_or(|e| rec.created < e)
         });
-        // The partition that counts this reward's stock, when it is another one.
-        let owner = match (self.partitioning, reward.and_then(|w| w.stock)) {
+        // When another partition counts this reward's units (every redemption counts, so
+        // that a stock set later by a program update counts what was redeemed before, as
+        // one engine does), it is asked.
+        let owner = match (self.partitioning, reward) {
             (Some(p), Some(_)) => {
-                Some(partition::stock_owner(&prog.id, &r.reward, p.count)).filter(|o| *o != p.me)
+                Some(p).filter(|p| partition::stock_owner(&prog.id, &r.reward, p.count) != p.me)
             }
             _ => None,
         };
@@ -125,7 +127,8 @@ impl Engine {
                 points: cost,
                 source: rec.id.to_string(),
             };
-            cx.message(owner, &r.customer, STOCK_REQUEST, &data(&m));
+            let key = partition::stock_key(&prog.id, &r.reward);
+            cx.message(owner, &key, STOCK_REQUEST, &data(&m));
             return;
         }
         *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
@@ -171,17 +174,22 @@ impl Engine {
     /// refused in log order, or units given back; on the member's partition, the grant
     /// redeemed (or refused when the held points are gone) or the refusal written.
     pub(crate) fn stock(&mut self, step: StockStep, m: &StockMessage, cx: &mut Cx<'_>) {
-        let member_partition = self.partitioning.map_or(0, |p| p.of(&m.customer));
+        // Only one partition of several applies these (`Engine::check`).
+        let Some(p) = self.partitioning else {
+            return;
+        };
         let key = (m.program.clone(), m.reward.clone());
         match step {
             StockStep::Request => {
-                let stock = self
+                // A reward this partition's copy of the program does not have (yet) is
+                // refused: never a unit it cannot count.
+                let reward = self
                     .state
                     .program(&m.program)
-                    .and_then(|p| p.reward(&m.reward))
-                    .and_then(|w| w.stock);
+                    .and_then(|p| p.reward(&m.reward));
                 let used = self.state.stock_used.get(&key).copied().unwrap_or(0);
-                let granted = stock.is_none_or(|s| s - used >= m.quantity);
+                let granted =
+                    reward.is_some_and(|w| w.stock.is_none_or(|s| s - used >= m.quantity));
                 if granted {
                     *self.state.stock_used.entry(key).or_insert(0) += m.quantity;
                     self.changes.rewards = true;
@@ -191,7 +199,7 @@ impl Engine {
                 } else {
                     STOCK_REFUSED
                 };
-                cx.message(member_partition, &m.customer, answer, &data(m));
+                cx.message(p, &m.customer, answer, &data(m));
             }
             StockStep::Release => {
                 if let Some(used) = self.state.stock_used.get_mut(&key) {
@@ -210,10 +218,8 @@ impl Engine {
                 let refusal = match step {
                     StockStep::Refused => Some(Refusal::OutOfStock),
                     _ if account.balance < i128::from(hold.cost) => {
-                        let owner = self.partitioning.map_or(0, |p| {
-                            partition::stock_owner(&m.program, &m.reward, p.count)
-                        });
-                        cx.message(owner, &m.customer, STOCK_RELEASE, &data(m));
+                        let key = partition::stock_key(&m.program, &m.reward);
+                        cx.message(p, &key, STOCK_RELEASE, &data(m));
                         Some(Refusal::InsufficientPoints)
                     }
                     _ => None,

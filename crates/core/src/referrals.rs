@@ -64,7 +64,7 @@ impl Engine {
                     "program": &*prog.id, "role": "referrer", "referrer": r.referrer,
                     "referee": r.referee, "source": &*rec.id,
                 });
-                cx.message(p.of(&r.referrer), &r.referrer, REFERRAL_AWARD, &data);
+                cx.message(p, &r.referrer, REFERRAL_AWARD, &data);
                 self.earn_referral(&prog, rec.created, None, Some(id), cx);
             }
             return;
@@ -107,12 +107,11 @@ impl Engine {
                 "program": &*prog.id, "code": code, "referee": &*account.customer,
                 "source": &*cx.source,
             });
-            let owner = crate::partition::code_owner(&prog.id, &code, p.count);
-            let customer = account.customer.to_string();
+            let key = crate::partition::code_key(&prog.id, &code);
             self.account_mut(account_id)
                 .expect("exists")
                 .referral_converted = true;
-            cx.message(owner, &customer, REFERRAL_CONVERT, &data);
+            cx.message(p, &key, REFERRAL_CONVERT, &data);
             return;
         }
         let Some(referrer) = account.referred_by.clone() else {
@@ -150,15 +149,20 @@ impl Engine {
                         .code_holders
                         .insert(key.clone(), (m.referrer.clone(), account));
                 }
-                for waiting in self.state.parked.remove(&key).unwrap_or_default() {
-                    self.send_awards(&waiting, cx);
+                for (at, waiting) in self.state.parked.remove(&key).unwrap_or_default() {
+                    self.send_awards(&waiting, at, cx);
                 }
             }
             ReferralStep::Convert => {
                 if self.state.code_holders.contains_key(&key) {
-                    self.send_awards(m, cx);
+                    self.send_awards(m, cx.created, cx);
                 } else {
-                    self.state.parked.entry(key).or_default().push(m.clone());
+                    let at = cx.created;
+                    self.state
+                        .parked
+                        .entry(key)
+                        .or_default()
+                        .push((at, m.clone()));
                 }
             }
             ReferralStep::AwardReferrer | ReferralStep::AwardReferee => {
@@ -182,8 +186,8 @@ impl Engine {
     }
 
     /// On the code's partition: the referrer's rules to its partition, the referee's to
-    /// its own (nothing for a member who used its own code).
-    fn send_awards(&mut self, m: &ReferralMessage, cx: &mut Cx<'_>) {
+    /// its own (nothing for a member who used its own code), at the time of the conversion.
+    fn send_awards(&mut self, m: &ReferralMessage, at: Timestamp, cx: &mut Cx<'_>) {
         let Some((holder, _)) = self
             .state
             .code_holders
@@ -203,7 +207,7 @@ impl Engine {
                 "program": m.program, "role": role, "referrer": holder, "referee": m.referee,
                 "source": m.source,
             });
-            cx.message(p.of(customer), customer, REFERRAL_AWARD, &data);
+            cx.message_at(p, customer, REFERRAL_AWARD, &data, at);
         }
     }
 }

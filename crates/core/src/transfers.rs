@@ -82,7 +82,7 @@ impl Engine {
         );
         if let Some(p) = self.partitioning.filter(|p| !p.holds(&t.to)) {
             let data = message_data(t, &rec.id, &tx_out);
-            cx.message(p.of(&t.to), &t.to, TRANSFER_CREDIT, &data);
+            cx.message(p, &t.to, TRANSFER_CREDIT, &data);
             return;
         }
         let (tx_in, _) = self.post(
@@ -112,7 +112,7 @@ impl Engine {
             match self.partitioning.filter(|p| !p.holds(&t.from)) {
                 Some(p) => {
                     let data = message_data(t, &m.source, &m.transaction);
-                    cx.message(p.of(&t.from), &t.from, TRANSFER_RETURN, &data);
+                    cx.message(p, &t.from, TRANSFER_RETURN, &data);
                 }
                 // The sender is here: the credit goes back at once. (An engine that folds
                 // every partition never sends a message.)

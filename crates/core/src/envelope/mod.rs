@@ -334,6 +334,23 @@ impl Record {
         )
     }
 
+    /// The customer whose partition a record belongs to, when it has one: the customer of
+    /// an event, refund or command, the sender of a transfer, the referee of a referral
+    /// (messages and ticks belong where they are sent).
+    pub fn home_customer(&self) -> Option<&str> {
+        match &self.body {
+            Body::Event(a) if a.loyalty_account.is_none() => Some(&a.customer),
+            Body::Refund(r) => Some(&r.customer),
+            Body::Referral(r) => Some(&r.referee),
+            Body::Enroll(c) => Some(&c.customer),
+            Body::Adjust(c) => Some(&c.customer),
+            Body::Qualify(c) => Some(&c.customer),
+            Body::Redeem(c) => Some(&c.customer),
+            Body::Transfer(t) => Some(&t.from),
+            _ => None,
+        }
+    }
+
     /// The program a command names, if it is a command.
     pub fn command_program(&self) -> Option<&str> {
         match &self.body {

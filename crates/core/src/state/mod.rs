@@ -63,7 +63,8 @@ pub struct State {
     pub code_holders: BTreeMap<(String, String), (String, String)>,
     /// Conversions whose code's claim has not arrived yet, by `(program, code)`: carried out
     /// when it does, so that the outcome does not depend on which message came first.
-    pub parked: BTreeMap<(String, String), Vec<crate::envelope::ReferralMessage>>,
+    /// Each with the time it was converted at, which its awards keep.
+    pub parked: BTreeMap<(String, String), Vec<(Timestamp, crate::envelope::ReferralMessage)>>,
     /// Time-driven effects, in the order they fall due. Derived from the accounts and the
     /// programs (rebuilt when a state is loaded), so it is never stored.
     pub schedule: crate::schedule::Schedule,
