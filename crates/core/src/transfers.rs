@@ -16,6 +16,7 @@ use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::output::{Event, Member, Output, Refusal, TxKind, TxMeta};
 use crate::partition::{TRANSFER_CREDIT, TRANSFER_RETURN};
+use crate::Sym;
 
 impl Engine {
     /// `loyalty.points.adjust`: an operator's signed correction, refused when it would take
@@ -58,7 +59,6 @@ impl Engine {
             return;
         };
         let from = ids::account_id(&prog.id, &t.from);
-        let to = ids::account_id(&prog.id, &t.to);
         let balance = self.state.accounts[&from].balance - i128::from(self.state.held(&from));
         if balance < i128::from(t.points) {
             cx.out.push(Output::Rejected(Rejection::new(
@@ -85,22 +85,7 @@ impl Engine {
             cx.message(p, &t.to, TRANSFER_CREDIT, &data);
             return;
         }
-        let (tx_in, _) = self.post(
-            cx,
-            &to,
-            TxKind::TransferIn,
-            t.points,
-            None,
-            vec![],
-            TxMeta::None,
-        );
-        let event = Event::PointsTransferred {
-            from: t.from.clone(),
-            to: t.to.clone(),
-            points: t.points,
-            transactions: [tx_out, tx_in],
-        };
-        cx.event(member(&self.state.accounts[&from]), event);
+        self.credit_receiver(t, tx_out, cx);
     }
 
     /// A transfer's credit, on the receiver's partition: the `transfer_in` and the event,
@@ -120,6 +105,13 @@ impl Engine {
             }
             return;
         }
+        self.credit_receiver(t, m.transaction.as_str().into(), cx);
+    }
+
+    /// The receiver's side of a transfer whose `transfer_out` is written: its
+    /// `transfer_in`, and `loyalty.points.transferred` about the sender, naming both.
+    fn credit_receiver(&mut self, t: &envelope::Transfer, tx_out: Sym, cx: &mut Cx<'_>) {
+        let to = ids::account_id(&t.program, &t.to);
         let (tx_in, _) = self.post(
             cx,
             &to,
@@ -133,9 +125,9 @@ impl Engine {
             from: t.from.clone(),
             to: t.to.clone(),
             points: t.points,
-            transactions: [m.transaction.as_str().into(), tx_in],
+            transactions: [tx_out, tx_in],
         };
-        // The sender's member, as the event of a transfer within one partition says.
+        // The sender's member: its account may live on another partition.
         let who = Member {
             account: ids::account_id(&t.program, &t.from),
             customer: t.from.as_str().into(),
