@@ -204,6 +204,7 @@ impl Engine {
                     // One partition of several: the code's partition knows its holder; the
                     // first payment asks it (`referrals`).
                     if let (Some(_), Some(code)) = (self.partitioning, &e.referral_code) {
+                        self.flow_changed(crate::working_set::FlowKey::Pending(id.to_string()));
                         self.state
                             .pending_codes
                             .insert(id.to_string(), code.clone());
@@ -295,7 +296,10 @@ impl Engine {
             }
         }
         if self.state.seen.contains(&rec.id) {
-            if rec.is_message() {
+            // A second copy of a record the engine wrote itself: a message sent again, or
+            // a configured program that two instances of a group both appended.
+            let configured = rec.kind == "loyalty.program.updated" && rec.id.starts_with("cfg_");
+            if rec.is_message() || (configured && self.partitioning.is_some()) {
                 return Ok(Accepted::Again);
             }
             return reject(Reason::Duplicate, format!("id: {} was seen before", rec.id));

@@ -110,6 +110,7 @@ impl Engine {
         }
         let cost = cost.unwrap_or(0);
         if let Some(owner) = owner {
+            self.flow_changed(crate::working_set::FlowKey::Hold(rec.id.to_string()));
             self.state.holds.insert(
                 rec.id.to_string(),
                 Hold {
@@ -212,6 +213,7 @@ impl Engine {
                 let Some(hold) = self.state.holds.remove(&m.source) else {
                     return;
                 };
+                self.flow_changed(crate::working_set::FlowKey::Hold(m.source.clone()));
                 let Some(account) = self.state.accounts.get(&hold.account) else {
                     return;
                 };

@@ -108,6 +108,7 @@ impl Engine {
                 "source": &*cx.source,
             });
             let key = crate::partition::code_key(&prog.id, &code);
+            self.flow_changed(crate::working_set::FlowKey::Pending(account_id.to_string()));
             self.account_mut(account_id)
                 .expect("exists")
                 .referral_converted = true;
@@ -136,6 +137,12 @@ impl Engine {
         cx: &mut Cx<'_>,
     ) {
         let key = (m.program.clone(), m.code.clone());
+        if matches!(step, ReferralStep::Claim | ReferralStep::Convert) {
+            self.flow_changed(crate::working_set::FlowKey::Code(
+                m.program.clone(),
+                m.code.clone(),
+            ));
+        }
         match step {
             ReferralStep::Claim => {
                 let account = ids::account_id(&m.program, &m.referrer).to_string();

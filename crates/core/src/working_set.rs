@@ -35,6 +35,23 @@ pub struct Changes {
     pub rewards: bool,
     /// Referral codes claimed, `(program, code)`, in order.
     pub codes: Vec<(String, String)>,
+    /// What the flows across partitions keep between their steps ([`crate::partition`]),
+    /// by key: a store writes each key's entry as the state now holds it, or removes it.
+    pub flows: std::collections::BTreeSet<FlowKey>,
+}
+
+/// A key of what the flows across partitions keep between their steps.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum FlowKey {
+    /// A redemption's held cost ([`crate::state::State::holds`]), by the redemption's id.
+    Hold(String),
+    /// A referee's code until its conversion ([`crate::state::State::pending_codes`]), by
+    /// account.
+    Pending(String),
+    /// A referral code's holder and the conversions waiting for it
+    /// ([`crate::state::State::code_holders`], [`crate::state::State::parked`]), by
+    /// `(program, code)`.
+    Code(String, String),
 }
 
 /// What a record needs in an engine's working set to apply as it would with the whole state
@@ -64,6 +81,7 @@ impl Changes {
             && !self.clock
             && !self.rewards
             && self.codes.is_empty()
+            && self.flows.is_empty()
     }
 }
 
@@ -257,6 +275,13 @@ impl Engine {
         self.state.schedule.retain_accounts(keep);
         if self.changes.codes.is_empty() {
             self.state.referral_codes = HashMap::default();
+        }
+    }
+
+    /// Notes that an entry of the flows' state changed.
+    pub(crate) fn flow_changed(&mut self, key: FlowKey) {
+        if self.track {
+            self.changes.flows.insert(key);
         }
     }
 

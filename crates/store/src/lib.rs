@@ -22,6 +22,10 @@
 //!   and loads the account for nothing
 //! - `m/overdue`: effects already due that the next advance of the clock carries out (those
 //!   a record older than the clock scheduled; usually absent)
+//! - `f/h/{redemption}`, `f/c/{account}`, `f/k/{program}\0{code}`: what the flows across
+//!   partitions keep between their steps (a held cost, a referee's pending code, a code's
+//!   holder with the conversions waiting for it), written only by an engine that folds one
+//!   partition of several, and loaded whole
 //! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
 //!   `d/` and `r/` keys cover every account, with the log positions they are whole up to
 //!   (a state written before them, or since by a version without them, is indexed anew
@@ -36,6 +40,7 @@ use std::sync::Arc;
 use loyalty_core::engine::{next_due, Changes};
 use loyalty_core::state::{Account, Due, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
+use loyalty_core::working_set::FlowKey;
 use loyalty_core::{config::parse_stored_program, Engine};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
@@ -72,6 +77,9 @@ pub struct OutboxEntry {
     pub payload: Vec<u8>,
     /// Headers, in order.
     pub headers: Vec<(String, Vec<u8>)>,
+    /// The partition to produce to, when the record must land in one (a message to another
+    /// log partition); otherwise the producer's partitioner picks it from the key.
+    pub partition: Option<i32>,
 }
 
 /// Offsets and positions kept beside the state.
@@ -600,9 +608,43 @@ impl Store {
         if let Some(v) = self.db.get(b"m/clock")? {
             state.clock = Some(Timestamp(parse_u64(b"m/clock", &v)? as i64));
         }
+        self.load_flows(&mut state)?;
         let mut engine = Engine::from_state(state);
         engine.restore_overdue(self.overdue()?);
         Ok(engine)
+    }
+
+    /// What the flows across partitions keep between their steps (few entries: one for
+    /// each redemption waiting for stock, each referee not yet converted, each code of the
+    /// partition's share), read whole into the engine's state.
+    fn load_flows(&self, state: &mut State) -> Result<(), StoreError> {
+        for kv in self.prefix("f/h/") {
+            let (k, v) = kv?;
+            let hold = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let id = String::from_utf8(k[4..].to_vec()).map_err(|e| corrupt(&k, e))?;
+            state.holds.insert(id, hold);
+        }
+        for kv in self.prefix("f/c/") {
+            let (k, v) = kv?;
+            let id = String::from_utf8(k[4..].to_vec()).map_err(|e| corrupt(&k, e))?;
+            let code = String::from_utf8(v.to_vec()).map_err(|e| corrupt(&k, e))?;
+            state.pending_codes.insert(id, code);
+        }
+        for kv in self.prefix("f/k/") {
+            let (k, v) = kv?;
+            let entry: StoredCode = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let key = (entry.program, entry.code);
+            if let Some(holder) = entry.holder {
+                state.code_holders.insert(key.clone(), holder);
+            }
+            if !entry.parked.is_empty() {
+                let parked = entry.parked.into_iter();
+                state
+                    .parked
+                    .insert(key, parked.map(|(at, m)| (Timestamp(at), m)).collect());
+            }
+        }
+        Ok(())
     }
 
     /// The effects overdue when the state was committed ([`Engine::overdue`]).
@@ -716,6 +758,9 @@ impl Store {
             let stock: Vec<(&(String, String), &i64)> = state.stock_used.iter().collect();
             let v = serde_json::to_vec(&stock).map_err(|e| corrupt(b"m/stock", e))?;
             wb.put(b"m/stock", v);
+        }
+        for key in &c.flows {
+            put_flow(&mut wb, state, key)?;
         }
         if let (true, Some(clock)) = (c.clock, state.clock) {
             wb.put(b"m/clock", (clock.0 as u64).to_be_bytes());
@@ -870,6 +915,61 @@ impl Store {
 }
 
 /// The next output sequence number a store holds.
+/// A referral code's entry of the flows' state (`f/k/`).
+#[derive(Serialize, Deserialize)]
+struct StoredCode {
+    program: String,
+    code: String,
+    /// Its holder's customer and account.
+    holder: Option<(String, String)>,
+    /// Conversions waiting for the claim, with their times.
+    parked: Vec<(i64, loyalty_core::envelope::ReferralMessage)>,
+}
+
+/// Writes one key of the flows' state as `state` holds it, or removes it.
+fn put_flow(wb: &mut WriteBatch, state: &State, key: &FlowKey) -> Result<(), StoreError> {
+    match key {
+        FlowKey::Hold(id) => {
+            let k = format!("f/h/{id}");
+            match state.holds.get(id) {
+                Some(h) => {
+                    let v = serde_json::to_vec(h).map_err(|e| corrupt(k.as_bytes(), e))?;
+                    wb.put(k, v);
+                }
+                None => wb.delete(k),
+            }
+        }
+        FlowKey::Pending(id) => {
+            let k = format!("f/c/{id}");
+            match state.pending_codes.get(id) {
+                Some(code) => wb.put(k, code.as_bytes()),
+                None => wb.delete(k),
+            }
+        }
+        FlowKey::Code(program, code) => {
+            let k = format!("f/k/{program}\0{code}");
+            let key = (program.clone(), code.clone());
+            let entry = StoredCode {
+                program: program.clone(),
+                code: code.clone(),
+                holder: state.code_holders.get(&key).cloned(),
+                parked: state
+                    .parked
+                    .get(&key)
+                    .map(|v| v.iter().map(|(at, m)| (at.0, m.clone())).collect())
+                    .unwrap_or_default(),
+            };
+            if entry.holder.is_none() && entry.parked.is_empty() {
+                wb.delete(k);
+            } else {
+                let v = serde_json::to_vec(&entry).map_err(|e| corrupt(k.as_bytes(), e))?;
+                wb.put(k, v);
+            }
+        }
+    }
+    Ok(())
+}
+
 fn next_seq(db: &DB) -> Result<u64, StoreError> {
     match db.get(SEQ_KEY)? {
         Some(v) => parse_u64(SEQ_KEY, &v),
@@ -912,6 +1012,10 @@ fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
         put_bytes(&mut out, k.as_bytes());
         put_bytes(&mut out, v);
     }
+    // Last and optional: an entry written before partitions were named decodes as before.
+    if let Some(p) = e.partition {
+        out.extend_from_slice(&p.to_be_bytes());
+    }
     out
 }
 
@@ -953,12 +1057,20 @@ fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
         let k = String::from_utf8(r.bytes()?.to_vec()).ok()?;
         headers.push((k, r.bytes()?.to_vec()));
     }
+    let partition = match r.0.len() {
+        0 => None,
+        _ => Some(r.u32()? as i32),
+    };
+    if !r.0.is_empty() {
+        return None;
+    }
     Some(OutboxEntry {
         seq,
         topic,
         key,
         payload,
         headers,
+        partition,
     })
 }
 
@@ -1132,6 +1244,7 @@ mod tests {
                 key: Some(b"k".to_vec()),
                 payload: b"\xff payload".to_vec(),
                 headers: vec![("h".into(), b"v".to_vec())],
+                partition: None,
             }],
             dues_passed: Vec::new(),
             index: Vec::new(),
@@ -1142,6 +1255,100 @@ mod tests {
                 .collect(),
         };
         store.commit(engine, batch).unwrap();
+    }
+
+    #[test]
+    fn outbox_entries_keep_their_partition() {
+        for partition in [None, Some(0), Some(5)] {
+            let e = OutboxEntry {
+                seq: 9,
+                topic: "loyalty.log".into(),
+                key: Some(b"cus_1".to_vec()),
+                payload: b"{}".to_vec(),
+                headers: vec![("content-type".into(), b"application/json".to_vec())],
+                partition,
+            };
+            assert_eq!(decode_outbox(9, &encode_outbox(&e)), Some(e.clone()));
+        }
+        // Trailing bytes that are no partition are corrupt, not ignored.
+        let mut bad = encode_outbox(&OutboxEntry {
+            seq: 0,
+            topic: "t".into(),
+            key: None,
+            payload: vec![],
+            headers: vec![],
+            partition: Some(1),
+        });
+        bad.push(0);
+        assert_eq!(decode_outbox(0, &bad), None);
+    }
+
+    #[test]
+    fn the_flows_state_is_stored_and_removed_by_key() {
+        use loyalty_core::envelope::ReferralMessage;
+        use loyalty_core::state::Hold;
+        let dir = tmp("flows");
+        let store = Store::open(&dir).expect("open");
+        let mut state = State::default();
+        state.holds.insert(
+            "rdm_cmd_1".into(),
+            Hold {
+                account: "loy_a".into(),
+                reward: "mug".into(),
+                quantity: 2,
+                cost: 300,
+            },
+        );
+        state.pending_codes.insert("loy_b".into(), "CODE-1".into());
+        let key = ("prog/x".to_string(), "CODE-2".to_string());
+        state
+            .code_holders
+            .insert(key.clone(), ("cus_c".into(), "loy_c".into()));
+        let waiting = ReferralMessage {
+            program: key.0.clone(),
+            code: "CODE-3".into(),
+            referrer: String::new(),
+            referee: "cus_d".into(),
+            source: "evt_9".into(),
+        };
+        let parked_key = (key.0.clone(), "CODE-3".to_string());
+        state.parked.insert(
+            parked_key.clone(),
+            vec![(Timestamp(1_700_000_000), waiting)],
+        );
+        let keys: std::collections::BTreeSet<FlowKey> = [
+            FlowKey::Hold("rdm_cmd_1".into()),
+            FlowKey::Pending("loy_b".into()),
+            FlowKey::Code(key.0.clone(), key.1.clone()),
+            FlowKey::Code(parked_key.0.clone(), parked_key.1.clone()),
+        ]
+        .into_iter()
+        .collect();
+        let commit = |engine: &Engine| {
+            let mut batch = Batch::default();
+            batch.changes.flows = keys.clone();
+            store.commit(engine, batch).expect("commit");
+        };
+        let engine = Engine::from_state(state.clone());
+        commit(&engine);
+        for loaded in [
+            store.load_engine().expect("load"),
+            store.load_engine_lean().expect("lean"),
+        ] {
+            let got = loaded.state();
+            assert_eq!(got.holds, state.holds);
+            assert_eq!(got.pending_codes, state.pending_codes);
+            assert_eq!(got.code_holders, state.code_holders);
+            assert_eq!(got.parked, state.parked);
+        }
+        // Taken out of the state: each key's entry goes.
+        commit(&Engine::from_state(State::default()));
+        let got = store.load_engine().expect("load");
+        let got = got.state();
+        assert!(got.holds.is_empty() && got.pending_codes.is_empty());
+        assert!(got.code_holders.is_empty() && got.parked.is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -155,7 +155,7 @@ pub enum ReferralStep {
 
 /// A referral across partitions: what each step carries (the fields a step does not use
 /// are empty).
-#[derive(Clone, PartialEq, Eq, Debug, Default)]
+#[derive(Clone, PartialEq, Eq, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ReferralMessage {
     /// The program.
     pub program: String,

@@ -71,7 +71,7 @@ pub struct State {
 }
 
 /// A redemption's cost held until the partition that counts the reward's stock answers.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hold {
     /// The redeeming account.
     pub account: Sym,
