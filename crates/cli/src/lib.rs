@@ -95,6 +95,10 @@ enum Command {
         /// The state directory.
         #[arg(long, env = "LOYALTY_STATE")]
         state: PathBuf,
+        /// Only this log partition's ledger, from the state of an instance of a group
+        /// (without it, every partition the instance holds a state of, in order).
+        #[arg(long)]
+        partition: Option<i32>,
     },
     /// Print the engine's log topic as JSON envelopes, one a line, in log order.
     Log {
@@ -111,6 +115,9 @@ enum Command {
         /// Publish the events again (same ids and signatures).
         #[arg(long)]
         publish: bool,
+        /// Rebuild only this log partition's state, as an instance of a group folds it.
+        #[arg(long)]
+        partition: Option<i32>,
     },
     /// Check every invariant of a stored state (exit 0 sound, 1 problems, one JSON line each).
     Verify {
@@ -304,13 +311,14 @@ fn run(cli: Cli) -> Result<()> {
         Command::Demo(args) => demo::run(&args),
         Command::Run { args, http, state } => streaming::run(&args, &http, &state),
         Command::Serve { http, state } => api::serve(&state, &http),
-        Command::Export { state } => streaming::export(&state),
+        Command::Export { state, partition } => streaming::export(&state, partition),
         Command::Log { kafka } => streaming::log(&kafka),
         Command::Replay {
             args,
             state,
             publish,
-        } => streaming::replay(&args, &state, publish),
+            partition,
+        } => streaming::replay(&args, &state, publish, partition),
         Command::Loadgen(args) => loadgen::run(&args),
         Command::Verify { state } => {
             if streaming::verify_state(&state)? {

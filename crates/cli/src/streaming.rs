@@ -81,6 +81,15 @@ pub struct RunArgs {
     /// Serve `/metrics`, `/healthz` and `/readyz` on this address (`HOST:PORT`).
     #[arg(long, env = "LOYALTY_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
+    /// Run as one instance of a group: instances started with the same name split the
+    /// log's partitions through Kafka's consumer-group protocol, each keeping the state of
+    /// the partitions it holds under its own `--state` (docs/scale-out.md).
+    #[arg(long, env = "LOYALTY_GROUP")]
+    pub group: Option<String>,
+    /// In a group: milliseconds without a heartbeat after which the group gives a silent
+    /// instance's partitions to the others.
+    #[arg(long, default_value_t = 10_000, env = "LOYALTY_SESSION_TIMEOUT_MS")]
+    pub session_timeout_ms: u64,
 }
 
 impl RunArgs {
@@ -154,6 +163,9 @@ pub(crate) fn stop_on_signal() -> Arc<AtomicBool> {
 
 pub fn run(args: &RunArgs, http: &crate::api::HttpArgs, state: &Path) -> Result<()> {
     let settings = args.settings(true)?;
+    if let Some(name) = &args.group {
+        return run_group(args, http, state, settings, name);
+    }
     let store = Arc::new(
         Store::open(state)
             .with_context(|| format!("cannot open the state in {}", state.display()))?,
@@ -167,6 +179,81 @@ pub fn run(args: &RunArgs, http: &crate::api::HttpArgs, state: &Path) -> Result<
     let result = service::run(&settings, &store, &stop, &counters);
     drop(server);
     Ok(result?)
+}
+
+/// `loyalty run --group`: one instance of a group.
+fn run_group(
+    args: &RunArgs,
+    http: &crate::api::HttpArgs,
+    state: &Path,
+    settings: Settings,
+    name: &str,
+) -> Result<()> {
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        bail!("--group: {name:?} is no consumer group name (one word, no spaces)");
+    }
+    if http.http_addr.is_some() {
+        bail!(
+            "--http-addr: the HTTP API of a group's instance (forwarding to the instance that \
+             holds an account) is not built yet; serve a partition's state read-only with \
+             `loyalty serve --state {}/partition-P`",
+            state.display()
+        );
+    }
+    if state.join("CURRENT").exists() {
+        bail!(
+            "{} holds the state of an engine that folds every partition; an instance of a \
+             group keeps one state per partition (in partition-P below --state): give it a \
+             directory of its own",
+            state.display()
+        );
+    }
+    let group = loyalty_stream::group::Group {
+        name: name.to_string(),
+        state: state.to_path_buf(),
+        session_timeout: Duration::from_millis(args.session_timeout_ms.max(1000)),
+    };
+    let stop = stop_on_signal();
+    let counters = Arc::new(service::Counters::default());
+    if let Some(addr) = &args.metrics_addr {
+        loyalty_stream::metrics::serve(addr, counters.metrics.clone())?;
+    }
+    Ok(loyalty_stream::group::run(
+        &settings, &group, &stop, &counters,
+    )?)
+}
+
+/// The state directories `export` prints: `state` itself, or with `partition`, or when it
+/// is a group instance's, its partitions' (in partition order).
+fn partition_states(state: &Path, partition: Option<i32>) -> Result<Vec<PathBuf>> {
+    if let Some(p) = partition {
+        let dir = loyalty_stream::group::partition_dir(state, p);
+        if !dir.join("CURRENT").exists() {
+            bail!(
+                "{} holds no state of partition {p} (an instance of a group keeps one in \
+                 partition-{p} once it has held that partition)",
+                state.display()
+            );
+        }
+        return Ok(vec![dir]);
+    }
+    if state.join("CURRENT").exists() || !state.is_dir() {
+        return Ok(vec![state.to_path_buf()]);
+    }
+    let mut parts: Vec<(i32, PathBuf)> = std::fs::read_dir(state)
+        .with_context(|| format!("cannot read {}", state.display()))?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let p: i32 = name.strip_prefix("partition-")?.parse().ok()?;
+            Some((p, e.path()))
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(vec![state.to_path_buf()]);
+    }
+    parts.sort();
+    Ok(parts.into_iter().map(|(_, d)| d).collect())
 }
 
 /// `loyalty verify`: every problem as a JSON line on standard output; `Ok(false)` when
@@ -227,19 +314,21 @@ pub fn checkpoint(state: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-pub fn export(state: &Path) -> Result<()> {
-    let store = Store::open_read_only(state)
-        .with_context(|| format!("cannot open the state in {}", state.display()))?;
+pub fn export(state: &Path, partition: Option<i32>) -> Result<()> {
     let stdout = io::stdout();
     let mut w = BufWriter::new(stdout.lock());
     let mut failed = None;
-    store.export(|line| {
-        if failed.is_none() {
-            if let Err(e) = writeln!(w, "{line}") {
-                failed = Some(e);
+    for dir in partition_states(state, partition)? {
+        let store = Store::open_read_only(&dir)
+            .with_context(|| format!("cannot open the state in {}", dir.display()))?;
+        store.export(|line| {
+            if failed.is_none() {
+                if let Err(e) = writeln!(w, "{line}") {
+                    failed = Some(e);
+                }
             }
-        }
-    })?;
+        })?;
+    }
     if let Some(e) = failed {
         return Err(e).context("cannot write to standard output");
     }
@@ -255,7 +344,7 @@ pub fn log(kafka: &KafkaArgs) -> Result<()> {
     w.flush().context("cannot write to standard output")
 }
 
-pub fn replay(args: &RunArgs, state: &Path, publish: bool) -> Result<()> {
+pub fn replay(args: &RunArgs, state: &Path, publish: bool, partition: Option<i32>) -> Result<()> {
     let settings = args.settings(publish)?;
     if state.exists()
         && std::fs::read_dir(state)
@@ -272,7 +361,7 @@ pub fn replay(args: &RunArgs, state: &Path, publish: bool) -> Result<()> {
     store.set_sync(false);
     store.set_wal(false);
     let stop = stop_on_signal();
-    replay::replay(&settings, &store, publish, &stop)?;
+    replay::replay(&settings, &store, publish, partition, &stop)?;
     store
         .flush()
         .context("cannot write the replayed state to its tables")?;

@@ -31,6 +31,9 @@ pub struct Folder {
     pub tier_changes: u64,
     /// Where rejections and transactions are counted, when watched.
     pub metrics: Option<std::sync::Arc<Metrics>>,
+    /// The one log partition this folder folds, of how many (`--group`); `None` when it
+    /// folds every partition into one engine.
+    partition: Option<(i32, i32)>,
 }
 
 pub use loyalty_core::working_set::{DEFAULT_ACCOUNT_CACHE, READ_AHEAD};
@@ -63,7 +66,28 @@ impl Folder {
             awarded: 0,
             tier_changes: 0,
             metrics: None,
+            partition: None,
         })
+    }
+
+    /// A folder of one log partition of `count` (an instance of a group): its engine keeps
+    /// that partition's customers and sends what concerns another partition through the
+    /// log (docs/scale-out.md), and it applies its own copy of every record written to all
+    /// partitions.
+    pub fn open_partition(
+        store: &Store,
+        publish: bool,
+        partition: i32,
+        count: i32,
+    ) -> Result<Folder, StoreError> {
+        let mut f = Folder::open(store, publish)?;
+        f.ws.engine
+            .set_partitioning(Some(loyalty_core::partition::Partitioning {
+                me: partition as u32,
+                count: count as u32,
+            }));
+        f.partition = Some((partition, count));
+        Ok(f)
     }
 
     /// Folds one log record into the open batch.
@@ -80,8 +104,9 @@ impl Folder {
         self.batch.log.insert(partition, offset + 1);
         self.pending += 1;
         // A record written to every partition (a program update, a tick) is applied from
-        // partition 0; its copies elsewhere only mark those partitions' order.
-        if meta.broadcast && partition != 0 {
+        // partition 0 by a folder of every partition; its copies elsewhere only mark those
+        // partitions' order. A folder of one partition applies its own copy.
+        if meta.broadcast && partition != 0 && self.partition.is_none() {
             return Ok(());
         }
         if let Some(src) = &meta.source {
@@ -119,17 +144,6 @@ impl Folder {
                 self.ws.apply(store, &rec, &mut self.out)?;
             }
             Err(rejection) => self.out.push(Output::Rejected(rejection)),
-        }
-        if self.out.iter().any(|o| matches!(o, Output::Message(_))) {
-            // Only an engine that folds one partition of several hands messages on, and the
-            // streaming service does not run one yet (docs/scale-out.md): refuse rather than
-            // lose one.
-            return Err(StoreError::Corrupt {
-                key: format!("log partition {partition} offset {offset}"),
-                why: "the record asks for a message to another partition, which this \
-                      version does not send"
-                    .into(),
-            });
         }
         for o in &self.out {
             if let Some(m) = &self.metrics {

@@ -14,6 +14,7 @@
 pub mod error;
 pub mod failpoint;
 pub mod folder;
+pub mod group;
 pub mod logrec;
 pub mod metrics;
 pub mod outbox;

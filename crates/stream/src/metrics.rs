@@ -56,6 +56,13 @@ pub struct Metrics {
     pub batch_seconds: Histogram,
     /// Seconds from sending an outbox message to its acknowledgement.
     pub publish_seconds: Histogram,
+    /// In a group (`--group`): 1 for each log partition this instance holds, by partition
+    /// and state (`active`, `restoring`); the series of a partition it let go is 0.
+    pub partitions: Family<Labels, Gauge>,
+    /// In a group: records a partition being restored still has to fold, by partition.
+    pub restore_remaining: Family<Labels, Gauge>,
+    /// In a group: rebalances this instance took part in.
+    pub rebalances: Counter,
     /// Unix milliseconds of the last completed iteration of each stage's loop
     /// ([`Stage`]).
     last_beat: [AtomicI64; 3],
@@ -99,6 +106,9 @@ impl Metrics {
             batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             batch_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             publish_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            partitions: Family::default(),
+            restore_remaining: Family::default(),
+            rebalances: Counter::default(),
             last_beat: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             staged: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -178,6 +188,21 @@ impl Metrics {
             "publish_duration_seconds",
             "Seconds from sending an outbox message to the broker's acknowledgement",
             m.publish_seconds.clone(),
+        );
+        registry.register(
+            "partitions",
+            "Log partitions this instance holds in a group, by partition and state (active, restoring)",
+            m.partitions.clone(),
+        );
+        registry.register(
+            "partition_restore_remaining",
+            "Records a log partition being restored still has to fold, by partition",
+            m.restore_remaining.clone(),
+        );
+        registry.register(
+            "rebalances",
+            "Rebalances of the log's consumer group this instance took part in",
+            m.rebalances.clone(),
         );
         Metrics { registry, ..m }
     }

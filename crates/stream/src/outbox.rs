@@ -46,9 +46,18 @@ pub fn entry(
     source: Option<&Source>,
 ) -> Option<OutboxEntry> {
     match output {
-        // Ledger lines are not published; a message to another partition is not sent by
-        // this version (the folder refuses one before it gets here).
-        Output::Transaction(_) | Output::Message(_) => None,
+        // Ledger lines are not published.
+        Output::Transaction(_) => None,
+        // A message to another partition is appended to that partition of the log, keyed
+        // as its destination routes.
+        Output::Message(m) => Some(OutboxEntry {
+            seq: 0,
+            topic: settings.log_topic.clone(),
+            key: Some(m.key.as_bytes().to_vec()),
+            payload: m.record.as_bytes().to_vec(),
+            headers: vec![("content-type".into(), b"application/json".to_vec())],
+            partition: Some(m.partition as i32),
+        }),
         Output::Event(e) => {
             let payload = event_payload(e, settings.format);
             let sig = signature::sign(&settings.signing_secret, e.created.0, &payload);
@@ -66,6 +75,7 @@ pub fn entry(
                     ("content-type".into(), content_type.as_bytes().to_vec()),
                     (EVENT_ID.into(), e.id.clone().into_bytes()),
                 ],
+                partition: None,
             })
         }
         Output::Rejected(r) => {
@@ -100,6 +110,7 @@ pub fn entry(
                 key: r.source.as_ref().map(|s| s.as_bytes().to_vec()),
                 payload: original.to_vec(),
                 headers,
+                partition: None,
             })
         }
     }

@@ -22,15 +22,22 @@ use crate::{topics, Settings};
 /// partition, calling `f(partition, offset, meta, value)` for each record.
 pub fn read_log(
     settings: &Settings,
+    only: Option<i32>,
     mut f: impl FnMut(i32, i64, &Meta, &[u8]) -> Result<()>,
 ) -> Result<()> {
     let c = consumer(settings)?;
     let partitions = topics::partitions(&c, &settings.log_topic)?;
+    if let Some(p) = only.filter(|p| !(0..partitions).contains(p)) {
+        return Err(StreamError::broken(format!(
+            "the log {} has no partition {p} (it has {partitions})",
+            settings.log_topic
+        )));
+    }
     // ListOffsets gives a lower bound of each end (exact on Kafka; too low on tansu, but
     // above zero whenever the partition holds anything); the fetches then tell the end.
     let ends = log_ends(&c, settings, partitions)?;
     for (p, mut end) in ends {
-        if end == 0 {
+        if end == 0 || only.is_some_and(|o| o != p) {
             continue;
         }
         let mut tpl = TopicPartitionList::new();
@@ -83,7 +90,7 @@ pub fn read_log(
 /// appended twice after a crash, or written to every partition, is printed once).
 pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
     let mut dedupe = Dedupe::default();
-    read_log(settings, |p, _offset, meta, value| {
+    read_log(settings, None, |p, _offset, meta, value| {
         if let Some(src) = &meta.source {
             if dedupe.seen_before(p, src) {
                 return Ok(());
@@ -103,9 +110,23 @@ pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
 
 /// Rebuilds the state from the log into `store` (a new directory). Publishes the events
 /// again, with the same ids and signatures, only when `publish` is set. Progress goes to
-/// standard error.
-pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBool) -> Result<u64> {
-    let mut folder = Folder::open(store, publish).context("cannot open the new state")?;
+/// standard error. With `partition`, rebuilds the state of that one log partition as an
+/// instance of a group (`--group`) folds it.
+pub fn replay(
+    settings: &Settings,
+    store: &Store,
+    publish: bool,
+    partition: Option<i32>,
+    stop: &AtomicBool,
+) -> Result<u64> {
+    let mut folder = match partition {
+        Some(p) => {
+            let count = topics::partitions(&consumer(settings)?, &settings.log_topic)?;
+            Folder::open_partition(store, publish, p, count)
+        }
+        None => Folder::open(store, publish),
+    }
+    .context("cannot open the new state")?;
     folder.ws.account_cache = settings.account_cache;
     if !folder.positions.is_empty() {
         return Err(StreamError::broken(
@@ -124,7 +145,7 @@ pub fn replay(settings: &Settings, store: &Store, publish: bool, stop: &AtomicBo
     let start = Instant::now();
     let mut last_report = Instant::now();
     let mut total: u64 = 0;
-    read_log(settings, |p, offset, meta, value| {
+    read_log(settings, partition, |p, offset, meta, value| {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return Err(StreamError::Interrupted);
         }

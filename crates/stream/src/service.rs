@@ -95,7 +95,7 @@ pub fn producer(settings: &Settings) -> Result<Producer> {
 }
 
 /// The wall clock, in unix seconds.
-fn now() -> i64 {
+pub(crate) fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
@@ -148,6 +148,9 @@ fn send_entry(producer: &Producer, e: &OutboxEntry) -> Result<DeliveryFuture> {
         .headers(headers);
     if let Some(k) = &e.key {
         rec = rec.key(k.as_slice());
+    }
+    if let Some(p) = e.partition {
+        rec = rec.partition(p);
     }
     send(producer, rec)
 }
@@ -602,13 +605,18 @@ pub fn run(
     let failed = AtomicBool::new(false);
     let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
     let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    let keep_offsets = |_: &BaseConsumer, touched: &BTreeMap<(String, i32), i64>| {
+        store
+            .store_input_offsets(touched)
+            .context("cannot store the input offsets")
+    };
     let sequencer = SequencerArgs {
         settings,
-        store,
         producer: &producer,
         consumer: input_consumer,
-        assignment,
         offsets: input_offsets,
+        keep_offsets: &keep_offsets,
+        writes_ticks: &|| true,
         log_partitions,
         counters,
     };
@@ -677,18 +685,26 @@ impl Drop for FailOnPanic<'_> {
     }
 }
 
+/// The next offset of each input partition a batch read, by (topic, partition).
+pub(crate) type InputOffsets = BTreeMap<(String, i32), i64>;
+
+/// Keeps the next input offsets a batch read once the log holds the batch.
+pub(crate) type KeepOffsets<'a> = dyn Fn(&BaseConsumer, &InputOffsets) -> Result<()> + Sync + 'a;
+
 /// What the sequencer owns.
-struct SequencerArgs<'a> {
-    settings: &'a Settings,
-    store: &'a Store,
-    producer: &'a Producer,
-    consumer: BaseConsumer,
-    /// Input partitions with the offsets they started from.
-    assignment: Vec<(String, i32, Option<i64>)>,
+pub(crate) struct SequencerArgs<'a> {
+    pub settings: &'a Settings,
+    pub producer: &'a Producer,
+    pub consumer: BaseConsumer,
     /// The next input offset of each partition.
-    offsets: BTreeMap<(String, i32), i64>,
-    log_partitions: i32,
-    counters: &'a Counters,
+    pub offsets: BTreeMap<(String, i32), i64>,
+    /// Keeps the next input offsets of the partitions a batch read, once the log holds
+    /// the batch (in the store for one instance, committed to Kafka for a group).
+    pub keep_offsets: &'a KeepOffsets<'a>,
+    /// Whether this instance writes the clock's ticks (one of a group does).
+    pub writes_ticks: &'a (dyn Fn() -> bool + Sync),
+    pub log_partitions: i32,
+    pub counters: &'a Counters,
 }
 
 /// Stage 1: appends input records to the log, and ticks, until `halt`.
@@ -713,14 +729,14 @@ pub fn refused_at_entry(rec: &loyalty_core::Record, wall: i64, skew: Duration) -
     None
 }
 
-fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()> {
+pub(crate) fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()> {
     let SequencerArgs {
         settings,
-        store,
         producer,
         consumer: input_consumer,
-        assignment,
         offsets: mut input_offsets,
+        keep_offsets,
+        writes_ticks,
         log_partitions,
         counters,
     } = args;
@@ -779,10 +795,17 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
                 .as_ref()
                 .is_some_and(|r| r.kind == "loyalty.program.updated");
             let headers = logrec::headers(Some(&src), is_update, meta.content_type.as_deref());
+            // A record goes to its own customer's partition (docs/scale-out.md), whatever
+            // key upstream gave it; one that does not parse, by its key (it is refused
+            // there all the same).
+            let home = parsed.as_ref().and_then(|r| r.home_customer());
             let parts: Vec<i32> = if is_update {
                 (0..log_partitions).collect()
             } else {
-                vec![partition_of(m.key(), log_partitions)]
+                vec![partition_of(
+                    home.map(str::as_bytes).or(m.key()),
+                    log_partitions,
+                )]
             };
             for p in parts {
                 let mut rec = FutureRecord::to(&settings.log_topic)
@@ -800,7 +823,7 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
             }
         }
         // Ticks, so that time-driven effects happen without traffic.
-        if last_tick.elapsed() >= settings.tick_interval {
+        if last_tick.elapsed() >= settings.tick_interval && writes_ticks() {
             last_tick = Instant::now();
             let created = Timestamp(wall);
             // The id only has to be new: nanoseconds of the wall clock, so that a restart
@@ -885,10 +908,8 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
         }
         if !touched.is_empty() {
             failpoint::hit("sequence-after-log-ack");
+            keep_offsets(&input_consumer, &touched)?;
             input_offsets.extend(touched);
-            store
-                .store_input_offsets(&input_offsets)
-                .context("cannot store the input offsets")?;
             counters
                 .sequenced
                 .fetch_add(messages.len() as u64, Ordering::Relaxed);
@@ -897,9 +918,12 @@ fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) -> Result<()>
         drop(messages);
 
         // What an operator watches: how far behind each input partition is.
-        for (t, p, _) in &assignment {
-            let next = input_offsets.get(&(t.clone(), *p)).copied().unwrap_or(0);
-            record_lag(metrics, &input_consumer, t, *p, next);
+        if let Ok(assigned) = input_consumer.assignment() {
+            for e in assigned.elements() {
+                let (t, p) = (e.topic(), e.partition());
+                let next = input_offsets.get(&(t.to_string(), p)).copied().unwrap_or(0);
+                record_lag(metrics, &input_consumer, t, p, next);
+            }
         }
         metrics.beat_stage(Stage::Sequence);
     }
@@ -1039,6 +1063,7 @@ mod tests {
                 key: None,
                 payload: i.to_string().into_bytes(),
                 headers: vec![],
+                partition: None,
             })
             .collect();
         let config = loyalty_core::parse_config(r#"{"programs":[]}"#).expect("config");

@@ -136,7 +136,10 @@ fn existing_topics(settings: &Settings) -> Result<Vec<String>> {
 }
 
 /// The number of partitions of `topic`.
-pub fn partitions(consumer: &BaseConsumer, topic: &str) -> Result<i32> {
+pub fn partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+) -> Result<i32> {
     let md = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(30))
         .with_context(|| format!("cannot fetch the metadata of {topic}"))?;

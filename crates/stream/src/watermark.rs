@@ -12,7 +12,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 /// The high watermark of `topic [partition]` as of the consumer's last fetch, if it has
 /// fetched that partition.
 #[allow(unsafe_code)]
-pub fn cached_high(consumer: &BaseConsumer, topic: &str, partition: i32) -> Option<i64> {
+pub fn cached_high<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+) -> Option<i64> {
     let topic = CString::new(topic).ok()?;
     let mut low: i64 = -1;
     let mut high: i64 = -1;
