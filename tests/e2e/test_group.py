@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections import Counter
 
@@ -24,6 +25,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from conftest import Engine, free_port, fold, loyalty_bin, wait_for
 
 PARTITIONS = 6
+KEY = "sk_group_test"
 PROGRAM = "prog_g"
 STOCK = 3
 CONFIG = {"programs": [{
@@ -39,9 +41,10 @@ CONFIG = {"programs": [{
 
 
 def fnv1a(text):
-    h = 0xcbf29ce484222325
+    """32-bit FNV-1a, as `loyalty_core::partition::of` computes it."""
+    h = 0x811c9dc5
     for b in text.encode():
-        h = ((h ^ b) * 0x100000001b3) & 0xFFFFFFFFFFFFFFFF
+        h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
     return h
 
 
@@ -57,11 +60,33 @@ class Member(Engine):
     """One instance of the group, with its own state directory and metrics address."""
 
     def __init__(self, broker, cfg, prefix, state, group):
-        self.metrics_port = free_port()
+        self.metrics_port, self.http_port = free_port(), free_port()
         super().__init__(broker, cfg, prefix, state, extra=[
             "--group", group, "--log-partitions", str(PARTITIONS), "--input-partitions", "3",
             "--session-timeout-ms", "6000", "--tick-interval-secs", "2",
-            "--metrics-addr", f"127.0.0.1:{self.metrics_port}"])
+            "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
+            "--http-addr", f"127.0.0.1:{self.http_port}", "--api-keys", KEY])
+
+    def call(self, method, path, body=None):
+        """The HTTP API: (status, JSON body)."""
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def metric(self, name):
+        try:
+            text = urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return None
+        m = re.search(rf"^{name} (\d+)", text, re.M)
+        return int(m.group(1)) if m else None
 
     def args(self):
         # Ticks every 2 s instead of the suite's hour: the owner of partition 0 writes them.
@@ -124,6 +149,61 @@ def txs(ledger):
     return [l for lines in ledger.values() for l in lines if l["kind"] == "transaction"]
 
 
+def check_api(members, ledger):
+    """Every instance answers for every account, whichever serves it; lists are gathered
+    from every partition; a command sent to any instance reaches the account's partition."""
+    accounts = {l["id"]: l for lines in ledger.values() for l in lines if l["kind"] == "account"}
+    txs_by_account = {}
+    for lines in ledger.values():
+        for l in lines:
+            if l["kind"] == "transaction":
+                txs_by_account.setdefault(l["account"], []).append(l["id"])
+    for m in members:
+        status, body = m.call("GET", "/v1/accounts?limit=100")
+        assert status == 200 and [a["id"] for a in body["data"]] == sorted(accounts)
+        for aid, line in accounts.items():
+            status, body = m.call("GET", f"/v1/accounts/{aid}")
+            assert status == 200 and body["balance"] == line["balance"], (aid, body)
+        status, body = m.call("GET", "/v1/programs/" + PROGRAM + "/rewards")
+        assert status == 200 and [r["stockLeft"] for r in body["data"]] == [0]
+    # Pages of 5, forward, gather every account once and in order.
+    seen, cursor = [], None
+    while True:
+        q = "/v1/accounts?limit=5" + (f"&starting_after={cursor}" if cursor else "")
+        status, body = members[1].call("GET", q)
+        assert status == 200
+        seen += [a["id"] for a in body["data"]]
+        if not body["has_more"]:
+            break
+        cursor = seen[-1]
+    assert seen == sorted(accounts)
+    # Every transaction of every partition once, walking pages of 7.
+    seen, cursor = [], None
+    while True:
+        q = "/v1/points_transactions?limit=7" + (f"&starting_after={cursor}" if cursor else "")
+        status, body = members[2].call("GET", q)
+        assert status == 200, body
+        seen += [t["id"] for t in body["data"]]
+        if not body["has_more"]:
+            break
+        cursor = seen[-1]
+    assert sorted(seen) == sorted(t for ts in txs_by_account.values() for t in ts)
+    assert len(seen) == len(set(seen))
+    # One account's transactions through an instance that does not serve it.
+    own = owners(members)
+    aid, line = next((a, l) for a, l in accounts.items() if own[partition(l["customer"])] is not members[0])
+    status, body = members[0].call("GET", f"/v1/points_transactions?account={aid}&limit=100")
+    assert status == 200 and sorted(t["id"] for t in body["data"]) == sorted(txs_by_account[aid])
+    # A command through that instance: the account's partition applies it.
+    status, body = members[0].call("POST", f"/v1/accounts/{aid}/adjustments",
+                                   {"points": 7, "reason": "goodwill"})
+    assert status == 200, body
+    status, body = members[0].call("GET", f"/v1/accounts/{aid}")
+    assert body["balance"] == line["balance"] + 7
+    status, body = members[0].call("GET", "/v1/accounts/loy_nobody")
+    assert status == 404 and body["error"]["code"] == "resource_missing"
+
+
 def send(bootstrap, topic, records):
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     for r in records:
@@ -170,6 +250,9 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
         # Each in turn: the first takes every partition and applies the config, the
         # others find it applied in the partitions they are given.
         wait_for(m.ready, 120, f"{m.state.name} to be ready")
+    # The group split the partitions: every instance serves some.
+    wait_for(lambda: all(m.held() for m in members) and owners(members), 120,
+             "every instance to hold partitions")
     topics = members[0].topics
 
     def settled(want):
@@ -182,7 +265,7 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
     # Customers on every partition; referees enrol with a referrer's code on another one.
     customers = [f"cus_{i:02d}" for i in range(18)]
     assert {partition(c) for c in customers} == set(range(PARTITIONS))
-    referrals = {"cus_12": "cus_02", "cus_13": "cus_06", "cus_14": "cus_05"}
+    referrals = {"cus_12": "cus_02", "cus_13": "cus_07", "cus_14": "cus_05"}
     assert all(partition(a) != partition(b) for a, b in referrals.items())
     plain = [c for c in customers if c not in referrals]
 
@@ -243,8 +326,12 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
 
     def kill_a_then_b_in_its_rebalance():
         a.kill9()
+        before = b.metric("loyalty_rebalances_total") or 0
         a.start()
-        # The group rebalances to take `a` back in; `b` dies in the middle of it.
+        # The group rebalances to take `a` back in; `b` dies in the middle of it, once it
+        # has taken part (its first step of the cooperative rebalance is done).
+        wait_for(lambda: (b.metric("loyalty_rebalances_total") or 0) > before, 60,
+                 "the rebalance that takes the restarted instance in")
         b.kill9()
         b.start()
 
@@ -267,8 +354,8 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
     sent.append(update)
     # The update is in every partition of the log before the payments that follow it are
     # sent: each partition then folds them after it, as one engine does.
-    wait_for(lambda: sum(json.loads(m.value).get("id") == "upd_1"
-                         for m in read_all(bootstrap, topics["log"])) == PARTITIONS,
+    wait_for(lambda: {m.partition for m in read_all(bootstrap, topics["log"])
+                      if json.loads(m.value).get("id") == "upd_1"} == set(range(PARTITIONS)),
              60, "the program update in every log partition")
     ledger = phase(topics["payments"], late)
 
@@ -318,11 +405,16 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
 
     # Every event published once or more, never with two payloads.
     for topic in ["loyalty.points.earned", "loyalty.points.transferred", "loyalty.reward.redeemed"]:
-        payloads = {}
-        for m in read_all(bootstrap, prefix + topic):
-            eid = dict(m.headers)["x-loyalty-event-id"].decode()
-            assert payloads.setdefault(eid, m.value) == m.value, f"{eid} published twice, differently"
-        assert set(payloads) == {e["id"] for e in events if e["type"] == topic}
+        def published():
+            payloads = {}
+            for m in read_all(bootstrap, prefix + topic):
+                eid = dict(m.headers)["x-loyalty-event-id"].decode()
+                assert payloads.setdefault(eid, m.value) == m.value, f"{eid} published twice, differently"
+            return set(payloads) == {e["id"] for e in events if e["type"] == topic}
+        wait_for(published, 60, f"every {topic} event published")
+
+    check_api(members, ledger)
+    ledger = ledgers(members)
 
     # Each partition's ledger equals a replay of that partition from the log.
     own = owners(members)
@@ -333,8 +425,12 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
         stored = own[p].export_partition(p)
         assert [json.loads(l) for l in stored.splitlines()] == ledger[p], f"partition {p} moved"
         new = workdir / f"replayed-{p}"
+        args = a.args()
+        for flag in ["--http-addr", "--api-keys"]:
+            i = args.index(flag)
+            args = args[:i] + args[i + 2:]
         subprocess.run([loyalty_bin(), "replay", "--state", str(new), "--partition", str(p)]
-                       + a.args(), capture_output=True, check=True)
+                       + args, capture_output=True, check=True)
         out = subprocess.run([loyalty_bin(), "export", "--state", str(new)],
                              capture_output=True, check=True).stdout.decode()
         assert [json.loads(l) for l in out.splitlines()] == ledger[p], f"partition {p}"

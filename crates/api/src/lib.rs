@@ -13,6 +13,7 @@
 mod commands;
 mod doc;
 mod error;
+pub mod front;
 mod reads;
 
 use std::collections::HashSet;
@@ -46,6 +47,7 @@ pub trait Submit: Send + Sync + 'static {
 }
 
 /// What the API needs to take commands (absent in `loyalty serve`).
+#[derive(Clone)]
 pub struct Commands {
     /// Where command records go.
     pub sink: Arc<dyn Submit>,
@@ -100,6 +102,10 @@ pub struct Api {
     programs: Mutex<Option<(Vec<u8>, Arc<Programs>)>>,
     /// Command ids being sent by a request now (a concurrent repeat waits instead).
     in_flight: Mutex<HashSet<String>>,
+    /// Whether a list's cursor may name an item this state does not hold (taken as a
+    /// position in the list's order): an instance of a group asks every partition with
+    /// the cursor of one ([`front`]).
+    pub lenient_cursors: bool,
 }
 
 impl std::fmt::Debug for Api {
@@ -109,6 +115,32 @@ impl std::fmt::Debug for Api {
             .field("commands", &self.commands.is_some())
             .finish()
     }
+}
+
+/// The keys as kept (`sk_…` read and write, `rk_…` read only), or why they are refused.
+fn parse_keys(keys: &[String]) -> Result<Vec<Key>, SetupError> {
+    let keys: Vec<Key> = keys
+        .iter()
+        .filter(|k| !k.is_empty())
+        .enumerate()
+        .map(|(i, k)| {
+            let write = if k.starts_with("sk_") {
+                true
+            } else if k.starts_with("rk_") {
+                false
+            } else {
+                return Err(SetupError::KeyPrefix(i + 1));
+            };
+            Ok(Key {
+                digest: sha256(k.as_bytes()),
+                write,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if keys.is_empty() {
+        return Err(SetupError::NoKey);
+    }
+    Ok(keys)
 }
 
 /// The SHA-256 of a text.
@@ -129,33 +161,13 @@ impl Api {
         keys: &[String],
         commands: Option<Commands>,
     ) -> Result<Api, SetupError> {
-        let keys: Vec<Key> = keys
-            .iter()
-            .filter(|k| !k.is_empty())
-            .enumerate()
-            .map(|(i, k)| {
-                let write = if k.starts_with("sk_") {
-                    true
-                } else if k.starts_with("rk_") {
-                    false
-                } else {
-                    return Err(SetupError::KeyPrefix(i + 1));
-                };
-                Ok(Key {
-                    digest: sha256(k.as_bytes()),
-                    write,
-                })
-            })
-            .collect::<Result<_, _>>()?;
-        if keys.is_empty() {
-            return Err(SetupError::NoKey);
-        }
         Ok(Api {
             store,
-            keys,
+            keys: parse_keys(keys)?,
             commands,
             programs: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
+            lenient_cursors: false,
         })
     }
 

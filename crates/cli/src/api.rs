@@ -126,6 +126,58 @@ pub fn start_for_run(
     Ok(Some(loyalty_api::serve(addr, app)?))
 }
 
+/// Starts the HTTP API of an instance of a group, when `--http-addr` is given: every
+/// request goes through the front, which asks the partition it is for, here or at the
+/// instance serving it.
+pub fn start_for_group(
+    http: &HttpArgs,
+    settings: &Settings,
+    serving: Arc<loyalty_stream::group::Serving>,
+    counters: &Counters,
+) -> Result<Option<loyalty_api::Server>> {
+    let Some(addr) = &http.http_addr else {
+        return Ok(None);
+    };
+    let producer = command_producer(settings, http.command_timeout_ms)?;
+    let commands = Commands {
+        sink: Arc::new(KafkaSubmit {
+            producer,
+            topic: commands_topic(settings)?,
+        }),
+        committed: counters.committed.subscribe(),
+        timeout: Duration::from_millis(http.command_timeout_ms.max(1)),
+    };
+    let app = loyalty_api::front::group_router(
+        Arc::new(GroupPartitions(serving)),
+        &http.api_keys,
+        Some(commands),
+        loyalty_stream::metrics::router(counters.metrics.clone()),
+    )
+    .context("the HTTP API")?;
+    Ok(Some(loyalty_api::serve(addr, app)?))
+}
+
+/// The group as the API's front sees it.
+struct GroupPartitions(Arc<loyalty_stream::group::Serving>);
+
+impl loyalty_api::front::Partitions for GroupPartitions {
+    fn count(&self) -> i32 {
+        self.0.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn local(&self) -> std::collections::BTreeMap<i32, Arc<Store>> {
+        self.0
+            .stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn owner(&self, p: i32) -> Option<String> {
+        self.0.directory.owner(p)
+    }
+}
+
 /// A producer for commands: idempotent, giving up on a message after the command timeout
 /// (at least ten seconds, so that a broker back from an outage is reached again: the
 /// reconnect backoff is at most a second); the answer is then 503.

@@ -90,6 +90,10 @@ pub struct RunArgs {
     /// instance's partitions to the others.
     #[arg(long, default_value_t = 10_000, env = "LOYALTY_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: u64,
+    /// In a group: the URL the other instances reach this one's HTTP API at
+    /// (`http://HOST:PORT`; by default `http://` and `--http-addr`).
+    #[arg(long, env = "LOYALTY_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
 }
 
 impl RunArgs {
@@ -192,14 +196,6 @@ fn run_group(
     if name.is_empty() || name.contains(char::is_whitespace) {
         bail!("--group: {name:?} is no consumer group name (one word, no spaces)");
     }
-    if http.http_addr.is_some() {
-        bail!(
-            "--http-addr: the HTTP API of a group's instance (forwarding to the instance that \
-             holds an account) is not built yet; serve a partition's state read-only with \
-             `loyalty serve --state {}/partition-P`",
-            state.display()
-        );
-    }
     if state.join("CURRENT").exists() {
         bail!(
             "{} holds the state of an engine that folds every partition; an instance of a \
@@ -208,19 +204,48 @@ fn run_group(
             state.display()
         );
     }
+    let advertise_url = match (&http.http_addr, &args.advertise_url) {
+        (None, _) => None,
+        (Some(_), Some(url)) => {
+            let ok = url
+                .parse::<axum::http::Uri>()
+                .is_ok_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                bail!("--advertise-url: {url:?} is no http://HOST:PORT URL");
+            }
+            Some(url.trim_end_matches('/').to_string())
+        }
+        (Some(addr), None) if addr.starts_with("0.0.0.0") || addr.starts_with("[::]") => bail!(
+            "--advertise-url is needed: the other instances cannot reach {addr}; give the \
+             address they reach this one at (http://HOST:PORT)"
+        ),
+        (Some(addr), None) => Some(format!("http://{addr}")),
+    };
+    let session_timeout = Duration::from_millis(args.session_timeout_ms.max(1000));
     let group = loyalty_stream::group::Group {
         name: name.to_string(),
         state: state.to_path_buf(),
-        session_timeout: Duration::from_millis(args.session_timeout_ms.max(1000)),
+        session_timeout,
+        advertise_url,
     };
+    let mut settings = settings;
+    if group.advertise_url.is_some() {
+        settings.instances_topic = Some(loyalty_stream::group::instances_topic(&settings));
+    }
     let stop = stop_on_signal();
     let counters = Arc::new(service::Counters::default());
     if let Some(addr) = &args.metrics_addr {
         loyalty_stream::metrics::serve(addr, counters.metrics.clone())?;
     }
-    Ok(loyalty_stream::group::run(
-        &settings, &group, &stop, &counters,
-    )?)
+    // An instance presumed gone once it has not announced itself for a session timeout
+    // (its partitions are given to others by then) and a few announcements more.
+    let serving = Arc::new(loyalty_stream::group::Serving::new(
+        session_timeout + Duration::from_secs(6),
+    ));
+    let server = crate::api::start_for_group(http, &settings, serving.clone(), &counters)?;
+    let result = loyalty_stream::group::run(&settings, &group, &serving, &stop, &counters);
+    drop(server);
+    Ok(result?)
 }
 
 /// The state directories `export` prints: `state` itself, or with `partition`, or when it

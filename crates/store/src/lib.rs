@@ -11,6 +11,8 @@
 //!   versions wrote it, is still read); `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
 //! - `m/programs`, `m/clock`, `m/seq`: programs as the log set them, the clock, the next
 //!   output sequence number
+//! - `m/partitions`: in the state of one partition of several (an instance of a group),
+//!   the log's partition count it was built for
 //! - `m/log/{partition}`: the next log offset to fold; `m/src/{log partition}/{topic}/{partition}`:
 //!   the highest source offset folded from that log partition (to skip re-appended records)
 //! - `m/in/{topic}/{partition}`: the next input offset to sequence into the log
@@ -144,6 +146,8 @@ fn code_key(program: &str, code: &str) -> String {
 const INDEX_KEY: &[u8] = b"m/index";
 /// The digest of the `--config` file last applied to the log (SPEC section 10).
 const CONFIG_KEY: &[u8] = b"m/config";
+/// The partition count of the log a partition's state was built from.
+const PARTITIONS_KEY: &[u8] = b"m/partitions";
 const OVERDUE_KEY: &[u8] = b"m/overdue";
 
 #[derive(Serialize, Deserialize, Default)]
@@ -825,6 +829,24 @@ impl Store {
         }
     }
 
+    /// The partition count of the log this state is one partition of (`m/partitions`),
+    /// once an instance of a group has written it.
+    pub fn partition_count(&self) -> Result<Option<i32>, StoreError> {
+        match self.db.get(PARTITIONS_KEY)? {
+            Some(v) => parse_i32(PARTITIONS_KEY, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Records the partition count of the log this state is one partition of.
+    pub fn set_partition_count(&self, count: i32) -> Result<(), StoreError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.sync);
+        self.db
+            .put_opt(PARTITIONS_KEY, count.to_string().as_bytes(), &wo)?;
+        Ok(())
+    }
+
     /// Records that the `--config` file with this digest was applied (its programs all
     /// equal the state's, so nothing entered the log).
     pub fn set_config_digest(&self, digest: &str) -> Result<(), StoreError> {
@@ -914,7 +936,6 @@ impl Store {
     }
 }
 
-/// The next output sequence number a store holds.
 /// A referral code's entry of the flows' state (`f/k/`).
 #[derive(Serialize, Deserialize)]
 struct StoredCode {
@@ -970,6 +991,7 @@ fn put_flow(wb: &mut WriteBatch, state: &State, key: &FlowKey) -> Result<(), Sto
     Ok(())
 }
 
+/// The next output sequence number a store holds.
 fn next_seq(db: &DB) -> Result<u64, StoreError> {
     match db.get(SEQ_KEY)? {
         Some(v) => parse_u64(SEQ_KEY, &v),

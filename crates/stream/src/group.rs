@@ -47,6 +47,37 @@ pub struct Group {
     pub state: PathBuf,
     /// How long the group waits for a silent member before giving its partitions away.
     pub session_timeout: Duration,
+    /// Where the instance's HTTP API is reached by the others (`--advertise-url`), when it
+    /// serves one: it is announced on [`instances_topic`].
+    pub advertise_url: Option<String>,
+}
+
+/// The compacted topic where a group's instances say what they serve, and where.
+pub fn instances_topic(settings: &Settings) -> String {
+    format!("{}.instances", settings.log_topic)
+}
+
+/// What the instance serves, for its HTTP API: the partitions restored and held, and who
+/// serves the others.
+#[derive(Debug)]
+pub struct Serving {
+    /// The stores of the partitions held and restored.
+    pub stores: std::sync::RwLock<BTreeMap<i32, Arc<Store>>>,
+    /// The log's partition count, once known.
+    pub count: std::sync::atomic::AtomicI32,
+    /// The other instances' announcements.
+    pub directory: crate::instances::Directory,
+}
+
+impl Serving {
+    /// Nothing served yet; announcements older than `stale_after` are of instances gone.
+    pub fn new(stale_after: Duration) -> Serving {
+        Serving {
+            stores: std::sync::RwLock::new(BTreeMap::new()),
+            count: std::sync::atomic::AtomicI32::new(1),
+            directory: crate::instances::Directory::new(stale_after),
+        }
+    }
 }
 
 /// The state directory of one log partition.
@@ -219,6 +250,7 @@ fn group_consumer<C: ConsumerContext>(
 pub fn run(
     settings: &Settings,
     group: &Group,
+    serving: &Serving,
     stop: &AtomicBool,
     counters: &Arc<Counters>,
 ) -> Result<()> {
@@ -245,6 +277,7 @@ pub fn run(
         GroupContext(shared.clone()),
     )?;
     let log_partitions = topics::partitions(&log_consumer, &settings.log_topic)?;
+    serving.count.store(log_partitions, Ordering::Relaxed);
     log_consumer
         .subscribe(&[&settings.log_topic])
         .context("cannot subscribe to the log")?;
@@ -291,14 +324,32 @@ pub fn run(
         counters,
     };
     tracing::info!(group = %group.name, log_partitions, "joining");
+    metrics.start_stages();
     std::thread::scope(|s| {
         let sequenced = s.spawn(|| {
+            let _guard = service::FailOnPanic(&failed);
             let r = service::sequence_loop(sequencer, &halt);
             if r.is_err() {
                 failed.store(true, Ordering::Relaxed);
             }
             r
         });
+        let followed = group.advertise_url.as_ref().map(|_| {
+            s.spawn(|| {
+                let topic = instances_topic(settings);
+                let r = crate::instances::follow(
+                    &settings.brokers,
+                    &topic,
+                    &serving.directory,
+                    &|| halt(),
+                );
+                if r.is_err() {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        });
+        let _guard = service::FailOnPanic(&failed);
         let mut fold = FoldLoop {
             settings,
             rt: &rt,
@@ -311,6 +362,9 @@ pub fn run(
             held: BTreeMap::new(),
             config_applied: settings.programs.is_empty(),
             config_sent: Vec::new(),
+            serving,
+            advertise: group.advertise_url.clone(),
+            announced: (Vec::new(), None),
         };
         let folded = (|| -> Result<()> {
             while !halt() {
@@ -326,7 +380,11 @@ pub fn run(
         let sequenced = sequenced
             .join()
             .unwrap_or_else(|_| Err(StreamError::broken("the sequencer panicked")));
-        folded.and(sequenced)
+        let followed = followed.map_or(Ok(()), |f| {
+            f.join()
+                .unwrap_or_else(|_| Err(StreamError::broken("the instances' reader panicked")))
+        });
+        folded.and(sequenced).and(followed)
     })?;
     tracing::info!("stopped");
     Ok(())
@@ -343,6 +401,10 @@ struct FoldLoop<'a> {
     metrics: &'a Arc<Metrics>,
     log_partitions: i32,
     held: BTreeMap<i32, Held>,
+    serving: &'a Serving,
+    advertise: Option<String>,
+    /// What was last announced, and when.
+    announced: (Vec<i32>, Option<Instant>),
     config_applied: bool,
     /// The configured programs sent, with their revisions: the instance is ready once
     /// every partition it holds has folded them (a request right after `/readyz` finds them).
@@ -416,6 +478,7 @@ impl FoldLoop<'_> {
             return Err(StreamError::broken(why));
         }
         self.track_restores();
+        self.announce()?;
         self.apply_config()?;
         self.publish_all()?;
         self.metrics.beat();
@@ -465,6 +528,20 @@ impl FoldLoop<'_> {
                 Change::Assigned(ps) => {
                     for p in ps {
                         let store = self.shared.store(p)?;
+                        // A customer's partition is its hash modulo the count: a state
+                        // built for another count holds other customers.
+                        match store.partition_count()? {
+                            Some(n) if n != self.log_partitions => {
+                                return Err(StreamError::broken(format!(
+                                    "the state of partition {p} was built from a log of {n} \
+                                     partitions; {} has {}: the count is fixed (docs/\
+                                     operations.md, \"Scale out\")",
+                                    self.settings.log_topic, self.log_partitions
+                                )))
+                            }
+                            Some(_) => {}
+                            None => store.set_partition_count(self.log_partitions)?,
+                        }
                         let folder = Folder::open_partition(&store, true, p, self.log_partitions)
                             .with_context(|| {
                             format!("cannot load the state of partition {p}")
@@ -567,6 +644,48 @@ impl FoldLoop<'_> {
         } else {
             self.metrics.set_ready(Ok(()));
         }
+    }
+
+    /// Serves the partitions held and restored through the API, and says so on the
+    /// instances topic when that changes (and every 2 s, so that the others know it lives).
+    fn announce(&mut self) -> Result<()> {
+        let serving: BTreeMap<i32, Arc<Store>> = self
+            .held
+            .iter()
+            .filter(|(_, h)| h.restore_to.is_none())
+            .map(|(p, h)| (*p, h.store.clone()))
+            .collect();
+        let partitions: Vec<i32> = serving.keys().copied().collect();
+        *self
+            .serving
+            .stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner()) = serving;
+        let Some(url) = &self.advertise else {
+            return Ok(());
+        };
+        let due = self
+            .announced
+            .1
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(2));
+        if partitions == self.announced.0 && !due {
+            return Ok(());
+        }
+        let a = crate::instances::Announcement {
+            url: url.clone(),
+            partitions: partitions.clone(),
+            at: crate::instances::now_ms(),
+        };
+        let value = serde_json::to_vec(&a).map_err(|e| StreamError::broken(e.to_string()))?;
+        let topic = instances_topic(self.settings);
+        let rec = FutureRecord::to(&topic).key(url.as_bytes()).payload(&value);
+        // Not awaited: a lost announcement is followed by the next in 2 s.
+        if let Err((e, _)) = self.producer.send_result(rec) {
+            tracing::warn!(error = %e, "cannot announce the partitions served");
+        }
+        self.serving.directory.record(a);
+        self.announced = (partitions, Some(Instant::now()));
+        Ok(())
     }
 
     /// Whether every partition held has folded the configured programs this instance sent.

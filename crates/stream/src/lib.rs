@@ -15,6 +15,7 @@ pub mod error;
 pub mod failpoint;
 pub mod folder;
 pub mod group;
+pub mod instances;
 pub mod logrec;
 pub mod metrics;
 pub mod outbox;
@@ -69,6 +70,9 @@ pub struct Settings {
     /// The SHA-256 (hex) of the `--config` file's bytes: the file is applied at start only
     /// when it differs from the file last applied (SPEC section 10).
     pub config_digest: Option<String>,
+    /// The compacted topic where a group's instances announce what they serve (created
+    /// with the others when set: [`group::instances_topic`]).
+    pub instances_topic: Option<String>,
 }
 
 /// The digest `--config` files are told apart by: SHA-256 of the bytes, in hex.
@@ -112,6 +116,7 @@ impl Settings {
             account_cache: folder::DEFAULT_ACCOUNT_CACHE,
             programs: Vec::new(),
             config_digest: None,
+            instances_topic: None,
         }
     }
 

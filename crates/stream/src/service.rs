@@ -675,7 +675,7 @@ pub fn run(
 }
 
 /// Stops the other stages when a stage's thread panics (it has no error to return then).
-struct FailOnPanic<'a>(&'a AtomicBool);
+pub(crate) struct FailOnPanic<'a>(pub(crate) &'a AtomicBool);
 
 impl Drop for FailOnPanic<'_> {
     fn drop(&mut self) {

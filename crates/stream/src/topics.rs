@@ -25,6 +25,7 @@ pub async fn ensure(settings: &Settings) -> Result<()> {
     wanted.push((settings.log_topic.clone(), settings.log_partitions));
     wanted.push((settings.dlq_topic.clone(), 1));
     wanted.extend(settings.output_topics().into_iter().map(|t| (t, 1)));
+    wanted.extend(settings.instances_topic.iter().map(|t| (t.clone(), 1)));
     let existing = existing_topics(settings)?;
     let missing: Vec<&(String, i32)> = wanted
         .iter()
@@ -41,6 +42,9 @@ pub async fn ensure(settings: &Settings) -> Result<()> {
             // The log is the source of truth: replay needs every record ever appended.
             if *t == settings.log_topic {
                 topic.set("retention.ms", "-1").set("retention.bytes", "-1")
+            } else if settings.instances_topic.as_ref() == Some(t) {
+                // Only each instance's newest announcement matters.
+                topic.set("cleanup.policy", "compact")
             } else {
                 topic
             }
