@@ -4,6 +4,7 @@
 # partitions being served again.
 #
 #   bash benches/group.sh [EVENTS] [CUSTOMERS]
+#   STANDBYS=1 bash benches/group.sh ...   (each partition also kept warm by one other instance)
 #
 # For each instance count N (a fresh broker each time):
 # 1. Starts N instances (`loyalty run --group bench --log-partitions 6`), each with its own
@@ -17,17 +18,20 @@
 # 3. With N >= 2: kill -9 the instance that holds partition 0 and time until every
 #    partition is active again on the others (they have no copy of what they take over, so
 #    each folds its new partitions from the start of their log: no standby replicas yet),
-#    and how many records those partitions held.
+#    and how many records those partitions held. With STANDBYS=1 (`--standby-replicas 1`)
+#    the instance after each partition's owner keeps a warm copy of it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 events="${1:-200000}"
 customers="${2:-20000}"
 config=deploy/programs.example.json
+standbys="${STANDBYS:-0}"
 results=$(mktemp)
 
 run_group() {
   local n="$1"
   (
+    set -e
     source benches/broker.sh
     pids=()
     ports=()
@@ -38,6 +42,7 @@ run_group() {
       LOYALTY_LOG=info "$bin" --log-format json run --brokers "$brokers" --config "$config" \
         --state "$work/state$i" --signing-secret bench --batch-size 5000 \
         --group bench --log-partitions 6 --input-partitions 6 --session-timeout-ms 6000 \
+        --standby-replicas "$standbys" \
         --metrics-addr "127.0.0.1:$mport" > "$work/engine$i.log" 2>&1 &
       pids+=("$!")
       ports+=("$mport")
@@ -48,7 +53,7 @@ run_group() {
     out=$("$bin" loadgen --brokers "$brokers" --events "$events" --customers "$customers" \
       --config "$config" --id-prefix "evt_$$_$n" --wait-topic loyalty.points.earned 2>&1)
     echo "$out" | grep -E "^(whole path|latency)" | sed "s/^/instances=$n: /"
-    rate=$(echo "$out" | grep -oE "whole path: [0-9]+ records/s" | grep -oE "[0-9]+" | head -1)
+    rate=$(echo "$out" | grep -E "^whole path" | grep -oE "[0-9]+ records/s" | grep -oE "[0-9]+" | head -1 || true)
     echo "$n $rate" >> "$results"
     if [ "$n" -ge 2 ]; then
       victim=$("$PY" benches/group_watch.py holder 0 "${ports[@]}")
@@ -62,7 +67,11 @@ run_group() {
 }
 
 for n in 1 2 3; do
+  set +e
   run_group "$n"
+  rc=$?
+  set -e
+  [ "$rc" = 0 ] || echo "instances=$n: the run failed (exit $rc)"
 done
 python3 - "$results" <<'PY'
 import sys

@@ -79,8 +79,11 @@ def main():
         sizes = {}
         for port in others:
             sizes.update(offsets(port))
+        took = re.findall(r'loyalty_partition_takeovers_total\{from="(\w+)"\} (\d+)',
+                          "".join(metrics(port) for port in others))
         print(f"failover: every partition served again {secs:.1f} s after kill -9 "
-              f"(the log holds {sum(sizes.values())} records in all; no standby)")
+              f"(the log holds {sum(sizes.values())} records in all; takeovers by the "
+              f"survivors so far: {', '.join(f'{k} {v}' for k, v in took) or 'none'})")
     else:
         sys.exit(__doc__)
 

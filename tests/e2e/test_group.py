@@ -20,6 +20,7 @@ import urllib.error
 import urllib.request
 from collections import Counter
 
+import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from conftest import Engine, free_port, fold, loyalty_bin, wait_for
@@ -59,9 +60,10 @@ def stamp(seconds_ago):
 class Member(Engine):
     """One instance of the group, with its own state directory and metrics address."""
 
-    def __init__(self, broker, cfg, prefix, state, group):
+    def __init__(self, broker, cfg, prefix, state, group, standbys):
         self.metrics_port, self.http_port = free_port(), free_port()
         super().__init__(broker, cfg, prefix, state, extra=[
+            "--standby-replicas", str(standbys),
             "--group", group, "--log-partitions", str(PARTITIONS), "--input-partitions", "3",
             "--session-timeout-ms", "6000", "--tick-interval-secs", "2",
             "--metrics-addr", f"127.0.0.1:{self.metrics_port}",
@@ -85,7 +87,7 @@ class Member(Engine):
                 f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
         except OSError:
             return None
-        m = re.search(rf"^{name} (\d+)", text, re.M)
+        m = re.search(rf"^{re.escape(name)} (\d+)", text, re.M)
         return int(m.group(1)) if m else None
 
     def args(self):
@@ -228,14 +230,18 @@ def read_all(bootstrap, topic):
     return got
 
 
-def test_three_instances_six_partitions_kill_pause_and_rebalance(broker, workdir, prefix):
+@pytest.mark.parametrize("standbys", [0, 2])
+def test_three_instances_six_partitions_kill_pause_and_rebalance(broker, workdir, prefix, standbys):
+    """Without standbys a partition taken over is folded from its start (or the new
+    owner's earlier copy); with two, every instance keeps a warm copy of every partition it
+    does not hold, and takes a dead instance's partitions over from those copies."""
     cfg = workdir / "programs.json"
     cfg.write_text(json.dumps(CONFIG))
     group = f"{prefix}group"
-    members = [Member(broker["bootstrap"], cfg, prefix, workdir / f"state{i}", group)
+    members = [Member(broker["bootstrap"], cfg, prefix, workdir / f"state{i}", group, standbys)
                for i in range(3)]
     try:
-        three_instances(broker["bootstrap"], cfg, prefix, members, workdir)
+        three_instances(broker["bootstrap"], cfg, prefix, members, workdir, standbys)
     finally:
         for m in members:
             if m.proc and m.proc.poll() is None:
@@ -244,7 +250,7 @@ def test_three_instances_six_partitions_kill_pause_and_rebalance(broker, workdir
                 m.proc.wait()
 
 
-def three_instances(bootstrap, cfg, prefix, members, workdir):
+def three_instances(bootstrap, cfg, prefix, members, workdir, standbys):
     for m in members:
         m.start()
         # Each in turn: the first takes every partition and applies the config, the
@@ -419,6 +425,11 @@ def three_instances(bootstrap, cfg, prefix, members, workdir):
     # Each partition's ledger equals a replay of that partition from the log.
     own = owners(members)
     assert own is not None
+    took = sum(m.metric('loyalty_partition_takeovers_total{from="standby"}') or 0 for m in members)
+    if standbys:
+        assert took > 0, "no partition was taken over from a standby copy"
+    else:
+        assert took == 0
     for m in members:
         m.stop()
     for p in range(PARTITIONS):

@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// instance's partitions to the others.
     #[arg(long, default_value_t = 10_000, env = "LOYALTY_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: u64,
+    /// In a group: how many other instances keep a warm copy of each partition, folding
+    /// its log as its owner does (publishing nothing), so that a partition whose owner
+    /// dies is served again from a copy instead of a fold from the start.
+    #[arg(long, default_value_t = 0, env = "LOYALTY_STANDBY_REPLICAS")]
+    pub standby_replicas: usize,
     /// In a group: the URL the other instances reach this one's HTTP API at
     /// (`http://HOST:PORT`; by default `http://` and `--http-addr`).
     #[arg(long, env = "LOYALTY_ADVERTISE_URL")]
@@ -222,14 +227,26 @@ fn run_group(
         (Some(addr), None) => Some(format!("http://{addr}")),
     };
     let session_timeout = Duration::from_millis(args.session_timeout_ms.max(1000));
+    // Stable across restarts, so that the standbys an instance keeps stay its own: its
+    // advertised URL, or this machine and state directory.
+    let id = advertise_url.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "localhost".into());
+        let _ = std::fs::create_dir_all(state);
+        let dir = std::fs::canonicalize(state).unwrap_or_else(|_| state.to_path_buf());
+        format!("{host}:{}", dir.display())
+    });
     let group = loyalty_stream::group::Group {
         name: name.to_string(),
         state: state.to_path_buf(),
         session_timeout,
         advertise_url,
+        id,
+        standby_replicas: args.standby_replicas,
     };
     let mut settings = settings;
-    if group.advertise_url.is_some() {
+    if group.announces() {
         settings.instances_topic = Some(loyalty_stream::group::instances_topic(&settings));
     }
     let stop = stop_on_signal();

@@ -871,6 +871,12 @@ impl Store {
         Ok(())
     }
 
+    /// The sequence number the next line or outbox entry committed will get: every entry
+    /// committed so far has a smaller one.
+    pub fn next_sequence(&self) -> u64 {
+        self.next_seq.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Every outbox entry, in order.
     pub fn outbox(&self) -> Result<Vec<OutboxEntry>, StoreError> {
         self.outbox_from(0, usize::MAX)

@@ -50,6 +50,17 @@ pub struct Group {
     /// Where the instance's HTTP API is reached by the others (`--advertise-url`), when it
     /// serves one: it is announced on [`instances_topic`].
     pub advertise_url: Option<String>,
+    /// The instance's id among the group's (its advertised URL when it has one).
+    pub id: String,
+    /// How many other instances keep a warm copy of each partition (`--standby-replicas`).
+    pub standby_replicas: usize,
+}
+
+impl Group {
+    /// Whether the instance announces itself on [`instances_topic`] and reads the others'.
+    pub fn announces(&self) -> bool {
+        self.advertise_url.is_some() || self.standby_replicas > 0
+    }
 }
 
 /// The compacted topic where a group's instances say what they serve, and where.
@@ -203,6 +214,15 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// A warm copy of a partition another instance holds: folded like the owner folds it,
+/// its outbox kept (never sent) but for what the owner says it delivered.
+struct Standby {
+    store: Arc<Store>,
+    folder: Folder,
+    /// After each commit: the position reached and the next outbox sequence number.
+    commits: std::collections::VecDeque<(i64, u64)>,
+}
+
 /// A log partition the instance holds.
 struct Held {
     store: Arc<Store>,
@@ -334,7 +354,7 @@ pub fn run(
             }
             r
         });
-        let followed = group.advertise_url.as_ref().map(|_| {
+        let followed = group.announces().then(|| {
             s.spawn(|| {
                 let topic = instances_topic(settings);
                 let r = crate::instances::follow(
@@ -363,8 +383,11 @@ pub fn run(
             config_applied: settings.programs.is_empty(),
             config_sent: Vec::new(),
             serving,
-            advertise: group.advertise_url.clone(),
+            group,
             announced: (Vec::new(), None),
+            published: BTreeMap::new(),
+            standby: BTreeMap::new(),
+            standby_consumer: service::consumer(settings)?,
         };
         let folded = (|| -> Result<()> {
             while !halt() {
@@ -402,9 +425,16 @@ struct FoldLoop<'a> {
     log_partitions: i32,
     held: BTreeMap<i32, Held>,
     serving: &'a Serving,
-    advertise: Option<String>,
+    group: &'a Group,
     /// What was last announced, and when.
     announced: (Vec<i32>, Option<Instant>),
+    /// For each partition held: a log offset below which every record's outbox is
+    /// delivered (announced, for its standbys).
+    published: BTreeMap<i32, i64>,
+    /// The partitions this instance keeps a warm copy of (`--standby-replicas`).
+    standby: BTreeMap<i32, Standby>,
+    /// Reads the standby partitions, assigned (no group).
+    standby_consumer: BaseConsumer,
     config_applied: bool,
     /// The configured programs sent, with their revisions: the instance is ready once
     /// every partition it holds has folded them (a request right after `/readyz` finds them).
@@ -478,6 +508,7 @@ impl FoldLoop<'_> {
             return Err(StreamError::broken(why));
         }
         self.track_restores();
+        self.stand_by()?;
         self.announce()?;
         self.apply_config()?;
         self.publish_all()?;
@@ -527,6 +558,16 @@ impl FoldLoop<'_> {
             match c {
                 Change::Assigned(ps) => {
                     for p in ps {
+                        // A warm copy stops being one: its folder's batch is committed,
+                        // and the owner's folder opens where it ends.
+                        if let Some(mut sb) = self.standby.remove(&p) {
+                            sb.folder.commit(&sb.store)?;
+                            self.reassign_standby()?;
+                            self.metrics
+                                .takeovers
+                                .get_or_create(&label("from", "standby"))
+                                .inc();
+                        }
                         let store = self.shared.store(p)?;
                         // A customer's partition is its hash modulo the count: a state
                         // built for another count holds other customers.
@@ -559,6 +600,12 @@ impl FoldLoop<'_> {
                         folder.metrics = Some(self.metrics.clone());
                         folder.ws.account_cache = self.settings.account_cache;
                         tracing::info!(partition = p, from = ?folder.positions.get(&p), end, "taking up");
+                        if !folder.positions.contains_key(&p) {
+                            self.metrics
+                                .takeovers
+                                .get_or_create(&label("from", "start"))
+                                .inc();
+                        }
                         self.held.insert(
                             p,
                             Held {
@@ -661,9 +708,9 @@ impl FoldLoop<'_> {
             .stores
             .write()
             .unwrap_or_else(|e| e.into_inner()) = serving;
-        let Some(url) = &self.advertise else {
+        if !self.group.announces() {
             return Ok(());
-        };
+        }
         let due = self
             .announced
             .1
@@ -672,19 +719,157 @@ impl FoldLoop<'_> {
             return Ok(());
         }
         let a = crate::instances::Announcement {
-            url: url.clone(),
+            id: self.group.id.clone(),
+            url: self.group.advertise_url.clone(),
             partitions: partitions.clone(),
+            published: self.published.clone(),
             at: crate::instances::now_ms(),
         };
         let value = serde_json::to_vec(&a).map_err(|e| StreamError::broken(e.to_string()))?;
         let topic = instances_topic(self.settings);
-        let rec = FutureRecord::to(&topic).key(url.as_bytes()).payload(&value);
+        let rec = FutureRecord::to(&topic)
+            .key(self.group.id.as_bytes())
+            .payload(&value);
         // Not awaited: a lost announcement is followed by the next in 2 s.
         if let Err((e, _)) = self.producer.send_result(rec) {
             tracing::warn!(error = %e, "cannot announce the partitions served");
         }
         self.serving.directory.record(a);
         self.announced = (partitions, Some(Instant::now()));
+        Ok(())
+    }
+
+    /// Keeps the warm copies this instance stands by for (`--standby-replicas`): which
+    /// they are follows from the announcements; each is folded from its log as its owner
+    /// folds it, publishing nothing, and forgets the outbox entries its owner delivered.
+    fn stand_by(&mut self) -> Result<()> {
+        if self.group.standby_replicas == 0 {
+            return Ok(());
+        }
+        let want: Vec<i32> = self
+            .serving
+            .directory
+            .standby_for(
+                &self.group.id,
+                self.group.standby_replicas,
+                self.log_partitions,
+            )
+            .into_iter()
+            .filter(|p| !self.held.contains_key(p))
+            .collect();
+        let have: Vec<i32> = self.standby.keys().copied().collect();
+        if want != have {
+            for p in have.iter().filter(|p| !want.contains(p)) {
+                if let Some(mut sb) = self.standby.remove(p) {
+                    sb.folder.commit(&sb.store)?;
+                }
+                self.partition_gauge(*p, "standby").set(0);
+            }
+            for p in want.iter().filter(|p| !have.contains(p)) {
+                let store = self.shared.store(*p)?;
+                if store.partition_count()?.is_none() {
+                    store.set_partition_count(self.log_partitions)?;
+                }
+                let mut folder = Folder::open_partition(&store, true, *p, self.log_partitions)
+                    .with_context(|| format!("cannot load the state of partition {p}"))?;
+                folder.ws.account_cache = self.settings.account_cache;
+                tracing::info!(partition = p, from = ?folder.positions.get(p), "standing by");
+                self.partition_gauge(*p, "standby").set(1);
+                self.standby.insert(
+                    *p,
+                    Standby {
+                        store,
+                        folder,
+                        commits: std::collections::VecDeque::new(),
+                    },
+                );
+            }
+            self.reassign_standby()?;
+        }
+        if self.standby.is_empty() {
+            return Ok(());
+        }
+        let consumer = &self.standby_consumer;
+        for _ in 0..self.settings.batch_size {
+            match consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    let p = m.partition();
+                    let Some(sb) = self.standby.get_mut(&p) else {
+                        continue;
+                    };
+                    if m.offset() < sb.folder.positions.get(&p).copied().unwrap_or(0) {
+                        continue;
+                    }
+                    let meta = logrec::meta(m.headers());
+                    sb.folder
+                        .fold(
+                            &sb.store,
+                            self.settings,
+                            p,
+                            m.offset(),
+                            &meta,
+                            m.payload().unwrap_or_default(),
+                        )
+                        .with_context(|| format!("cannot read the copy of partition {p}"))?;
+                }
+                Some(Err(e)) if crate::error::fatal(&e) => {
+                    return Err(e).context("cannot consume the log")
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "standby consumer error");
+                    break;
+                }
+                None => break,
+            }
+        }
+        for (p, sb) in self.standby.iter_mut() {
+            if sb.folder.commit(&sb.store)? > 0 {
+                let pos = sb.folder.positions.get(p).copied().unwrap_or(0);
+                sb.commits.push_back((pos, sb.store.next_sequence()));
+            }
+            // What the owner delivered: the entries of every commit below its mark.
+            let mark = self
+                .serving
+                .directory
+                .owner_of(*p)
+                .and_then(|a| a.published.get(p).copied());
+            let mut upto = None;
+            while let (Some(mark), Some(&(pos, seq))) = (mark, sb.commits.front()) {
+                if pos > mark {
+                    break;
+                }
+                upto = Some(seq);
+                sb.commits.pop_front();
+            }
+            if let Some(upto) = upto {
+                let old: Vec<u64> = sb
+                    .store
+                    .outbox_from(0, usize::MAX)?
+                    .into_iter()
+                    .map(|e| e.seq)
+                    .take_while(|s| *s < upto)
+                    .collect();
+                sb.store.remove_outbox(&old)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Assigns the standby consumer every partition stood by for, at each copy's position.
+    fn reassign_standby(&self) -> Result<()> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, sb) in &self.standby {
+            let offset = sb
+                .folder
+                .positions
+                .get(p)
+                .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+            tpl.add_partition_offset(&self.settings.log_topic, *p, offset)
+                .context("cannot build the standby assignment")?;
+        }
+        self.standby_consumer
+            .assign(&tpl)
+            .context("cannot assign the standby partitions")?;
         Ok(())
     }
 
@@ -779,7 +964,8 @@ impl FoldLoop<'_> {
     /// partitions). A partition let go is no longer published from here: its new owner
     /// publishes the same entries, with the same ids and bytes.
     fn publish_all(&mut self) -> Result<()> {
-        for h in self.held.values_mut() {
+        self.published.clear();
+        for (p, h) in self.held.iter_mut() {
             let n = service::publish_outbox(
                 self.rt,
                 self.producer,
@@ -790,6 +976,11 @@ impl FoldLoop<'_> {
             self.counters
                 .published
                 .fetch_add(n as u64, Ordering::Relaxed);
+            // Nothing left: every record folded so far has had its outbox delivered.
+            if h.store.outbox_from(h.from, 1)?.is_empty() {
+                let pos = h.folder.positions.get(p).copied().unwrap_or(0);
+                self.published.insert(*p, pos);
+            }
         }
         Ok(())
     }

@@ -23,10 +23,16 @@ use crate::error::{Context, Result};
 /// One instance's announcement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
-    /// Where its HTTP API is reached (`--advertise-url`).
-    pub url: String,
+    /// The instance: its `--advertise-url` when it serves an API, else an id of its own.
+    pub id: String,
+    /// Where its HTTP API is reached (`--advertise-url`), if it serves one.
+    pub url: Option<String>,
     /// The log partitions it holds and serves.
     pub partitions: Vec<i32>,
+    /// For each of them, a log offset below which every record's outbox is delivered
+    /// (what a standby may forget of its own outbox).
+    #[serde(default)]
+    pub published: BTreeMap<i32, i64>,
     /// When it wrote this, in unix milliseconds.
     pub at: i64,
 }
@@ -58,8 +64,8 @@ impl Directory {
     /// Takes in an announcement (an older one of the same instance is ignored).
     pub fn record(&self, a: Announcement) {
         let mut e = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if e.get(&a.url).is_none_or(|old| old.at <= a.at) {
-            e.insert(a.url.clone(), a);
+        if e.get(&a.id).is_none_or(|old| old.at <= a.at) {
+            e.insert(a.id.clone(), a);
         }
     }
 
@@ -74,21 +80,42 @@ impl Directory {
             .collect()
     }
 
-    /// The URL of the instance that serves partition `p`, if one is known.
-    pub fn owner(&self, p: i32) -> Option<String> {
+    /// The announcement of the instance that serves partition `p`, if one is known.
+    pub fn owner_of(&self, p: i32) -> Option<Announcement> {
         self.fresh(now_ms())
             .into_iter()
             .filter(|a| a.partitions.contains(&p))
             .max_by_key(|a| a.at)
-            .map(|a| a.url)
     }
 
-    /// The URLs of every instance presumed alive, `me` left out.
-    pub fn others(&self, me: &str) -> Vec<String> {
-        self.fresh(now_ms())
-            .into_iter()
-            .map(|a| a.url)
-            .filter(|u| u != me)
+    /// The URL of the API that serves partition `p`, if one is known.
+    pub fn owner(&self, p: i32) -> Option<String> {
+        self.owner_of(p).and_then(|a| a.url)
+    }
+
+    /// The ids of every instance presumed alive, in order.
+    pub fn members(&self) -> Vec<String> {
+        self.fresh(now_ms()).into_iter().map(|a| a.id).collect()
+    }
+
+    /// The partitions instance `me` stands by for with `n` standby replicas: those whose
+    /// owner is followed by `me` within the next `n` members, in id order, round the ring
+    /// (every member computes the same from the same announcements).
+    pub fn standby_for(&self, me: &str, n: usize, count: i32) -> Vec<i32> {
+        let members = self.members();
+        let Some(mine) = members.iter().position(|m| m == me) else {
+            return Vec::new();
+        };
+        (0..count)
+            .filter(|p| {
+                let Some(owner) = self.owner_of(*p) else {
+                    return false;
+                };
+                let Some(o) = members.iter().position(|m| *m == owner.id) else {
+                    return false;
+                };
+                o != mine && (1..=n.min(members.len() - 1)).any(|k| (o + k) % members.len() == mine)
+            })
             .collect()
     }
 }
@@ -136,8 +163,10 @@ mod tests {
         let d = Directory::new(Duration::from_secs(30));
         let now = now_ms();
         let a = |url: &str, partitions: Vec<i32>, at| Announcement {
-            url: url.into(),
+            id: url.into(),
+            url: Some(url.into()),
             partitions,
+            published: BTreeMap::new(),
             at,
         };
         d.record(a("http://a", vec![0, 1], now - 2000));
@@ -150,6 +179,14 @@ mod tests {
         // An older announcement of an instance does not replace its newer one.
         d.record(a("http://a", vec![5], now - 5000));
         assert_eq!(d.owner(5), None);
-        assert_eq!(d.others("http://a"), vec!["http://b".to_string()]);
+        assert_eq!(
+            d.members(),
+            vec!["http://a".to_string(), "http://b".to_string()]
+        );
+        // One standby each: the next member after the owner, round the ring.
+        assert_eq!(d.standby_for("http://b", 1, 6), vec![0]);
+        assert_eq!(d.standby_for("http://a", 1, 6), vec![1, 2]);
+        assert_eq!(d.standby_for("http://a", 0, 6), Vec::<i32>::new());
+        assert_eq!(d.standby_for("http://c", 1, 6), Vec::<i32>::new());
     }
 }

@@ -63,6 +63,9 @@ pub struct Metrics {
     pub restore_remaining: Family<Labels, Gauge>,
     /// In a group: rebalances this instance took part in.
     pub rebalances: Counter,
+    /// In a group: partitions taken up, by what they started from (`standby`: a warm copy
+    /// kept as a standby; `start`: no copy, folded from the start of the log).
+    pub takeovers: Family<Labels, Counter>,
     /// Unix milliseconds of the last completed iteration of each stage's loop
     /// ([`Stage`]).
     last_beat: [AtomicI64; 3],
@@ -109,6 +112,7 @@ impl Metrics {
             partitions: Family::default(),
             restore_remaining: Family::default(),
             rebalances: Counter::default(),
+            takeovers: Family::default(),
             last_beat: [AtomicI64::new(0), AtomicI64::new(0), AtomicI64::new(0)],
             staged: AtomicBool::new(false),
             ready: AtomicBool::new(false),
@@ -203,6 +207,11 @@ impl Metrics {
             "rebalances",
             "Rebalances of the log's consumer group this instance took part in",
             m.rebalances.clone(),
+        );
+        registry.register(
+            "partition_takeovers",
+            "Log partitions this instance took up, by what it started from (standby, start)",
+            m.takeovers.clone(),
         );
         Metrics { registry, ..m }
     }
