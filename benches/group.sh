@@ -5,6 +5,8 @@
 #
 #   bash benches/group.sh [EVENTS] [CUSTOMERS]
 #   STANDBYS=1 bash benches/group.sh ...   (each partition also kept warm by one other instance)
+#   PARTITIONS=2 COUNTS=2 bash benches/group.sh 2000000   (a failover of 1,000,000-record
+#                                                          partitions: two of them, two instances)
 #
 # For each instance count N (a fresh broker each time):
 # 1. Starts N instances (`loyalty run --group bench --log-partitions 6`), each with its own
@@ -26,6 +28,8 @@ events="${1:-200000}"
 customers="${2:-20000}"
 config=deploy/programs.example.json
 standbys="${STANDBYS:-0}"
+export PARTITIONS="${PARTITIONS:-6}"
+counts="${COUNTS:-1 2 3}"
 results=$(mktemp)
 
 run_group() {
@@ -41,7 +45,7 @@ run_group() {
       mport=$("$PY" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
       LOYALTY_LOG=info "$bin" --log-format json run --brokers "$brokers" --config "$config" \
         --state "$work/state$i" --signing-secret bench --batch-size 5000 \
-        --group bench --log-partitions 6 --input-partitions 6 --session-timeout-ms 6000 \
+        --group bench --log-partitions "$PARTITIONS" --input-partitions 6 --session-timeout-ms 6000 \
         --standby-replicas "$standbys" \
         --metrics-addr "127.0.0.1:$mport" > "$work/engine$i.log" 2>&1 &
       pids+=("$!")
@@ -66,7 +70,7 @@ run_group() {
   )
 }
 
-for n in 1 2 3; do
+for n in $counts; do
   set +e
   run_group "$n"
   rc=$?

@@ -1,17 +1,18 @@
 """Watches a group's instances through their /metrics and /readyz (benches/group.sh).
 
   group_watch.py ready PORT            until the instance on PORT is ready
-  group_watch.py split PORT...         until the six partitions are active, each once
+  group_watch.py split PORT...         until every partition is active, each once
   group_watch.py holder P PORT...      prints the index of the instance holding P
   group_watch.py failover DEAD PORT... the time until the dead instance's partitions are
                                        active on the others, and the records they held
 """
+import os
 import re
 import sys
 import time
 import urllib.request
 
-PARTITIONS = 6
+PARTITIONS = int(os.environ.get("PARTITIONS", "6"))
 
 
 def metrics(port):

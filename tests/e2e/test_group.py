@@ -191,6 +191,19 @@ def check_api(members, ledger):
         cursor = seen[-1]
     assert sorted(seen) == sorted(t for ts in txs_by_account.values() for t in ts)
     assert len(seen) == len(set(seen))
+    all_tx, seen_last = seen, seen[-1]
+    # Backwards from the last item, pages of 7, to the first: every item before it once,
+    # in the same order (pages reach back across partitions).
+    back, cursor = [], seen_last
+    while True:
+        status, body = members[2].call(
+            "GET", f"/v1/points_transactions?limit=7&ending_before={cursor}")
+        assert status == 200, body
+        back = [t["id"] for t in body["data"]] + back
+        if not body["has_more"]:
+            break
+        cursor = body["data"][0]["id"]
+    assert back == all_tx[:-1]
     # One account's transactions through an instance that does not serve it.
     own = owners(members)
     aid, line = next((a, l) for a, l in accounts.items() if own[partition(l["customer"])] is not members[0])
@@ -204,6 +217,14 @@ def check_api(members, ledger):
     assert body["balance"] == line["balance"] + 7
     status, body = members[0].call("GET", "/v1/accounts/loy_nobody")
     assert status == 404 and body["error"]["code"] == "resource_missing"
+    # Refused where it arrives, before any partition is asked.
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{members[0].http_port}/v1/accounts", timeout=10)
+        raise AssertionError("a request without a key was answered")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401 and json.loads(e.read())["error"]["type"] == "authentication_error"
+    status, body = members[1].call("GET", "/v1/points_transactions?limit=0")
+    assert status == 400 and body["error"]["param"] == "limit"
 
 
 def send(bootstrap, topic, records):

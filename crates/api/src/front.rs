@@ -42,6 +42,10 @@ use crate::{router, Api, ApiError, Commands};
 /// The header naming the one partition a forwarded request is for.
 pub const PARTITION: &str = "x-loyalty-partition";
 
+/// The most items of a partition an `ending_before` page reads to find the partition's
+/// last ones.
+const WHOLE_MAX: usize = 10_000;
+
 /// Bodies are read whole up to this (a command's limit is 1 MiB; the partition's API
 /// answers 413 for more).
 const BODY_LIMIT: usize = (1 << 20) + 1;
@@ -60,6 +64,8 @@ pub trait Partitions: Send + Sync {
 pub struct Front {
     parts: Arc<dyn Partitions>,
     keys: Vec<String>,
+    /// The same keys as checked: a request is refused here before it is routed anywhere.
+    checked: Vec<crate::Key>,
     commands: Option<Commands>,
     extra: Router,
     /// Each local partition's API, with the store it was made for.
@@ -79,11 +85,10 @@ pub fn group_router(
     commands: Option<Commands>,
     extra: Router,
 ) -> Result<Router, crate::SetupError> {
-    // The keys are checked once here, as a lone instance checks them at start.
-    crate::parse_keys(keys)?;
     let front = Arc::new(Front {
         parts,
         keys: keys.to_vec(),
+        checked: crate::parse_keys(keys)?,
         commands,
         extra: extra.clone(),
         apis: Mutex::new(BTreeMap::new()),
@@ -128,6 +133,10 @@ impl Answer {
     }
 }
 
+fn unavailable_now(why: &str) -> Response {
+    unavailable(why.to_string())
+}
+
 fn unavailable(why: String) -> Response {
     let mut r = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", why).into_response();
     r.headers_mut()
@@ -152,6 +161,10 @@ async fn handle(State(front): State<Arc<Front>>, req: Request) -> Response {
         body,
     };
     let path = asked.uri.path().to_string();
+    if let Some(refused) = crate::key_refusal(&front.checked, &path, &asked.headers, &asked.method)
+    {
+        return refused.into_response();
+    }
     if !path.starts_with("/v1/") {
         return front
             .extra
@@ -266,6 +279,17 @@ impl Front {
     }
 
     async fn route(&self, asked: &Asked) -> Result<Response, Response> {
+        // The lists gathered here pass their own limits on: a wrong one is refused first,
+        // as one instance refuses it.
+        if let Some(l) = asked.param("limit") {
+            if !l.parse::<usize>().is_ok_and(|n| (1..=100).contains(&n)) {
+                return Err(ApiError::invalid(
+                    "limit",
+                    format!("limit must be an integer from 1 to 100, not {l:?}"),
+                )
+                .into_response());
+            }
+        }
         let segs: Vec<&str> = asked.uri.path().trim_matches('/').split('/').collect();
         let by_customer = |c: Option<String>| c.map(|c| self.partition_of(&c));
         let body_field = |f: &str| -> Option<String> {
@@ -330,11 +354,17 @@ impl Front {
                 merged = Some(list);
                 continue;
             };
-            let theirs = list["data"].as_array().cloned().unwrap_or_default();
+            let theirs: BTreeMap<String, i64> = list["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| Some((r["id"].as_str()?.to_string(), r["stockLeft"].as_i64()?)))
+                .collect();
             if let Some(ours) = m["data"].as_array_mut() {
-                for (o, t) in ours.iter_mut().zip(theirs) {
-                    if let (Some(a), Some(b)) = (o["stockLeft"].as_i64(), t["stockLeft"].as_i64()) {
-                        o["stockLeft"] = Value::from(a.min(b));
+                for o in ours.iter_mut() {
+                    let id = o["id"].as_str().unwrap_or_default();
+                    if let (Some(a), Some(b)) = (o["stockLeft"].as_i64(), theirs.get(id)) {
+                        o["stockLeft"] = Value::from(a.min(*b));
                     }
                 }
             }
@@ -345,12 +375,23 @@ impl Front {
     /// Asks each partition in turn; the first that knows the id answers.
     async fn probe(&self, asked: &Asked) -> Result<Response, Response> {
         let mut last = None;
+        let mut unavailable = None;
         for p in self.order() {
-            let a = self.ask(p, asked).await?;
+            let a = match self.ask(p, asked).await {
+                Ok(a) => a,
+                // That partition may hold it: the answer is 503 unless another does.
+                Err(r) => {
+                    unavailable.get_or_insert(r);
+                    continue;
+                }
+            };
             if !a.unknown_here() {
                 return Ok(a.into_response());
             }
             last = Some(a);
+        }
+        if let Some(r) = unavailable {
+            return Err(r);
         }
         Ok(last.map_or_else(
             || ApiError::missing("No such object").into_response(),
@@ -368,12 +409,21 @@ impl Front {
         get.uri = path.parse().map_err(|_| {
             ApiError::missing(format!("No such account: '{account}'")).into_response()
         })?;
+        let mut unavailable = None;
         for p in self.order() {
-            if self.ask(p, &get).await?.status == StatusCode::OK {
-                return Ok(p);
+            match self.ask(p, &get).await {
+                Ok(a) if a.status == StatusCode::OK => return Ok(p),
+                Ok(a) if a.unknown_here() => {}
+                Ok(a) => return Err(a.into_response()),
+                Err(r) => {
+                    unavailable.get_or_insert(r);
+                }
             }
         }
-        Ok(self.order().first().copied().unwrap_or(0))
+        match unavailable {
+            Some(r) => Err(r),
+            None => Ok(self.order().first().copied().unwrap_or(0)),
+        }
     }
 
     /// Local partitions first, then the others, each once.
@@ -432,17 +482,31 @@ impl Front {
         let mut start = 0;
         if after.is_some() || before.is_some() {
             let mut found = None;
+            let mut unavailable = None;
+            let mut refused = None;
             for p in self.order() {
-                let a = self.ask(p, asked).await?;
-                if a.status == StatusCode::OK {
-                    found = Some(p);
-                    break;
+                match self.ask(p, asked).await {
+                    Ok(a) if a.status == StatusCode::OK => {
+                        found = Some(p);
+                        break;
+                    }
+                    // A partition that does not hold the cursor says so with a 400.
+                    Ok(a) if a.status == StatusCode::BAD_REQUEST => {
+                        refused.get_or_insert(a);
+                    }
+                    Ok(a) => return Ok(a.into_response()),
+                    Err(r) => {
+                        unavailable.get_or_insert(r);
+                    }
                 }
             }
-            match found {
-                Some(p) => start = p,
-                // No partition knows it: the first partition's 400 says so.
-                None => return Ok(self.ask(0, asked).await?.into_response()),
+            match (found, unavailable, refused) {
+                (Some(p), _, _) => start = p,
+                (None, Some(r), _) => return Err(r),
+                (None, None, Some(a)) => return Ok(a.into_response()),
+                (None, None, None) => {
+                    return Err(unavailable_now("no partition answered"));
+                }
             }
         }
         let fresh = asked.with_query(&[("starting_after", None), ("ending_before", None)]);
@@ -467,7 +531,15 @@ impl Front {
                 more |= !tail.is_empty();
                 items.splice(0..0, rest);
             }
-            more |= p > 0;
+            // Anything before the page: what the partitions before `p` hold.
+            for q in 0..p {
+                if more {
+                    break;
+                }
+                let probe = fresh.with_query(&[("limit", Some("1".into()))]);
+                let l = self.ask(q, &probe).await?.json().unwrap_or(Value::Null);
+                more = l["data"].as_array().is_some_and(|d| !d.is_empty());
+            }
             return Ok(list_response(template, items, more));
         }
         let mut items: Vec<Value> = Vec::new();
@@ -516,10 +588,22 @@ impl Front {
         Ok(list_response(template, items, more))
     }
 
-    /// Every item of a partition's list, in its order.
+    /// Every item of a partition's list, in its order (an `ending_before` page that
+    /// reaches back into it needs its last items), up to [`WHOLE_MAX`] items.
     async fn whole(&self, p: i32, asked: &Asked) -> Result<Vec<Value>, Response> {
         let mut out: Vec<Value> = Vec::new();
         loop {
+            if out.len() >= WHOLE_MAX {
+                return Err(ApiError::invalid(
+                    "ending_before",
+                    format!(
+                        "in a group, a page before this cursor reaches back into partition \
+                         {p}, which lists more than {WHOLE_MAX} items: page forward from the \
+                         start instead"
+                    ),
+                )
+                .into_response());
+            }
             let cursor = out
                 .last()
                 .and_then(|v| v["id"].as_str())

@@ -58,7 +58,7 @@ pub struct Commands {
 }
 
 /// An API key as kept: its digest and what it may do.
-struct Key {
+pub(crate) struct Key {
     digest: [u8; 32],
     write: bool,
 }
@@ -117,8 +117,27 @@ impl std::fmt::Debug for Api {
     }
 }
 
+/// What a presented key may do: `None` when it is no key of ours, else whether it may
+/// write. Every key is compared, each in constant time (digests of equal length, every
+/// byte looked at), so the time taken tells nothing of the keys.
+fn authorize(keys: &[Key], presented: &str) -> Option<bool> {
+    let d = sha256(presented.as_bytes());
+    let mut found: Option<bool> = None;
+    for k in keys {
+        let diff = k
+            .digest
+            .iter()
+            .zip(d.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 {
+            found = Some(k.write);
+        }
+    }
+    found
+}
+
 /// The keys as kept (`sk_…` read and write, `rk_…` read only), or why they are refused.
-fn parse_keys(keys: &[String]) -> Result<Vec<Key>, SetupError> {
+pub(crate) fn parse_keys(keys: &[String]) -> Result<Vec<Key>, SetupError> {
     let keys: Vec<Key> = keys
         .iter()
         .filter(|k| !k.is_empty())
@@ -171,25 +190,6 @@ impl Api {
         })
     }
 
-    /// What a presented key may do: `None` when it is no key of ours, else whether it
-    /// may write. Every key is compared, each in constant time (digests of equal length,
-    /// every byte looked at), so the time taken tells nothing of the keys.
-    fn authorize(&self, presented: &str) -> Option<bool> {
-        let d = sha256(presented.as_bytes());
-        let mut found: Option<bool> = None;
-        for k in &self.keys {
-            let diff = k
-                .digest
-                .iter()
-                .zip(d.iter())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-            if diff == 0 {
-                found = Some(k.write);
-            }
-        }
-        found
-    }
-
     /// The state's programs (parsed again only when they changed).
     pub(crate) fn programs(
         &self,
@@ -220,37 +220,47 @@ impl Api {
 
 /// Checks the key of every `/v1/` request; commands need an `sk_` key.
 async fn authenticate(State(api): State<Arc<Api>>, req: Request, next: Next) -> Response {
-    if !req.uri().path().starts_with("/v1/") && req.uri().path() != "/v1" {
-        return next.run(req).await;
+    match key_refusal(&api.keys, req.uri().path(), req.headers(), req.method()) {
+        Some(refused) => refused.into_response(),
+        None => next.run(req).await,
     }
-    let presented = req
-        .headers()
+}
+
+/// Why a request may not pass with the key it presents, if it may not: every `/v1/` path
+/// needs a key of ours, and a command (POST) an `sk_` one.
+pub(crate) fn key_refusal(
+    keys: &[Key],
+    path: &str,
+    headers: &axum::http::HeaderMap,
+    method: &Method,
+) -> Option<ApiError> {
+    if !path.starts_with("/v1/") && path != "/v1" {
+        return None;
+    }
+    let presented = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(presented) = presented else {
-        return ApiError::new(
+        return Some(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "No API key provided: send Authorization: Bearer KEY",
-        )
-        .into_response();
+        ));
     };
-    match api.authorize(presented) {
-        None => ApiError::new(
+    match authorize(keys, presented) {
+        None => Some(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
             "Invalid API key provided",
-        )
-        .into_response(),
-        Some(false) if req.method() == Method::POST => ApiError::new(
+        )),
+        Some(false) if *method == Method::POST => Some(ApiError::new(
             StatusCode::FORBIDDEN,
             "permission_error",
             "This key is read-only (rk_): commands need a secret key (sk_)",
-        )
-        .into_response(),
-        Some(_) => next.run(req).await,
+        )),
+        Some(_) => None,
     }
 }
 

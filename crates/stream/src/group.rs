@@ -746,9 +746,8 @@ impl FoldLoop<'_> {
         if self.group.standby_replicas == 0 {
             return Ok(());
         }
-        let want: Vec<i32> = self
-            .serving
-            .directory
+        let dir = &self.serving.directory;
+        let mut want: Vec<i32> = dir
             .standby_for(
                 &self.group.id,
                 self.group.standby_replicas,
@@ -757,6 +756,14 @@ impl FoldLoop<'_> {
             .into_iter()
             .filter(|p| !self.held.contains_key(p))
             .collect();
+        // A copy is kept while its partition has no known owner (one being restored does
+        // not announce it yet): the ring is decided again once it has one.
+        for p in self.standby.keys() {
+            if !want.contains(p) && !self.held.contains_key(p) && dir.owner_of(*p).is_none() {
+                want.push(*p);
+            }
+        }
+        want.sort_unstable();
         let have: Vec<i32> = self.standby.keys().copied().collect();
         if want != have {
             for p in have.iter().filter(|p| !want.contains(p)) {
@@ -767,20 +774,32 @@ impl FoldLoop<'_> {
             }
             for p in want.iter().filter(|p| !have.contains(p)) {
                 let store = self.shared.store(*p)?;
-                if store.partition_count()?.is_none() {
-                    store.set_partition_count(self.log_partitions)?;
+                match store.partition_count()? {
+                    Some(n) if n != self.log_partitions => {
+                        return Err(StreamError::broken(format!(
+                            "the state of partition {p} was built from a log of {n} partitions; \
+                             {} has {}: the count is fixed",
+                            self.settings.log_topic, self.log_partitions
+                        )))
+                    }
+                    Some(_) => {}
+                    None => store.set_partition_count(self.log_partitions)?,
                 }
                 let mut folder = Folder::open_partition(&store, true, *p, self.log_partitions)
                     .with_context(|| format!("cannot load the state of partition {p}"))?;
                 folder.ws.account_cache = self.settings.account_cache;
                 tracing::info!(partition = p, from = ?folder.positions.get(p), "standing by");
                 self.partition_gauge(*p, "standby").set(1);
+                // What the store already holds (an earlier ownership or copy) is forgotten
+                // like what this copy folds, once the owner's mark passes it.
+                let pos = folder.positions.get(p).copied().unwrap_or(0);
+                let commits = std::collections::VecDeque::from([(pos, store.next_sequence())]);
                 self.standby.insert(
                     *p,
                     Standby {
                         store,
                         folder,
-                        commits: std::collections::VecDeque::new(),
+                        commits,
                     },
                 );
             }

@@ -23,7 +23,9 @@ use crate::error::{Context, Result};
 /// One instance's announcement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Announcement {
-    /// The instance: its `--advertise-url` when it serves an API, else an id of its own.
+    /// The instance: its `--advertise-url` when it serves an API, else an id of its own
+    /// (absent in an announcement that only has a URL: the URL is the id).
+    #[serde(default)]
     pub id: String,
     /// Where its HTTP API is reached (`--advertise-url`), if it serves one.
     pub url: Option<String>,
@@ -62,7 +64,10 @@ impl Directory {
     }
 
     /// Takes in an announcement (an older one of the same instance is ignored).
-    pub fn record(&self, a: Announcement) {
+    pub fn record(&self, mut a: Announcement) {
+        if a.id.is_empty() {
+            a.id = a.url.clone().unwrap_or_default();
+        }
         let mut e = self.entries.write().unwrap_or_else(|e| e.into_inner());
         if e.get(&a.id).is_none_or(|old| old.at <= a.at) {
             e.insert(a.id.clone(), a);
