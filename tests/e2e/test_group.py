@@ -310,6 +310,10 @@ def three_instances(bootstrap, cfg, prefix, members, workdir, standbys):
     pays = [{"id": f"evt_pay_{c}", "type": "payment.completed", "created": stamp(100),
              "data": {"id": f"pay_{c}", "customer": c, "amount": 100_000 + 1000 * i,
                       "currency": "EUR"}} for i, c in enumerate(customers)]
+    # Refunds of half of some payments, on their customers' partitions.
+    refunds = [{"id": f"evt_ref_{c}", "type": "payment.refunded", "created": stamp(90),
+                "data": {"id": f"re_{c}", "payment": f"pay_{c}", "customer": c,
+                         "amount": 50_000, "currency": "EUR"}} for c in customers[::4]]
     # Transfers between partitions: to enrolled members, one too large, one to a customer
     # with no account (it comes back to the sender).
     pairs = [(customers[i], customers[(i + 7) % 18]) for i in range(10)]
@@ -372,6 +376,7 @@ def three_instances(bootstrap, cfg, prefix, members, workdir, standbys):
     phase(topics["commands"], enrol)
     phase(topics["commands"], enrol_referees)
     phase(topics["payments"], pays, kill_a_then_b_in_its_rebalance)
+    phase(topics["refunds"], refunds)
     phase(topics["commands"], transfers, pause_c)
     phase(topics["commands"], redemptions)
     p = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
@@ -392,6 +397,9 @@ def three_instances(bootstrap, cfg, prefix, members, workdir, standbys):
     # No transaction doubled: every id once.
     ids = [t["id"] for t in live]
     assert len(ids) == len(set(ids))
+    # Each refund reversed its payment's points once.
+    reversals = Counter(t["customer"] for t in live if t["type"] == "reversal")
+    assert reversals == Counter(r["data"]["customer"] for r in refunds)
     # Each transfer's two sides exactly once; the refused one writes neither; the one to a
     # customer with no account comes back to its sender.
     by_source = Counter((t["source"], t["type"], t["customer"]) for t in live)
