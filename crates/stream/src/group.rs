@@ -266,6 +266,32 @@ fn group_consumer<C: ConsumerContext>(
         .with_context(|| format!("cannot join the consumer group {group}"))
 }
 
+/// Folds one log record into a partition's folder, unless the folder has it already (the
+/// partition came back, or its copy was taken over, at a stored offset below it).
+fn fold_message(
+    folder: &mut Folder,
+    store: &Store,
+    settings: &Settings,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> Result<()> {
+    let p = m.partition();
+    if m.offset() < folder.positions.get(&p).copied().unwrap_or(0) {
+        return Ok(());
+    }
+    let meta = logrec::meta(m.headers());
+    folder
+        .fold(
+            store,
+            settings,
+            p,
+            m.offset(),
+            &meta,
+            m.payload().unwrap_or_default(),
+        )
+        .with_context(|| format!("cannot read the state of partition {p}"))?;
+    Ok(())
+}
+
 /// Runs one instance of the group until `stop` is set.
 pub fn run(
     settings: &Settings,
@@ -465,20 +491,7 @@ impl FoldLoop<'_> {
                     let Some(h) = self.held.get_mut(&p) else {
                         continue;
                     };
-                    if m.offset() < h.position(p) {
-                        continue;
-                    }
-                    let meta = logrec::meta(m.headers());
-                    h.folder
-                        .fold(
-                            &h.store,
-                            self.settings,
-                            p,
-                            m.offset(),
-                            &meta,
-                            m.payload().unwrap_or_default(),
-                        )
-                        .with_context(|| format!("cannot read the state of partition {p}"))?;
+                    fold_message(&mut h.folder, &h.store, self.settings, &m)?;
                 }
                 Some(Err(e)) if crate::error::fatal(&e) => {
                     return Err(e).context("cannot consume the log")
@@ -569,24 +582,7 @@ impl FoldLoop<'_> {
                                 .inc();
                         }
                         let store = self.shared.store(p)?;
-                        // A customer's partition is its hash modulo the count: a state
-                        // built for another count holds other customers.
-                        match store.partition_count()? {
-                            Some(n) if n != self.log_partitions => {
-                                return Err(StreamError::broken(format!(
-                                    "the state of partition {p} was built from a log of {n} \
-                                     partitions; {} has {}: the count is fixed (docs/\
-                                     operations.md, \"Scale out\")",
-                                    self.settings.log_topic, self.log_partitions
-                                )))
-                            }
-                            Some(_) => {}
-                            None => store.set_partition_count(self.log_partitions)?,
-                        }
-                        let folder = Folder::open_partition(&store, true, p, self.log_partitions)
-                            .with_context(|| {
-                            format!("cannot load the state of partition {p}")
-                        })?;
+                        let folder = self.open_folder(&store, p)?;
                         let end = service::retry_while_leaderless(|| {
                             self.consumer.fetch_watermarks(
                                 &self.settings.log_topic,
@@ -598,7 +594,6 @@ impl FoldLoop<'_> {
                         .with_context(|| format!("cannot read the end of partition {p}"))?;
                         let mut folder = folder;
                         folder.metrics = Some(self.metrics.clone());
-                        folder.ws.account_cache = self.settings.account_cache;
                         tracing::info!(partition = p, from = ?folder.positions.get(&p), end, "taking up");
                         if !folder.positions.contains_key(&p) {
                             self.metrics
@@ -739,6 +734,27 @@ impl FoldLoop<'_> {
         Ok(())
     }
 
+    /// The folder of partition `p` over its store (held or kept as a copy), once the store
+    /// is known to be of this log's partition count: a customer's partition is its hash
+    /// modulo the count, so a state built for another count holds other customers.
+    fn open_folder(&self, store: &Store, p: i32) -> Result<Folder> {
+        match store.partition_count()? {
+            Some(n) if n != self.log_partitions => {
+                return Err(StreamError::broken(format!(
+                    "the state of partition {p} was built from a log of {n} partitions; {} \
+                     has {}: the count is fixed (docs/operations.md, \"Scale out\")",
+                    self.settings.log_topic, self.log_partitions
+                )))
+            }
+            Some(_) => {}
+            None => store.set_partition_count(self.log_partitions)?,
+        }
+        let mut folder = Folder::open_partition(store, true, p, self.log_partitions)
+            .with_context(|| format!("cannot load the state of partition {p}"))?;
+        folder.ws.account_cache = self.settings.account_cache;
+        Ok(folder)
+    }
+
     /// Keeps the warm copies this instance stands by for (`--standby-replicas`): which
     /// they are follows from the announcements; each is folded from its log as its owner
     /// folds it, publishing nothing, and forgets the outbox entries its owner delivered.
@@ -774,20 +790,7 @@ impl FoldLoop<'_> {
             }
             for p in want.iter().filter(|p| !have.contains(p)) {
                 let store = self.shared.store(*p)?;
-                match store.partition_count()? {
-                    Some(n) if n != self.log_partitions => {
-                        return Err(StreamError::broken(format!(
-                            "the state of partition {p} was built from a log of {n} partitions; \
-                             {} has {}: the count is fixed",
-                            self.settings.log_topic, self.log_partitions
-                        )))
-                    }
-                    Some(_) => {}
-                    None => store.set_partition_count(self.log_partitions)?,
-                }
-                let mut folder = Folder::open_partition(&store, true, *p, self.log_partitions)
-                    .with_context(|| format!("cannot load the state of partition {p}"))?;
-                folder.ws.account_cache = self.settings.account_cache;
+                let folder = self.open_folder(&store, *p)?;
                 tracing::info!(partition = p, from = ?folder.positions.get(p), "standing by");
                 self.partition_gauge(*p, "standby").set(1);
                 // What the store already holds (an earlier ownership or copy) is forgotten
@@ -816,20 +819,7 @@ impl FoldLoop<'_> {
                     let Some(sb) = self.standby.get_mut(&p) else {
                         continue;
                     };
-                    if m.offset() < sb.folder.positions.get(&p).copied().unwrap_or(0) {
-                        continue;
-                    }
-                    let meta = logrec::meta(m.headers());
-                    sb.folder
-                        .fold(
-                            &sb.store,
-                            self.settings,
-                            p,
-                            m.offset(),
-                            &meta,
-                            m.payload().unwrap_or_default(),
-                        )
-                        .with_context(|| format!("cannot read the copy of partition {p}"))?;
+                    fold_message(&mut sb.folder, &sb.store, self.settings, &m)?;
                 }
                 Some(Err(e)) if crate::error::fatal(&e) => {
                     return Err(e).context("cannot consume the log")
