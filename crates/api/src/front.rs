@@ -345,19 +345,14 @@ impl Front {
     async fn gather_rewards(&self, asked: &Asked) -> Result<Response, Response> {
         let mut merged: Option<Value> = None;
         for p in 0..self.parts.count() {
-            let a = self.ask(p, asked).await?;
-            if a.status != StatusCode::OK {
-                return Ok(a.into_response());
-            }
-            let list = a.json().unwrap_or(Value::Null);
+            let (mut list, data, _) = self.page(p, asked).await?;
             let Some(m) = merged.as_mut() else {
+                list["data"] = Value::Array(data);
                 merged = Some(list);
                 continue;
             };
-            let theirs: BTreeMap<String, i64> = list["data"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let theirs: BTreeMap<String, i64> = data
+                .iter()
                 .filter_map(|r| Some((r["id"].as_str()?.to_string(), r["stockLeft"].as_i64()?)))
                 .collect();
             if let Some(ours) = m["data"].as_array_mut() {
@@ -445,15 +440,9 @@ impl Front {
         let mut more = false;
         let mut template = None;
         for p in 0..self.parts.count() {
-            let a = self.ask(p, asked).await?;
-            if a.status != StatusCode::OK {
-                return Ok(a.into_response());
-            }
-            let mut list = a.json().unwrap_or(Value::Null);
-            more |= list["has_more"].as_bool().unwrap_or(false);
-            if let Some(data) = list["data"].as_array_mut() {
-                items.append(data);
-            }
+            let (list, data, has_more) = self.page(p, asked).await?;
+            more |= has_more;
+            items.extend(data);
             template.get_or_insert(list);
         }
         items.sort_by(|x, y| x["id"].as_str().cmp(&y["id"].as_str()));
@@ -513,14 +502,7 @@ impl Front {
         let mut template = None;
         if before.is_some() {
             // Backwards: the cursor's partition, then the ends of the partitions before it.
-            let mut items: Vec<Value> = Vec::new();
-            let mut more = false;
-            let a = self.ask(start, asked).await?;
-            let mut list = a.json().unwrap_or(Value::Null);
-            if let Some(data) = list["data"].as_array_mut() {
-                items.append(data);
-            }
-            more |= list["has_more"].as_bool().unwrap_or(false);
+            let (list, mut items, mut more) = self.page(start, asked).await?;
             template = Some(list);
             let mut p = start;
             while items.len() < limit && p > 0 {
@@ -536,9 +518,7 @@ impl Front {
                 if more {
                     break;
                 }
-                let probe = fresh.with_query(&[("limit", Some("1".into()))]);
-                let l = self.ask(q, &probe).await?.json().unwrap_or(Value::Null);
-                more = l["data"].as_array().is_some_and(|d| !d.is_empty());
+                more = self.any(q, &fresh).await?;
             }
             return Ok(list_response(template, items, more));
         }
@@ -549,19 +529,13 @@ impl Front {
         while p < count {
             let want = limit - items.len();
             let page = q.with_query(&[("limit", Some((want.max(1)).to_string()))]);
-            let a = self.ask(p, &page).await?;
-            if a.status != StatusCode::OK {
-                return Ok(a.into_response());
-            }
-            let mut list = a.json().unwrap_or(Value::Null);
-            let has_more = list["has_more"].as_bool().unwrap_or(false);
-            let data = list["data"].as_array_mut().map(std::mem::take);
+            let (list, data, has_more) = self.page(p, &page).await?;
             template.get_or_insert(list);
             if want == 0 {
-                more = !data.unwrap_or_default().is_empty();
+                more = !data.is_empty();
                 break;
             }
-            items.extend(data.unwrap_or_default());
+            items.extend(data);
             if items.len() >= limit {
                 if has_more {
                     more = true;
@@ -569,15 +543,8 @@ impl Front {
                 }
                 // Full: whether anything follows is what the next partitions hold.
                 p += 1;
-                q = fresh.clone();
-                while p < count {
-                    let probe = q.with_query(&[("limit", Some("1".into()))]);
-                    let a = self.ask(p, &probe).await?;
-                    let l = a.json().unwrap_or(Value::Null);
-                    if l["data"].as_array().is_some_and(|d| !d.is_empty()) {
-                        more = true;
-                        break;
-                    }
+                while p < count && !more {
+                    more = self.any(p, &fresh).await?;
                     p += 1;
                 }
                 break;
@@ -586,6 +553,28 @@ impl Front {
             q = fresh.clone();
         }
         Ok(list_response(template, items, more))
+    }
+
+    /// One partition's page of a list: the answer without its items, the items, and
+    /// `has_more`. Any other answer than a list is the request's answer.
+    async fn page(&self, p: i32, asked: &Asked) -> Result<(Value, Vec<Value>, bool), Response> {
+        let a = self.ask(p, asked).await?;
+        if a.status != StatusCode::OK {
+            return Err(a.into_response());
+        }
+        let mut list = a.json().unwrap_or(Value::Null);
+        let more = list["has_more"].as_bool().unwrap_or(false);
+        let data = list["data"]
+            .as_array_mut()
+            .map(std::mem::take)
+            .unwrap_or_default();
+        Ok((list, data, more))
+    }
+
+    /// Whether a partition's list (the request's filters, no cursor) holds anything.
+    async fn any(&self, p: i32, fresh: &Asked) -> Result<bool, Response> {
+        let probe = fresh.with_query(&[("limit", Some("1".into()))]);
+        Ok(!self.page(p, &probe).await?.1.is_empty())
     }
 
     /// Every item of a partition's list, in its order (an `ending_before` page that
@@ -610,15 +599,8 @@ impl Front {
                 .map(str::to_string);
             let page =
                 asked.with_query(&[("limit", Some("100".into())), ("starting_after", cursor)]);
-            let a = self.ask(p, &page).await?;
-            if a.status != StatusCode::OK {
-                return Err(a.into_response());
-            }
-            let mut list = a.json().unwrap_or(Value::Null);
-            let more = list["has_more"].as_bool().unwrap_or(false);
-            if let Some(data) = list["data"].as_array_mut() {
-                out.append(data);
-            }
+            let (_, data, more) = self.page(p, &page).await?;
+            out.extend(data);
             if !more {
                 return Ok(out);
             }
