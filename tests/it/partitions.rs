@@ -171,20 +171,24 @@ fn input(rng: &mut Rng) -> Input {
         ));
         format!("in_{n}")
     };
-    let mut left: HashMap<&str, i64> = HashMap::new();
-    for c in &members {
+    // A member with 1,000 points to give or spend.
+    let open = |records: &mut Vec<(u32, String)>, c: &str| {
         push(
-            &mut records,
+            records,
             c,
             "loyalty.account.enroll",
             json!({"customer": c, "program": PROGRAM}),
         );
         push(
-            &mut records,
+            records,
             c,
             "loyalty.points.adjust",
             json!({"customer": c, "program": PROGRAM, "points": 1000, "reason": "opening"}),
         );
+    };
+    let mut left: HashMap<&str, i64> = HashMap::new();
+    for c in &members {
+        open(&mut records, c);
         left.insert(c, 1000);
     }
     for _ in 0..30 {
@@ -226,18 +230,7 @@ fn input(rng: &mut Rng) -> Input {
     let redeemers: Vec<String> = (0..8).map(|i| format!("cus_r{i}")).collect();
     let mut redemptions = BTreeMap::new();
     for c in &redeemers {
-        push(
-            &mut records,
-            c,
-            "loyalty.account.enroll",
-            json!({"customer": c, "program": PROGRAM}),
-        );
-        push(
-            &mut records,
-            c,
-            "loyalty.points.adjust",
-            json!({"customer": c, "program": PROGRAM, "points": 1000, "reason": "opening"}),
-        );
+        open(&mut records, c);
     }
     for _ in 0..14 {
         let c = &redeemers[rng.below(redeemers.len())];

@@ -99,6 +99,18 @@ fn commands_topic(settings: &Settings) -> Result<String> {
     }
 }
 
+/// How the API sends commands: to the commands topic, answered once a fold committed them.
+fn commands(http: &HttpArgs, settings: &Settings, counters: &Counters) -> Result<Commands> {
+    Ok(Commands {
+        sink: Arc::new(KafkaSubmit {
+            producer: command_producer(settings, http.command_timeout_ms)?,
+            topic: commands_topic(settings)?,
+        }),
+        committed: counters.committed.subscribe(),
+        timeout: Duration::from_millis(http.command_timeout_ms.max(1)),
+    })
+}
+
 /// Starts the HTTP API of a running engine, when `--http-addr` is given.
 pub fn start_for_run(
     http: &HttpArgs,
@@ -109,15 +121,7 @@ pub fn start_for_run(
     let Some(addr) = &http.http_addr else {
         return Ok(None);
     };
-    let producer = command_producer(settings, http.command_timeout_ms)?;
-    let commands = Commands {
-        sink: Arc::new(KafkaSubmit {
-            producer,
-            topic: commands_topic(settings)?,
-        }),
-        committed: counters.committed.subscribe(),
-        timeout: Duration::from_millis(http.command_timeout_ms.max(1)),
-    };
+    let commands = commands(http, settings, counters)?;
     let api = Api::new(store, &http.api_keys, Some(commands)).context("the HTTP API")?;
     let app = loyalty_api::router(
         Arc::new(api),
@@ -138,15 +142,7 @@ pub fn start_for_group(
     let Some(addr) = &http.http_addr else {
         return Ok(None);
     };
-    let producer = command_producer(settings, http.command_timeout_ms)?;
-    let commands = Commands {
-        sink: Arc::new(KafkaSubmit {
-            producer,
-            topic: commands_topic(settings)?,
-        }),
-        committed: counters.committed.subscribe(),
-        timeout: Duration::from_millis(http.command_timeout_ms.max(1)),
-    };
+    let commands = commands(http, settings, counters)?;
     let app = loyalty_api::front::group_router(
         Arc::new(GroupPartitions(serving)),
         &http.api_keys,

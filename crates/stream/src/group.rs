@@ -300,14 +300,9 @@ pub fn run(
     stop: &AtomicBool,
     counters: &Arc<Counters>,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    rt.block_on(topics::ensure(settings))?;
     std::fs::create_dir_all(&group.state)
         .with_context(|| format!("cannot create {}", group.state.display()))?;
-    let producer = service::producer(settings)?;
+    let (rt, producer) = service::start(settings)?;
     let metrics = &counters.metrics;
     metrics.set_ready(Err("joining the group".into()));
     let shared = Arc::new(Shared {

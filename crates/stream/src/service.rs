@@ -445,6 +445,17 @@ pub struct Counters {
     pub committed: tokio::sync::watch::Sender<u64>,
 }
 
+/// What a running engine (one instance or one of a group) starts with: its runtime for
+/// awaiting deliveries, its topics created, its producer.
+pub(crate) fn start(settings: &Settings) -> Result<(Runtime, Producer)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    rt.block_on(topics::ensure(settings))?;
+    Ok((rt, producer(settings)?))
+}
+
 /// Runs the service until `stop` is set. Returns after the last batch is stored and the
 /// outbox is flushed.
 pub fn run(
@@ -453,12 +464,7 @@ pub fn run(
     stop: &AtomicBool,
     counters: &Arc<Counters>,
 ) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the runtime")?;
-    rt.block_on(topics::ensure(settings))?;
-    let producer = producer(settings)?;
+    let (rt, producer) = start(settings)?;
     let metrics = &counters.metrics;
     metrics.set_ready(Err("catching up with the log".into()));
     let mut folder = Folder::open(store, true).context("cannot load the state")?;
