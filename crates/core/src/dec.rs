@@ -110,6 +110,12 @@ impl Dec {
     }
 }
 
+impl Default for Dec {
+    fn default() -> Dec {
+        Dec::ZERO
+    }
+}
+
 impl FromStr for Dec {
     type Err = DecError;
 
@@ -230,6 +236,53 @@ pub fn round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opti
         .or_else(|| big_round_quotient(factors, divisor, rounding))
 }
 
+/// `product(factors) / divisor` as the text of a JSON number: exact when the quotient ends
+/// within [`MAX_SCALE`] decimal places (every divisor made of twos and fives, such as a
+/// `per` of 100), else cut after the 18th (towards zero). `None` for a zero divisor.
+pub fn quotient_text(factors: &[Dec], divisor: Dec) -> Option<String> {
+    if divisor.is_zero() {
+        return None;
+    }
+    let ten = BigInt::from(10);
+    let mut num = BigInt::from(1);
+    let mut scale: u32 = 0;
+    for f in factors {
+        num *= f.mantissa;
+        scale += f.scale;
+    }
+    num *= ten.pow(divisor.scale);
+    let mut den = BigInt::from(divisor.mantissa) * ten.pow(scale);
+    let zero = BigInt::from(0);
+    if den < zero {
+        num = -num;
+        den = -den;
+    }
+    let negative = num < zero;
+    if negative {
+        num = -num;
+    }
+    // Scaled by 10^18 and truncated: the digits, then the trailing zeros dropped.
+    let scaled = (&num * ten.pow(MAX_SCALE)) / &den;
+    let digits = scaled.to_string();
+    let padded = if digits.len() <= MAX_SCALE as usize {
+        format!("{}{digits}", "0".repeat(MAX_SCALE as usize + 1 - digits.len()))
+    } else {
+        digits
+    };
+    let (int, frac) = padded.split_at(padded.len() - MAX_SCALE as usize);
+    let frac = frac.trim_end_matches('0');
+    let sign = if negative && (int != "0" || !frac.is_empty()) {
+        "-"
+    } else {
+        ""
+    };
+    Some(if frac.is_empty() {
+        format!("{sign}{int}")
+    } else {
+        format!("{sign}{int}.{frac}")
+    })
+}
+
 /// The i128 path: enough for every realistic program.
 fn fast_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
     // value = (Π m_i / 10^Σs_i) / (d / 10^t) = (Π m_i × 10^t) / (d × 10^Σs_i)
@@ -324,6 +377,18 @@ mod tests {
 
     fn d(s: &str) -> Dec {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn quotients_as_text() {
+        let q = |f: &[&str], dv: &str| quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv));
+        assert_eq!(q(&["1250", "1"], "100").as_deref(), Some("12.5"));
+        assert_eq!(q(&["10000", "1"], "100").as_deref(), Some("100"));
+        assert_eq!(q(&["1", "1"], "3").as_deref(), Some("0.333333333333333333"));
+        assert_eq!(q(&["3", "0.5"], "0.25").as_deref(), Some("6"));
+        assert_eq!(q(&["-1", "7"], "100").as_deref(), Some("-0.07"));
+        assert_eq!(q(&["0"], "100").as_deref(), Some("0"));
+        assert_eq!(q(&["1"], "0"), None);
     }
 
     #[test]

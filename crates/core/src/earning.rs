@@ -16,12 +16,12 @@ use crate::caps::headroom;
 use crate::config::{Program, Recipient};
 use crate::engine::Engine;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, TxKind, TxMeta};
+use crate::output::{CapWhy, Event, RuleWhy, TxKind, TxMeta, Why};
 use crate::state::AwardRecord;
 use crate::Sym;
 
 use crate::config::{Award, Conditions};
-use crate::dec::{round_quotient, Dec, Rounding, MAX_ABS};
+use crate::dec::{quotient_text, round_quotient, Dec, Rounding, MAX_ABS};
 use crate::time::Timestamp;
 
 /// What a rule sees of the event that triggers it.
@@ -41,41 +41,143 @@ pub struct Trigger<'a> {
     pub object_id: Option<&'a str>,
 }
 
-/// True when every condition holds for a member of `rank` that this rule has awarded
-/// `uses` times.
-pub fn conditions_hold(c: &Conditions, t: &Trigger<'_>, rank: u32, uses: u64) -> bool {
+/// Why a rule did not award (SPEC section 12): the reasons `POST /v1/simulate` reports.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Skip {
+    /// The event is not the rule's trigger.
+    Trigger,
+    /// The member has no account in the program (and it does not enrol on its own).
+    NotEnrolled,
+    /// Below `conditions.minAmount` (or no amount).
+    MinAmount,
+    /// Above `conditions.maxAmount` (or no amount).
+    MaxAmount,
+    /// A currency `conditions.currencies` does not list (or none).
+    Currencies,
+    /// Before `conditions.validFrom`.
+    ValidFrom,
+    /// At or after `conditions.validUntil`.
+    ValidUntil,
+    /// A tier below `conditions.minRank`.
+    MinRank,
+    /// A tier above `conditions.maxRank`.
+    MaxRank,
+    /// `conditions.metadata` does not match.
+    Metadata,
+    /// The rule awarded the member `conditions.maxUses` times.
+    MaxUses,
+    /// A `per_currency` award whose rates do not list the currency.
+    CurrencyNotListed,
+    /// The award rounds to nothing (or has no base: no amount for a `per_amount` award).
+    Zero,
+    /// No headroom left under the rule's cap.
+    Cap,
+}
+
+impl Skip {
+    /// The reason as `POST /v1/simulate` prints it.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Skip::Trigger => "trigger",
+            Skip::NotEnrolled => "not_enrolled",
+            Skip::MinAmount => "condition.minAmount",
+            Skip::MaxAmount => "condition.maxAmount",
+            Skip::Currencies => "condition.currencies",
+            Skip::ValidFrom => "condition.validFrom",
+            Skip::ValidUntil => "condition.validUntil",
+            Skip::MinRank => "condition.minRank",
+            Skip::MaxRank => "condition.maxRank",
+            Skip::Metadata => "condition.metadata",
+            Skip::MaxUses => "maxUses",
+            Skip::CurrencyNotListed => "currency_not_listed",
+            Skip::Zero => "zero",
+            Skip::Cap => "cap",
+        }
+    }
+}
+
+/// What one rule did with one event (`POST /v1/simulate`): awarded, or the first reason
+/// it did not.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RuleOutcome {
+    /// The program.
+    pub program: Sym,
+    /// The rule.
+    pub rule: Sym,
+    /// `None`: it awarded.
+    pub skipped: Option<Skip>,
+}
+
+/// The first condition that fails for a member of `rank` that this rule has awarded `uses`
+/// times, in the order of SPEC section 12's reasons; `Ok` when every condition holds.
+pub fn check_conditions(c: &Conditions, t: &Trigger<'_>, rank: u32, uses: u64) -> Result<(), Skip> {
     if let Some(min) = c.min_amount {
         if t.amount.is_none_or(|a| a < min) {
-            return false;
+            return Err(Skip::MinAmount);
         }
     }
     if let Some(max) = c.max_amount {
         if t.amount.is_none_or(|a| a > max) {
-            return false;
+            return Err(Skip::MaxAmount);
         }
     }
     if let Some(currencies) = &c.currencies {
-        let Some(cur) = t.currency else { return false };
+        let Some(cur) = t.currency else {
+            return Err(Skip::Currencies);
+        };
         if !currencies.iter().any(|c| c.eq_ignore_ascii_case(cur)) {
-            return false;
+            return Err(Skip::Currencies);
         }
     }
-    if c.valid_from.is_some_and(|from| t.at < from) || c.valid_until.is_some_and(|u| t.at >= u) {
-        return false;
+    if c.valid_from.is_some_and(|from| t.at < from) {
+        return Err(Skip::ValidFrom);
     }
-    if c.min_rank.is_some_and(|m| rank < m) || c.max_rank.is_some_and(|m| rank > m) {
-        return false;
+    if c.valid_until.is_some_and(|u| t.at >= u) {
+        return Err(Skip::ValidUntil);
+    }
+    if c.min_rank.is_some_and(|m| rank < m) {
+        return Err(Skip::MinRank);
+    }
+    if c.max_rank.is_some_and(|m| rank > m) {
+        return Err(Skip::MaxRank);
     }
     if !c.metadata.is_empty() {
-        let Some(md) = t.metadata else { return false };
+        let Some(md) = t.metadata else {
+            return Err(Skip::Metadata);
+        };
         if !c.metadata.iter().all(|(k, v)| md.get(k) == Some(v)) {
-            return false;
+            return Err(Skip::Metadata);
         }
     }
     if c.max_uses.is_some_and(|m| uses >= m) {
-        return false;
+        return Err(Skip::MaxUses);
     }
-    true
+    Ok(())
+}
+
+/// True when every condition holds for a member of `rank` that this rule has awarded
+/// `uses` times.
+pub fn conditions_hold(c: &Conditions, t: &Trigger<'_>, rank: u32, uses: u64) -> bool {
+    check_conditions(c, t, rank, uses).is_ok()
+}
+
+/// An award's base (SPEC section 4, before multipliers) as factors over a divisor: `None`
+/// for a cashback award (money, not points) or one whose base does not apply (no amount,
+/// or a currency the rule does not list).
+fn base_of(award: &Award, t: &Trigger<'_>) -> Option<(Vec<Dec>, Dec)> {
+    Some(match award {
+        Award::PerAmount { per, points } => (vec![Dec::from_int(t.amount?), *points], *per),
+        Award::Fixed { points } => (vec![*points], Dec::ONE),
+        Award::PerCurrency { rates, per } => {
+            let cur = t.currency?;
+            let rate = rates
+                .iter()
+                .find(|(c, _)| c.eq_ignore_ascii_case(cur))
+                .map(|(_, r)| *r)?;
+            (vec![Dec::from_int(t.amount?), rate], *per)
+        }
+        Award::Cashback { .. } => return None,
+    })
 }
 
 /// The points an award comes to before caps: the exact product of its base and every
@@ -88,29 +190,7 @@ pub fn award_points(
     multipliers: &[Dec],
     rounding: Rounding,
 ) -> Option<i64> {
-    let mut factors: Vec<Dec> = Vec::with_capacity(multipliers.len() + 2);
-    let divisor = match award {
-        Award::PerAmount { per, points } => {
-            factors.push(Dec::from_int(t.amount?));
-            factors.push(*points);
-            *per
-        }
-        Award::Fixed { points } => {
-            factors.push(*points);
-            Dec::ONE
-        }
-        Award::PerCurrency { rates, per } => {
-            let cur = t.currency?;
-            let rate = rates
-                .iter()
-                .find(|(c, _)| c.eq_ignore_ascii_case(cur))
-                .map(|(_, r)| *r)?;
-            factors.push(Dec::from_int(t.amount?));
-            factors.push(rate);
-            *per
-        }
-        Award::Cashback { .. } => return None,
-    };
+    let (mut factors, divisor) = base_of(award, t)?;
     factors.extend_from_slice(multipliers);
     let exact = round_quotient(&factors, divisor, rounding).unwrap_or(MAX_ABS);
     Some(exact.clamp(0, MAX_ABS) as i64)
@@ -136,6 +216,15 @@ pub(crate) struct Recipients<'a> {
     pub(crate) referral: Option<(Option<&'a str>, Option<&'a str>)>,
 }
 
+/// An award to write: its points, what gave them, and why.
+pub(crate) struct Awarded {
+    pub(crate) points: i64,
+    pub(crate) rule: Option<Sym>,
+    pub(crate) campaigns: Vec<Sym>,
+    pub(crate) capped: bool,
+    pub(crate) why: Why,
+}
+
 /// What a rule has awarded a member, created on first use (without allocating the key on
 /// every award).
 pub(crate) fn usage_mut<'a>(
@@ -156,7 +245,11 @@ impl Engine {
         payment: Option<&str>,
         cx: &mut Cx<'_>,
     ) {
-        for rule in prog.rules.iter().filter(|r| r.trigger == t.kind) {
+        for rule in prog.rules.iter() {
+            if rule.trigger != t.kind {
+                self.explain(prog, rule, Some(Skip::Trigger));
+                continue;
+            }
             let recipient = match to.referral {
                 Some((referrer, referee)) => match rule.recipient {
                     Recipient::Referrer => referrer,
@@ -164,70 +257,8 @@ impl Engine {
                 },
                 None => to.default,
             };
-            let Some(account_id) = recipient else {
-                continue;
-            };
-            let Some(account) = self.state.accounts.get(account_id) else {
-                continue;
-            };
-            let (rank, tier_multiplier) = Self::tier_of(prog, account);
-            let usage = account.rule_usage.get(&rule.id);
-            if !conditions_hold(&rule.conditions, t, rank, usage.map_or(0, |u| u.uses)) {
-                continue;
-            }
-            if let Award::Cashback { percent } = rule.award {
-                let (Some(amount), Some(currency)) = (t.amount, t.currency) else {
-                    continue;
-                };
-                let cash = cashback_amount(percent, amount);
-                if cash == 0 {
-                    continue;
-                }
-                let account = self.account_mut(account_id).expect("checked above");
-                usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
-                let event = Event::CashbackEarned {
-                    rule: rule.id.to_string(),
-                    payment: t.object_id.or(payment).map(str::to_string),
-                    amount: cash,
-                    currency: currency.to_string(),
-                };
-                cx.event(member(account), event);
-                continue;
-            }
-            let active: Vec<_> = prog
-                .campaigns
-                .iter()
-                .filter(|c| c.multiplier != Dec::ONE && campaigns::applies(c, t.kind, t.at, rank))
-                .collect();
-            let mut multipliers = Vec::with_capacity(active.len() + 2);
-            multipliers.push(rule.multiplier);
-            multipliers.push(tier_multiplier);
-            multipliers.extend(active.iter().map(|c| c.multiplier));
-            let Some(mut points) = award_points(&rule.award, t, &multipliers, prog.rounding) else {
-                continue;
-            };
-            let mut capped = false;
-            if let Some(room) = headroom(rule, usage, t.at, prog.tz) {
-                if i128::from(points) > room {
-                    points = room as i64;
-                    capped = true;
-                }
-            }
-            if points <= 0 {
-                continue;
-            }
-            let campaign_ids: Vec<Sym> = active.iter().map(|c| c.id.clone()).collect();
-            let account = self.account_mut(account_id).expect("checked above");
-            usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
-            self.award(
-                cx,
-                account_id,
-                points,
-                Some(&rule.id),
-                campaign_ids,
-                capped,
-                payment,
-            );
+            let outcome = self.fire(prog, rule, recipient, t, payment, cx);
+            self.explain(prog, rule, outcome.err());
         }
         let Some(account_id) = to.default else { return };
         let Some(account) = self.state.accounts.get(account_id) else {
@@ -239,40 +270,174 @@ impl Engine {
                 continue;
             };
             if campaigns::applies(c, t.kind, t.at, rank) {
-                self.award(
-                    cx,
-                    account_id,
+                let why = Why::Bonus {
                     bonus,
-                    None,
-                    vec![c.id.clone()],
-                    false,
-                    payment,
-                );
+                    campaign: c.id.clone(),
+                };
+                let award = Awarded {
+                    points: bonus,
+                    rule: None,
+                    campaigns: vec![c.id.clone()],
+                    capped: false,
+                    why,
+                };
+                self.award(cx, account_id, award, payment);
             }
         }
     }
 
+    /// Notes what a rule did, when the engine explains (`POST /v1/simulate`).
+    fn explain(&mut self, prog: &Program, rule: &crate::config::Rule, skipped: Option<Skip>) {
+        if let Some(outcomes) = self.explain.as_mut() {
+            outcomes.push(RuleOutcome {
+                program: prog.id.clone(),
+                rule: rule.id.clone(),
+                skipped,
+            });
+        }
+    }
+
+    /// Notes that no rule of `prog` could award `kind`'s member: not enrolled where the
+    /// rule's trigger is the event's.
+    pub(crate) fn explain_not_enrolled(&mut self, prog: &Program, kind: &str) {
+        if self.explain.is_none() {
+            return;
+        }
+        for rule in &prog.rules {
+            let skip = if rule.trigger == kind {
+                Skip::NotEnrolled
+            } else {
+                Skip::Trigger
+            };
+            self.explain(prog, rule, Some(skip));
+        }
+    }
+
+    /// One rule on one event whose trigger it is: its award, or why none.
+    fn fire(
+        &mut self,
+        prog: &Arc<Program>,
+        rule: &crate::config::Rule,
+        recipient: Option<&str>,
+        t: &Trigger<'_>,
+        payment: Option<&str>,
+        cx: &mut Cx<'_>,
+    ) -> Result<(), Skip> {
+        let Some(account_id) = recipient else {
+            return Err(Skip::NotEnrolled);
+        };
+        let Some(account) = self.state.accounts.get(account_id) else {
+            return Err(Skip::NotEnrolled);
+        };
+        let (rank, tier_multiplier) = Self::tier_of(prog, account);
+        let usage = account.rule_usage.get(&rule.id);
+        check_conditions(&rule.conditions, t, rank, usage.map_or(0, |u| u.uses))?;
+        if let Award::Cashback { percent } = rule.award {
+            let (Some(amount), Some(currency)) = (t.amount, t.currency) else {
+                return Err(Skip::Zero);
+            };
+            let cash = cashback_amount(percent, amount);
+            if cash == 0 {
+                return Err(Skip::Zero);
+            }
+            let account = self.account_mut(account_id).expect("checked above");
+            usage_mut(&mut account.rule_usage, &rule.id).uses += 1;
+            let event = Event::CashbackEarned {
+                rule: rule.id.to_string(),
+                payment: t.object_id.or(payment).map(str::to_string),
+                amount: cash,
+                currency: currency.to_string(),
+            };
+            cx.event(member(account), event);
+            return Ok(());
+        }
+        let Some((base, divisor)) = base_of(&rule.award, t) else {
+            let unlisted = matches!(rule.award, Award::PerCurrency { .. }) && t.amount.is_some();
+            return Err(if unlisted {
+                Skip::CurrencyNotListed
+            } else {
+                Skip::Zero
+            });
+        };
+        let active: Vec<_> = prog
+            .campaigns
+            .iter()
+            .filter(|c| c.multiplier != Dec::ONE && campaigns::applies(c, t.kind, t.at, rank))
+            .collect();
+        let mut factors = Vec::with_capacity(base.len() + active.len() + 2);
+        factors.extend_from_slice(&base);
+        factors.push(rule.multiplier);
+        factors.push(tier_multiplier);
+        factors.extend(active.iter().map(|c| c.multiplier));
+        let exact = round_quotient(&factors, divisor, prog.rounding).unwrap_or(MAX_ABS);
+        let uncapped = exact.clamp(0, MAX_ABS) as i64;
+        if uncapped <= 0 {
+            return Err(Skip::Zero);
+        }
+        let mut points = uncapped;
+        let mut capped = false;
+        let room = headroom(rule, usage, t.at, prog.tz);
+        if let Some(room) = room {
+            if i128::from(points) > room {
+                points = room as i64;
+                capped = true;
+            }
+        }
+        if points <= 0 {
+            return Err(Skip::Cap);
+        }
+        let why = Why::Rule(Box::new(RuleWhy {
+            base: quotient_text(&base, divisor).unwrap_or_default(),
+            rule: rule.multiplier,
+            tier_multiplier,
+            campaigns: active.iter().map(|c| (c.id.clone(), c.multiplier)).collect(),
+            tier: prog.tiers.as_ref().and(account.tier.clone()),
+            rounding: prog.rounding,
+            uncapped,
+            cap: rule.cap.zip(room).map(|(cap, room)| CapWhy {
+                points: cap,
+                window: rule.window,
+                headroom: i64::try_from(room).unwrap_or(i64::MAX),
+            }),
+        }));
+        let award = Awarded {
+            points,
+            rule: Some(rule.id.clone()),
+            campaigns: active.iter().map(|c| c.id.clone()).collect(),
+            capped,
+            why,
+        };
+        let account = self.account_mut(account_id).expect("checked above");
+        usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
+        self.award(cx, account_id, award, payment);
+        Ok(())
+    }
+
     /// Writes an award transaction and its `loyalty.points.earned`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn award(
         &mut self,
         cx: &mut Cx<'_>,
         account_id: &str,
-        points: i64,
-        rule: Option<&Sym>,
-        campaigns: Vec<Sym>,
-        capped: bool,
+        award: Awarded,
         payment: Option<&str>,
     ) {
+        let Awarded {
+            points,
+            rule,
+            campaigns,
+            capped,
+            why,
+        } = award;
         let md = TxMeta::Award { capped };
         let (tx, balance) = self.post(
             cx,
             account_id,
             TxKind::Award,
             points,
-            rule.cloned(),
+            rule.clone(),
             campaigns.clone(),
             md,
+            why,
         );
         if self.qualifies_on_points(account_id) {
             let at = cx.created;
@@ -282,7 +447,7 @@ impl Engine {
             if let Some(awards) = cx.payment_awards.as_mut() {
                 awards.push(AwardRecord {
                     account: account_id.into(),
-                    rule: rule.cloned(),
+                    rule: rule.clone(),
                     campaigns: campaigns.clone(),
                     points,
                     reversed: 0,
@@ -293,7 +458,7 @@ impl Engine {
         }
         let event = Event::PointsEarned {
             points,
-            rule: rule.cloned(),
+            rule,
             campaigns,
             transaction: tx,
             balance,

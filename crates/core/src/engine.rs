@@ -57,6 +57,9 @@ pub struct Engine {
     /// The partition this engine folds, when the log has several and each is folded on
     /// its own ([`crate::partition`]); `None`: every customer is here.
     pub(crate) partitioning: Option<Partitioning>,
+    /// What each rule did with the records applied, when asked for
+    /// ([`Engine::explain_rules`]): `POST /v1/simulate`'s rules.
+    pub(crate) explain: Option<Vec<crate::earning::RuleOutcome>>,
 }
 
 /// What a record needs once its rejections are decided.
@@ -82,6 +85,20 @@ impl Engine {
         self.partitioning = partitioning.filter(|p| p.count > 1);
     }
 
+    /// From now on, notes what every earning rule does with each record applied (until
+    /// [`Engine::take_explanations`]): for a dry run, which reports why a rule did not
+    /// award.
+    pub fn explain_rules(&mut self) {
+        self.explain = Some(Vec::new());
+    }
+
+    /// What each rule did since [`Engine::explain_rules`], in the order they were tried
+    /// (a rule may be tried more than once by one record: a payment, then the referral it
+    /// converts).
+    pub fn take_explanations(&mut self) -> Vec<crate::earning::RuleOutcome> {
+        self.explain.take().unwrap_or_default()
+    }
+
     /// The partition this engine folds, if it folds one.
     pub fn partitioning(&self) -> Option<Partitioning> {
         self.partitioning
@@ -97,6 +114,7 @@ impl Engine {
             changes: Changes::default(),
             track: true,
             partitioning: None,
+            explain: None,
         }
     }
 
@@ -122,6 +140,7 @@ impl Engine {
             changes: Changes::default(),
             track: true,
             partitioning: None,
+            explain: None,
         };
         engine.rebuild_schedule();
         engine
@@ -450,7 +469,10 @@ impl Engine {
                 Some(id) => Some(id),
                 None => self.account_for(&prog, &a.customer, cx),
             };
-            let Some(account) = account else { continue };
+            let Some(account) = account else {
+                self.explain_not_enrolled(&prog, &rec.kind);
+                continue;
+            };
             // Qualifying spend: payments in the program currency (SPEC section 5).
             let spend = prog
                 .tiers

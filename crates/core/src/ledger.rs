@@ -7,7 +7,7 @@
 use crate::engine::Engine;
 use crate::ids;
 use crate::lots;
-use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta};
+use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta, Why};
 use crate::state::{Account, AwardRecord, DueKind};
 use crate::time::Timestamp;
 use crate::Sym;
@@ -139,6 +139,7 @@ impl Engine {
         rule: Option<Sym>,
         campaigns: Vec<Sym>,
         metadata: TxMeta,
+        why: Why,
     ) -> (Sym, i128) {
         let id = cx.tx_id();
         // Lots: credits form lots (after paying off any debt), deductions consume the lots
@@ -178,6 +179,7 @@ impl Engine {
             source: cx.source.clone(),
             created: cx.created,
             metadata,
+            why,
         }));
         if let Some(lot) = new_lot {
             for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::Engine;
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, Output, TxKind, TxMeta};
+use crate::output::{Event, Output, TxKind, TxMeta, Why};
 use crate::state::Account;
 use crate::time::Timestamp;
 
@@ -182,8 +182,17 @@ impl Engine {
             at,
             out,
         );
-        let left = expire(self.account_mut(account_id).expect("exists"), seq);
-        if left > 0 {
+        let account = self.account_mut(account_id).expect("exists");
+        let why = account
+            .lots
+            .iter()
+            .find(|l| l.seq == seq)
+            .map(|l| Why::Expiry {
+                lot: l.transaction.clone(),
+                expires_at: Timestamp(l.expires.unwrap_or(at.0)),
+            });
+        let left = expire(account, seq);
+        if let (true, Some(why)) = (left > 0, why) {
             let (tx, balance) = self.post(
                 &mut cx,
                 account_id,
@@ -192,6 +201,7 @@ impl Engine {
                 None,
                 vec![],
                 TxMeta::None,
+                why,
             );
             let event = Event::PointsExpired {
                 points: -left,

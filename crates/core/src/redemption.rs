@@ -18,10 +18,20 @@ use crate::engine::Engine;
 use crate::envelope::{self, Record, StockMessage, StockStep};
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, Refusal, TxKind, TxMeta};
+use crate::output::{Event, Refusal, TxKind, TxMeta, Why};
 use crate::partition::{self, STOCK_GRANTED, STOCK_REFUSED, STOCK_RELEASE, STOCK_REQUEST};
 use crate::state::Hold;
 use crate::Sym;
+
+/// A redemption nothing refuses, to write.
+struct Redeemed<'a> {
+    reward: &'a str,
+    quantity: i64,
+    /// Points: `unit_cost × quantity` less the discount, rounded up.
+    cost: i64,
+    unit_cost: i64,
+    discount: Dec,
+}
 
 /// `100 - percent`, exactly.
 pub(crate) fn sub_percent(percent: Dec) -> Dec {
@@ -118,6 +128,8 @@ impl Engine {
                     reward: r.reward.clone(),
                     quantity: r.quantity,
                     cost,
+                    unit_cost: reward.map_or(0, |w| w.cost),
+                    discount,
                 },
             );
             let m = StockMessage {
@@ -133,26 +145,41 @@ impl Engine {
             return;
         }
         *self.state.stock_used.entry(key).or_insert(0) += r.quantity;
-        self.complete_redemption(&id, &r.reward, r.quantity, cost, cx);
+        let unit_cost = reward.map_or(0, |w| w.cost);
+        let redeemed = Redeemed {
+            reward: &r.reward,
+            quantity: r.quantity,
+            cost,
+            unit_cost,
+            discount,
+        };
+        self.complete_redemption(&id, redeemed, cx);
     }
 
     /// Writes a redemption that nothing refuses: its transaction (when it costs anything),
     /// the units on the member, and `loyalty.reward.redeemed`.
-    fn complete_redemption(
-        &mut self,
-        id: &Sym,
-        reward: &str,
-        quantity: i64,
-        cost: i64,
-        cx: &mut Cx<'_>,
-    ) {
+    fn complete_redemption(&mut self, id: &Sym, r: Redeemed<'_>, cx: &mut Cx<'_>) {
+        let Redeemed {
+            reward,
+            quantity,
+            cost,
+            unit_cost,
+            discount,
+        } = r;
         let redemption = ids::redemption_id(&cx.source, cx.n_ev);
         let (tx, balance) = if cost > 0 {
             let md = TxMeta::Redemption {
                 redemption: redemption.clone(),
                 reward: reward.to_string(),
             };
-            let (tx, balance) = self.post(cx, id, TxKind::Redemption, -cost, None, vec![], md);
+            let why = Why::Redemption {
+                reward: reward.to_string(),
+                quantity,
+                unit_cost,
+                discount,
+            };
+            let (tx, balance) =
+                self.post(cx, id, TxKind::Redemption, -cost, None, vec![], md, why);
             (Some(tx), balance)
         } else {
             (None, self.state.accounts[id].balance)
@@ -235,13 +262,16 @@ impl Engine {
                         };
                         cx.event(member(account), event);
                     }
-                    None => self.complete_redemption(
-                        &hold.account,
-                        &m.reward,
-                        m.quantity,
-                        hold.cost,
-                        cx,
-                    ),
+                    None => {
+                        let redeemed = Redeemed {
+                            reward: &m.reward,
+                            quantity: m.quantity,
+                            cost: hold.cost,
+                            unit_cost: hold.unit_cost,
+                            discount: hold.discount,
+                        };
+                        self.complete_redemption(&hold.account, redeemed, cx)
+                    }
                 }
             }
         }

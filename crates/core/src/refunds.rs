@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::envelope::{self};
 use crate::ledger::{member, Cx};
 use crate::lots;
-use crate::output::{Event, TxKind, TxMeta};
+use crate::output::{Event, TxKind, TxMeta, Why};
 use crate::time::Timestamp;
 
 impl Engine {
@@ -45,6 +45,12 @@ impl Engine {
                 award.rule.clone(),
                 award.campaigns.clone(),
                 TxMeta::None,
+                Why::Reversal {
+                    award: award.transaction.clone(),
+                    payment: r.payment.clone(),
+                    refunded: payment.refunded,
+                    amount: payment.amount,
+                },
             );
             let event = Event::PointsReversed {
                 points: -give,

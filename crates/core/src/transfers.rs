@@ -14,7 +14,7 @@ use crate::engine::Engine;
 use crate::envelope::{self, Reason, Record, Rejection};
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::{Event, Member, Output, Refusal, TxKind, TxMeta};
+use crate::output::{Event, Member, Output, Refusal, TxKind, TxMeta, Why};
 use crate::partition::{TRANSFER_CREDIT, TRANSFER_RETURN};
 use crate::Sym;
 
@@ -42,7 +42,19 @@ impl Engine {
         let md = TxMeta::Adjustment {
             reason: a.reason.clone(),
         };
-        let (tx, balance) = self.post(cx, &id, TxKind::Adjustment, a.points, None, vec![], md);
+        let why = Why::Adjustment {
+            reason: a.reason.clone(),
+        };
+        let (tx, balance) = self.post(
+            cx,
+            &id,
+            TxKind::Adjustment,
+            a.points,
+            None,
+            vec![],
+            md,
+            why,
+        );
         let event = Event::PointsAdjusted {
             points: a.points,
             transaction: tx,
@@ -79,6 +91,9 @@ impl Engine {
             None,
             vec![],
             TxMeta::None,
+            Why::Transfer {
+                counterparty: t.to.as_str().into(),
+            },
         );
         if let Some(p) = self.partitioning.filter(|p| !p.holds(&t.to)) {
             let data = message_data(t, &rec.id, &tx_out);
@@ -120,6 +135,9 @@ impl Engine {
             None,
             vec![],
             TxMeta::None,
+            Why::Transfer {
+                counterparty: t.from.as_str().into(),
+            },
         );
         let event = Event::PointsTransferred {
             from: t.from.clone(),
@@ -153,6 +171,9 @@ impl Engine {
             None,
             vec![],
             TxMeta::Returned,
+            Why::Transfer {
+                counterparty: t.to.as_str().into(),
+            },
         );
     }
 }

@@ -18,8 +18,10 @@ use crate::Sym;
 
 mod event;
 pub(crate) mod jw;
+mod why;
 
 pub use event::{Event, Member, OutEvent};
+pub use why::{CapWhy, RuleWhy, Why};
 
 /// A business refusal (SPEC sections 2 and 7): the input was good, the rules say no. A
 /// redemption's is reported as a `loyalty.redemption.rejected` event; an adjustment's or a
@@ -169,6 +171,8 @@ pub struct Transaction {
     pub created: Timestamp,
     /// What more the entry says, by kind.
     pub metadata: TxMeta,
+    /// What its points are made of (SPEC section 12).
+    pub why: Why,
 }
 
 /// What a ledger entry's `metadata` says, by kind of entry.
@@ -289,6 +293,8 @@ impl Output {
                 jw::time(out, tx.created);
                 out.extend_from_slice(br#","metadata":"#);
                 tx.metadata.write(out);
+                out.extend_from_slice(br#","why":"#);
+                tx.why.write(out);
                 out.push(b'}');
             }
             Output::Event(event) => {

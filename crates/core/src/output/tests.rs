@@ -25,6 +25,16 @@ struct TxLine<'a> {
     source: &'a str,
     created: Timestamp,
     metadata: &'a TxMeta,
+    why: Value,
+}
+
+/// `why` as serde prints the object (its unit tests check every kind; the adjustment's,
+/// which these lines carry, is made here apart from the writer).
+fn oracle_why(why: &Why) -> Value {
+    match why {
+        Why::Adjustment { reason } => serde_json::json!({ "reason": reason }),
+        other => other.to_value(),
+    }
 }
 
 impl<'a> TxLine<'a> {
@@ -43,6 +53,7 @@ impl<'a> TxLine<'a> {
             source: &tx.source,
             created: tx.created,
             metadata: &tx.metadata,
+            why: oracle_why(&tx.why),
         }
     }
 }
@@ -111,6 +122,9 @@ fn tx(s: &str, rule: Option<&str>, campaigns: Vec<Sym>, balance: i128) -> Output
         source: s.into(),
         created: Timestamp(1_767_225_600),
         metadata: TxMeta::Adjustment {
+            reason: s.to_string(),
+        },
+        why: Why::Adjustment {
             reason: s.to_string(),
         },
     })

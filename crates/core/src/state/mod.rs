@@ -15,6 +15,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Program;
+use crate::dec::Dec;
 use crate::time::Timestamp;
 use crate::vecmap::VecMap;
 use crate::Sym;
@@ -81,6 +82,27 @@ pub struct Hold {
     pub quantity: i64,
     /// Points held.
     pub cost: i64,
+    /// The reward's cost of one unit when it was asked for (for the redemption's `why`).
+    #[serde(default)]
+    pub unit_cost: i64,
+    /// The tier's discount, percent, when it was asked for.
+    #[serde(default, with = "dec_text")]
+    pub discount: Dec,
+}
+
+/// A decimal stored as its exact text.
+mod dec_text {
+    use crate::dec::Dec;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Dec, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&d.to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Dec, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 /// A time-driven effect that falls due (SPEC section 6): ordered by time, then kind, then
