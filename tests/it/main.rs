@@ -5,6 +5,7 @@
 mod api_reads;
 mod cli;
 mod docs;
+mod explain;
 mod golden;
 mod lifecycle;
 mod model;

@@ -76,6 +76,101 @@ pub(crate) struct PointsTransaction {
     /// `capped` on awards; more by type.
     #[schema(value_type = Object)]
     metadata: serde_json::Value,
+    /// What the points are made of: for an award by a rule `base`, `multipliers` (`rule`,
+    /// `tier`, `campaigns`), `tier`, `rounding`, `uncapped` and `cap`; other kinds by kind
+    /// (docs/output.md).
+    #[schema(value_type = Object)]
+    why: serde_json::Value,
+}
+
+/// One day of a program's ledger.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct StatsDay {
+    /// YYYY-MM-DD, in the program's time zone.
+    date: String,
+    /// Accounts opened.
+    enrolled: i64,
+    /// Points awarded.
+    earned: i64,
+    /// Points spent on rewards.
+    redeemed: i64,
+    /// Points expired.
+    expired: i64,
+    /// Points taken back by refunds.
+    reversed: i64,
+    /// Adjustments, signed.
+    adjusted: i64,
+    /// Points sent between members.
+    transferred: i64,
+}
+
+/// A program's statistics.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProgramStats {
+    /// Always `program_stats`.
+    #[schema(pattern = "^program_stats$")]
+    object: String,
+    program: String,
+    /// Accounts in the program.
+    members: i64,
+    /// Accounts per tier name.
+    members_by_tier: BTreeMap<String, i64>,
+    /// Members below their tier's threshold now.
+    at_risk: i64,
+    /// The sum of the balances.
+    points_outstanding: i64,
+    days: Vec<StatsDay>,
+}
+
+/// An open lot of points.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Lot {
+    /// Always `lot`.
+    #[schema(pattern = "^lot$")]
+    object: String,
+    account: String,
+    /// The transaction whose points formed it.
+    transaction: String,
+    /// Points left in it.
+    points: i64,
+    #[schema(format = DateTime)]
+    created: String,
+    /// When what is left expires; null: never.
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+/// What one earning rule did with a simulated record.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct RuleOutcome {
+    program: String,
+    rule: String,
+    /// `awarded` or `skipped`.
+    outcome: String,
+    /// Why it skipped: trigger, not_enrolled, condition.minAmount, condition.maxAmount,
+    /// condition.currencies, condition.validFrom, condition.validUntil, condition.minRank,
+    /// condition.maxRank, condition.metadata, maxUses, currency_not_listed, zero, cap.
+    reason: Option<String>,
+}
+
+/// A dry run of one record.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct Simulation {
+    /// Always `simulation`.
+    #[schema(pattern = "^simulation$")]
+    object: String,
+    /// What it would write.
+    transactions: Vec<PointsTransaction>,
+    /// The events it would publish (as `loyalty fold` prints them, without `kind`).
+    #[schema(value_type = Vec<Object>)]
+    events: Vec<serde_json::Value>,
+    /// Its rejection, if any.
+    #[schema(value_type = Vec<Object>)]
+    rejected: Vec<serde_json::Value>,
+    /// Every rule of every program.
+    rules: Vec<RuleOutcome>,
 }
 
 /// A member spending points on a reward.
@@ -206,6 +301,7 @@ list!(
 list!(RedemptionList, Redemption, "A page of redemptions.");
 list!(ProgramList, ProgramObject, "A page of programs.");
 list!(RewardList, Reward, "A page of rewards.");
+list!(LotList, Lot, "An account's open lots.");
 
 /// `POST /v1/accounts`
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -306,6 +402,9 @@ impl Modify for Bearer {
         crate::reads::list_programs,
         crate::reads::get_program,
         crate::reads::list_rewards,
+        crate::explain::program_stats,
+        crate::explain::list_lots,
+        crate::explain::simulate,
         crate::commands::enroll,
         crate::commands::adjust,
         crate::commands::redeem,

@@ -303,6 +303,12 @@ impl Front {
         let one = match (segs.as_slice(), get) {
             (["v1", "accounts"], false) => by_customer(body_field("customer")),
             (["v1", "transfers"], false) => by_customer(body_field("from")),
+            // A dry run goes where its record would: its customer's partition.
+            (["v1", "simulate"], false) => by_customer(
+                serde_json::from_slice::<Value>(&asked.body)
+                    .ok()
+                    .and_then(|v| v["data"]["customer"].as_str().map(str::to_string)),
+            ),
             (["v1", "accounts"], true) => by_customer(asked.param("customer")),
             _ => None,
         };
@@ -327,6 +333,7 @@ impl Front {
                 self.gather_partitions(asked).await
             }
             (["v1", "programs", _, "rewards"], true) => self.gather_rewards(asked).await,
+            (["v1", "programs", _, "stats"], true) => self.gather_stats(asked).await,
             // Programs, the OpenAPI document, a program update (every partition reads it
             // from the log), and anything else: one partition, here when one is.
             _ => {
@@ -365,6 +372,56 @@ impl Front {
             }
         }
         Ok((StatusCode::OK, axum::Json(merged.unwrap_or(Value::Null))).into_response())
+    }
+
+    /// A program's statistics: each partition counts its own members and ledger, so the
+    /// numbers add up (days by date).
+    async fn gather_stats(&self, asked: &Asked) -> Result<Response, Response> {
+        let mut merged: Option<Value> = None;
+        let mut days: BTreeMap<String, BTreeMap<String, i128>> = BTreeMap::new();
+        for p in 0..self.parts.count() {
+            let a = self.ask(p, asked).await?;
+            if a.status != StatusCode::OK {
+                return Err(a.into_response());
+            }
+            let theirs = a.json().unwrap_or(Value::Null);
+            for d in theirs["days"].as_array().into_iter().flatten() {
+                let Some(date) = d["date"].as_str() else {
+                    continue;
+                };
+                let day = days.entry(date.to_string()).or_default();
+                for (k, v) in d.as_object().into_iter().flatten() {
+                    if let Some(n) = v.as_i64() {
+                        *day.entry(k.clone()).or_default() += i128::from(n);
+                    }
+                }
+            }
+            let Some(m) = merged.as_mut() else {
+                merged = Some(theirs);
+                continue;
+            };
+            for k in ["members", "atRisk", "pointsOutstanding"] {
+                let sum = m[k].as_i64().unwrap_or(0) + theirs[k].as_i64().unwrap_or(0);
+                m[k] = Value::from(sum);
+            }
+            for (tier, n) in theirs["membersByTier"].as_object().into_iter().flatten() {
+                let sum = m["membersByTier"][tier].as_i64().unwrap_or(0) + n.as_i64().unwrap_or(0);
+                m["membersByTier"][tier] = Value::from(sum);
+            }
+        }
+        let mut merged = merged.unwrap_or(Value::Null);
+        merged["days"] = days
+            .into_iter()
+            .map(|(date, counts)| {
+                let mut o = serde_json::Map::new();
+                o.insert("date".into(), Value::from(date));
+                for (k, v) in counts {
+                    o.insert(k, serde_json::json!(v));
+                }
+                Value::Object(o)
+            })
+            .collect();
+        Ok((StatusCode::OK, axum::Json(merged)).into_response())
     }
 
     /// Asks each partition in turn; the first that knows the id answers.

@@ -13,6 +13,7 @@
 mod commands;
 mod doc;
 mod error;
+mod explain;
 pub mod front;
 mod reads;
 
@@ -228,6 +229,9 @@ async fn authenticate(State(api): State<Arc<Api>>, req: Request, next: Next) -> 
 
 /// Why a request may not pass with the key it presents, if it may not: every `/v1/` path
 /// needs a key of ours, and a command (POST) an `sk_` one.
+/// The POST paths an `rk_` key may call: reads that take a body.
+const READS_BY_POST: [&str; 2] = ["/v1/simulate", "/v1/backtest"];
+
 pub(crate) fn key_refusal(
     keys: &[Key],
     path: &str,
@@ -255,11 +259,14 @@ pub(crate) fn key_refusal(
             "authentication_error",
             "Invalid API key provided",
         )),
-        Some(false) if *method == Method::POST => Some(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "permission_error",
-            "This key is read-only (rk_): commands need a secret key (sk_)",
-        )),
+        // A dry run and a backtest are reads, sent as POST for their bodies.
+        Some(false) if *method == Method::POST && !READS_BY_POST.contains(&path) => {
+            Some(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "permission_error",
+                "This key is read-only (rk_): commands need a secret key (sk_)",
+            ))
+        }
         Some(_) => None,
     }
 }
@@ -290,6 +297,9 @@ pub fn router(api: Arc<Api>, extra: Router) -> Router {
         )
         .route("/v1/programs/{id}", get(reads::get_program))
         .route("/v1/programs/{id}/rewards", get(reads::list_rewards))
+        .route("/v1/programs/{id}/stats", get(explain::program_stats))
+        .route("/v1/accounts/{id}/lots", get(explain::list_lots))
+        .route("/v1/simulate", post(explain::simulate))
         .route("/v1/commands/{id}", get(commands::get_command))
         .route("/v1/openapi.json", get(doc::serve_openapi))
         .fallback(not_found)

@@ -31,7 +31,7 @@ pub(crate) const API_INDEX_KEY: &[u8] = b"m/apiindex";
 
 /// What `m/apiindex` holds when the indexes are whole up to `log`.
 pub(crate) fn api_index_mark(log: &BTreeMap<i32, i64>) -> String {
-    format!("v2|{}", crate::index_mark(log))
+    format!("v3|{}", crate::index_mark(log))
 }
 
 /// What the API's indexes need to know of one output line.
@@ -45,13 +45,18 @@ pub struct LineIndex {
     pub opened: Option<(String, String)>,
     /// The record whose application wrote the line.
     pub record: Option<String>,
+    /// What it adds to its program's statistics.
+    pub stat: Option<crate::StatLine>,
 }
 
 impl LineIndex {
     /// The index entries of an output of the record `record` (None for effects that fell
     /// due before it).
     pub fn of_output(o: &Output, record: Option<&str>) -> LineIndex {
-        let mut ix = LineIndex::default();
+        let mut ix = LineIndex {
+            stat: crate::StatLine::of_output(o),
+            ..LineIndex::default()
+        };
         let mine = |s: Option<&str>| record.filter(|r| s == Some(*r)).map(str::to_string);
         match o {
             Output::Transaction(t) => {
@@ -85,7 +90,10 @@ impl LineIndex {
     /// The index entries of a stored output line (JSON), as [`LineIndex::of_output`] gives
     /// them for the output it was printed from: for rebuilding and checking the indexes.
     pub fn of_line(line: &serde_json::Value) -> LineIndex {
-        let mut ix = LineIndex::default();
+        let mut ix = LineIndex {
+            stat: crate::StatLine::of_line(line),
+            ..LineIndex::default()
+        };
         let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
         match line["kind"].as_str() {
             Some("transaction") => {
@@ -185,6 +193,7 @@ pub(crate) fn put_tier_index<'a>(
     wb: &mut WriteBatch,
     state: &State,
     accounts: impl Iterator<Item = &'a str>,
+    stats: &mut crate::StatDeltas,
 ) -> Result<(), StoreError> {
     let ids: Vec<&str> = accounts
         .filter(|id| state.accounts.contains_key(*id))
@@ -198,6 +207,11 @@ pub(crate) fn put_tier_index<'a>(
             continue;
         }
         if let Some(old) = &was {
+            if let Some(i) = old.iter().position(|b| *b == 0) {
+                let program = String::from_utf8_lossy(&old[..i]);
+                let tier = String::from_utf8_lossy(&old[i + 1..]);
+                stats.add_tier(&program, &tier, -1);
+            }
             let mut k = b"k/".to_vec();
             k.extend_from_slice(old);
             k.push(0);
@@ -206,6 +220,7 @@ pub(crate) fn put_tier_index<'a>(
         }
         match (&a.tier, now) {
             (Some(t), Some(place)) => {
+                stats.add_tier(&a.program, t, 1);
                 wb.put(tier_key(&a.program, t, id), b"");
                 wb.put(tier_place_key(id), place);
             }
@@ -234,11 +249,21 @@ pub struct ApiCommand {
 }
 
 /// The prefixes of the API's index keys.
-const PREFIXES: [&str; 10] = ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/"];
+const PREFIXES: [&str; 11] = [
+    "i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/", "S/",
+];
 
 /// Every index key (and value) the state's lines and accounts call for.
 fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
     let mut wb = WriteBatch::default();
+    let mut stats = crate::StatDeltas::default();
+    let zones: BTreeMap<String, chrono_tz::Tz> = store
+        .load_engine_lean()?
+        .state()
+        .programs
+        .iter()
+        .map(|p| (p.id.to_string(), p.tz))
+        .collect();
     for kv in store.prefix("o/") {
         let (k, v) = kv?;
         // What does not decode is reported by `verify` on its own, and indexes nothing.
@@ -252,6 +277,9 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
             continue;
         };
         let mut ix = LineIndex::of_line(&line);
+        if let Some(s) = &ix.stat {
+            stats.add_line(s, zones.get(&s.program).copied().unwrap_or(chrono_tz::UTC));
+        }
         // Customers and tiers come from the accounts below.
         ix.opened = None;
         put_line_index(&mut wb, seq, &ix);
@@ -274,8 +302,14 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
         };
         out.insert(customer_key(&a.customer, &a.id), Vec::new());
         if let Some(t) = &a.tier {
+            stats.add_tier(&a.program, t, 1);
             out.insert(tier_key(&a.program, t, &a.id), Vec::new());
             out.insert(tier_place_key(&a.id), tier_place(&a.program, t));
+        }
+    }
+    for (k, v) in stats.entries()? {
+        if !v.is_empty() {
+            out.insert(k, v);
         }
     }
     Ok(out)

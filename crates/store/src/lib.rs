@@ -48,7 +48,9 @@ use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
 mod api;
+mod stats;
 pub use api::{customer_key, tier_key, ApiCommand, LineIndex, View, Walk};
+pub use stats::{local_date, DayStats, StatDeltas, StatLine, StoredStats, Totals};
 
 /// What can go wrong with the store.
 #[derive(Debug, thiserror::Error)]
@@ -777,10 +779,15 @@ impl Store {
             wb.put(OVERDUE_KEY, v);
         }
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
+        let mut stats = StatDeltas::default();
         for (i, line) in batch.lines.iter().enumerate() {
             wb.put(seq_key("o", seq), line.as_bytes());
             if let Some(ix) = batch.index.get(i) {
                 api::put_line_index(&mut wb, seq, ix);
+                if let Some(s) = &ix.stat {
+                    let tz = state.program(&s.program).map_or(chrono_tz::UTC, |p| p.tz);
+                    stats.add_line(s, tz);
+                }
             }
             seq += 1;
         }
@@ -789,7 +796,9 @@ impl Store {
             seq += 1;
         }
         wb.put(SEQ_KEY, seq.to_be_bytes());
-        api::put_tier_index(&self.db, &mut wb, state, c.accounts.iter().map(|id| &**id))?;
+        let changed = c.accounts.iter().map(|id| &**id);
+        api::put_tier_index(&self.db, &mut wb, state, changed, &mut stats)?;
+        stats.write(&self.db, &mut wb)?;
         for (part, off) in &batch.log {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
@@ -1586,9 +1595,11 @@ impl Store {
                     .is_ok_and(|p| v.as_ref() == index_mark(&p).as_bytes());
             } else if k.as_ref() == api::API_INDEX_KEY || k.as_ref() == CONFIG_KEY {
                 // Checked below (the API's indexes), or free text (the config's digest).
-            } else if ["i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/"]
-                .iter()
-                .any(|p| key.starts_with(p))
+            } else if [
+                "i/", "T/", "l/", "e/", "Q/", "q/", "c/", "k/", "K/", "u/", "S/",
+            ]
+            .iter()
+            .any(|p| key.starts_with(p))
             {
                 // The API's indexes: checked as a whole below.
             } else if let Some(id) = key.strip_prefix("h/") {

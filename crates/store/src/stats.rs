@@ -1,0 +1,334 @@
+//! A program's statistics (`GET /v1/programs/{id}/stats`), kept current in the same write
+//! batch as the state they count, so that a request reads a handful of keys and never the
+//! ledger.
+//!
+//! Keys (parts separated by a NUL byte, as the API's other indexes):
+//! - `S/{program}\0d{YYYY-MM-DD}` → [`DayStats`]: what the ledger says of one day, local to
+//!   the program's time zone when the line was committed;
+//! - `S/{program}\0m` → [`Totals`]: members (accounts opened) and points outstanding (the
+//!   sum of every transaction's points, which is the sum of the balances);
+//! - `S/{program}\0t{tier}` → the number of accounts holding the tier.
+//!
+//! Each is a pure function of the ledger lines and the accounts, so `loyalty verify`
+//! recomputes them with the other indexes, and a state written before them gets them when
+//! the engine opens it. Counts that are zero are not kept.
+
+use std::collections::BTreeMap;
+
+use chrono_tz::Tz;
+use loyalty_core::output::{Event, Output};
+use loyalty_core::time::Timestamp;
+use rocksdb::{WriteBatch, DB};
+use serde::{Deserialize, Serialize};
+
+use crate::{corrupt, StoreError};
+
+/// What one output line adds to its program's statistics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatLine {
+    /// The program.
+    pub program: String,
+    /// When (unix seconds).
+    pub at: i64,
+    /// A transaction's type and points, or `None` for an account opened.
+    pub transaction: Option<(String, i64)>,
+}
+
+impl StatLine {
+    /// What an output adds: transactions and `loyalty.account.created`.
+    pub fn of_output(o: &Output) -> Option<StatLine> {
+        match o {
+            Output::Transaction(t) => Some(StatLine {
+                program: t.program.to_string(),
+                at: t.created.0,
+                transaction: Some((t.kind.as_str().to_string(), t.points)),
+            }),
+            Output::Event(e) if matches!(e.event, Event::AccountCreated { .. }) => Some(StatLine {
+                program: e.member.program.to_string(),
+                at: e.created.0,
+                transaction: None,
+            }),
+            _ => None,
+        }
+    }
+
+    /// What a stored output line adds, as [`StatLine::of_output`] gives it for the output
+    /// it was printed from.
+    pub fn of_line(line: &serde_json::Value) -> Option<StatLine> {
+        let at = |v: &serde_json::Value| v.as_str().and_then(Timestamp::parse_rfc3339).map(|t| t.0);
+        match line["kind"].as_str()? {
+            "transaction" => Some(StatLine {
+                program: line["program"].as_str()?.to_string(),
+                at: at(&line["created"])?,
+                transaction: Some((line["type"].as_str()?.to_string(), line["points"].as_i64()?)),
+            }),
+            "event" if line["type"] == "loyalty.account.created" => Some(StatLine {
+                program: line["data"]["program"].as_str()?.to_string(),
+                at: at(&line["created"])?,
+                transaction: None,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// One day of a program: accounts opened, and points by what moved them. `earned`,
+/// `redeemed`, `expired` and `reversed` are magnitudes; `adjusted` is signed (credits less
+/// debits); `transferred` is what members sent each other.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayStats {
+    /// Accounts opened.
+    pub enrolled: i64,
+    /// Points awarded (rules and campaign bonuses).
+    pub earned: i128,
+    /// Points spent on rewards.
+    pub redeemed: i128,
+    /// Points expired.
+    pub expired: i128,
+    /// Points taken back by refunds.
+    pub reversed: i128,
+    /// Adjustments, signed.
+    pub adjusted: i128,
+    /// Points sent from one member to another.
+    pub transferred: i128,
+}
+
+impl DayStats {
+    fn add(&mut self, o: &DayStats) {
+        self.enrolled += o.enrolled;
+        self.earned += o.earned;
+        self.redeemed += o.redeemed;
+        self.expired += o.expired;
+        self.reversed += o.reversed;
+        self.adjusted += o.adjusted;
+        self.transferred += o.transferred;
+    }
+}
+
+/// A program's members and points outstanding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Accounts opened.
+    pub members: i64,
+    /// The sum of the balances.
+    pub outstanding: i128,
+}
+
+/// `S/{program}\0`.
+pub fn stats_prefix(program: &str) -> Vec<u8> {
+    let mut k = b"S/".to_vec();
+    k.extend_from_slice(program.as_bytes());
+    k.push(0);
+    k
+}
+
+fn day_key(program: &str, date: &str) -> Vec<u8> {
+    let mut k = stats_prefix(program);
+    k.push(b'd');
+    k.extend_from_slice(date.as_bytes());
+    k
+}
+
+fn totals_key(program: &str) -> Vec<u8> {
+    let mut k = stats_prefix(program);
+    k.push(b'm');
+    k
+}
+
+fn tier_count_key(program: &str, tier: &str) -> Vec<u8> {
+    let mut k = stats_prefix(program);
+    k.push(b't');
+    k.extend_from_slice(tier.as_bytes());
+    k
+}
+
+/// The local date of `at` in `tz`, `YYYY-MM-DD`.
+pub fn local_date(at: i64, tz: Tz) -> String {
+    Timestamp(at)
+        .local(tz)
+        .map_or_else(|| "0000-00-00".to_string(), |t| t.date().to_string())
+}
+
+/// What a batch (or the whole ledger) adds to the statistics.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatDeltas {
+    days: BTreeMap<Vec<u8>, DayStats>,
+    totals: BTreeMap<Vec<u8>, Totals>,
+    tiers: BTreeMap<Vec<u8>, i64>,
+}
+
+impl StatDeltas {
+    /// Counts a line, on its day in `tz` (its program's zone).
+    pub fn add_line(&mut self, s: &StatLine, tz: Tz) {
+        let mut day = DayStats::default();
+        let mut totals = Totals::default();
+        match &s.transaction {
+            None => {
+                day.enrolled = 1;
+                totals.members = 1;
+            }
+            Some((kind, points)) => {
+                let p = i128::from(*points);
+                totals.outstanding = p;
+                match kind.as_str() {
+                    "award" | "vest" => day.earned = p,
+                    "redemption" => day.redeemed = -p,
+                    "expiry" => day.expired = -p,
+                    "reversal" => day.reversed = -p,
+                    "adjustment" => day.adjusted = p,
+                    "transfer_out" => day.transferred = -p,
+                    _ => {}
+                }
+            }
+        }
+        self.days
+            .entry(day_key(&s.program, &local_date(s.at, tz)))
+            .or_default()
+            .add(&day);
+        let t = self.totals.entry(totals_key(&s.program)).or_default();
+        t.members += totals.members;
+        t.outstanding += totals.outstanding;
+    }
+
+    /// Counts `n` more (or fewer) accounts holding `tier`.
+    pub fn add_tier(&mut self, program: &str, tier: &str, n: i64) {
+        *self.tiers.entry(tier_count_key(program, tier)).or_default() += n;
+    }
+
+    /// The entries these counts make on their own (for a rebuild, or `verify`).
+    pub fn entries(&self) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        self.merged(|_| Ok(None))
+    }
+
+    /// The counts added to what `current` holds for each key, as the entries to write:
+    /// `None` for a key whose count is now zero.
+    fn merged(
+        &self,
+        current: impl Fn(&[u8]) -> Result<Option<Vec<u8>>, StoreError>,
+    ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut out = BTreeMap::new();
+        for (k, d) in &self.days {
+            let mut now: DayStats = decode(k, current(k)?)?;
+            now.add(d);
+            if now != DayStats::default() {
+                out.insert(k.clone(), json(k, &now)?);
+            } else {
+                out.insert(k.clone(), Vec::new());
+            }
+        }
+        for (k, d) in &self.totals {
+            let mut now: Totals = decode(k, current(k)?)?;
+            now.members += d.members;
+            now.outstanding += d.outstanding;
+            if now != Totals::default() {
+                out.insert(k.clone(), json(k, &now)?);
+            } else {
+                out.insert(k.clone(), Vec::new());
+            }
+        }
+        for (k, d) in &self.tiers {
+            let now: i64 = decode::<i64>(k, current(k)?)? + d;
+            if now != 0 {
+                out.insert(k.clone(), json(k, &now)?);
+            } else {
+                out.insert(k.clone(), Vec::new());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds these counts to the stored ones, into the batch that commits what they count.
+    pub(crate) fn write(&self, db: &DB, wb: &mut WriteBatch) -> Result<(), StoreError> {
+        let keys: Vec<&Vec<u8>> = self
+            .days
+            .keys()
+            .chain(self.totals.keys())
+            .chain(self.tiers.keys())
+            .collect();
+        let values = db.multi_get(keys.iter().map(|k| k.as_slice()));
+        let mut stored = BTreeMap::new();
+        for (k, v) in keys.into_iter().zip(values) {
+            if let Some(v) = v? {
+                stored.insert(k.clone(), v);
+            }
+        }
+        for (k, v) in self.merged(|k| Ok(stored.get(k).cloned()))? {
+            if v.is_empty() {
+                wb.delete(k);
+            } else {
+                wb.put(k, v);
+            }
+        }
+        Ok(())
+    }
+
+    /// True when nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.days.is_empty() && self.totals.is_empty() && self.tiers.is_empty()
+    }
+}
+
+fn decode<T: Default + serde::de::DeserializeOwned>(
+    k: &[u8],
+    v: Option<Vec<u8>>,
+) -> Result<T, StoreError> {
+    match v {
+        Some(v) => serde_json::from_slice(&v).map_err(|e| corrupt(k, e)),
+        None => Ok(T::default()),
+    }
+}
+
+fn json<T: Serialize>(k: &[u8], v: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(v).map_err(|e| corrupt(k, e))
+}
+
+/// A program's statistics as stored: its totals, members per tier, and its days.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoredStats {
+    /// Members and points outstanding.
+    pub totals: Totals,
+    /// Accounts per tier name.
+    pub tiers: BTreeMap<String, i64>,
+    /// Days in order, `(YYYY-MM-DD, counts)`.
+    pub days: Vec<(String, DayStats)>,
+}
+
+impl crate::View<'_> {
+    /// A program's stored statistics, with the days from `from` to `to` (inclusive dates,
+    /// `YYYY-MM-DD`).
+    pub fn program_stats(
+        &self,
+        program: &str,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<StoredStats, StoreError> {
+        let prefix = stats_prefix(program);
+        let mut out = StoredStats::default();
+        let mut entries = Vec::new();
+        self.scan(&prefix, &prefix, crate::Walk::Up, |k, v| {
+            entries.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
+        for (k, v) in entries {
+            let rest = &k[prefix.len()..];
+            match rest.split_first() {
+                Some((b'm', [])) => out.totals = decode(&k, Some(v))?,
+                Some((b't', tier)) => {
+                    let tier = String::from_utf8(tier.to_vec()).map_err(|e| corrupt(&k, e))?;
+                    out.tiers.insert(tier, decode(&k, Some(v))?);
+                }
+                Some((b'd', date)) => {
+                    let date = String::from_utf8(date.to_vec()).map_err(|e| corrupt(&k, e))?;
+                    if from.is_some_and(|f| date.as_str() < f)
+                        || to.is_some_and(|t| date.as_str() > t)
+                    {
+                        continue;
+                    }
+                    out.days.push((date, decode(&k, Some(v))?));
+                }
+                _ => return Err(corrupt(&k, "not a statistics key")),
+            }
+        }
+        Ok(out)
+    }
+}

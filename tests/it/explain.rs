@@ -1,0 +1,673 @@
+//! Explanations (SPEC section 12), against models of their own:
+//! - every award's `why` recomputes its points from the config and the source record
+//!   (base × multipliers, rounded, capped) with exact fractions written here, and every
+//!   reversal's from its award and the refunds so far;
+//! - a program's stats (`GET /v1/programs/{id}/stats`) equal a count over the fold's lines;
+//! - `POST /v1/simulate` reports each reason a rule skips, and writes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use loyalty_core::fold::fold_to_string;
+use loyalty_core::Engine;
+use loyalty_store::Store;
+use loyalty_stream::folder::Folder;
+use loyalty_stream::logrec::Meta;
+use loyalty_stream::Settings;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+
+use crate::support::TempDir;
+
+const KEY: &str = "rk_test_explain";
+const BASE: i64 = 1_767_225_600; // 2026-01-01T00:00:00Z
+
+/// An exact fraction (numerator, positive denominator), apart from the engine's decimals.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Frac(i128, i128);
+
+impl Frac {
+    fn parse(v: &Value) -> Frac {
+        let s = match v {
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            other => panic!("not a number: {other}"),
+        };
+        let (int, frac) = s.split_once('.').unwrap_or((&s, ""));
+        let den = 10i128.pow(frac.len() as u32);
+        let num: i128 = format!("{int}{frac}").parse().unwrap();
+        Frac(num, den).reduced()
+    }
+    fn int(n: i64) -> Frac {
+        Frac(i128::from(n), 1)
+    }
+    fn mul(self, o: Frac) -> Frac {
+        Frac(self.0 * o.0, self.1 * o.1).reduced()
+    }
+    fn div(self, o: Frac) -> Frac {
+        let (n, d) = (self.0 * o.1, self.1 * o.0);
+        if d < 0 {
+            Frac(-n, -d).reduced()
+        } else {
+            Frac(n, d).reduced()
+        }
+    }
+    fn reduced(self) -> Frac {
+        fn gcd(a: i128, b: i128) -> i128 {
+            if b == 0 {
+                a.abs()
+            } else {
+                gcd(b, a % b)
+            }
+        }
+        let g = gcd(self.0, self.1).max(1);
+        Frac(self.0 / g, self.1 / g)
+    }
+    fn round(self, how: &str) -> i128 {
+        let floor = self.0.div_euclid(self.1);
+        let rem = self.0.rem_euclid(self.1);
+        match how {
+            "floor" => floor,
+            "ceil" => floor + i128::from(rem > 0),
+            "nearest" => floor + i128::from(2 * rem >= self.1),
+            other => panic!("rounding {other}"),
+        }
+    }
+}
+
+/// A program with every part `why` explains: multiplied and capped rules, a per-currency
+/// rule, a fixed rule with a use limit, a campaign multiplier and a bonus, tiers with
+/// multipliers and a redemption discount, expiry; `rounding` as given.
+fn program(rounding: &str, cap: i64) -> Value {
+    json!({"id": "prog_x", "currency": "EUR", "autoEnroll": true, "timezone": "America/New_York",
+        "points": {"rounding": rounding},
+        "pointsExpiry": {"months": 1, "warnDays": 0},
+        "earningRules": [
+            {"id": "rule_spend", "trigger": "payment.completed", "multiplier": 1.5,
+             "award": {"type": "per_amount", "per": 100, "points": 1},
+             "cap": {"points": cap}, "window": "month"},
+            {"id": "rule_fx", "trigger": "payment.completed",
+             "award": {"type": "per_currency", "rates": {"EUR": 1, "GBP": 1.25}, "per": 250}},
+            {"id": "rule_first", "trigger": "payment.completed", "award": {"type": "fixed", "points": 7},
+             "conditions": {"maxUses": 2}},
+            {"id": "rule_welcome", "trigger": "loyalty.account.created", "award": {"type": "fixed", "points": 20}}],
+        "campaigns": [
+            {"id": "camp_double", "name": "double", "multiplier": 2, "triggers": ["payment.completed"],
+             "starts": "2026-01-10T00:00:00Z", "ends": "2026-01-20T00:00:00Z"},
+            {"id": "camp_bonus", "name": "bonus", "bonus": {"points": 3}, "triggers": ["payment.completed"],
+             "starts": "2026-01-15T00:00:00Z", "ends": "2026-02-15T00:00:00Z"}],
+        "tierConfig": {"qualifyOn": "spend", "period": {"type": "rolling", "months": 1}, "softLanding": false,
+            "tiers": [{"name": "M", "rank": 0, "threshold": 0},
+                      {"name": "S", "rank": 1, "threshold": 5000, "earnMultiplier": 1.25, "redemptionDiscount": 10},
+                      {"name": "G", "rank": 2, "threshold": 20000, "earnMultiplier": 1.5, "redemptionDiscount": 12.5}]},
+        "rewards": [{"id": "rwd_a", "cost": 33}]})
+}
+
+fn log() -> impl Strategy<Value = (Value, Vec<String>)> {
+    let item = (
+        0u8..10,
+        0u8..6,
+        1i64..30_000,
+        0i64..(70 * 86_400),
+        any::<bool>(),
+    );
+    (
+        prop::sample::select(vec!["floor", "nearest", "ceil"]),
+        prop::sample::select(vec![40i64, 200, 100_000]),
+        prop::collection::vec(item, 1..80),
+    )
+        .prop_map(|(rounding, cap, items)| {
+            let prog = program(rounding, cap);
+            let at = |t: i64| loyalty_core::time::Timestamp(BASE + t).to_string();
+            let mut out = vec![json!({"id": "cfg", "type": "loyalty.program.updated",
+                "created": at(0), "data": prog})
+            .to_string()];
+            let mut t = 0;
+            for (i, (kind, c, n, step, gbp)) in items.into_iter().enumerate() {
+                t = t.max(step);
+                let cus = format!("cus_{c}");
+                let other = format!("cus_{}", (c + 1) % 6);
+                let currency = if gbp { "GBP" } else { "EUR" };
+                let (kind, data) = match kind {
+                    0..=4 => ("payment.completed", json!({"id": format!("pay{i}"), "customer": cus, "amount": n, "currency": currency})),
+                    5 => ("payment.refunded", json!({"id": format!("re{i}"), "payment": format!("pay{}", i.saturating_sub(2)), "customer": cus, "amount": n / 3, "currency": currency})),
+                    6 => ("loyalty.points.adjust", json!({"customer": cus, "program": "prog_x", "points": n % 60 - 20, "reason": format!("r{i}")})),
+                    7 => ("loyalty.points.transfer", json!({"program": "prog_x", "from": cus, "to": other, "points": n % 30 + 1})),
+                    8 => ("loyalty.redemption.create", json!({"customer": cus, "program": "prog_x", "reward": "rwd_a", "quantity": n % 3 + 1})),
+                    _ => ("clock.tick", json!({})),
+                };
+                out.push(json!({"id": format!("r{i}"), "type": kind, "created": at(t), "data": data}).to_string());
+            }
+            // The clock a month and more later: what expires, expires.
+            out.push(json!({"id": "tick_end", "type": "clock.tick", "created": at(110 * 86_400), "data": {}}).to_string());
+            (prog, out)
+        })
+}
+
+/// The award of section 4 before multipliers, from the config and the record alone.
+fn base_of(rule: &Value, record: &Value) -> Frac {
+    let award = &rule["award"];
+    let amount = || Frac::int(record["data"]["amount"].as_i64().unwrap());
+    match award["type"].as_str().unwrap() {
+        "per_amount" => amount()
+            .mul(Frac::parse(&award["points"]))
+            .div(Frac::parse(&award["per"])),
+        "fixed" => Frac::parse(&award["points"]),
+        "per_currency" => {
+            let cur = record["data"]["currency"].as_str().unwrap();
+            amount()
+                .mul(Frac::parse(&award["rates"][cur]))
+                .div(Frac::parse(&award["per"]))
+        }
+        other => panic!("award {other}"),
+    }
+}
+
+/// Checks every transaction's `why` against the config and the log.
+fn check_whys(prog: &Value, log: &[String], lines: &[Value]) -> BTreeMap<String, usize> {
+    let records: BTreeMap<String, Value> = log
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|v| (v["id"].as_str().unwrap().to_string(), v))
+        .collect();
+    let rules: BTreeMap<&str, &Value> = prog["earningRules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap(), r))
+        .collect();
+    let tier_mult = |name: &Value| -> Frac {
+        prog["tierConfig"]["tiers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == *name)
+            .map_or(Frac::int(1), |t| {
+                t.get("earnMultiplier").map_or(Frac::int(1), Frac::parse)
+            })
+    };
+    let rounding = prog["points"]["rounding"].as_str().unwrap();
+    let mut awards: BTreeMap<&str, &Value> = BTreeMap::new();
+    let mut reversed: BTreeMap<&str, i64> = BTreeMap::new();
+    let mut checked = BTreeMap::<String, usize>::new();
+    for tx in lines.iter().filter(|l| l["kind"] == "transaction") {
+        let why = &tx["why"];
+        let points = tx["points"].as_i64().unwrap();
+        let kind = tx["type"].as_str().unwrap();
+        *checked.entry(kind.to_string()).or_default() += 1;
+        match kind {
+            "award" if tx["rule"].is_string() => {
+                awards.insert(tx["id"].as_str().unwrap(), tx);
+                let rule = rules[tx["rule"].as_str().unwrap()];
+                let record = &records[tx["source"].as_str().unwrap()];
+                let base = base_of(rule, record);
+                assert_eq!(Frac::parse(&why["base"]), base, "base of {tx}");
+                let rule_m = rule.get("multiplier").map_or(Frac::int(1), Frac::parse);
+                assert_eq!(Frac::parse(&why["multipliers"]["rule"]), rule_m, "{tx}");
+                assert_eq!(
+                    Frac::parse(&why["multipliers"]["tier"]),
+                    tier_mult(&why["tier"]),
+                    "{tx}"
+                );
+                let mut effective = base.mul(rule_m).mul(tier_mult(&why["tier"]));
+                let campaigns = why["multipliers"]["campaigns"].as_object().unwrap();
+                let named: Vec<&str> = tx["campaigns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.as_str().unwrap())
+                    .collect();
+                assert_eq!(
+                    campaigns.keys().map(String::as_str).collect::<Vec<_>>(),
+                    named,
+                    "{tx}"
+                );
+                for (id, m) in campaigns {
+                    let c = prog["campaigns"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .find(|c| c["id"] == **id)
+                        .unwrap();
+                    assert_eq!(Frac::parse(m), Frac::parse(&c["multiplier"]));
+                    // Active at the record's time, for its trigger.
+                    let created = record["created"].as_str().unwrap();
+                    assert!(
+                        c["starts"].as_str().unwrap() <= created
+                            && created < c["ends"].as_str().unwrap()
+                    );
+                    effective = effective.mul(Frac::parse(m));
+                    *checked.entry("campaign multiplier".into()).or_default() += 1;
+                }
+                if why["tier"] != "M" {
+                    *checked.entry("tier multiplier".into()).or_default() += 1;
+                }
+                assert_eq!(why["rounding"], rounding);
+                let uncapped = effective.round(rounding);
+                assert_eq!(
+                    i128::from(why["uncapped"].as_i64().unwrap()),
+                    uncapped,
+                    "{tx}"
+                );
+                match rule.get("cap") {
+                    Some(cap) => {
+                        assert_eq!(why["cap"]["points"], cap["points"]);
+                        assert_eq!(why["cap"]["window"], rule["window"]);
+                        let headroom = why["cap"]["headroom"].as_i64().unwrap();
+                        assert_eq!(
+                            i128::from(points),
+                            uncapped.min(i128::from(headroom)),
+                            "{tx}"
+                        );
+                        assert_eq!(tx["metadata"]["capped"], i128::from(headroom) < uncapped);
+                        if i128::from(headroom) < uncapped {
+                            *checked.entry("capped".into()).or_default() += 1;
+                        }
+                    }
+                    None => {
+                        assert!(why.get("cap").is_none());
+                        assert_eq!(i128::from(points), uncapped, "{tx}");
+                    }
+                }
+            }
+            "award" => {
+                let c = tx["campaigns"][0].as_str().unwrap();
+                let camp = prog["campaigns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|x| x["id"] == c)
+                    .unwrap();
+                assert_eq!(
+                    why,
+                    &json!({"bonus": camp["bonus"]["points"], "campaign": c})
+                );
+                assert_eq!(points, camp["bonus"]["points"].as_i64().unwrap());
+                awards.insert(tx["id"].as_str().unwrap(), tx);
+            }
+            "reversal" => {
+                let award = awards[why["award"].as_str().unwrap()];
+                let (refunded, amount) = (
+                    why["refunded"].as_i64().unwrap(),
+                    why["amount"].as_i64().unwrap(),
+                );
+                let award_points = award["points"].as_i64().unwrap();
+                let due = if refunded >= amount {
+                    award_points
+                } else {
+                    (i128::from(award_points) * i128::from(refunded) / i128::from(amount)) as i64
+                };
+                let so_far = reversed.entry(award["id"].as_str().unwrap()).or_default();
+                *so_far += -points;
+                assert_eq!(*so_far, due, "reversals of {award} up to {tx}");
+                let record = &records[tx["source"].as_str().unwrap()];
+                assert_eq!(why["payment"], record["data"]["payment"]);
+            }
+            "expiry" => {
+                assert!(
+                    awards.contains_key(why["lot"].as_str().unwrap())
+                        || why["lot"].as_str().unwrap().starts_with("ptx_")
+                );
+                assert!(why["expiresAt"].as_str().unwrap() <= tx["created"].as_str().unwrap());
+            }
+            "adjustment" => {
+                let record = &records[tx["source"].as_str().unwrap()];
+                assert_eq!(why, &json!({"reason": record["data"]["reason"]}));
+                assert_eq!(points, record["data"]["points"].as_i64().unwrap());
+            }
+            "redemption" => {
+                // cost × quantity, less the discount percent, rounded up
+                let unit = why["unitCost"].as_i64().unwrap();
+                assert_eq!(unit, 33);
+                let q = why["quantity"].as_i64().unwrap();
+                let d = Frac::parse(&why["discount"]);
+                let keep = Frac(100 * d.1 - d.0, d.1);
+                let pay = Frac::int(unit * q).mul(keep).div(Frac::int(100));
+                assert_eq!(i128::from(-points), pay.round("ceil"), "{tx}");
+                assert!(
+                    ["0", "10", "12.5"].contains(&why["discount"].to_string().as_str()),
+                    "{tx}"
+                );
+            }
+            "transfer_in" | "transfer_out" => {
+                let record = &records[tx["source"].as_str().unwrap()];
+                let other = if kind == "transfer_out" { "to" } else { "from" };
+                assert_eq!(why, &json!({"counterparty": record["data"][other]}));
+            }
+            other => panic!("a transaction of type {other}"),
+        }
+    }
+    checked
+}
+
+/// The random logs reach every kind of `why`, and the parts of an award.
+#[test]
+fn the_random_logs_reach_every_kind_of_why() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut totals: BTreeMap<String, usize> = BTreeMap::new();
+    for _ in 0..60 {
+        let (prog, log) = log().new_tree(&mut runner).unwrap().current();
+        let folded = fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap();
+        let lines: Vec<Value> = folded
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        for (k, n) in check_whys(&prog, &log, &lines) {
+            *totals.entry(k).or_default() += n;
+        }
+    }
+    for kind in [
+        "award",
+        "capped",
+        "campaign multiplier",
+        "tier multiplier",
+        "reversal",
+        "expiry",
+        "adjustment",
+        "redemption",
+        "transfer_in",
+        "transfer_out",
+    ] {
+        assert!(
+            totals.get(kind).copied().unwrap_or(0) >= 5,
+            "{kind}: {totals:?}"
+        );
+    }
+}
+
+/// Folds `log` into a new store, committing every `every` records.
+fn stored(dir: &std::path::Path, log: &[String], every: usize) -> Arc<Store> {
+    let store = Store::open(dir).unwrap();
+    let settings = Settings::new("unused:9092");
+    let mut f = Folder::open(&store, false).unwrap();
+    for (i, r) in log.iter().enumerate() {
+        f.fold(
+            &store,
+            &settings,
+            0,
+            i as i64,
+            &Meta::default(),
+            r.as_bytes(),
+        )
+        .unwrap();
+        if i % every == every - 1 {
+            f.commit(&store).unwrap();
+        }
+    }
+    f.commit(&store).unwrap();
+    Arc::new(store)
+}
+
+async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let status = res.status();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The stats a program's fold lines call for, counted here: accounts by tier and at risk
+/// from the account lines, days (New York dates) from the transactions and enrolments.
+fn counted_stats(lines: &[Value]) -> Value {
+    let tz: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    let date = |s: &str| {
+        let t = chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .with_timezone(&tz);
+        t.date_naive().to_string()
+    };
+    let accounts: Vec<&Value> = lines.iter().filter(|l| l["kind"] == "account").collect();
+    let mut by_tier: BTreeMap<String, i64> =
+        ["M", "S", "G"].iter().map(|t| (t.to_string(), 0)).collect();
+    for a in &accounts {
+        *by_tier
+            .get_mut(a["tier"]["name"].as_str().unwrap())
+            .unwrap() += 1;
+    }
+    let mut days: BTreeMap<String, BTreeMap<&str, i64>> = BTreeMap::new();
+    for l in lines {
+        let (day, what, n) = match (l["kind"].as_str(), l["type"].as_str()) {
+            (Some("event"), Some("loyalty.account.created")) => {
+                (date(l["created"].as_str().unwrap()), "enrolled", 1)
+            }
+            (Some("transaction"), Some(t)) => {
+                let p = l["points"].as_i64().unwrap();
+                let (what, n) = match t {
+                    "award" => ("earned", p),
+                    "redemption" => ("redeemed", -p),
+                    "expiry" => ("expired", -p),
+                    "reversal" => ("reversed", -p),
+                    "adjustment" => ("adjusted", p),
+                    "transfer_out" => ("transferred", -p),
+                    _ => continue,
+                };
+                (date(l["created"].as_str().unwrap()), what, n)
+            }
+            _ => continue,
+        };
+        let d = days.entry(day).or_insert_with(|| {
+            [
+                "enrolled",
+                "earned",
+                "redeemed",
+                "expired",
+                "reversed",
+                "adjusted",
+                "transferred",
+            ]
+            .into_iter()
+            .map(|k| (k, 0))
+            .collect()
+        });
+        if let Some(v) = d.get_mut(what) {
+            *v += n;
+        }
+    }
+    json!({
+        "object": "program_stats",
+        "program": "prog_x",
+        "members": accounts.len(),
+        "membersByTier": by_tier,
+        "atRisk": accounts.iter().filter(|a| a["atRisk"] == true).count(),
+        "pointsOutstanding": accounts.iter().map(|a| a["balance"].as_i64().unwrap()).sum::<i64>(),
+        "days": days.into_iter().filter(|(_, d)| d.values().any(|v| *v != 0)).map(|(date, mut d)| {
+            let mut o = serde_json::Map::new();
+            o.insert("date".into(), date.into());
+            for (k, v) in std::mem::take(&mut d) { o.insert(k.into(), v.into()); }
+            Value::Object(o)
+        }).collect::<Vec<_>>(),
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 60, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_why_recomputes_its_points_and_stats_equal_a_count_of_the_fold(
+        (prog, log) in log(),
+        every in 1usize..15,
+    ) {
+        let folded = fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap();
+        let lines: Vec<Value> = folded.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        check_whys(&prog, &log, &lines);
+        let dir = TempDir::new("explain-stats");
+        let store = stored(&dir.0.join("state"), &log, every);
+        prop_assert!(store.verify().unwrap().is_empty(), "verify: {:?}", store.verify().unwrap());
+        let api = loyalty_api::Api::new(store, &[KEY.to_string()], None).unwrap();
+        let app = loyalty_api::router(Arc::new(api), axum::Router::new());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (status, got) = rt.block_on(call(&app, "GET", "/v1/programs/prog_x/stats", None));
+        prop_assert_eq!(status, StatusCode::OK);
+        prop_assert_eq!(got, counted_stats(&lines));
+    }
+}
+
+/// A program with one rule for each reason a rule can skip a payment, and one that awards.
+fn skipping_program() -> Value {
+    let fixed = json!({"type": "fixed", "points": 10});
+    let pay = "payment.completed";
+    let rule = |id: &str, extra: Value| {
+        let mut r = json!({"id": id, "trigger": pay, "award": fixed});
+        for (k, v) in extra.as_object().unwrap() {
+            r[k] = v.clone();
+        }
+        r
+    };
+    json!({"id": "prog_s", "currency": "EUR", "autoEnroll": true, "timezone": "UTC",
+        "earningRules": [
+            rule("rule_awards", json!({})),
+            rule("rule_trigger", json!({"trigger": "invoice.paid"})),
+            rule("rule_min", json!({"conditions": {"minAmount": 1_000_000}})),
+            rule("rule_max", json!({"conditions": {"maxAmount": 1}})),
+            rule("rule_cur", json!({"conditions": {"currencies": ["USD"]}})),
+            rule("rule_from", json!({"conditions": {"validFrom": "2030-01-01T00:00:00Z"}})),
+            rule("rule_until", json!({"conditions": {"validUntil": "2026-01-01T00:00:00Z"}})),
+            rule("rule_minrank", json!({"conditions": {"minRank": 2}})),
+            rule("rule_maxrank", json!({"conditions": {"maxRank": 0}})),
+            rule("rule_meta", json!({"conditions": {"metadata": {"channel": "web"}}})),
+            rule("rule_uses", json!({"conditions": {"maxUses": 1}})),
+            rule("rule_listed", json!({"award": {"type": "per_currency", "rates": {"GBP": 1}, "per": 100}})),
+            rule("rule_zero", json!({"award": {"type": "per_amount", "per": 100_000, "points": 1}})),
+            rule("rule_cap", json!({"cap": {"points": 10}}))],
+        "tierConfig": {"qualifyOn": "spend", "period": {"type": "rolling", "months": 12},
+            "tiers": [{"name": "Blue", "rank": 1, "threshold": 0},
+                      {"name": "Gold", "rank": 2, "threshold": 1_000_000}]}})
+}
+
+/// Every key and value of a store.
+fn every_entry(store: &Store) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    store
+        .for_each_entry(|k, v| out.push((k.to_vec(), v.to_vec())))
+        .unwrap();
+    out
+}
+
+#[test]
+fn a_simulation_gives_each_reason_a_rule_skips_and_writes_nothing() {
+    let at = |d: &str| format!("2026-06-0{d}T10:00:00Z");
+    let mut log = vec![
+        json!({"id": "cfg_s", "type": "loyalty.program.updated", "created": at("1"), "data": skipping_program()}),
+        // A program the customer is not a member of (no autoEnroll).
+        json!({"id": "cfg_t", "type": "loyalty.program.updated", "created": at("1"), "data": {
+            "id": "prog_t", "currency": "EUR", "earningRules": [
+                {"id": "rule_closed", "trigger": "payment.completed", "award": {"type": "fixed", "points": 1}}]}}),
+        // The first payment uses up the use limit and the cap.
+        json!({"id": "evt_1", "type": "payment.completed", "created": at("2"), "data": {
+            "id": "pay_1", "customer": "cus_a", "amount": 1000, "currency": "EUR",
+            "metadata": {"channel": "pos"}}}),
+    ];
+    let log: Vec<String> = log.drain(..).map(|v| v.to_string()).collect();
+    let dir = TempDir::new("explain-simulate");
+    let store = stored(&dir.0.join("state"), &log, 2);
+    let before = every_entry(&store);
+    let api = loyalty_api::Api::new(store.clone(), &[KEY.to_string()], None).unwrap();
+    let app = loyalty_api::router(Arc::new(api), axum::Router::new());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let payment = json!({"id": "evt_sim", "type": "payment.completed", "created": at("3"), "data": {
+        "id": "pay_2", "customer": "cus_a", "amount": 500, "currency": "EUR",
+        "metadata": {"channel": "pos"}}});
+    let (status, sim) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&payment)));
+    assert_eq!(status, StatusCode::OK, "{sim}");
+    assert_eq!(sim["object"], "simulation");
+    let reasons: BTreeMap<String, Value> = sim["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                format!(
+                    "{}/{}",
+                    r["program"].as_str().unwrap(),
+                    r["rule"].as_str().unwrap()
+                ),
+                r.clone(),
+            )
+        })
+        .collect();
+    let want = [
+        ("prog_s/rule_awards", None),
+        ("prog_s/rule_trigger", Some("trigger")),
+        ("prog_s/rule_min", Some("condition.minAmount")),
+        ("prog_s/rule_max", Some("condition.maxAmount")),
+        ("prog_s/rule_cur", Some("condition.currencies")),
+        ("prog_s/rule_from", Some("condition.validFrom")),
+        ("prog_s/rule_until", Some("condition.validUntil")),
+        ("prog_s/rule_minrank", Some("condition.minRank")),
+        ("prog_s/rule_maxrank", Some("condition.maxRank")),
+        ("prog_s/rule_meta", Some("condition.metadata")),
+        ("prog_s/rule_uses", Some("maxUses")),
+        ("prog_s/rule_listed", Some("currency_not_listed")),
+        ("prog_s/rule_zero", Some("zero")),
+        ("prog_s/rule_cap", Some("cap")),
+        ("prog_t/rule_closed", Some("not_enrolled")),
+    ];
+    assert_eq!(reasons.len(), want.len(), "{sim}");
+    for (rule, reason) in want {
+        let r = &reasons[rule];
+        assert_eq!(r["reason"], json!(reason), "{rule}: {r}");
+        assert_eq!(
+            r["outcome"],
+            if reason.is_some() {
+                "skipped"
+            } else {
+                "awarded"
+            },
+            "{rule}"
+        );
+    }
+    // What it would write: the awarding rule's transaction, with its why, and its event.
+    let txs = sim["transactions"].as_array().unwrap();
+    assert_eq!(txs.len(), 1, "{sim}");
+    assert_eq!(txs[0]["object"], "points_transaction");
+    assert_eq!(txs[0]["rule"], "rule_awards");
+    assert_eq!(txs[0]["points"], 10);
+    assert_eq!(txs[0]["why"]["base"], 10);
+    assert!(sim["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["type"] == "loyalty.points.earned"));
+    // Nothing is written: every key and value as before, and the same record simulated
+    // again gives the same answer (its id was not marked seen).
+    assert_eq!(every_entry(&store), before);
+    let (_, again) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&payment)));
+    assert_eq!(again, sim);
+    // A record the engine would reject is answered with its rejection, and every rule
+    // as not reached.
+    let bad = json!({"id": "evt_1", "type": "payment.completed", "created": at("3"), "data": {
+        "id": "pay_3", "customer": "cus_a", "amount": 500, "currency": "EUR"}});
+    let (status, dup) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&bad)));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(dup["rejected"][0]["reason"], "duplicate", "{dup}");
+    assert!(dup["transactions"].as_array().unwrap().is_empty());
+    // A body that is no JSON object is a 400, naming the body.
+    let (status, err) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&json!([1]))));
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["error"]["param"], "body");
+    assert_eq!(every_entry(&store), before);
+}
