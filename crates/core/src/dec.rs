@@ -265,7 +265,10 @@ pub fn quotient_text(factors: &[Dec], divisor: Dec) -> Option<String> {
     let scaled = (&num * ten.pow(MAX_SCALE)) / &den;
     let digits = scaled.to_string();
     let padded = if digits.len() <= MAX_SCALE as usize {
-        format!("{}{digits}", "0".repeat(MAX_SCALE as usize + 1 - digits.len()))
+        format!(
+            "{}{digits}",
+            "0".repeat(MAX_SCALE as usize + 1 - digits.len())
+        )
     } else {
         digits
     };
@@ -381,7 +384,9 @@ mod tests {
 
     #[test]
     fn quotients_as_text() {
-        let q = |f: &[&str], dv: &str| quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv));
+        let q = |f: &[&str], dv: &str| {
+            quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv))
+        };
         assert_eq!(q(&["1250", "1"], "100").as_deref(), Some("12.5"));
         assert_eq!(q(&["10000", "1"], "100").as_deref(), Some("100"));
         assert_eq!(q(&["1", "1"], "3").as_deref(), Some("0.333333333333333333"));

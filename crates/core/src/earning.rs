@@ -390,7 +390,10 @@ impl Engine {
             base: quotient_text(&base, divisor).unwrap_or_default(),
             rule: rule.multiplier,
             tier_multiplier,
-            campaigns: active.iter().map(|c| (c.id.clone(), c.multiplier)).collect(),
+            campaigns: active
+                .iter()
+                .map(|c| (c.id.clone(), c.multiplier))
+                .collect(),
             tier: prog.tiers.as_ref().and(account.tier.clone()),
             rounding: prog.rounding,
             uncapped,

@@ -178,8 +178,7 @@ impl Engine {
                 unit_cost,
                 discount,
             };
-            let (tx, balance) =
-                self.post(cx, id, TxKind::Redemption, -cost, None, vec![], md, why);
+            let (tx, balance) = self.post(cx, id, TxKind::Redemption, -cost, None, vec![], md, why);
             (Some(tx), balance)
         } else {
             (None, self.state.accounts[id].balance)

@@ -45,16 +45,7 @@ impl Engine {
         let why = Why::Adjustment {
             reason: a.reason.clone(),
         };
-        let (tx, balance) = self.post(
-            cx,
-            &id,
-            TxKind::Adjustment,
-            a.points,
-            None,
-            vec![],
-            md,
-            why,
-        );
+        let (tx, balance) = self.post(cx, &id, TxKind::Adjustment, a.points, None, vec![], md, why);
         let event = Event::PointsAdjusted {
             points: a.points,
             transaction: tx,

@@ -225,7 +225,8 @@ impl serde::Serialize for Why {
         let mut out = Vec::with_capacity(128);
         self.write(&mut out);
         let text = String::from_utf8(out).map_err(serde::ser::Error::custom)?;
-        let raw = serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
+        let raw =
+            serde_json::value::RawValue::from_string(text).map_err(serde::ser::Error::custom)?;
         raw.serialize(s)
     }
 }
