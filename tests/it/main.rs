@@ -3,6 +3,7 @@
 //! engine's invariants.
 
 mod api_reads;
+mod backtest;
 mod cli;
 mod docs;
 mod explain;

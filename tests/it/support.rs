@@ -66,3 +66,8 @@ pub fn lines(out: &Output) -> Vec<serde_json::Value> {
 pub fn of_kind<'a>(lines: &'a [serde_json::Value], kind: &str) -> Vec<&'a serde_json::Value> {
     lines.iter().filter(|l| l["kind"] == kind).collect()
 }
+
+/// The repository's root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

@@ -155,6 +155,58 @@ pub(crate) struct RuleOutcome {
     reason: Option<String>,
 }
 
+/// `POST /v1/backtest`
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BacktestBody {
+    /// The candidate programs, `{"programs": [...]}`: each replaces the program of its id.
+    #[schema(value_type = Object)]
+    config: serde_json::Value,
+    /// The baseline programs (default: those of the log).
+    #[schema(value_type = Option<Object>)]
+    baseline: Option<serde_json::Value>,
+    /// When the candidate takes effect, as a program update there would (default: from
+    /// the start).
+    #[schema(format = DateTime)]
+    from: Option<String>,
+}
+
+/// A baseline figure beside a candidate's.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct Compared {
+    baseline: i64,
+    candidate: i64,
+    difference: i64,
+}
+
+/// A program's backtest.
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct ProgramBacktest {
+    program: String,
+    /// Points awarded per rule (awards only), each with `rule`.
+    #[schema(value_type = Vec<Object>)]
+    rules: Vec<serde_json::Value>,
+    points_outstanding: Compared,
+    members_by_tier: BTreeMap<String, Compared>,
+    redemptions: Compared,
+    /// The 20 accounts whose balance changes most, each with `account` and `customer`.
+    #[schema(value_type = Vec<Object>)]
+    top_changes: Vec<serde_json::Value>,
+    /// Points awarded per day: `date`, `baseline`, `candidate`.
+    #[schema(value_type = Vec<Object>)]
+    days: Vec<serde_json::Value>,
+}
+
+/// Baseline beside candidate, per program.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct BacktestReport {
+    /// Always `backtest`.
+    #[schema(pattern = "^backtest$")]
+    object: String,
+    programs: Vec<ProgramBacktest>,
+}
+
 /// A dry run of one record.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub(crate) struct Simulation {
@@ -405,6 +457,7 @@ impl Modify for Bearer {
         crate::explain::program_stats,
         crate::explain::list_lots,
         crate::explain::simulate,
+        crate::explain::backtest,
         crate::commands::enroll,
         crate::commands::adjust,
         crate::commands::redeem,

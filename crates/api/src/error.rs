@@ -70,6 +70,11 @@ impl ApiError {
         )
     }
 
+    /// Something the request needs is down (the broker): a 503.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "api_error", message)
+    }
+
     /// The JSON body.
     pub fn body(&self) -> serde_json::Value {
         let mut e = serde_json::Map::new();

@@ -291,3 +291,102 @@ fn rules_report(programs: &[(String, Vec<String>)], outcomes: &[RuleOutcome]) ->
     }
     out
 }
+
+/// `POST /v1/backtest`
+#[utoipa::path(post, path = "/v1/backtest", tag = "explanations",
+    request_body(content = crate::doc::BacktestBody, description = "The candidate programs, and optionally the baseline and when the candidate takes effect"),
+    responses(
+        (status = 200, description = "Baseline beside candidate, per program", body = crate::doc::BacktestReport),
+        (status = 400, description = "A candidate that does not validate (`param` names the field), or a server that reads no log (`log_unavailable`)", body = crate::doc::Error),
+        (status = 401, description = "No or unknown key", body = crate::doc::Error),
+        (status = 413, description = "The body is over 1 MiB", body = crate::doc::Error),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn backtest(
+    State(api): State<Arc<Api>>,
+    body: Body,
+) -> Result<Json<Value>, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The body is over {MAX_BODY} bytes"),
+        )
+    })?;
+    let body: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => m,
+        Ok(_) => return Err(ApiError::invalid("body", "The body must be a JSON object")),
+        Err(e) => {
+            return Err(ApiError::invalid(
+                "body",
+                format!("The body is not JSON: {e}"),
+            ))
+        }
+    };
+    if let Some(k) = body
+        .keys()
+        .find(|k| !["config", "baseline", "from"].contains(&k.as_str()))
+    {
+        return Err(ApiError::invalid(
+            k.clone(),
+            format!("Received unknown parameter: {k}"),
+        ));
+    }
+    let config = |k: &str| -> Result<Option<String>, ApiError> {
+        match body.get(k) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+            Some(_) => Err(ApiError::invalid(
+                k,
+                format!("{k} must be an object: {{\"programs\": [...]}}"),
+            )),
+        }
+    };
+    let candidate = config("config")?
+        .ok_or_else(|| ApiError::invalid("config", "config is required: the candidate programs"))?;
+    let invalid = |k: &str, e: loyalty_core::config::ConfigError| {
+        ApiError::invalid(format!("{k}.{}", e.path).replace("..", "."), e.message)
+    };
+    let baseline = match config("baseline")? {
+        Some(text) => {
+            Some(loyalty_core::config::parse_config(&text).map_err(|e| invalid("baseline", e))?)
+        }
+        None => None,
+    };
+    if let Err(e) = loyalty_core::config::parse_config(&candidate) {
+        return Err(invalid("config", e));
+    }
+    let from = match body.get("from") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) => Some(Timestamp::parse_rfc3339(t).ok_or_else(|| {
+            ApiError::invalid("from", format!("from must be an RFC 3339 time, not {t:?}"))
+        })?),
+        Some(_) => return Err(ApiError::invalid("from", "from must be an RFC 3339 time")),
+    };
+    let Some(log) = api.log.clone() else {
+        return Err(ApiError::invalid(
+            "config",
+            "This server reads no log: backtests run on `loyalty run`, or on `loyalty serve` \
+             started with --brokers",
+        )
+        .code("log_unavailable"));
+    };
+    let report = tokio::task::spawn_blocking(move || {
+        let mut bt = loyalty_core::backtest::Backtest::new(baseline.as_ref(), &candidate, from)
+            .map_err(|e| ApiError::invalid("config", e.to_string()))?;
+        log(&mut |line| bt.apply(line))
+            .map_err(|e| ApiError::unavailable(format!("The log cannot be read: {e}")))?;
+        bt.finish()
+            .map_err(|e| ApiError::invalid("baseline", e.to_string()))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let mut out = report.to_json();
+    if let Value::Object(m) = &mut out {
+        let mut with = Map::new();
+        with.insert("object".into(), "backtest".into());
+        with.extend(std::mem::take(m));
+        *m = with;
+    }
+    Ok(Json(out))
+}

@@ -67,6 +67,7 @@ pub struct Front {
     /// The same keys as checked: a request is refused here before it is routed anywhere.
     checked: Vec<crate::Key>,
     commands: Option<Commands>,
+    log: Option<crate::LogReader>,
     extra: Router,
     /// Each local partition's API, with the store it was made for.
     apis: Mutex<BTreeMap<i32, (Arc<Store>, Router)>>,
@@ -83,6 +84,7 @@ pub fn group_router(
     parts: Arc<dyn Partitions>,
     keys: &[String],
     commands: Option<Commands>,
+    log: Option<crate::LogReader>,
     extra: Router,
 ) -> Result<Router, crate::SetupError> {
     let front = Arc::new(Front {
@@ -90,6 +92,7 @@ pub fn group_router(
         keys: keys.to_vec(),
         checked: crate::parse_keys(keys)?,
         commands,
+        log,
         extra: extra.clone(),
         apis: Mutex::new(BTreeMap::new()),
     });
@@ -249,6 +252,7 @@ impl Front {
         }
         let mut api = Api::new(store.clone(), &self.keys, self.commands.clone()).ok()?;
         api.lenient_cursors = true;
+        api.log = self.log.clone();
         let r = router(Arc::new(api), Router::new());
         apis.insert(p, (store, r.clone()));
         Some(r)

@@ -107,7 +107,14 @@ pub struct Api {
     /// position in the list's order): an instance of a group asks every partition with
     /// the cursor of one ([`front`]).
     pub lenient_cursors: bool,
+    /// Reads the engine's log (for `POST /v1/backtest`), when this server can.
+    pub log: Option<LogReader>,
 }
+
+/// Reads the engine's whole log now, handing each record (an envelope's JSON) to the
+/// callback in log order.
+pub type LogReader =
+    Arc<dyn Fn(&mut dyn FnMut(&[u8])) -> Result<(), String> + Send + Sync + 'static>;
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -188,6 +195,7 @@ impl Api {
             programs: Mutex::new(None),
             in_flight: Mutex::new(HashSet::new()),
             lenient_cursors: false,
+            log: None,
         })
     }
 
@@ -300,6 +308,7 @@ pub fn router(api: Arc<Api>, extra: Router) -> Router {
         .route("/v1/programs/{id}/stats", get(explain::program_stats))
         .route("/v1/accounts/{id}/lots", get(explain::list_lots))
         .route("/v1/simulate", post(explain::simulate))
+        .route("/v1/backtest", post(explain::backtest))
         .route("/v1/commands/{id}", get(commands::get_command))
         .route("/v1/openapi.json", get(doc::serve_openapi))
         .fallback(not_found)

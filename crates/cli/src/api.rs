@@ -122,7 +122,8 @@ pub fn start_for_run(
         return Ok(None);
     };
     let commands = commands(http, settings, counters)?;
-    let api = Api::new(store, &http.api_keys, Some(commands)).context("the HTTP API")?;
+    let mut api = Api::new(store, &http.api_keys, Some(commands)).context("the HTTP API")?;
+    api.log = Some(log_reader(settings));
     let app = loyalty_api::router(
         Arc::new(api),
         loyalty_stream::metrics::router(counters.metrics.clone()),
@@ -147,10 +148,21 @@ pub fn start_for_group(
         Arc::new(GroupPartitions(serving)),
         &http.api_keys,
         Some(commands),
+        Some(log_reader(settings)),
         loyalty_stream::metrics::router(counters.metrics.clone()),
     )
     .context("the HTTP API")?;
     Ok(Some(loyalty_api::serve(addr, app)?))
+}
+
+/// Reads the engine's log topic whole, as `loyalty log` prints it (for backtests).
+fn log_reader(settings: &Settings) -> loyalty_api::LogReader {
+    let settings = settings.clone();
+    Arc::new(move |emit: &mut dyn FnMut(&[u8])| {
+        let mut lines = crate::backtest::LineSplitter::new(emit);
+        loyalty_stream::replay::print_log(&settings, &mut lines).map_err(|e| format!("{e:#}"))?;
+        std::io::Write::flush(&mut lines).map_err(|e| e.to_string())
+    })
 }
 
 /// The group as the API's front sees it.
@@ -190,7 +202,11 @@ fn command_producer(settings: &Settings, timeout_ms: u64) -> Result<Producer> {
 }
 
 /// `loyalty serve`: the HTTP API over a state directory, read-only, until stopped.
-pub fn serve(state: &Path, http: &HttpArgs) -> Result<()> {
+pub fn serve(
+    state: &Path,
+    http: &HttpArgs,
+    log: Option<&crate::streaming::KafkaArgs>,
+) -> Result<()> {
     let Some(addr) = &http.http_addr else {
         bail!("--http-addr is needed");
     };
@@ -203,7 +219,12 @@ pub fn serve(state: &Path, http: &HttpArgs) -> Result<()> {
             state.display()
         );
     }
-    let api = Api::new(Arc::new(store), &http.api_keys, None).context("the HTTP API")?;
+    let mut api = Api::new(Arc::new(store), &http.api_keys, None).context("the HTTP API")?;
+    if let Some(k) = log {
+        let mut settings = Settings::new(&k.brokers);
+        settings.log_topic = k.log_topic.clone();
+        api.log = Some(log_reader(&settings));
+    }
     let app = loyalty_api::router(Arc::new(api), serve_health());
     let server = loyalty_api::serve(addr, app)?;
     eprintln!(

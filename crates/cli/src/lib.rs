@@ -18,6 +18,7 @@ use loyalty_core::time::Timestamp;
 use loyalty_core::{parse_config, Config, Engine};
 
 mod api;
+pub mod backtest;
 mod demo;
 pub mod fold;
 pub mod loadgen;
@@ -68,6 +69,10 @@ enum Command {
         #[arg(long)]
         until: Option<String>,
     },
+    /// Fold a log twice, with the baseline programs and with a candidate's in their place,
+    /// and report what differs (points per rule, outstanding, tiers, redemptions, the
+    /// members whose balance changes most). Nothing is published or stored.
+    Backtest(backtest::BacktestArgs),
     /// The whole streaming path on an embedded broker, with a live view (`--offline`: fold
     /// the sample files and print a summary).
     Demo(demo::DemoArgs),
@@ -89,6 +94,13 @@ enum Command {
         /// The state directory.
         #[arg(long, env = "LOYALTY_STATE")]
         state: PathBuf,
+        /// Bootstrap brokers of the engine's log, for `POST /v1/backtest` (optional: without
+        /// them a backtest answers 400 `log_unavailable`).
+        #[arg(long, env = "LOYALTY_BROKERS")]
+        brokers: Option<String>,
+        /// The engine's log topic (with `--brokers`).
+        #[arg(long, default_value = "loyalty.log", env = "LOYALTY_LOG_TOPIC")]
+        log_topic: String,
     },
     /// Print a state directory in exactly the JSON lines of `loyalty fold`.
     Export {
@@ -309,8 +321,17 @@ fn run(cli: Cli) -> Result<()> {
             until,
         } => fold(&config, &events, until.as_deref()),
         Command::Demo(args) => demo::run(&args),
+        Command::Backtest(args) => backtest::run(&args),
         Command::Run { args, http, state } => streaming::run(&args, &http, &state),
-        Command::Serve { http, state } => api::serve(&state, &http),
+        Command::Serve {
+            http,
+            state,
+            brokers,
+            log_topic,
+        } => {
+            let log = brokers.map(|brokers| streaming::KafkaArgs { brokers, log_topic });
+            api::serve(&state, &http, log.as_ref())
+        }
         Command::Export { state, partition } => streaming::export(&state, partition),
         Command::Log { kafka } => streaming::log(&kafka),
         Command::Replay {

@@ -32,6 +32,7 @@
 )]
 #![warn(missing_docs)]
 
+pub mod backtest;
 pub mod campaigns;
 pub mod caps;
 pub mod clock;
