@@ -121,9 +121,13 @@ pub(crate) async fn program_stats(
 
 /// `GET /v1/accounts/{id}/lots`
 #[utoipa::path(get, path = "/v1/accounts/{id}/lots", tag = "accounts",
-    params(("id" = String, Path, description = "The account's id (`loy_…`)")),
+    params(
+        ("id" = String, Path, description = "The account's id (`loy_…`)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Lots at most (default 100), soonest to expire first"),
+    ),
     responses(
         (status = 200, description = "The account's open lots, soonest to expire first", body = crate::doc::LotList),
+        (status = 400, description = "Bad request", body = crate::doc::Error),
         (status = 401, description = "No or unknown key", body = crate::doc::Error),
         (status = 404, description = "No such account", body = crate::doc::Error),
     ),
@@ -134,12 +138,27 @@ pub(crate) async fn list_lots(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    Query::parse(raw.as_deref(), &[])?;
+    let q = Query::parse(raw.as_deref(), &["limit"])?;
+    let limit = match q.get("limit") {
+        None => 100,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=100).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "limit",
+                    format!("limit must be an integer from 1 to 100, not {l:?}"),
+                )
+            })?,
+    };
     let view = api.store.view();
     let a = load_account(&view, &id)?;
     let mut lots: Vec<&loyalty_core::lots::Lot> =
         a.lots.iter().filter(|l| l.remaining > 0).collect();
     lots.sort_by_key(|l| (l.expires.unwrap_or(i64::MAX), l.created, l.seq));
+    let has_more = lots.len() > limit;
+    lots.truncate(limit);
     let time = |t: i64| serde_json::to_value(Timestamp(t)).unwrap_or(Value::Null);
     let data: Vec<Value> = lots
         .into_iter()
@@ -157,7 +176,7 @@ pub(crate) async fn list_lots(
     Ok(Json(json!({
         "object": "list",
         "url": uri.path(),
-        "has_more": false,
+        "has_more": has_more,
         "data": data,
     })))
 }

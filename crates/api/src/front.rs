@@ -93,7 +93,7 @@ pub fn group_router(
         checked: crate::parse_keys(keys)?,
         commands,
         log,
-        extra: extra.clone(),
+        extra: extra.clone().merge(crate::console::routes()),
         apis: Mutex::new(BTreeMap::new()),
     });
     Ok(Router::new()

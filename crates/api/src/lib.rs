@@ -11,6 +11,7 @@
 //! binary gives it a [`Submit`]) nor the store's layout (it reads through `View`).
 
 mod commands;
+pub mod console;
 mod doc;
 mod error;
 mod explain;
@@ -314,6 +315,7 @@ pub fn router(api: Arc<Api>, extra: Router) -> Router {
         .fallback(not_found)
         .with_state(api.clone());
     v1.merge(extra)
+        .merge(console::routes())
         .layer(axum::middleware::from_fn_with_state(api, authenticate))
         .layer(axum::middleware::from_fn(error_shape))
         // Bodies are read by the handlers with a limit of their own (a 413 in the API's
