@@ -530,3 +530,36 @@ fn the_api_indexes_are_checked() {
         "{details:?}"
     );
 }
+
+/// The program statistics are recounted from the ledger: a day's count or the totals
+/// changed behind it, or a day the ledger does not have, are found.
+#[test]
+fn statistics_changed_behind_the_ledger_are_found() {
+    for (name, change) in [("day", "d"), ("totals", "m"), ("extra", "x")] {
+        let (_t, dir) = built(&format!("verify-stats-{name}"));
+        tamper(&dir, |db| match change {
+            "d" => {
+                let k = first_key(db, "S/", |v| v.starts_with(br#"{"enrolled""#));
+                edit_json(db, &k, |v| {
+                    v["earned"] = serde_json::json!(v["earned"].as_i64().unwrap() + 1)
+                });
+            }
+            "m" => {
+                let k = first_key(db, "S/", |v| v.starts_with(br#"{"members""#));
+                edit_json(db, &k, |v| v["outstanding"] = serde_json::json!(0));
+            }
+            _ => {
+                let k = first_key(db, "S/", |v| v.starts_with(br#"{"enrolled""#));
+                let mut k = k[..k.iter().position(|b| *b == 0).unwrap() + 1].to_vec();
+                k.extend_from_slice(b"d1999-01-01");
+                db.put(k, br#"{"enrolled":1,"earned":0,"redeemed":0,"expired":0,"reversed":0,"adjusted":0,"transferred":0}"#).unwrap();
+            }
+        });
+        let (code, problems, _) = verify(&dir);
+        assert_eq!(code, Some(1), "{name}: {problems:?}");
+        assert!(
+            problems.iter().any(|p| p.to_string().contains("S/")),
+            "{name}: {problems:?}"
+        );
+    }
+}
