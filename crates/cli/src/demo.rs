@@ -266,6 +266,7 @@ fn show_the_api(settings: &Settings, store: Arc<Store>, counters: &Counters) -> 
     println!(
         "  curl -s '{base}/v1/points_transactions?account={id}&limit=2' -H 'Authorization: Bearer {key}'"
     );
+    println!("\nThe operator console: {base}/console/ (enter the key {key} there).");
     // Someone at a terminal can try the curl commands; a script or CI goes on.
     if std::io::IsTerminal::is_terminal(&std::io::stdin())
         && std::io::IsTerminal::is_terminal(&std::io::stdout())
