@@ -671,3 +671,97 @@ fn a_simulation_gives_each_reason_a_rule_skips_and_writes_nothing() {
     assert_eq!(err["error"]["param"], "body");
     assert_eq!(every_entry(&store), before);
 }
+
+/// Days are the program's days as its zone is now, whatever zone the lines were committed
+/// under and however the log was cut into batches; `verify` agrees.
+#[test]
+fn stats_days_follow_the_zone_the_program_has_now() {
+    let program = |tz: &str| {
+        json!({"id": "prog_z", "currency": "EUR", "autoEnroll": true, "timezone": tz,
+            "earningRules": [{"id": "rule_p", "trigger": "payment.completed",
+                "award": {"type": "per_amount", "per": 100, "points": 1}}]})
+    };
+    let mut log = vec![json!({"id": "cfg_1", "type": "loyalty.program.updated",
+        "created": "2026-03-01T00:00:00Z", "data": program("America/New_York")})];
+    // Payments around midnight in New York, Kolkata (+5:30) and UTC.
+    for (i, t) in [
+        "2026-03-01T04:50:00Z",
+        "2026-03-01T05:10:00Z",
+        "2026-03-01T18:20:00Z",
+        "2026-03-01T18:40:00Z",
+        "2026-03-01T23:59:00Z",
+        "2026-03-02T00:01:00Z",
+    ]
+    .iter()
+    .enumerate()
+    {
+        log.push(
+            json!({"id": format!("evt_{i}"), "type": "payment.completed", "created": t,
+            "data": {"id": format!("pay_{i}"), "customer": format!("cus_{}", i % 3),
+                     "amount": 1000 * (i as i64 + 1), "currency": "EUR"}}),
+        );
+    }
+    log.push(json!({"id": "cfg_2", "type": "loyalty.program.updated",
+        "created": "2026-03-02T01:00:00Z", "data": program("Asia/Kolkata")}));
+    log.push(
+        json!({"id": "evt_last", "type": "payment.completed", "created": "2026-03-02T18:31:00Z",
+        "data": {"id": "pay_last", "customer": "cus_0", "amount": 500, "currency": "EUR"}}),
+    );
+    let log: Vec<String> = log.into_iter().map(|v| v.to_string()).collect();
+    let kolkata: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    let folded = fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap();
+    let mut want: BTreeMap<String, i64> = BTreeMap::new();
+    for l in folded
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+    {
+        if l["kind"] == "transaction" {
+            let t = chrono::DateTime::parse_from_rfc3339(l["created"].as_str().unwrap()).unwrap();
+            *want
+                .entry(t.with_timezone(&kolkata).date_naive().to_string())
+                .or_default() += l["points"].as_i64().unwrap();
+        }
+    }
+    assert!(want.len() >= 2, "{want:?}");
+    let mut answers = Vec::new();
+    for every in [1, 3, 100] {
+        let dir = TempDir::new("explain-zone");
+        let store = stored(&dir.0.join("state"), &log, every);
+        assert!(
+            store.verify().unwrap().is_empty(),
+            "{:?}",
+            store.verify().unwrap()
+        );
+        let api = loyalty_api::Api::new(store, &[KEY.to_string()], None).unwrap();
+        let app = loyalty_api::router(Arc::new(api), axum::Router::new());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (status, got) = rt.block_on(call(&app, "GET", "/v1/programs/prog_z/stats", None));
+        assert_eq!(status, StatusCode::OK, "{got}");
+        let days: BTreeMap<String, i64> = got["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                (
+                    d["date"].as_str().unwrap().to_string(),
+                    d["earned"].as_i64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(days, want, "batches of {every}");
+        // A range of one day.
+        let first = want.keys().next().unwrap().clone();
+        let (_, one) = rt.block_on(call(
+            &app,
+            "GET",
+            &format!("/v1/programs/prog_z/stats?from={first}&to={first}"),
+            None,
+        ));
+        assert_eq!(one["days"].as_array().unwrap().len(), 1, "{one}");
+        answers.push(got);
+    }
+    assert!(answers.windows(2).all(|w| w[0] == w[1]));
+}

@@ -64,7 +64,7 @@ pub(crate) async fn program_stats(
     };
     let from = date_param(&q, "from", prog.tz)?;
     let to = date_param(&q, "to", prog.tz)?;
-    let stored = view.program_stats(&id, from.as_deref(), to.as_deref())?;
+    let stored = view.program_stats(&id, prog.tz, from.as_deref(), to.as_deref())?;
     let clock = view.clock()?;
     // Every tier of the program, with the members holding it (a tier an update removed,
     // still held until the next evaluation, too).

@@ -31,7 +31,7 @@ pub(crate) const API_INDEX_KEY: &[u8] = b"m/apiindex";
 
 /// What `m/apiindex` holds when the indexes are whole up to `log`.
 pub(crate) fn api_index_mark(log: &BTreeMap<i32, i64>) -> String {
-    format!("v3|{}", crate::index_mark(log))
+    format!("v4|{}", crate::index_mark(log))
 }
 
 /// What the API's indexes need to know of one output line.
@@ -257,13 +257,6 @@ const PREFIXES: [&str; 11] = [
 fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
     let mut wb = WriteBatch::default();
     let mut stats = crate::StatDeltas::default();
-    let zones: BTreeMap<String, chrono_tz::Tz> = store
-        .load_engine_lean()?
-        .state()
-        .programs
-        .iter()
-        .map(|p| (p.id.to_string(), p.tz))
-        .collect();
     for kv in store.prefix("o/") {
         let (k, v) = kv?;
         // What does not decode is reported by `verify` on its own, and indexes nothing.
@@ -278,7 +271,7 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
         };
         let mut ix = LineIndex::of_line(&line);
         if let Some(s) = &ix.stat {
-            stats.add_line(s, zones.get(&s.program).copied().unwrap_or(chrono_tz::UTC));
+            stats.add_line(s);
         }
         // Customers and tiers come from the accounts below.
         ix.opened = None;

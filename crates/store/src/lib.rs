@@ -785,8 +785,7 @@ impl Store {
             if let Some(ix) = batch.index.get(i) {
                 api::put_line_index(&mut wb, seq, ix);
                 if let Some(s) = &ix.stat {
-                    let tz = state.program(&s.program).map_or(chrono_tz::UTC, |p| p.tz);
-                    stats.add_line(s, tz);
+                    stats.add_line(s);
                 }
             }
             seq += 1;

@@ -3,8 +3,10 @@
 //! ledger.
 //!
 //! Keys (parts separated by a NUL byte, as the API's other indexes):
-//! - `S/{program}\0d{YYYY-MM-DD}` → [`DayStats`]: what the ledger says of one day, local to
-//!   the program's time zone when the line was committed;
+//! - `S/{program}\0q{quarter}` → [`DayStats`]: what the ledger says of one UTC quarter of an
+//!   hour (`quarter`: unix seconds / 900, 12 characters), which a read adds up into the days
+//!   of the program's time zone as it is then (every zone's offset is a whole number of
+//!   quarters), so the counts depend on the ledger alone, not on the zone or the batches;
 //! - `S/{program}\0m` → [`Totals`]: members (accounts opened) and points outstanding (the
 //!   sum of every transaction's points, which is the sum of the balances);
 //! - `S/{program}\0t{tier}` → the number of accounts holding the tier.
@@ -122,11 +124,24 @@ pub fn stats_prefix(program: &str) -> Vec<u8> {
     k
 }
 
-fn day_key(program: &str, date: &str) -> Vec<u8> {
+/// A quarter of an hour: unix seconds / 900.
+const QUARTER: i64 = 900;
+
+fn quarter_key(program: &str, quarter: i64) -> Vec<u8> {
     let mut k = stats_prefix(program);
-    k.push(b'd');
-    k.extend_from_slice(date.as_bytes());
+    k.push(b'q');
+    // Quarters of the years 0001 to 9999 fit 11 digits either side of 1970.
+    let sign = if quarter < 0 { '-' } else { '0' };
+    k.extend_from_slice(format!("{sign}{:011}", quarter.unsigned_abs()).as_bytes());
     k
+}
+
+fn parse_quarter(digits: &[u8]) -> Option<i64> {
+    let text = std::str::from_utf8(digits).ok()?;
+    match text.strip_prefix('-') {
+        Some(rest) => rest.parse::<i64>().ok().map(|q| -q),
+        None => text.parse().ok(),
+    }
 }
 
 fn totals_key(program: &str) -> Vec<u8> {
@@ -158,8 +173,8 @@ pub struct StatDeltas {
 }
 
 impl StatDeltas {
-    /// Counts a line, on its day in `tz` (its program's zone).
-    pub fn add_line(&mut self, s: &StatLine, tz: Tz) {
+    /// Counts a line, in its quarter of an hour.
+    pub fn add_line(&mut self, s: &StatLine) {
         let mut day = DayStats::default();
         let mut totals = Totals::default();
         match &s.transaction {
@@ -182,7 +197,7 @@ impl StatDeltas {
             }
         }
         self.days
-            .entry(day_key(&s.program, &local_date(s.at, tz)))
+            .entry(quarter_key(&s.program, s.at.div_euclid(QUARTER)))
             .or_default()
             .add(&day);
         let t = self.totals.entry(totals_key(&s.program)).or_default();
@@ -294,17 +309,19 @@ pub struct StoredStats {
 }
 
 impl crate::View<'_> {
-    /// A program's stored statistics, with the days from `from` to `to` (inclusive dates,
-    /// `YYYY-MM-DD`).
+    /// A program's stored statistics, with the days of `tz` from `from` to `to` (inclusive
+    /// dates, `YYYY-MM-DD`) that have any activity.
     pub fn program_stats(
         &self,
         program: &str,
+        tz: Tz,
         from: Option<&str>,
         to: Option<&str>,
     ) -> Result<StoredStats, StoreError> {
         let prefix = stats_prefix(program);
         let mut out = StoredStats::default();
         let mut entries = Vec::new();
+        let mut days: BTreeMap<String, DayStats> = BTreeMap::new();
         self.scan(&prefix, &prefix, crate::Walk::Up, |k, v| {
             entries.push((k.to_vec(), v.to_vec()));
             Ok(true)
@@ -317,18 +334,24 @@ impl crate::View<'_> {
                     let tier = String::from_utf8(tier.to_vec()).map_err(|e| corrupt(&k, e))?;
                     out.tiers.insert(tier, decode(&k, Some(v))?);
                 }
-                Some((b'd', date)) => {
-                    let date = String::from_utf8(date.to_vec()).map_err(|e| corrupt(&k, e))?;
+                Some((b'q', digits)) => {
+                    let quarter = parse_quarter(digits)
+                        .ok_or_else(|| corrupt(&k, "not a quarter of an hour"))?;
+                    let date = local_date(quarter * QUARTER, tz);
                     if from.is_some_and(|f| date.as_str() < f)
                         || to.is_some_and(|t| date.as_str() > t)
                     {
                         continue;
                     }
-                    out.days.push((date, decode(&k, Some(v))?));
+                    days.entry(date).or_default().add(&decode(&k, Some(v))?);
                 }
                 _ => return Err(corrupt(&k, "not a statistics key")),
             }
         }
+        out.days = days
+            .into_iter()
+            .filter(|(_, d)| *d != DayStats::default())
+            .collect();
         Ok(out)
     }
 }
