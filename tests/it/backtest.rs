@@ -217,6 +217,21 @@ fn a_candidate_equal_to_the_baseline_differs_in_nothing() {
                 > 1000
         );
     }
+    // A candidate that takes effect after the log's end changes nothing in it, even one
+    // that differs.
+    let mut doubled = cfg.clone();
+    doubled["programs"][0]["earningRules"][0]["multiplier"] = json!(4);
+    let report = backtest(
+        &dir,
+        &doubled,
+        Some(&cfg),
+        &log,
+        &["--from", "2099-01-01T00:00:00Z"],
+    );
+    for p in report["programs"].as_array().unwrap() {
+        assert_eq!(p["pointsOutstanding"]["difference"], 0, "{p}");
+        assert_eq!(p["topChanges"], json!([]));
+    }
 }
 
 #[test]

@@ -238,8 +238,10 @@ pub fn round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opti
 
 /// `product(factors) / divisor` as the text of a JSON number: exact when the quotient ends
 /// within [`MAX_SCALE`] decimal places (every divisor made of twos and fives, such as a
-/// `per` of 100), else cut after the 18th (towards zero). `None` for a zero divisor.
-pub fn quotient_text(factors: &[Dec], divisor: Dec) -> Option<String> {
+/// `per` of 100); otherwise given to 18 places, the last one rounded away from zero when
+/// `up`, towards it when not. (A caller that rounds a product of this text picks the side
+/// on which that rounding gives what the exact quotient gives.) `None` for a zero divisor.
+pub fn quotient_text(factors: &[Dec], divisor: Dec, up: bool) -> Option<String> {
     if divisor.is_zero() {
         return None;
     }
@@ -262,7 +264,11 @@ pub fn quotient_text(factors: &[Dec], divisor: Dec) -> Option<String> {
         num = -num;
     }
     // Scaled by 10^18 and truncated: the digits, then the trailing zeros dropped.
-    let scaled = (&num * ten.pow(MAX_SCALE)) / &den;
+    let scaled_num = &num * ten.pow(MAX_SCALE);
+    let mut scaled = &scaled_num / &den;
+    if up && (&scaled * &den) != scaled_num {
+        scaled += 1;
+    }
     let digits = scaled.to_string();
     let padded = if digits.len() <= MAX_SCALE as usize {
         format!(
@@ -385,7 +391,10 @@ mod tests {
     #[test]
     fn quotients_as_text() {
         let q = |f: &[&str], dv: &str| {
-            quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv))
+            quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv), false)
+        };
+        let up = |f: &[&str], dv: &str| {
+            quotient_text(&f.iter().map(|x| d(x)).collect::<Vec<_>>(), d(dv), true)
         };
         assert_eq!(q(&["1250", "1"], "100").as_deref(), Some("12.5"));
         assert_eq!(q(&["10000", "1"], "100").as_deref(), Some("100"));
@@ -394,6 +403,20 @@ mod tests {
         assert_eq!(q(&["-1", "7"], "100").as_deref(), Some("-0.07"));
         assert_eq!(q(&["0"], "100").as_deref(), Some("0"));
         assert_eq!(q(&["1"], "0"), None);
+        // Rounded away from zero only when it does not end.
+        assert_eq!(
+            up(&["1", "1"], "3").as_deref(),
+            Some("0.333333333333333334")
+        );
+        assert_eq!(
+            up(&["2", "1"], "3").as_deref(),
+            Some("0.666666666666666667")
+        );
+        assert_eq!(up(&["1250", "1"], "100").as_deref(), Some("12.5"));
+        assert_eq!(
+            up(&["100", "1"], "3").as_deref(),
+            Some("33.333333333333333334")
+        );
     }
 
     #[test]

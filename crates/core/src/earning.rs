@@ -387,7 +387,10 @@ impl Engine {
             return Err(Skip::Cap);
         }
         let why = Why::Rule(Box::new(RuleWhy {
-            base: quotient_text(&base, divisor).unwrap_or_default(),
+            // Floor and nearest round a quotient that does not end from just above it,
+            // ceil from just below: the recomputed points are the points.
+            base: quotient_text(&base, divisor, prog.rounding != Rounding::Ceil)
+                .unwrap_or_else(|| "0".into()),
             rule: rule.multiplier,
             tier_multiplier,
             campaigns: active
