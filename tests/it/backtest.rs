@@ -231,6 +231,9 @@ fn a_candidate_equal_to_the_baseline_differs_in_nothing() {
     for p in report["programs"].as_array().unwrap() {
         assert_eq!(p["pointsOutstanding"]["difference"], 0, "{p}");
         assert_eq!(p["topChanges"], json!([]));
+        for v in p["membersByTier"].as_object().unwrap().values() {
+            assert_eq!(v["difference"], 0, "{p}");
+        }
     }
 }
 
