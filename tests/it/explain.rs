@@ -208,12 +208,37 @@ fn check_whys(prog: &Value, log: &[String], folded: &str) -> BTreeMap<String, us
     let mut awards: BTreeMap<&str, &Value> = BTreeMap::new();
     let mut reversed: BTreeMap<&str, i64> = BTreeMap::new();
     let mut checked = BTreeMap::<String, usize>::new();
-    for (tx, raw) in lines
-        .iter()
-        .zip(&raws)
-        .filter(|(l, _)| l["kind"] == "transaction")
-    {
+    // Kept here from the lines themselves: each account's tier (from its tier changes),
+    // what the capped rule awarded each account in each New York month, and every credit
+    // (a lot) by transaction id.
+    let ny: chrono_tz::Tz = "America/New_York".parse().unwrap();
+    let time = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap();
+    let month = |v: &Value| {
+        let t = time(v).with_timezone(&ny);
+        (t.format("%Y-%m").to_string(), t)
+    };
+    let mut tiers: BTreeMap<String, String> = BTreeMap::new();
+    let mut capped_use: BTreeMap<(String, String), i64> = BTreeMap::new();
+    let mut credits: BTreeMap<String, (&Value, i64)> = BTreeMap::new();
+    for (tx, raw) in lines.iter().zip(&raws) {
+        if tx["kind"] == "event" && tx["type"] == "loyalty.tier.changed" {
+            let d = &tx["data"];
+            tiers.insert(
+                d["account"].as_str().unwrap().into(),
+                d["toTier"].as_str().unwrap().into(),
+            );
+        }
+        if tx["kind"] != "transaction" {
+            continue;
+        }
         let why = &tx["why"];
+        let account = tx["account"].as_str().unwrap().to_string();
+        if tx["points"].as_i64().unwrap() > 0 {
+            credits.insert(
+                tx["id"].as_str().unwrap().into(),
+                (&tx["created"], tx["points"].as_i64().unwrap()),
+            );
+        }
         let points = tx["points"].as_i64().unwrap();
         let kind = tx["type"].as_str().unwrap();
         *checked.entry(kind.to_string()).or_default() += 1;
@@ -223,6 +248,9 @@ fn check_whys(prog: &Value, log: &[String], folded: &str) -> BTreeMap<String, us
                 let rule = rules[tx["rule"].as_str().unwrap()];
                 let record = &records[tx["source"].as_str().unwrap()];
                 let base = base_of(rule, record);
+                // The tier held before the event: the last change before this line.
+                let held = tiers.get(&account).map_or("M", String::as_str);
+                assert_eq!(why["tier"], held, "{tx}");
                 // Exact, or (a quotient that does not end) within 10^-18 of it.
                 let printed = Frac::parse(&Value::String(number_text(raw, "base").into()));
                 let gap = Frac(printed.0 * base.1 - base.0 * printed.1, printed.1 * base.1);
@@ -290,6 +318,16 @@ fn check_whys(prog: &Value, log: &[String], folded: &str) -> BTreeMap<String, us
                         assert_eq!(why["cap"]["points"], cap["points"]);
                         assert_eq!(why["cap"]["window"], rule["window"]);
                         let headroom = why["cap"]["headroom"].as_i64().unwrap();
+                        // The cap less what the rule awarded the member in the event's
+                        // month, before this award.
+                        let (m, _) = month(&record["created"]);
+                        let used = capped_use.entry((account.clone(), m)).or_default();
+                        assert_eq!(
+                            headroom,
+                            (cap["points"].as_i64().unwrap() - *used).max(0),
+                            "{tx}"
+                        );
+                        *used += points;
                         assert_eq!(
                             i128::from(points),
                             uncapped.min(i128::from(headroom)),
@@ -340,11 +378,19 @@ fn check_whys(prog: &Value, log: &[String], folded: &str) -> BTreeMap<String, us
                 assert_eq!(why["payment"], record["data"]["payment"]);
             }
             "expiry" => {
-                assert!(
-                    awards.contains_key(why["lot"].as_str().unwrap())
-                        || why["lot"].as_str().unwrap().starts_with("ptx_")
-                );
-                assert!(why["expiresAt"].as_str().unwrap() <= tx["created"].as_str().unwrap());
+                // The lot is a credit of this account; it expired a month after it was
+                // credited (New York calendar), and the expiry is written then.
+                let (created, credited) = credits[why["lot"].as_str().unwrap()];
+                let due = time(created)
+                    .with_timezone(&ny)
+                    .checked_add_months(chrono::Months::new(1))
+                    .unwrap()
+                    .with_timezone(&chrono::Utc)
+                    .format("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string();
+                assert_eq!(why["expiresAt"], due, "{tx}");
+                assert_eq!(why["expiresAt"], tx["created"], "{tx}");
+                assert!(-points <= credited, "{tx}");
             }
             "adjustment" => {
                 let record = &records[tx["source"].as_str().unwrap()];
@@ -457,6 +503,22 @@ async fn call(
     )
 }
 
+/// POSTs `body` to `path` on the router: the answer's text.
+async fn call_raw(app: &axum::Router, path: &str, body: &Value) -> String {
+    let req = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let res = app.clone().oneshot(req).await.unwrap();
+    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
 /// The stats a program's fold lines call for, counted here: accounts by tier and at risk
 /// from the account lines, days (New York dates) from the transactions and enrolments.
 fn counted_stats(lines: &[Value]) -> Value {
@@ -567,6 +629,7 @@ fn skipping_program() -> Value {
     json!({"id": "prog_s", "currency": "EUR", "autoEnroll": true, "timezone": "UTC",
         "earningRules": [
             rule("rule_awards", json!({})),
+            rule("rule_third", json!({"award": {"type": "per_amount", "per": 3, "points": 0.01}})),
             rule("rule_trigger", json!({"trigger": "invoice.paid"})),
             rule("rule_min", json!({"conditions": {"minAmount": 1_000_000}})),
             rule("rule_max", json!({"conditions": {"maxAmount": 1}})),
@@ -641,6 +704,7 @@ fn a_simulation_gives_each_reason_a_rule_skips_and_writes_nothing() {
         .collect();
     let want = [
         ("prog_s/rule_awards", None),
+        ("prog_s/rule_third", None),
         ("prog_s/rule_trigger", Some("trigger")),
         ("prog_s/rule_min", Some("condition.minAmount")),
         ("prog_s/rule_max", Some("condition.maxAmount")),
@@ -672,11 +736,22 @@ fn a_simulation_gives_each_reason_a_rule_skips_and_writes_nothing() {
     }
     // What it would write: the awarding rule's transaction, with its why, and its event.
     let txs = sim["transactions"].as_array().unwrap();
-    assert_eq!(txs.len(), 1, "{sim}");
+    assert_eq!(txs.len(), 2, "{sim}");
     assert_eq!(txs[0]["object"], "points_transaction");
     assert_eq!(txs[0]["rule"], "rule_awards");
     assert_eq!(txs[0]["points"], 10);
     assert_eq!(txs[0]["why"]["base"], 10);
+    // The answer's decimals are the fold's, digit for digit (a float would round them).
+    let with = format!("{}\n{}", log.join("\n"), payment);
+    let folded = fold_to_string(&mut Engine::empty(), with.as_bytes(), None).unwrap();
+    let third = folded
+        .lines()
+        .find(|l| l.contains(r#""rule":"rule_third""#) && l.contains("evt_sim"))
+        .unwrap();
+    let base = number_text(third, "base");
+    assert!(base.len() > 15, "{base}");
+    let raw = rt.block_on(call_raw(&app, "/v1/simulate", &payment));
+    assert!(raw.contains(&format!(r#""base":{base}"#)), "{raw}");
     assert!(sim["events"]
         .as_array()
         .unwrap()
@@ -695,6 +770,19 @@ fn a_simulation_gives_each_reason_a_rule_skips_and_writes_nothing() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(dup["rejected"][0]["reason"], "duplicate", "{dup}");
     assert!(dup["transactions"].as_array().unwrap().is_empty());
+    // What the engine refuses at entry, the dry run refuses too: far ahead of the wall
+    // clock, or a type the engine writes itself.
+    for (kind, created) in [
+        ("payment.completed", "2099-01-01T00:00:00Z"),
+        ("loyalty.transfer.credit", "2026-06-03T10:00:00Z"),
+    ] {
+        let rec = json!({"id": "evt_entry", "type": kind, "created": created, "data": {
+            "id": "pay_9", "customer": "cus_a", "amount": 500, "currency": "EUR"}});
+        let (status, ans) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&rec)));
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(ans["rejected"][0]["reason"], "invalid", "{ans}");
+        assert!(ans["transactions"].as_array().unwrap().is_empty());
+    }
     // A body that is no JSON object is a 400, naming the body.
     let (status, err) = rt.block_on(call(&app, "POST", "/v1/simulate", Some(&json!([1]))));
     assert_eq!(status, StatusCode::BAD_REQUEST);

@@ -13,9 +13,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::Uri;
 use axum::Json;
 use loyalty_core::earning::RuleOutcome;
+use loyalty_core::envelope::{Reason, Record, Rejection};
 use loyalty_core::output::Output;
 use loyalty_core::time::Timestamp;
 use loyalty_core::working_set::WorkingSet;
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 
 use crate::reads::{load_account, Query};
@@ -197,7 +199,7 @@ const MAX_BODY: usize = 1 << 20;
 pub(crate) async fn simulate(
     State(api): State<Arc<Api>>,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Simulation>, ApiError> {
     let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -219,33 +221,44 @@ pub(crate) async fn simulate(
     let (out, outcomes, programs) = tokio::task::spawn_blocking(move || dry_run(&api2, &bytes))
         .await
         .map_err(ApiError::internal)??;
-    let mut transactions = Vec::new();
-    let mut events = Vec::new();
-    let mut rejected = Vec::new();
+    let mut sim = Simulation {
+        object: "simulation",
+        transactions: Vec::new(),
+        events: Vec::new(),
+        rejected: Vec::new(),
+        rules: rules_report(&programs, &outcomes),
+    };
+    // Each line as the fold prints it, `kind` off (a transaction's `object` on): the text
+    // itself, so that exact decimals stay exact.
     for o in &out {
-        let line: Value = serde_json::from_str(&o.to_json_line()).map_err(ApiError::internal)?;
-        let Value::Object(mut m) = line else { continue };
-        match m.remove("kind").as_ref().and_then(Value::as_str) {
-            Some("transaction") => transactions.push(object("points_transaction", m)),
-            Some("event") => events.push(Value::Object(m)),
-            Some("rejected") => rejected.push(Value::Object(m)),
-            _ => {}
-        }
+        let line = o.to_json_line();
+        let (list, head, object) = match o {
+            Output::Transaction(_) => (
+                &mut sim.transactions,
+                r#"{"kind":"transaction","#,
+                r#"{"object":"points_transaction","#,
+            ),
+            Output::Event(_) => (&mut sim.events, r#"{"kind":"event","#, "{"),
+            Output::Rejected(_) => (&mut sim.rejected, r#"{"kind":"rejected","#, "{"),
+            Output::Message(_) => continue,
+        };
+        let rest = line
+            .strip_prefix(head)
+            .ok_or_else(|| ApiError::internal("an output line of another shape"))?;
+        let raw = RawValue::from_string(format!("{object}{rest}")).map_err(ApiError::internal)?;
+        list.push(raw);
     }
-    Ok(Json(json!({
-        "object": "simulation",
-        "transactions": transactions,
-        "events": events,
-        "rejected": rejected,
-        "rules": rules_report(&programs, &outcomes),
-    })))
+    Ok(Json(sim))
 }
 
-fn object(kind: &str, m: Map<String, Value>) -> Value {
-    let mut out = Map::new();
-    out.insert("object".into(), kind.into());
-    out.extend(m);
-    Value::Object(out)
+/// The answer of `POST /v1/simulate`.
+#[derive(serde::Serialize)]
+pub(crate) struct Simulation {
+    object: &'static str,
+    transactions: Vec<Box<RawValue>>,
+    events: Vec<Box<RawValue>>,
+    rejected: Vec<Box<RawValue>>,
+    rules: Vec<Value>,
 }
 
 /// What a simulation applied: its outputs, what each rule did, and the programs it ran
@@ -269,12 +282,40 @@ fn dry_run(api: &Api, bytes: &[u8]) -> Result<DryRun, ApiError> {
     let mut ws = WorkingSet::open(engine, store)?;
     ws.engine.explain_rules();
     let mut out = Vec::new();
-    match loyalty_core::envelope::parse(bytes) {
+    match loyalty_core::envelope::parse(bytes).and_then(entry_check) {
         Ok(rec) => ws.apply(store, &rec, &mut out)?,
         Err(rejection) => out.push(Output::Rejected(rejection)),
     }
     let outcomes = ws.engine.take_explanations();
     Ok((out, outcomes, programs))
+}
+
+/// The engine's default `--max-skew-secs`: a record this far ahead of the wall clock is
+/// refused at entry.
+const MAX_SKEW_SECS: i64 = 300;
+
+/// What the engine refuses before a record enters its log, a dry run refuses too, as the
+/// same `invalid` rejection: a `created` more than the skew ahead of the wall clock (which
+/// would also move the copy's clock past every effect due until then), or a type the engine
+/// writes to its own log.
+fn entry_check(rec: Record) -> Result<Record, Rejection> {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let detail = if rec.created.0 > wall + MAX_SKEW_SECS {
+        format!(
+            "created: {} is more than {MAX_SKEW_SECS} s ahead of the engine's clock",
+            rec.created
+        )
+    } else if rec.is_message() || loyalty_core::partition::INTERNAL.contains(&rec.kind.as_str()) {
+        format!(
+            "type: {} is written by the engine to its own log, never by upstream",
+            rec.kind
+        )
+    } else {
+        return Ok(rec);
+    };
+    Err(Rejection::new(Some(&rec.id), Reason::Invalid, detail))
 }
 
 /// For every rule of every program, in config order, what it did: `awarded` if it did
@@ -332,8 +373,10 @@ pub(crate) async fn backtest(
             format!("The body is over {MAX_BODY} bytes"),
         )
     })?;
-    let body: Map<String, Value> = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(m)) => m,
+    // Read as the text of each field: a program's decimals stay exact.
+    let body: BTreeMap<String, Box<RawValue>> = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(_)) => serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::invalid("body", format!("The body is not JSON: {e}")))?,
         Ok(_) => return Err(ApiError::invalid("body", "The body must be a JSON object")),
         Err(e) => {
             return Err(ApiError::invalid(
@@ -352,9 +395,9 @@ pub(crate) async fn backtest(
         ));
     }
     let config = |k: &str| -> Result<Option<String>, ApiError> {
-        match body.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+        match body.get(k).map(|v| v.get()) {
+            None | Some("null") => Ok(None),
+            Some(text) if text.starts_with('{') => Ok(Some(text.to_string())),
             Some(_) => Err(ApiError::invalid(
                 k,
                 format!("{k} must be an object: {{\"programs\": [...]}}"),
@@ -375,9 +418,12 @@ pub(crate) async fn backtest(
     if let Err(e) = loyalty_core::config::parse_config(&candidate) {
         return Err(invalid("config", e));
     }
-    let from = match body.get("from") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(t)) => Some(Timestamp::parse_rfc3339(t).ok_or_else(|| {
+    let from = match body
+        .get("from")
+        .map(|v| serde_json::from_str::<Value>(v.get()))
+    {
+        None | Some(Ok(Value::Null)) => None,
+        Some(Ok(Value::String(t))) => Some(Timestamp::parse_rfc3339(&t).ok_or_else(|| {
             ApiError::invalid("from", format!("from must be an RFC 3339 time, not {t:?}"))
         })?),
         Some(_) => return Err(ApiError::invalid("from", "from must be an RFC 3339 time")),

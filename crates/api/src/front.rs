@@ -307,11 +307,12 @@ impl Front {
         let one = match (segs.as_slice(), get) {
             (["v1", "accounts"], false) => by_customer(body_field("customer")),
             (["v1", "transfers"], false) => by_customer(body_field("from")),
-            // A dry run goes where its record would: its customer's partition.
+            // A dry run goes where its record would: the partition of its customer (the
+            // sender of a transfer, the referee of a referral), as the sequencer routes it.
             (["v1", "simulate"], false) => by_customer(
-                serde_json::from_slice::<Value>(&asked.body)
+                loyalty_core::envelope::parse(&asked.body)
                     .ok()
-                    .and_then(|v| v["data"]["customer"].as_str().map(str::to_string)),
+                    .and_then(|r| r.home_customer().map(str::to_string)),
             ),
             (["v1", "accounts"], true) => by_customer(asked.param("customer")),
             _ => None,

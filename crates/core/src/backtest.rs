@@ -184,13 +184,14 @@ pub fn sides(
     if config.programs.is_empty() {
         return Err(BacktestError::NoCandidate);
     }
-    let texts: Vec<String> = serde_json::from_str::<Value>(candidate)
-        .ok()
-        .and_then(|v| v["programs"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .map(Value::to_string)
-        .collect();
+    // Each program's own text: its decimals exactly as written.
+    #[derive(serde::Deserialize)]
+    struct Texts {
+        programs: Vec<Box<serde_json::value::RawValue>>,
+    }
+    let texts: Vec<String> = serde_json::from_str::<Texts>(candidate)
+        .map(|t| t.programs.iter().map(|p| p.get().to_string()).collect())
+        .unwrap_or_default();
     let programs: Vec<(String, String)> = config
         .programs
         .iter()

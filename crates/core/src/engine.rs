@@ -192,7 +192,13 @@ impl Engine {
         if self.track {
             self.changes.seen.push(rec.id.clone());
         }
+        // What falls due on the way (another member's birthday award, say) is not this
+        // record's doing: only the record's own rules are explained.
+        let explained = self.explain.as_ref().map(Vec::len);
         self.advance_clock(rec.created, out);
+        if let (Some(n), Some(e)) = (explained, self.explain.as_mut()) {
+            e.truncate(n);
+        }
         let mut cx = Cx::new(rec.id.clone(), rec.created, out);
         match &rec.body {
             Body::TransferCredit(m) | Body::TransferReturn(m) => {

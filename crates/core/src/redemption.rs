@@ -128,8 +128,8 @@ impl Engine {
                     reward: r.reward.clone(),
                     quantity: r.quantity,
                     cost,
-                    unit_cost: reward.map_or(0, |w| w.cost),
-                    discount,
+                    unit_cost: reward.map(|w| w.cost),
+                    discount: Some(discount),
                 },
             );
             let m = StockMessage {
@@ -262,12 +262,22 @@ impl Engine {
                         cx.event(member(account), event);
                     }
                     None => {
+                        // A hold an earlier version wrote: what the program says now.
+                        let prog = self.state.program(&m.program);
+                        let unit_cost = hold.unit_cost.unwrap_or_else(|| {
+                            prog.and_then(|p| p.reward(&m.reward)).map_or(0, |w| w.cost)
+                        });
+                        let discount = hold.discount.unwrap_or_else(|| {
+                            let tier = account.tier.as_deref();
+                            prog.and_then(|p| tier.and_then(|t| p.tier(t)))
+                                .map_or(Dec::ZERO, |t| t.redemption_discount)
+                        });
                         let redeemed = Redeemed {
                             reward: &m.reward,
                             quantity: m.quantity,
                             cost: hold.cost,
-                            unit_cost: hold.unit_cost,
-                            discount: hold.discount,
+                            unit_cost,
+                            discount,
                         };
                         self.complete_redemption(&hold.account, redeemed, cx)
                     }

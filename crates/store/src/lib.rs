@@ -1333,8 +1333,8 @@ mod tests {
                 reward: "mug".into(),
                 quantity: 2,
                 cost: 300,
-                unit_cost: 150,
-                discount: "12.5".parse().unwrap(),
+                unit_cost: Some(150),
+                discount: Some("12.5".parse().unwrap()),
             },
         );
         state.pending_codes.insert("loy_b".into(), "CODE-1".into());

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::{corrupt, StoreError};
 
+/// The kind a [`StatLine`] gives a transfer's credit that went back to its sender.
+const RETURNED: &str = "transfer_returned";
+
 /// What one output line adds to its program's statistics.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatLine {
@@ -40,11 +43,18 @@ impl StatLine {
     /// What an output adds: transactions and `loyalty.account.created`.
     pub fn of_output(o: &Output) -> Option<StatLine> {
         match o {
-            Output::Transaction(t) => Some(StatLine {
-                program: t.program.to_string(),
-                at: t.created.0,
-                transaction: Some((t.kind.as_str().to_string(), t.points)),
-            }),
+            Output::Transaction(t) => {
+                // A transfer's credit given back: what was sent reached no one.
+                let kind = match t.metadata {
+                    loyalty_core::output::TxMeta::Returned => RETURNED,
+                    _ => t.kind.as_str(),
+                };
+                Some(StatLine {
+                    program: t.program.to_string(),
+                    at: t.created.0,
+                    transaction: Some((kind.to_string(), t.points)),
+                })
+            }
             Output::Event(e) if matches!(e.event, Event::AccountCreated { .. }) => Some(StatLine {
                 program: e.member.program.to_string(),
                 at: e.created.0,
@@ -59,11 +69,19 @@ impl StatLine {
     pub fn of_line(line: &serde_json::Value) -> Option<StatLine> {
         let at = |v: &serde_json::Value| v.as_str().and_then(Timestamp::parse_rfc3339).map(|t| t.0);
         match line["kind"].as_str()? {
-            "transaction" => Some(StatLine {
-                program: line["program"].as_str()?.to_string(),
-                at: at(&line["created"])?,
-                transaction: Some((line["type"].as_str()?.to_string(), line["points"].as_i64()?)),
-            }),
+            "transaction" => {
+                let returned = line["metadata"]["returned"] == true;
+                let kind = if returned {
+                    RETURNED
+                } else {
+                    line["type"].as_str()?
+                };
+                Some(StatLine {
+                    program: line["program"].as_str()?.to_string(),
+                    at: at(&line["created"])?,
+                    transaction: Some((kind.to_string(), line["points"].as_i64()?)),
+                })
+            }
             "event" if line["type"] == "loyalty.account.created" => Some(StatLine {
                 program: line["data"]["program"].as_str()?.to_string(),
                 at: at(&line["created"])?,
@@ -192,6 +210,7 @@ impl StatDeltas {
                     "reversal" => day.reversed = -p,
                     "adjustment" => day.adjusted = p,
                     "transfer_out" => day.transferred = -p,
+                    RETURNED => day.transferred = -p,
                     _ => {}
                 }
             }

@@ -82,12 +82,13 @@ pub struct Hold {
     pub quantity: i64,
     /// Points held.
     pub cost: i64,
-    /// The reward's cost of one unit when it was asked for (for the redemption's `why`).
+    /// The reward's cost of one unit when it was asked for (for the redemption's `why`;
+    /// `None` in a hold an earlier version wrote).
     #[serde(default)]
-    pub unit_cost: i64,
-    /// The tier's discount, percent, when it was asked for.
+    pub unit_cost: Option<i64>,
+    /// The tier's discount, percent, when it was asked for (`None` as above).
     #[serde(default, with = "dec_text")]
-    pub discount: Dec,
+    pub discount: Option<Dec>,
 }
 
 /// A decimal stored as its exact text.
@@ -95,13 +96,18 @@ mod dec_text {
     use crate::dec::Dec;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    pub(super) fn serialize<S: Serializer>(d: &Dec, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&d.to_string())
+    pub(super) fn serialize<S: Serializer>(d: &Option<Dec>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.to_string()),
+            None => s.serialize_none(),
+        }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Dec, D::Error> {
-        let text = String::deserialize(d)?;
-        text.parse().map_err(serde::de::Error::custom)
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Dec>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => text.parse().map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
     }
 }
 
