@@ -269,7 +269,7 @@ impl Engine {
             let Some(bonus) = c.bonus.filter(|b| *b > 0) else {
                 continue;
             };
-            if campaigns::applies(c, t.kind, t.at, rank) {
+            if campaigns::applies(c, t.kind, t.at, rank, prog.tz) {
                 let why = Why::Bonus {
                     bonus,
                     campaign: c.id.clone(),
@@ -362,7 +362,9 @@ impl Engine {
         let active: Vec<_> = prog
             .campaigns
             .iter()
-            .filter(|c| c.multiplier != Dec::ONE && campaigns::applies(c, t.kind, t.at, rank))
+            .filter(|c| {
+                c.multiplier != Dec::ONE && campaigns::applies(c, t.kind, t.at, rank, prog.tz)
+            })
             .collect();
         let mut factors = Vec::with_capacity(base.len() + active.len() + 2);
         factors.extend_from_slice(&base);

@@ -23,6 +23,8 @@ mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
+mod warnings;
+pub use warnings::{program_warnings, warnings, ConfigWarning};
 
 use raw::{RawConfig, RawProgram};
 pub use validate::parse_month_day;
@@ -73,6 +75,8 @@ pub struct Program {
     pub auto_enroll: bool,
     /// The smallest balance a redemption may start from.
     pub minimum_redemption: i64,
+    /// What a refund does with points already spent (SPEC section 13).
+    pub refund_debt: RefundDebt,
     /// Points expiry, if points expire.
     pub expiry: Option<Expiry>,
     /// Earning rules, in the order listed (the order they fire in).
@@ -255,6 +259,30 @@ pub struct Campaign {
     pub max_rank: Option<u32>,
     /// Points it adds for every targeted event.
     pub bonus: Option<i64>,
+    /// The days and hours it is active in, within `[starts, ends)` (SPEC section 13).
+    pub schedule: Option<Schedule>,
+}
+
+/// What a reversal does with points the lots no longer hold (spent or expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RefundDebt {
+    /// They become a debt that later credits pay off (SPEC section 7).
+    #[default]
+    Allow,
+    /// They are written off: the balance never goes below zero.
+    WriteOff,
+}
+
+/// A recurring campaign's week: the weekdays it is active on, and the local time of day
+/// `[from, until)` on each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Bit `d` for the weekday `d` days after Monday.
+    pub days: u8,
+    /// Seconds after local midnight, inclusive.
+    pub from: u32,
+    /// Seconds after local midnight, exclusive (86,400 for `24:00`).
+    pub until: u32,
 }
 
 /// A catalogue item.

@@ -55,6 +55,7 @@ pub(super) struct RawProgram {
     pub(super) timezone: Option<String>,
     pub(super) auto_enroll: Option<bool>,
     pub(super) minimum_redemption: Option<Num>,
+    pub(super) refund_debt: Option<String>,
     pub(super) points_expiry: Option<RawExpiry>,
     pub(super) earning_rules: Option<Vec<RawRule>>,
     pub(super) tier_config: Option<RawTierConfig>,
@@ -162,6 +163,15 @@ pub(super) struct RawCampaign {
     pub(super) min_rank: Option<Num>,
     pub(super) max_rank: Option<Num>,
     pub(super) bonus: Option<RawBonus>,
+    pub(super) schedule: Option<RawSchedule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSchedule {
+    pub(super) days: Vec<String>,
+    pub(super) from: Option<String>,
+    pub(super) until: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -172,6 +172,16 @@ pub(super) fn validate_program(
     let tz: Tz = timezone
         .parse()
         .map_err(|_| at.err("timezone", format!("unknown time zone {timezone:?}")))?;
+    let refund_debt = match p.refund_debt.as_deref() {
+        None | Some("allow") => RefundDebt::Allow,
+        Some("writeOff") => RefundDebt::WriteOff,
+        Some(other) => {
+            return Err(at.err(
+                "refundDebt",
+                format!("unknown refund debt policy {other:?}: expected allow or writeOff"),
+            ))
+        }
+    };
     let minimum_redemption = p
         .minimum_redemption
         .map(|n| at.non_negative_int("minimumRedemption", n))
@@ -258,6 +268,7 @@ pub(super) fn validate_program(
         tz,
         auto_enroll: p.auto_enroll.unwrap_or(false),
         minimum_redemption,
+        refund_debt,
         expiry,
         rules,
         tiers,
@@ -540,7 +551,58 @@ pub fn parse_month_day(s: &str) -> Option<(u32, u32)> {
     chrono::NaiveDate::from_ymd_opt(2024, month, day).map(|_| (month, day))
 }
 
+/// `HH:MM`, `00:00` to `24:00`, as seconds after midnight.
+fn time_of_day(at: &At<'_>, field: &str, text: &str) -> Result<u32, ConfigError> {
+    let parsed = text.split_once(':').and_then(|(h, m)| {
+        let ok = h.len() == 2 && m.len() == 2;
+        let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
+        (ok && m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 3600 + m * 60)
+    });
+    parsed.ok_or_else(|| {
+        at.err(
+            field,
+            format!("must be a time of day HH:MM (00:00 to 24:00), not {text:?}"),
+        )
+    })
+}
+
+fn validate_schedule(s: RawSchedule, at: &At<'_>) -> Result<Schedule, ConfigError> {
+    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+    if s.days.is_empty() {
+        return Err(at.err("schedule.days", "must list at least one day"));
+    }
+    let mut days = 0u8;
+    for (i, d) in s.days.iter().enumerate() {
+        let Some(n) = DAYS.iter().position(|x| x == d) else {
+            return Err(at.err(
+                &format!("schedule.days[{i}]"),
+                format!("must be one of mon, tue, wed, thu, fri, sat, sun, not {d:?}"),
+            ));
+        };
+        if days & (1 << n) != 0 {
+            return Err(at.err(
+                &format!("schedule.days[{i}]"),
+                format!("{d} is listed twice"),
+            ));
+        }
+        days |= 1 << n;
+    }
+    let from = match &s.from {
+        Some(t) => time_of_day(at, "schedule.from", t)?,
+        None => 0,
+    };
+    let until = match &s.until {
+        Some(t) => time_of_day(at, "schedule.until", t)?,
+        None => 86_400,
+    };
+    if from >= until {
+        return Err(at.err("schedule.from", "must be before schedule.until"));
+    }
+    Ok(Schedule { days, from, until })
+}
+
 pub(super) fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign, ConfigError> {
+    let schedule = c.schedule.map(|s| validate_schedule(s, at)).transpose()?;
     let starts = at.time("starts", c.starts)?;
     let ends = at.time("ends", c.ends)?;
     if let (Some(s), Some(e)) = (starts, ends) {
@@ -574,6 +636,7 @@ pub(super) fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign,
             .bonus
             .map(|b| at.non_negative_int("bonus.points", b.points))
             .transpose()?,
+        schedule,
     })
 }
 
