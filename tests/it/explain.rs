@@ -883,3 +883,48 @@ fn stats_days_follow_the_zone_the_program_has_now() {
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]));
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 80, ..ProptestConfig::default() })]
+
+    /// Under `refundDebt: writeOff` no balance goes below zero, whatever is refunded after
+    /// the points were spent, transferred or expired; each reversal's points and what it
+    /// wrote off add up to what the award's refund called for.
+    #[test]
+    fn under_write_off_no_balance_goes_below_zero((_prog, mut log) in log()) {
+        let mut cfg: Value = serde_json::from_str(&log[0]).unwrap();
+        cfg["data"]["refundDebt"] = json!("writeOff");
+        log[0] = cfg.to_string();
+        let folded = fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap();
+        for l in folded.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()) {
+            if l["kind"] == "transaction" {
+                prop_assert!(l["balanceAfter"].as_i64().unwrap() >= 0, "{l}");
+                if l["type"] == "reversal" {
+                    prop_assert!(l["points"].as_i64().unwrap() <= 0);
+                    prop_assert!(l["why"].get("writtenOff").is_none_or(|w| w.as_i64().unwrap() > 0));
+                }
+            }
+            if l["kind"] == "account" {
+                prop_assert!(l["balance"].as_i64().unwrap() >= 0, "{l}");
+            }
+        }
+    }
+}
+
+/// The random logs do write points off under `writeOff` (refunds after spending).
+#[test]
+fn the_random_logs_reach_write_offs() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let mut written_off = 0;
+    for _ in 0..300 {
+        let (_, mut log) = log().new_tree(&mut runner).unwrap().current();
+        let mut cfg: Value = serde_json::from_str(&log[0]).unwrap();
+        cfg["data"]["refundDebt"] = json!("writeOff");
+        log[0] = cfg.to_string();
+        let folded = fold_to_string(&mut Engine::empty(), log.join("\n").as_bytes(), None).unwrap();
+        written_off += folded.matches("\"writtenOff\":").count();
+    }
+    assert!(written_off >= 5, "{written_off}");
+}

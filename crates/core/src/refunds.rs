@@ -5,6 +5,7 @@
 //! Owns: `Engine::apply_refund`. The refusals of a refund (unknown payment, currency,
 //! amount) are decided with the other rejections in `engine`; lots and debt in `lots`.
 
+use crate::config::RefundDebt;
 use crate::engine::Engine;
 use crate::envelope::{self};
 use crate::ledger::{member, Cx};
@@ -34,14 +35,24 @@ impl Engine {
                 continue;
             }
             award.reversed += give;
+            // Under writeOff the reversal takes only what the lots hold; the rest is
+            // written off instead of becoming a debt.
+            let write_off = self
+                .program(&self.state.accounts[&award.account].program)
+                .is_some_and(|p| p.refund_debt == RefundDebt::WriteOff);
+            let mut taken = give;
             if let Some(account) = self.account_mut(&award.account) {
-                lots::reverse(account, give, &award.transaction);
+                if write_off {
+                    let held = lots::total(account).max(0);
+                    taken = i64::try_from(held.min(i128::from(give))).unwrap_or(give);
+                }
+                lots::reverse(account, taken, &award.transaction);
             }
             let (tx, balance) = self.post(
                 cx,
                 &award.account,
                 TxKind::Reversal,
-                -give,
+                -taken,
                 award.rule.clone(),
                 award.campaigns.clone(),
                 TxMeta::None,
@@ -50,10 +61,11 @@ impl Engine {
                     payment: r.payment.clone(),
                     refunded: payment.refunded,
                     amount: payment.amount,
+                    written_off: give - taken,
                 },
             );
             let event = Event::PointsReversed {
-                points: -give,
+                points: -taken,
                 transaction: tx,
                 balance,
                 payment: r.payment.clone(),

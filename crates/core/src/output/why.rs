@@ -34,6 +34,8 @@ pub enum Why {
         refunded: i64,
         /// The payment's amount (minor units).
         amount: i64,
+        /// Points the lots no longer held, written off under `refundDebt: writeOff`.
+        written_off: i64,
     },
     /// An expiry: `{"lot", "expiresAt"}`.
     Expiry {
@@ -165,6 +167,7 @@ impl Why {
                 payment,
                 refunded,
                 amount,
+                written_off,
             } => {
                 out.extend_from_slice(br#"{"amount":"#);
                 jw::int(out, *amount);
@@ -174,6 +177,10 @@ impl Why {
                 jw::str(out, payment);
                 out.extend_from_slice(br#","refunded":"#);
                 jw::int(out, *refunded);
+                if *written_off > 0 {
+                    out.extend_from_slice(br#","writtenOff":"#);
+                    jw::int(out, *written_off);
+                }
                 out.push(b'}');
             }
             Why::Expiry { lot, expires_at } => {
@@ -276,8 +283,19 @@ mod tests {
                     payment: "pay_1".into(),
                     refunded: 500,
                     amount: 1000,
+                    written_off: 0,
                 },
                 json!({"award": "ptx_1", "payment": "pay_1", "refunded": 500, "amount": 1000}),
+            ),
+            (
+                Why::Reversal {
+                    award: "ptx_1".into(),
+                    payment: "pay_1".into(),
+                    refunded: 1000,
+                    amount: 1000,
+                    written_off: 40,
+                },
+                json!({"award": "ptx_1", "payment": "pay_1", "refunded": 1000, "amount": 1000, "writtenOff": 40}),
             ),
             (
                 Why::Expiry {
