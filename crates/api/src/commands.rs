@@ -418,7 +418,23 @@ pub(crate) async fn enroll(
 ) -> Result<Response, ApiError> {
     api.commands()?;
     let (bytes, m) = json_body(body).await?;
-    only(&m, &["program", "customer", "referralCode", "birthday"])?;
+    only(
+        &m,
+        &[
+            "program",
+            "customer",
+            "referralCode",
+            "birthday",
+            "openingBalance",
+        ],
+    )?;
+    let opening = integer(
+        &m,
+        "openingBalance",
+        false,
+        |n| n >= 0,
+        "an integer of 0 or more",
+    )?;
     let program = string(&m, "program")?;
     let customer = string(&m, "customer")?;
     let referral = opt_string(&m, "referralCode")?;
@@ -440,6 +456,9 @@ pub(crate) async fn enroll(
     }
     if let Some(b) = birthday {
         data["birthday"] = b.into();
+    }
+    if let Some(o) = opening {
+        data["openingBalance"] = o.into();
     }
     let cmd = Command {
         kind: "enroll",

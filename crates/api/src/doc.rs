@@ -366,6 +366,9 @@ pub(crate) struct EnrollBody {
     /// `MM-DD`.
     #[schema(pattern = "^[0-9]{2}-[0-9]{2}$")]
     birthday: Option<String>,
+    /// Points to open the account with (a member moved in from another system).
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_000i64)]
+    opening_balance: Option<i64>,
 }
 
 /// `POST /v1/accounts/{id}/adjustments`

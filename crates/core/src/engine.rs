@@ -225,7 +225,8 @@ impl Engine {
                 };
                 let id = ids::account_id(&prog.id, &e.customer);
                 if !self.state.accounts.contains_key(&id) {
-                    self.enroll(&prog, &e.customer, referred_by, e.birthday, cx);
+                    let opening = e.opening_balance;
+                    self.enroll(&prog, &e.customer, referred_by, e.birthday, opening, cx);
                     // One partition of several: the code's partition knows its holder; the
                     // first payment asks it (`referrals`).
                     if let (Some(_), Some(code)) = (self.partitioning, &e.referral_code) {

@@ -15,7 +15,10 @@ use crate::earning::{Recipients, Trigger};
 use crate::engine::Engine;
 use crate::ids;
 use crate::ledger::{member, Cx};
-use crate::output::Event;
+use crate::output::{Event, TxKind, TxMeta, Why};
+
+/// The reason of an opening balance's adjustment.
+pub const OPENING_BALANCE: &str = "opening balance";
 use crate::referrals::claim_code;
 use crate::state::Account;
 use crate::tiers;
@@ -37,7 +40,7 @@ impl Engine {
         if !prog.auto_enroll {
             return None;
         }
-        self.enroll(prog, customer, None, None, cx);
+        self.enroll(prog, customer, None, None, 0, cx);
         Some(id)
     }
 
@@ -47,6 +50,7 @@ impl Engine {
         customer: &str,
         referred_by: Option<String>,
         birthday: Option<(u32, u32)>,
+        opening_balance: i64,
         cx: &mut Cx<'_>,
     ) {
         let id = ids::account_id(&prog.id, customer);
@@ -90,6 +94,32 @@ impl Engine {
                 referral_code: self.state.accounts[&id].referral_code.clone(),
             },
         );
+        // An opening balance (a member moved in from another system): an adjustment at
+        // the enrolment, forming a lot, before what the enrolment triggers.
+        if opening_balance > 0 {
+            let reason = OPENING_BALANCE.to_string();
+            let (tx, balance) = self.post(
+                cx,
+                &id,
+                TxKind::Adjustment,
+                opening_balance,
+                None,
+                vec![],
+                TxMeta::Adjustment {
+                    reason: reason.clone(),
+                },
+                Why::Adjustment {
+                    reason: reason.clone(),
+                },
+            );
+            let event = Event::PointsAdjusted {
+                points: opening_balance,
+                transaction: tx,
+                balance,
+                reason,
+            };
+            cx.event(member(&self.state.accounts[&id]), event);
+        }
         let trigger = Trigger {
             kind: "loyalty.account.created",
             at: cx.created,

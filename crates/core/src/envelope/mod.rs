@@ -253,6 +253,8 @@ pub struct Enroll {
     pub referral_code: Option<String>,
     /// `(month, day)`.
     pub birthday: Option<(u32, u32)>,
+    /// Points to open the account with (SPEC section 13): 0 for none.
+    pub opening_balance: i64,
 }
 
 /// `loyalty.points.adjust`.
@@ -419,6 +421,8 @@ struct RawData<'a> {
     referral_code: Option<&'a RawValue>,
     #[serde(borrow)]
     birthday: Option<&'a RawValue>,
+    #[serde(borrow)]
+    opening_balance: Option<&'a RawValue>,
     #[serde(borrow)]
     points: Option<&'a RawValue>,
     #[serde(borrow)]
@@ -711,6 +715,7 @@ fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
                         .ok_or_else(|| format!("data.birthday: {b:?} is not a month-day \"MM-DD\""))
                 })
                 .transpose()?,
+            opening_balance: opt_amount("openingBalance", raw.opening_balance)?.unwrap_or(0),
         }),
         "loyalty.points.adjust" => {
             let points = req_int("points", raw.points)?;
