@@ -286,3 +286,61 @@ fn events_name_the_record_that_caused_them() {
         "{first}"
     );
 }
+
+/// `loyalty check` names what validates but is most likely a mistake, and refuses what
+/// does not validate; `loyalty fold` prints the same warnings to standard error.
+#[test]
+fn check_warns_of_near_miss_triggers_and_refuses_what_does_not_validate() {
+    let dir = TempDir::new("check");
+    let config = r#"{"programs": [{"id": "prog_c", "currency": "EUR", "earningRules": [
+        {"id": "rule_ok", "trigger": "payment.completed", "award": {"type": "fixed", "points": 1}},
+        {"id": "rule_typo", "trigger": "payment.complete", "award": {"type": "fixed", "points": 1}},
+        {"id": "rule_custom", "trigger": "review.posted", "award": {"type": "fixed", "points": 1}}]}]}"#;
+    let path = dir.write("programs.json", config);
+    let out = Command::new(bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("programs[0].earningRules[1].trigger"),
+        "{text}"
+    );
+    assert!(
+        text.contains("did you mean \"payment.completed\""),
+        "{text}"
+    );
+    assert!(
+        !text.contains("review.posted"),
+        "a custom trigger is no mistake: {text}"
+    );
+    assert!(text.contains("1 warning(s)"), "{text}");
+    let events = dir.write("events.jsonl", "");
+    let out = Command::new(bin())
+        .args(["fold", "--config"])
+        .arg(&path)
+        .arg("--events")
+        .arg(&events)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("earningRules[1].trigger"));
+    let bad = dir.write(
+        "bad.json",
+        &config.replace(
+            r#""currency": "EUR""#,
+            r#""currency": "EUR", "refundDebt": "never""#,
+        ),
+    );
+    let out = Command::new(bin())
+        .arg("check")
+        .arg("--config")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("programs[0].refundDebt"));
+}

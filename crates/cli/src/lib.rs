@@ -102,6 +102,13 @@ enum Command {
         #[arg(long, default_value = "loyalty.log", env = "LOYALTY_LOG_TOPIC")]
         log_topic: String,
     },
+    /// Validate a program config and warn of what validates but likely is a mistake (a
+    /// trigger a typo away from a known event type, a trigger that never fires).
+    Check {
+        /// The program config (`{"programs": [...]}`).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Print a state directory in exactly the JSON lines of `loyalty fold`.
     Export {
         /// The state directory.
@@ -321,6 +328,7 @@ fn run(cli: Cli) -> Result<()> {
             until,
         } => fold(&config, &events, until.as_deref()),
         Command::Demo(args) => demo::run(&args),
+        Command::Check { config } => check(&config),
         Command::Backtest(args) => backtest::run(&args),
         Command::Run { args, http, state } => streaming::run(&args, &http, &state),
         Command::Serve {
@@ -359,11 +367,36 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-/// Reads and validates a config file.
+/// Reads and validates a config file, printing its warnings to standard error.
 pub fn load_config(path: &Path) -> Result<Config> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
-    parse_config(&text).with_context(|| format!("the config {} does not validate", path.display()))
+    let config = parse_config(&text)
+        .with_context(|| format!("the config {} does not validate", path.display()))?;
+    for w in loyalty_core::config::warnings(&config) {
+        eprintln!("loyalty: warning: {}: {w}", path.display());
+    }
+    Ok(config)
+}
+
+/// `loyalty check`: validates a config file and prints its warnings; exit 0 when it
+/// validates (warnings or not), 2 when it does not.
+fn check(path: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    let config = parse_config(&text)
+        .with_context(|| format!("the config {} does not validate", path.display()))?;
+    let warnings = loyalty_core::config::warnings(&config);
+    for w in &warnings {
+        println!("warning: {w}");
+    }
+    println!(
+        "{}: {} program(s) valid, {} warning(s)",
+        path.display(),
+        config.programs.len(),
+        warnings.len()
+    );
+    Ok(())
 }
 
 fn fold(config: &Path, events: &Path, until: Option<&str>) -> Result<()> {

@@ -130,6 +130,11 @@ impl RunArgs {
                 .with_context(|| format!("cannot read the config file {}", path.display()))?;
             s.programs = loyalty_core::config::program_texts(&text)
                 .with_context(|| format!("the config {} does not validate", path.display()))?;
+            if let Ok(config) = loyalty_core::parse_config(&text) {
+                for w in loyalty_core::config::warnings(&config) {
+                    tracing::warn!(config = %path.display(), warning = %w, "the config may hold a mistake");
+                }
+            }
             s.config_digest = Some(loyalty_stream::config_digest(text.as_bytes()));
         }
         Ok(s)
