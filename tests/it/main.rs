@@ -8,6 +8,7 @@ mod cli;
 mod docs;
 mod explain;
 mod golden;
+mod integrity;
 mod lifecycle;
 mod model;
 mod partitions;

@@ -103,8 +103,9 @@ fn edit_json(db: &rocksdb::DB, key: &[u8], f: impl FnOnce(&mut serde_json::Value
         let a = loyalty_store::decode_account(key, &stored).unwrap();
         let mut v = serde_json::to_value(&a).unwrap();
         f(&mut v);
-        let a = serde_json::from_value(v).unwrap();
-        db.put(key, loyalty_store::encode_account(&a).unwrap())
+        let mut changed: loyalty_core::state::Account = serde_json::from_value(v).unwrap();
+        changed.ledger_hash = a.ledger_hash;
+        db.put(key, loyalty_store::encode_account(&changed).unwrap())
             .unwrap();
         return;
     }
@@ -178,10 +179,24 @@ fn accounts_stored_as_json_by_an_earlier_version_are_read() {
         }
     });
     assert_eq!(rewritten, 4);
+    // Read, every field; but the JSON form predates the ledger's hash chain, which verify
+    // reports (and replay mends), and nothing else.
     let (code, problems, err) = verify(&dir);
-    assert_eq!(problems, Vec::<serde_json::Value>::new(), "{err}");
-    assert_eq!(code, Some(0), "{err}");
-    assert_eq!(export(&dir), before);
+    assert_eq!(checks(&problems), ["hash_chain"], "{err}");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(problems
+        .iter()
+        .all(|p| p["key"].as_str().unwrap().starts_with("a/")));
+    let no_hash = |t: &str| -> String {
+        t.lines()
+            .map(|l| match l.find(r#","ledgerHash":""#) {
+                Some(i) if l.starts_with(r#"{"kind":"account""#) => format!("{}}}", &l[..i]),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(no_hash(&export(&dir)), no_hash(&before));
     // And a state of JSON accounts folds on, writing the accounts it changes anew.
     let store = Store::open(&dir).unwrap();
     let mut settings = Settings::new("unused:9092");
@@ -562,4 +577,42 @@ fn statistics_changed_behind_the_ledger_are_found() {
             "{name}: {problems:?}"
         );
     }
+}
+
+/// A transaction line changed behind the store (a reason reworded, the JSON still sound,
+/// every balance still adding up) breaks its account's hash chain: `verify` names it.
+#[test]
+fn a_reworded_transaction_breaks_the_hash_chain() {
+    let (_t, dir) = built("verify-chain");
+    let mut changed = Vec::new();
+    tamper(&dir, |db| {
+        let k = first_key(db, "o/", |v| {
+            v.starts_with(br#"{"kind":"transaction""#)
+                && v.windows(12).any(|w| w == br#""rounding":""#)
+        });
+        let v = db.get(&k).unwrap().unwrap();
+        let text = String::from_utf8(v).unwrap();
+        let at = text.find("\"rounding\":\"").unwrap() + 12;
+        let mut t = text.clone();
+        t.insert(at, 'X');
+        db.put(&k, t.as_bytes()).unwrap();
+        changed = k;
+    });
+    let (code, problems, _) = verify(&dir);
+    assert_eq!(code, Some(1));
+    let chain: Vec<&serde_json::Value> = problems
+        .iter()
+        .filter(|p| p["check"] == "hash_chain")
+        .collect();
+    assert!(!chain.is_empty(), "{problems:?}");
+    assert_eq!(
+        chain[0]["key"],
+        String::from_utf8_lossy(&changed).as_ref(),
+        "{problems:?}"
+    );
+    assert_eq!(
+        checks(&problems),
+        ["hash_chain"],
+        "only the chain: {problems:?}"
+    );
 }

@@ -566,5 +566,6 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
         }),
         referral_code: a.referral_code.clone(),
         stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        ledger_hash: crate::output::hex32(&a.ledger_hash),
     }
 }

@@ -166,7 +166,7 @@ impl Engine {
         }
         account.balance += i128::from(points);
         let balance = account.balance;
-        cx.out.push(Output::Transaction(Transaction {
+        let mut tx = Transaction {
             id: id.clone(),
             account: account.id.clone(),
             customer: account.customer.clone(),
@@ -180,7 +180,12 @@ impl Engine {
             created: cx.created,
             metadata,
             why,
-        }));
+            hash: [0; 32],
+        };
+        // The account's chain: this line's hash covers the previous one's.
+        tx.hash = tx.chain_hash(&account.ledger_hash);
+        account.ledger_hash = tx.hash;
+        cx.out.push(Output::Transaction(tx));
         if let Some(lot) = new_lot {
             for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {
                 if let Some(at) = at {

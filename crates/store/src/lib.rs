@@ -200,26 +200,69 @@ fn corrupt(key: &[u8], why: impl std::fmt::Display) -> StoreError {
 /// bytes and the work. An account stored as JSON (by an earlier version) starts with `{`.
 const ACCOUNT_POSTCARD: u8 = 1;
 
+/// The first byte of a stored account with its ledger hash: the 32 bytes of the hash,
+/// then the account in postcard. (An account stored in the forms before has no hash: its
+/// ledger was written before the chain, and `verify` says to rebuild it with `replay`.)
+const ACCOUNT_HASHED: u8 = 2;
+
 /// An account as stored.
 pub fn encode_account(a: &Account) -> Result<Vec<u8>, StoreError> {
-    let mut v = Vec::with_capacity(128 + 64 * a.lots.len());
-    v.push(ACCOUNT_POSTCARD);
+    let mut v = Vec::with_capacity(160 + 64 * a.lots.len());
+    v.push(ACCOUNT_HASHED);
+    v.extend_from_slice(&a.ledger_hash);
     postcard::to_extend(a, v).map_err(|e| corrupt(a.id.as_bytes(), e))
 }
 
-/// A stored account (under `key`), in either form.
+/// A stored account (under `key`), in any of its forms.
 pub fn decode_account(key: &[u8], v: &[u8]) -> Result<Account, StoreError> {
+    let postcard = |rest: &[u8]| match postcard::take_from_bytes::<Account>(rest) {
+        Ok((a, [])) => Ok(a),
+        Ok((_, extra)) => Err(corrupt(
+            key,
+            format!("{} bytes after the account", extra.len()),
+        )),
+        Err(e) => Err(corrupt(key, e)),
+    };
     match v.split_first() {
-        Some((&ACCOUNT_POSTCARD, rest)) => match postcard::take_from_bytes::<Account>(rest) {
-            Ok((a, [])) => Ok(a),
-            Ok((_, extra)) => Err(corrupt(
-                key,
-                format!("{} bytes after the account", extra.len()),
-            )),
-            Err(e) => Err(corrupt(key, e)),
-        },
+        Some((&ACCOUNT_HASHED, rest)) if rest.len() >= 32 => {
+            let mut a = postcard(&rest[32..])?;
+            a.ledger_hash.copy_from_slice(&rest[..32]);
+            Ok(a)
+        }
+        Some((&ACCOUNT_POSTCARD, rest)) => postcard(rest),
         _ => serde_json::from_slice(v).map_err(|e| corrupt(key, e)),
     }
+}
+
+/// The hash a stored transaction line must carry after `prev` (its account's previous
+/// one): the SHA-256 of `prev` as hex and the line up to `,"hash"`, closed. `Err` says
+/// why the line breaks the chain.
+fn chain_link(prev: &[u8; 32], line: &[u8]) -> Result<[u8; 32], String> {
+    use sha2::{Digest, Sha256};
+    const KEY: &[u8] = br#","hash":""#;
+    let Some(at) = line.windows(KEY.len()).rposition(|w| w == KEY) else {
+        return Err(
+            "a transaction line without a hash (written before the chain: rebuild \
+                    the state with loyalty replay)"
+                .into(),
+        );
+    };
+    let stated = &line[at + KEY.len()..];
+    let stated = stated.strip_suffix(br#""}"#).unwrap_or(stated);
+    let mut h = Sha256::new();
+    h.update(loyalty_core::output::hex32(prev).as_bytes());
+    h.update(&line[..at]);
+    h.update(b"}");
+    let hash: [u8; 32] = h.finalize().into();
+    if stated != loyalty_core::output::hex32(&hash).as_bytes() {
+        return Err(format!(
+            "the chain breaks here: the line's hash is {}, its fields and the previous hash \
+             give {}",
+            String::from_utf8_lossy(stated),
+            loyalty_core::output::hex32(&hash)
+        ));
+    }
+    Ok(hash)
 }
 
 /// `{prefix}/{seq}` with the number in 20 digits (so that keys sort by number), written
@@ -1184,6 +1227,7 @@ mod tests {
             Some("Gold".into()),
         );
         a.balance = -(1i128 << 80);
+        a.ledger_hash = [0xab; 32];
         a.activity = [(-5, 3), (1_767_225_600, -7)].into_iter().collect();
         a.last_demotion = Some(-1);
         a.reset_at = Some(i64::MIN);
@@ -1221,7 +1265,9 @@ mod tests {
 
     /// The stored bytes of [`full_account`], pinned: a change to `Account`'s fields (or to
     /// the types it holds) changes them, and stored accounts would no longer read.
-    const FULL_ACCOUNT_BYTES: &str = "01056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
+    const FULL_ACCOUNT_BYTES: &str = "02abababababababababababababababababababababababababababababababab056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
+    /// The same account as an earlier version stored it (format 1, no ledger hash).
+    const FULL_ACCOUNT_BYTES_V1: &str = "01056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
 
     #[test]
     fn the_binary_account_form_is_pinned() {
@@ -1239,7 +1285,20 @@ mod tests {
     fn accounts_round_trip_in_both_stored_forms() {
         let a = full_account();
         let binary = encode_account(&a).unwrap();
-        assert_eq!(binary[0], ACCOUNT_POSTCARD);
+        assert_eq!(binary[0], ACCOUNT_HASHED);
+        // The form before the hash is read, with no hash.
+        let v1: Vec<u8> = (0..FULL_ACCOUNT_BYTES_V1.len() / 2)
+            .map(|i| u8::from_str_radix(&FULL_ACCOUNT_BYTES_V1[2 * i..2 * i + 2], 16).unwrap())
+            .collect();
+        let old = decode_account(b"a/loy_1", &v1).unwrap();
+        assert_eq!(old.ledger_hash, [0; 32]);
+        assert_eq!(
+            Account {
+                ledger_hash: a.ledger_hash,
+                ..old
+            },
+            a
+        );
         let json = serde_json::to_vec(&a).unwrap();
         assert!(
             binary.len() < json.len() / 2,
@@ -1248,12 +1307,22 @@ mod tests {
             json.len()
         );
         assert_eq!(decode_account(b"a/loy_1", &binary).unwrap(), a);
-        assert_eq!(decode_account(b"a/loy_1", &json).unwrap(), a);
+        // The JSON form (an earlier version's) has no hash.
+        let from_json = decode_account(b"a/loy_1", &json).unwrap();
+        assert_eq!(from_json.ledger_hash, [0; 32]);
+        assert_eq!(
+            Account {
+                ledger_hash: a.ledger_hash,
+                ..from_json
+            },
+            a
+        );
         // Bytes after the account, a cut account, an unknown form: corrupt, not a panic.
         for bad in [
             [binary.clone(), vec![0]].concat(),
             binary[..binary.len() - 1].to_vec(),
             vec![ACCOUNT_POSTCARD],
+            vec![ACCOUNT_HASHED, 1, 2],
             vec![7, 1, 2],
             vec![],
         ] {
@@ -1448,7 +1517,7 @@ mod tests {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Problem {
     /// Which invariant: `decode`, `ledger`, `balance_after`, `lots`, `lot_negative`,
-    /// `account_id`, `program`, `stock`, `sequence`, `offsets`, `payment`, `index`.
+    /// `account_id`, `program`, `stock`, `sequence`, `offsets`, `payment`, `index`, `hash_chain`.
     pub check: &'static str,
     /// The key (or the account) it concerns.
     pub key: String,
@@ -1472,6 +1541,9 @@ impl Store {
         let mut payments: Vec<(String, PaymentRecord)> = Vec::new();
         // Per account: the sum of its transactions and the balance after the last one.
         let mut ledger: BTreeMap<String, (i128, Option<i128>)> = BTreeMap::new();
+        // Each account's hash chain so far, and whether it broke (reported once, at the
+        // first broken link).
+        let mut chains: BTreeMap<String, ([u8; 32], bool)> = BTreeMap::new();
         let mut max_seq: Option<u64> = None;
         let mut stored_seq = None;
         let mut programs = None;
@@ -1550,6 +1622,16 @@ impl Store {
                         );
                     }
                     e.1 = Some(i128::from(after));
+                    let chain = chains.entry(acct.to_string()).or_insert(([0; 32], false));
+                    if !chain.1 {
+                        match chain_link(&chain.0, &v) {
+                            Ok(hash) => chain.0 = hash,
+                            Err(why) => {
+                                chain.1 = true;
+                                problem("hash_chain", &k, format!("{acct}: {why}"));
+                            }
+                        }
+                    }
                 }
             } else if let Some(rest) = key.strip_prefix("x/") {
                 match seq_of(rest) {
@@ -1677,6 +1759,18 @@ impl Store {
                     "program",
                     key.as_bytes(),
                     format!("unknown program {}", a.program),
+                );
+            }
+            let (last_hash, broken) = chains.remove(&*a.id).unwrap_or(([0; 32], false));
+            if !broken && last_hash != a.ledger_hash {
+                problem(
+                    "hash_chain",
+                    key.as_bytes(),
+                    format!(
+                        "ledgerHash {} but its last transaction's hash is {}",
+                        loyalty_core::output::hex32(&a.ledger_hash),
+                        loyalty_core::output::hex32(&last_hash)
+                    ),
                 );
             }
             let (sum, last) = ledger.remove(&*a.id).unwrap_or((0, None));

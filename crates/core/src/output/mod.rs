@@ -173,6 +173,75 @@ pub struct Transaction {
     pub metadata: TxMeta,
     /// What its points are made of (SPEC section 12).
     pub why: Why,
+    /// The SHA-256 of the account's previous hash (as hex) and this line without its hash
+    /// (SPEC section 13).
+    pub hash: [u8; 32],
+}
+
+/// Lower-case hex of a hash.
+pub fn hex32(h: &[u8; 32]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(64);
+    for b in h {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+impl Transaction {
+    /// The line without its hash: every field up to `why`, then `}`: what the hash covers.
+    pub fn unhashed_line(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_fields(&mut out);
+        out.push(b'}');
+        out
+    }
+
+    /// The hash this transaction's line has when the account's previous one is `prev`:
+    /// SHA-256 of `prev` as 64 hex characters, then [`Transaction::unhashed_line`].
+    pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(hex32(prev).as_bytes());
+        h.update(self.unhashed_line());
+        h.finalize().into()
+    }
+
+    fn write_fields(&self, out: &mut Vec<u8>) {
+        let tx = self;
+        out.extend_from_slice(br#"{"kind":"transaction","id":"#);
+        jw::str(out, &tx.id);
+        out.extend_from_slice(br#","account":"#);
+        jw::str(out, &tx.account);
+        out.extend_from_slice(br#","customer":"#);
+        jw::str(out, &tx.customer);
+        out.extend_from_slice(br#","program":"#);
+        jw::str(out, &tx.program);
+        out.extend_from_slice(br#","type":""#);
+        out.extend_from_slice(tx.kind.as_str().as_bytes());
+        out.extend_from_slice(br#"","points":"#);
+        jw::int(out, tx.points);
+        out.extend_from_slice(br#","balanceAfter":"#);
+        jw::int(out, tx.balance_after);
+        out.extend_from_slice(br#","rule":"#);
+        jw::opt_str(out, tx.rule.as_deref());
+        out.extend_from_slice(br#","campaigns":["#);
+        for (i, c) in tx.campaigns.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            jw::str(out, c);
+        }
+        out.extend_from_slice(br#"],"source":"#);
+        jw::str(out, &tx.source);
+        out.extend_from_slice(br#","created":"#);
+        jw::time(out, tx.created);
+        out.extend_from_slice(br#","metadata":"#);
+        tx.metadata.write(out);
+        out.extend_from_slice(br#","why":"#);
+        tx.why.write(out);
+    }
 }
 
 /// What a ledger entry's `metadata` says, by kind of entry.
@@ -264,38 +333,10 @@ impl Output {
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
         match self {
             Output::Transaction(tx) => {
-                out.extend_from_slice(br#"{"kind":"transaction","id":"#);
-                jw::str(out, &tx.id);
-                out.extend_from_slice(br#","account":"#);
-                jw::str(out, &tx.account);
-                out.extend_from_slice(br#","customer":"#);
-                jw::str(out, &tx.customer);
-                out.extend_from_slice(br#","program":"#);
-                jw::str(out, &tx.program);
-                out.extend_from_slice(br#","type":""#);
-                out.extend_from_slice(tx.kind.as_str().as_bytes());
-                out.extend_from_slice(br#"","points":"#);
-                jw::int(out, tx.points);
-                out.extend_from_slice(br#","balanceAfter":"#);
-                jw::int(out, tx.balance_after);
-                out.extend_from_slice(br#","rule":"#);
-                jw::opt_str(out, tx.rule.as_deref());
-                out.extend_from_slice(br#","campaigns":["#);
-                for (i, c) in tx.campaigns.iter().enumerate() {
-                    if i > 0 {
-                        out.push(b',');
-                    }
-                    jw::str(out, c);
-                }
-                out.extend_from_slice(br#"],"source":"#);
-                jw::str(out, &tx.source);
-                out.extend_from_slice(br#","created":"#);
-                jw::time(out, tx.created);
-                out.extend_from_slice(br#","metadata":"#);
-                tx.metadata.write(out);
-                out.extend_from_slice(br#","why":"#);
-                tx.why.write(out);
-                out.push(b'}');
+                tx.write_fields(out);
+                out.extend_from_slice(br#","hash":""#);
+                out.extend_from_slice(hex32(&tx.hash).as_bytes());
+                out.extend_from_slice(br#""}"#);
             }
             Output::Event(event) => {
                 out.extend_from_slice(br#"{"kind":"event","id":"#);
@@ -347,6 +388,8 @@ pub struct AccountView {
     pub referral_code: String,
     /// Stamps on each card.
     pub stamps: std::collections::BTreeMap<String, u32>,
+    /// The hash of its last transaction (64 zeros when it has none).
+    pub ledger_hash: String,
 }
 
 /// A tier as the account line shows it.

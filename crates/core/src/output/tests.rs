@@ -26,6 +26,7 @@ struct TxLine<'a> {
     created: Timestamp,
     metadata: &'a TxMeta,
     why: Value,
+    hash: String,
 }
 
 /// `why` as serde prints the object (its unit tests check every kind; the adjustment's,
@@ -54,6 +55,7 @@ impl<'a> TxLine<'a> {
             created: tx.created,
             metadata: &tx.metadata,
             why: oracle_why(&tx.why),
+            hash: tx.hash.iter().map(|b| format!("{b:02x}")).collect(),
         }
     }
 }
@@ -127,6 +129,7 @@ fn tx(s: &str, rule: Option<&str>, campaigns: Vec<Sym>, balance: i128) -> Output
         why: Why::Adjustment {
             reason: s.to_string(),
         },
+        hash: [0xa7; 32],
     })
 }
 

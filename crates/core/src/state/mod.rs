@@ -265,6 +265,10 @@ pub struct Account {
     pub stamps: VecMap<String, u32>,
     /// What each rule has awarded this member, by rule id.
     pub rule_usage: VecMap<Sym, RuleUsage>,
+    /// The hash of its last transaction (zeros before the first): the link the next one
+    /// chains to (SPEC section 13). Stored beside the account's fields, not among them.
+    #[serde(skip)]
+    pub ledger_hash: [u8; 32],
 }
 
 impl Account {
@@ -292,6 +296,7 @@ impl Account {
             birthday: None,
             stamps: VecMap::new(),
             rule_usage: VecMap::new(),
+            ledger_hash: [0; 32],
         }
     }
 }
