@@ -36,7 +36,7 @@ fn with_final_tick(mut log: Vec<String>) -> Vec<String> {
 }
 
 /// Folds `log` into a new store, committing every `every` records.
-fn stored(dir: &std::path::Path, log: &[String], every: usize) -> Arc<Store> {
+pub(crate) fn stored(dir: &std::path::Path, log: &[String], every: usize) -> Arc<Store> {
     let store = Store::open(dir).unwrap();
     let settings = Settings::new("unused:9092");
     let mut f = Folder::open(&store, false).unwrap();

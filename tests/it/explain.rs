@@ -13,13 +13,11 @@ use axum::http::{Request, StatusCode};
 use loyalty_core::fold::fold_to_string;
 use loyalty_core::Engine;
 use loyalty_store::Store;
-use loyalty_stream::folder::Folder;
-use loyalty_stream::logrec::Meta;
-use loyalty_stream::Settings;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
+use crate::api_reads::stored;
 use crate::support::TempDir;
 
 const KEY: &str = "rk_test_explain";
@@ -454,29 +452,6 @@ fn the_random_logs_reach_every_kind_of_why() {
             "{kind}: {totals:?}"
         );
     }
-}
-
-/// Folds `log` into a new store, committing every `every` records.
-fn stored(dir: &std::path::Path, log: &[String], every: usize) -> Arc<Store> {
-    let store = Store::open(dir).unwrap();
-    let settings = Settings::new("unused:9092");
-    let mut f = Folder::open(&store, false).unwrap();
-    for (i, r) in log.iter().enumerate() {
-        f.fold(
-            &store,
-            &settings,
-            0,
-            i as i64,
-            &Meta::default(),
-            r.as_bytes(),
-        )
-        .unwrap();
-        if i % every == every - 1 {
-            f.commit(&store).unwrap();
-        }
-    }
-    f.commit(&store).unwrap();
-    Arc::new(store)
 }
 
 async fn call(

@@ -186,6 +186,25 @@ pub(crate) async fn list_lots(
 /// The largest body a simulation takes.
 const MAX_BODY: usize = 1 << 20;
 
+/// Reads a body of at most [`MAX_BODY`] bytes that is a JSON object.
+async fn object_body(body: Body) -> Result<axum::body::Bytes, ApiError> {
+    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            format!("The body is over {MAX_BODY} bytes"),
+        )
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(_)) => Ok(bytes),
+        Ok(_) => Err(ApiError::invalid("body", "The body must be a JSON object")),
+        Err(e) => Err(ApiError::invalid(
+            "body",
+            format!("The body is not JSON: {e}"),
+        )),
+    }
+}
+
 /// `POST /v1/simulate`
 #[utoipa::path(post, path = "/v1/simulate", tag = "explanations",
     request_body(content = Object, description = "An input envelope: `id`, `type`, `created`, `data`"),
@@ -200,23 +219,7 @@ pub(crate) async fn simulate(
     State(api): State<Arc<Api>>,
     body: Body,
 ) -> Result<Json<Simulation>, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("The body is over {MAX_BODY} bytes"),
-        )
-    })?;
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(_)) => {}
-        Ok(_) => return Err(ApiError::invalid("body", "The body must be a JSON object")),
-        Err(e) => {
-            return Err(ApiError::invalid(
-                "body",
-                format!("The body is not JSON: {e}"),
-            ))
-        }
-    }
+    let bytes = object_body(body).await?;
     let api2 = api.clone();
     let (out, outcomes, programs) = tokio::task::spawn_blocking(move || dry_run(&api2, &bytes))
         .await
@@ -366,25 +369,10 @@ pub(crate) async fn backtest(
     State(api): State<Arc<Api>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
-        ApiError::new(
-            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            format!("The body is over {MAX_BODY} bytes"),
-        )
-    })?;
+    let bytes = object_body(body).await?;
     // Read as the text of each field: a program's decimals stay exact.
-    let body: BTreeMap<String, Box<RawValue>> = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(_)) => serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::invalid("body", format!("The body is not JSON: {e}")))?,
-        Ok(_) => return Err(ApiError::invalid("body", "The body must be a JSON object")),
-        Err(e) => {
-            return Err(ApiError::invalid(
-                "body",
-                format!("The body is not JSON: {e}"),
-            ))
-        }
-    };
+    let body: BTreeMap<String, Box<RawValue>> = serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::invalid("body", format!("The body is not JSON: {e}")))?;
     if let Some(k) = body
         .keys()
         .find(|k| !["config", "baseline", "from"].contains(&k.as_str()))

@@ -245,20 +245,9 @@ pub fn quotient_text(factors: &[Dec], divisor: Dec, up: bool) -> Option<String> 
     if divisor.is_zero() {
         return None;
     }
+    let (mut num, den) = big_fraction(factors, divisor);
     let ten = BigInt::from(10);
-    let mut num = BigInt::from(1);
-    let mut scale: u32 = 0;
-    for f in factors {
-        num *= f.mantissa;
-        scale += f.scale;
-    }
-    num *= ten.pow(divisor.scale);
-    let mut den = BigInt::from(divisor.mantissa) * ten.pow(scale);
     let zero = BigInt::from(0);
-    if den < zero {
-        num = -num;
-        den = -den;
-    }
     let negative = num < zero;
     if negative {
         num = -num;
@@ -336,8 +325,9 @@ fn round_div(num: i128, den: i128, rounding: Rounding) -> Option<i128> {
     })
 }
 
-/// The arbitrary-precision path, for products that overflow an i128.
-fn big_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
+/// `product(factors) / divisor` as a fraction of big integers, the denominator positive
+/// (and not zero when `divisor` is not).
+fn big_fraction(factors: &[Dec], divisor: Dec) -> (BigInt, BigInt) {
     let ten = BigInt::from(10);
     let mut num = BigInt::from(1);
     let mut scale: u32 = 0;
@@ -346,11 +336,17 @@ fn big_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opti
         scale += f.scale;
     }
     num *= ten.pow(divisor.scale);
-    let mut den = BigInt::from(divisor.mantissa) * ten.pow(scale);
+    let den = BigInt::from(divisor.mantissa) * ten.pow(scale);
     if den < BigInt::from(0) {
-        num = -num;
-        den = -den;
+        (-num, -den)
+    } else {
+        (num, den)
     }
+}
+
+/// The arbitrary-precision path, for products that overflow an i128.
+fn big_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
+    let (num, den) = big_fraction(factors, divisor);
     let zero = BigInt::from(0);
     // floor division for den > 0
     let mut q = &num / &den;
