@@ -9,7 +9,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::support::{bin, fold, lines, TempDir};
+use crate::support::{bin, fold, lines, stdout_of, TempDir};
 
 /// A log of `n` records of the example programs' traffic (no program updates in it).
 fn traffic(dir: &TempDir, n: u32) -> String {
@@ -61,13 +61,7 @@ fn backtest(
         cmd.arg("--baseline")
             .arg(dir.write("baseline.json", &b.to_string()));
     }
-    let out = cmd.args(["--format", "json"]).args(extra).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_str(&stdout_of(cmd.args(["--format", "json"]).args(extra))).unwrap()
 }
 
 /// What a plain fold says of a program: points per rule (awards only), outstanding,
@@ -340,23 +334,17 @@ fn the_html_report_stands_alone_and_the_text_report_reads() {
     let b = dir.write("baseline.json", &base.to_string());
     let e = dir.write("events.jsonl", &log);
     let run = |format: &str| {
-        let out = Command::new(bin())
-            .arg("backtest")
-            .arg("--config")
-            .arg(&c)
-            .arg("--baseline")
-            .arg(&b)
-            .arg("--events")
-            .arg(&e)
-            .args(["--format", format])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        stdout_of(
+            Command::new(bin())
+                .arg("backtest")
+                .arg("--config")
+                .arg(&c)
+                .arg("--baseline")
+                .arg(&b)
+                .arg("--events")
+                .arg(&e)
+                .args(["--format", format]),
+        )
     };
     let html = run("html");
     assert!(html.starts_with("<!doctype html>"));

@@ -460,6 +460,25 @@ async fn call(
     path: &str,
     body: Option<&Value>,
 ) -> (StatusCode, Value) {
+    let (status, bytes) = send(app, method, path, body).await;
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// POSTs `body` to `path` on the router: the answer's text.
+async fn call_raw(app: &axum::Router, path: &str, body: &Value) -> String {
+    String::from_utf8(send(app, "POST", path, Some(body)).await.1).unwrap()
+}
+
+/// A request with the key, and the answer's status and bytes.
+async fn send(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (StatusCode, Vec<u8>) {
     let req = Request::builder()
         .method(method)
         .uri(path)
@@ -472,26 +491,7 @@ async fn call(
     let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
         .await
         .unwrap();
-    (
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    )
-}
-
-/// POSTs `body` to `path` on the router: the answer's text.
-async fn call_raw(app: &axum::Router, path: &str, body: &Value) -> String {
-    let req = Request::builder()
-        .method("POST")
-        .uri(path)
-        .header("authorization", format!("Bearer {KEY}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let bytes = axum::body::to_bytes(res.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    String::from_utf8(bytes.to_vec()).unwrap()
+    (status, bytes.to_vec())
 }
 
 /// The stats a program's fold lines call for, counted here: accounts by tier and at risk

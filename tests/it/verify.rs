@@ -146,17 +146,7 @@ fn a_sound_state_passes() {
 
 /// `loyalty export` of a state, as text.
 fn export(dir: &Path) -> String {
-    let out = Command::new(bin())
-        .args(["export", "--state"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    crate::support::stdout_of(Command::new(bin()).args(["export", "--state"]).arg(dir))
 }
 
 #[test]
