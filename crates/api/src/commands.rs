@@ -325,7 +325,7 @@ impl Api {
             account_object(&view, &programs, &a)
         };
         let body = match cmd.kind.as_str() {
-            "enroll" | "qualify" => account()?,
+            "enroll" | "qualify" | "tier" => account()?,
             "adjust" => match txs.first().and_then(|t| t["id"].as_str()) {
                 Some(t) => transaction(&view, t)?.unwrap_or(Value::Null),
                 None => return Err(ApiError::internal(format!("command {id}: no transaction"))),
@@ -616,6 +616,68 @@ pub(crate) async fn qualify(
     let cmd = Command {
         kind: "qualify",
         record_type: "loyalty.qualifying_activity.record",
+        data,
+        key: customer.clone(),
+        account: Some(id),
+        program: Some(program),
+    };
+    api.send(&method, &uri, &headers, &bytes, cmd).await
+}
+
+/// `POST /v1/accounts/{id}/tier`
+#[utoipa::path(post, path = "/v1/accounts/{id}/tier", tag = "accounts",
+    request_body = crate::doc::TierBody,
+    params(
+        ("id" = String, Path, description = "The account's id (`loy_…`)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "1 to 255 printable characters; a repeat answers the first answer"),
+    ),
+    responses(
+        (status = 200, description = "The account, in the tier set by hand", body = crate::doc::LoyaltyAccount),
+        (status = 202, description = "Not folded in time", body = crate::doc::CommandObject),
+        (status = 400, description = "Bad request: an unknown tier, a program without tiers, an until not after now", body = crate::doc::Error),
+        (status = 401, description = "No or unknown key", body = crate::doc::Error),
+        (status = 403, description = "A read-only key", body = crate::doc::Error),
+        (status = 404, description = "No such account", body = crate::doc::Error),
+        (status = 405, description = "A read-only server", body = crate::doc::Error),
+        (status = 409, description = "Idempotency-Key reused with another request", body = crate::doc::Error),
+        (status = 413, description = "Body over 1 MiB", body = crate::doc::Error),
+        (status = 503, description = "The broker is unreachable", body = crate::doc::Error),
+    ),
+    security(("bearer" = [])))]
+pub(crate) async fn set_tier(
+    State(api): State<Arc<Api>>,
+    Path(id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    api.commands()?;
+    let (bytes, m) = json_body(body).await?;
+    only(&m, &["tier", "until", "reason"])?;
+    let tier = string(&m, "tier")?;
+    let reason = string(&m, "reason")?;
+    let until = opt_string(&m, "until")?;
+    if let Some(u) = &until {
+        if Timestamp::parse_rfc3339(u).is_none() {
+            return Err(ApiError::invalid(
+                "until",
+                "until must be an RFC 3339 time, such as 2027-01-01T00:00:00Z",
+            ));
+        }
+    }
+    let (customer, program) = path_account(&api, &id)?;
+    // An unknown tier, a program without tiers and an `until` not after the command's
+    // time are the engine's to say (`invalid`, a 400), against the program as it holds
+    // when the command is folded.
+    let mut data =
+        json!({"customer": customer, "program": program, "tier": tier, "reason": reason});
+    if let Some(u) = until {
+        data["until"] = u.into();
+    }
+    let cmd = Command {
+        kind: "tier",
+        record_type: "loyalty.tier.set",
         data,
         key: customer.clone(),
         account: Some(id),

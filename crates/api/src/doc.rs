@@ -35,6 +35,22 @@ pub(crate) struct LoyaltyAccount {
     referral_code: String,
     /// Stamps on each card.
     stamps: BTreeMap<String, u32>,
+    /// The hash of the account's last transaction (64 zeros before the first).
+    ledger_hash: String,
+    /// Points awarded and not yet vested: in a program with `pendingDays` only.
+    pending_balance: Option<i64>,
+    /// A tier set by hand that still holds.
+    manual_tier: Option<ManualTier>,
+}
+
+/// A tier set by hand (`POST /v1/accounts/{id}/tier`).
+#[derive(Serialize, Deserialize, ToSchema)]
+pub(crate) struct ManualTier {
+    tier: String,
+    /// Until when no evaluation demotes the member below it.
+    #[schema(format = DateTime)]
+    until: String,
+    reason: String,
 }
 
 /// A tier as an account shows it.
@@ -64,6 +80,8 @@ pub(crate) struct PointsTransaction {
     kind: String,
     /// Signed points.
     points: i64,
+    /// `pending` or `posted`: on awards and reversals in a program with `pendingDays`.
+    status: Option<String>,
     /// The balance right after this entry.
     balance_after: i64,
     /// The rule that awarded it.
@@ -401,6 +419,22 @@ pub(crate) struct QualifyBody {
     reference: Option<String>,
 }
 
+/// `POST /v1/accounts/{id}/tier`
+#[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TierBody {
+    /// A tier of the account's program, by name.
+    #[schema(min_length = 1)]
+    tier: String,
+    /// Until when no evaluation demotes the member below it (RFC 3339, after now); default
+    /// one period length.
+    #[schema(format = DateTime)]
+    until: Option<String>,
+    /// Why (kept with the account while the tier holds).
+    #[schema(min_length = 1)]
+    reason: String,
+}
+
 /// `POST /v1/transfers`
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -465,6 +499,7 @@ impl Modify for Bearer {
         crate::commands::adjust,
         crate::commands::redeem,
         crate::commands::qualify,
+        crate::commands::set_tier,
         crate::commands::transfer,
         crate::commands::update_program,
         crate::commands::get_command,

@@ -291,6 +291,7 @@ pub fn router(api: Arc<Api>, extra: Router) -> Router {
         .route("/v1/accounts/{id}", get(reads::get_account))
         .route("/v1/accounts/{id}/balance", get(reads::get_balance))
         .route("/v1/accounts/{id}/adjustments", post(commands::adjust))
+        .route("/v1/accounts/{id}/tier", post(commands::set_tier))
         .route("/v1/accounts/{id}/redemptions", post(commands::redeem))
         .route(
             "/v1/accounts/{id}/qualifying_activity",

@@ -14,9 +14,20 @@ use crate::time::Timestamp;
 
 /// `days` local days before `t`, at the same local time.
 pub(crate) fn minus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
+    shift_days(t, -i64::from(days), tz)
+}
+
+/// `days` local days after `t`, at the same local time.
+pub(crate) fn plus_days(t: Timestamp, days: u32, tz: chrono_tz::Tz) -> Option<Timestamp> {
+    shift_days(t, i64::from(days), tz)
+}
+
+/// `t` moved by `days` local days, at the same local time (a time the day lacks moves as
+/// section 5 says).
+fn shift_days(t: Timestamp, days: i64, tz: chrono_tz::Tz) -> Option<Timestamp> {
     let local = t.local(tz)?;
-    let earlier = local.checked_sub_signed(chrono::Duration::days(i64::from(days)))?;
-    crate::time::from_local(earlier, tz)
+    let moved = local.checked_add_signed(chrono::Duration::try_days(days)?)?;
+    crate::time::from_local(moved, tz)
 }
 
 /// Puts an account's effects still to come (after `clock`) into `schedule`, as they were
@@ -44,6 +55,14 @@ pub(crate) fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Acc
             }
         }
     }
+    for p in a
+        .extra
+        .pending
+        .iter()
+        .filter(|p| p.vests > clock && p.vests < i64::MAX)
+    {
+        schedule.insert_lot(p.vests, DueKind::Vest, &a.id, p.seq);
+    }
 }
 
 /// When an account's next effect falls due (after `clock`): what a store indexes to find
@@ -54,6 +73,13 @@ pub fn next_due(a: &Account, clock: Option<Timestamp>) -> Option<i64> {
         .into_iter()
         .chain(a.lots.iter().flat_map(|l| [l.expires, l.warn]))
         .flatten()
+        .chain(
+            a.extra
+                .pending
+                .iter()
+                .map(|p| p.vests)
+                .filter(|v| *v < i64::MAX),
+        )
         .filter(|at| *at > clock)
         .min()
 }
@@ -143,6 +169,7 @@ impl Engine {
     pub(crate) fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
         let at = Timestamp(due.at);
         match (due.kind, due.item) {
+            (DueKind::Vest, DueItem::Lot(seq)) => self.vest(&due.account, seq, at, out),
             (DueKind::Birthday, _) => self.birthday(&due.account, at, out),
             (DueKind::Warning, DueItem::Lot(seq)) => self.warn_expiry(&due.account, seq, at, out),
             (DueKind::Expiry, DueItem::Lot(seq)) => self.expire_lot(&due.account, seq, at, out),

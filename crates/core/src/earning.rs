@@ -223,6 +223,13 @@ pub(crate) struct Awarded {
     pub(crate) campaigns: Vec<Sym>,
     pub(crate) capped: bool,
     pub(crate) why: Why,
+    /// An award of a payment or an invoice: pending in a program with `pendingDays`.
+    pub(crate) of_payment: bool,
+}
+
+/// Whether awards on `kind` wait out a program's `pendingDays` (SPEC section 13).
+fn pends(kind: &str) -> bool {
+    matches!(kind, "payment.completed" | "invoice.paid")
 }
 
 /// What a rule has awarded a member, created on first use (without allocating the key on
@@ -280,6 +287,7 @@ impl Engine {
                     campaigns: vec![c.id.clone()],
                     capped: false,
                     why,
+                    of_payment: pends(t.kind),
                 };
                 self.award(cx, account_id, award, payment);
             }
@@ -414,6 +422,7 @@ impl Engine {
             campaigns: active.iter().map(|c| c.id.clone()).collect(),
             capped,
             why,
+            of_payment: pends(t.kind),
         };
         let account = self.account_mut(account_id).expect("checked above");
         usage_mut(&mut account.rule_usage, &rule.id).record(t.at, points);
@@ -435,11 +444,18 @@ impl Engine {
             campaigns,
             capped,
             why,
+            of_payment,
         } = award;
         let md = TxMeta::Award { capped };
-        let (tx, balance) = self.post(
-            cx,
-            account_id,
+        let pending_days = self
+            .state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .and_then(|p| p.pending_days.map(|d| (d, p.tz)))
+            .filter(|_| of_payment);
+        let status = self.status_of(account_id, TxKind::Award, pending_days.is_some());
+        let entry = (
             TxKind::Award,
             points,
             rule.clone(),
@@ -447,7 +463,11 @@ impl Engine {
             md,
             why,
         );
-        if self.qualifies_on_points(account_id) {
+        let (tx, balance) = self.post_status(cx, account_id, entry, status);
+        if let Some((days, tz)) = pending_days {
+            // Pending: it vests later, and counts towards a tier only then.
+            self.hold_pending(cx, account_id, &tx, &rule, &campaigns, points, (days, tz));
+        } else if self.qualifies_on_points(account_id) {
             let at = cx.created;
             self.qualify(account_id, at, points, cx);
         }
@@ -471,6 +491,7 @@ impl Engine {
             transaction: tx,
             balance,
             capped,
+            status,
         };
         cx.event(member(&self.state.accounts[account_id]), event);
     }

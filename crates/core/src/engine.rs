@@ -245,6 +245,7 @@ impl Engine {
             (Body::Referral2(step, m), _) => self.referral_step(*step, m, cx),
             (Body::Redeem(r), _) => self.redeem(rec, r, cx),
             (Body::Qualify(q), _) => self.apply_qualify(rec, q, cx),
+            (Body::TierSet(t), _) => self.set_tier(rec, t, cx),
             (Body::ProgramUpdated(text), Accepted::Program(prog)) => {
                 self.update_program(prog, text, cx)
             }
@@ -345,6 +346,7 @@ impl Engine {
             let missing = match &rec.body {
                 Body::Adjust(c) => Some(("customer", &c.customer)),
                 Body::Qualify(c) => Some(("customer", &c.customer)),
+                Body::TierSet(c) => Some(("customer", &c.customer)),
                 Body::Redeem(c) => Some(("customer", &c.customer)),
                 // A receiver of another partition is looked for there.
                 Body::Transfer(t) => [("from", &t.from), ("to", &t.to)]
@@ -436,6 +438,28 @@ impl Engine {
                     format!("data.{e}").replace("data..:", "data:"),
                 ),
             },
+            Body::TierSet(t) => {
+                let prog = self.state.program(&t.program);
+                if prog.is_none_or(|p| p.tiers.is_none()) {
+                    return reject(
+                        Reason::Invalid,
+                        format!("data.program: {} has no tiers", t.program),
+                    );
+                }
+                if prog.is_some_and(|p| p.tier(&t.tier).is_none()) {
+                    return reject(
+                        Reason::Invalid,
+                        format!("data.tier: {} has no tier {:?}", t.program, t.tier),
+                    );
+                }
+                if t.until.is_some_and(|u| u <= rec.created) {
+                    return reject(
+                        Reason::Invalid,
+                        "data.until: must be after the command's created".into(),
+                    );
+                }
+                Ok(Accepted::Plain)
+            }
             Body::Redeem(_)
             | Body::Referral(_)
             | Body::Tick
@@ -567,5 +591,13 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
         referral_code: a.referral_code.clone(),
         stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ledger_hash: crate::output::hex32(&a.ledger_hash),
+        pending_balance: prog
+            .and_then(|p| p.pending_days)
+            .map(|_| a.pending_balance()),
+        manual_tier: tiers::manual_at(a, now).map(|m| crate::output::ManualTierView {
+            tier: m.tier.clone(),
+            until: Timestamp(m.until),
+            reason: m.reason.clone(),
+        }),
     }
 }

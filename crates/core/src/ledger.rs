@@ -7,7 +7,7 @@
 use crate::engine::Engine;
 use crate::ids;
 use crate::lots;
-use crate::output::{Event, Member, OutEvent, Output, Transaction, TxKind, TxMeta, Why};
+use crate::output::{Event, Member, OutEvent, Output, Status, Transaction, TxKind, TxMeta, Why};
 use crate::state::{Account, AwardRecord, DueKind};
 use crate::time::Timestamp;
 use crate::Sym;
@@ -129,6 +129,7 @@ pub(crate) fn member(a: &Account) -> Member {
 
 impl Engine {
     /// Appends a ledger entry and moves the balance; returns its id and the balance after.
+    /// In a program with pending points an award or a reversal is `posted`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn post(
         &mut self,
@@ -141,6 +142,45 @@ impl Engine {
         metadata: TxMeta,
         why: Why,
     ) -> (Sym, i128) {
+        let status = self.status_of(account_id, kind, false);
+        let entry = (kind, points, rule, campaigns, metadata, why);
+        self.post_status(cx, account_id, entry, status)
+    }
+
+    /// The status an award or a reversal of `account_id` carries: `None` but in a program
+    /// with pending points (SPEC section 13), and for other kinds of entry.
+    pub(crate) fn status_of(
+        &self,
+        account_id: &str,
+        kind: TxKind,
+        pending: bool,
+    ) -> Option<Status> {
+        let pending_program = self
+            .state
+            .accounts
+            .get(account_id)
+            .and_then(|a| self.state.program(&a.program))
+            .is_some_and(|p| p.pending_days.is_some());
+        match kind {
+            TxKind::Award | TxKind::Reversal if pending_program => Some(if pending {
+                Status::Pending
+            } else {
+                Status::Posted
+            }),
+            _ => None,
+        }
+    }
+
+    /// [`Engine::post`] with the entry's status: a `pending` one moves the pending balance
+    /// (which its caller keeps), not the balance, and forms no lot.
+    pub(crate) fn post_status(
+        &mut self,
+        cx: &mut Cx<'_>,
+        account_id: &str,
+        entry: (TxKind, i64, Option<Sym>, Vec<Sym>, TxMeta, Why),
+        status: Option<Status>,
+    ) -> (Sym, i128) {
+        let (kind, points, rule, campaigns, metadata, why) = entry;
         let id = cx.tx_id();
         // Lots: credits form lots (after paying off any debt), deductions consume the lots
         // that expire first. Reversals and expiries move their lots themselves.
@@ -155,8 +195,12 @@ impl Engine {
             .account_mut(account_id)
             .expect("transactions are posted to existing accounts");
         let mut new_lot = None;
+        let pending = status == Some(Status::Pending);
         match kind {
-            TxKind::Award | TxKind::Adjustment | TxKind::TransferIn if points > 0 => {
+            _ if pending => {}
+            TxKind::Award | TxKind::Adjustment | TxKind::TransferIn | TxKind::Vest
+                if points > 0 =>
+            {
                 new_lot = lots::credit(account, points, cx.created, expires, warn, &id);
             }
             TxKind::Adjustment | TxKind::TransferOut | TxKind::Redemption => {
@@ -164,7 +208,9 @@ impl Engine {
             }
             _ => {}
         }
-        account.balance += i128::from(points);
+        if !pending {
+            account.balance += i128::from(points);
+        }
         let balance = account.balance;
         let mut tx = Transaction {
             id: id.clone(),
@@ -173,6 +219,7 @@ impl Engine {
             program: account.program.clone(),
             kind,
             points,
+            status,
             balance_after: balance,
             rule,
             campaigns,

@@ -48,6 +48,7 @@ pub mod ledger;
 pub mod lots;
 pub mod output;
 pub mod partition;
+pub mod pending;
 pub mod programs;
 pub mod redemption;
 pub mod referrals;

@@ -10,7 +10,8 @@ use crate::engine::Engine;
 use crate::envelope::{self};
 use crate::ledger::{member, Cx};
 use crate::lots;
-use crate::output::{Event, TxKind, TxMeta, Why};
+use crate::output::{Event, Status, TxKind, TxMeta, Why};
+use crate::state::AwardRecord;
 use crate::time::Timestamp;
 
 impl Engine {
@@ -35,6 +36,19 @@ impl Engine {
                 continue;
             }
             award.reversed += give;
+            if self.reverse_pending(cx, award, give, r, payment.refunded, payment.amount) {
+                continue;
+            }
+            // A vested award's lot is its vest's, and its qualifying points counted from
+            // the vest (SPEC section 13).
+            let vested = self.state.accounts[&award.account]
+                .extra
+                .vested
+                .iter()
+                .find(|v| v.award == award.transaction)
+                .map(|v| (v.vest.clone(), v.at));
+            let (lot_tx, counted_at) =
+                vested.unwrap_or_else(|| (award.transaction.clone(), award.created));
             // Under writeOff the reversal takes only what the lots hold; the rest is
             // written off instead of becoming a debt.
             let write_off = self
@@ -46,7 +60,13 @@ impl Engine {
                     let held = lots::total(account).max(0);
                     taken = i64::try_from(held.min(i128::from(give))).unwrap_or(give);
                 }
-                lots::reverse(account, taken, &award.transaction);
+                lots::reverse(account, taken, &lot_tx);
+                if award.reversed >= award.points {
+                    account
+                        .extra
+                        .vested
+                        .retain(|v| v.award != award.transaction);
+                }
             }
             let (tx, balance) = self.post(
                 cx,
@@ -71,10 +91,11 @@ impl Engine {
                 payment: r.payment.clone(),
                 refund: r.refund_id.clone(),
                 rule: award.rule.as_deref().map(str::to_string),
+                status: self.status_of(&award.account, TxKind::Reversal, false),
             };
             cx.event(member(&self.state.accounts[&award.account]), event);
             if self.qualifies_on_points(&award.account) {
-                self.qualify(&award.account, Timestamp(award.created), -give, cx);
+                self.qualify(&award.account, Timestamp(counted_at), -give, cx);
             }
         }
         self.state
@@ -83,5 +104,60 @@ impl Engine {
         if self.track {
             self.changes.payments.insert(r.payment.clone());
         }
+    }
+
+    /// A refund's share `give` of an award still pending (SPEC section 13): it comes off
+    /// the pending award, as a `pending` reversal, and never makes a debt. False when the
+    /// award is not pending.
+    fn reverse_pending(
+        &mut self,
+        cx: &mut Cx<'_>,
+        award: &AwardRecord,
+        give: i64,
+        r: &envelope::Refund,
+        refunded: i64,
+        amount: i64,
+    ) -> bool {
+        let Some(account) = self.account_mut(&award.account) else {
+            return false;
+        };
+        let Some(p) = account
+            .extra
+            .pending
+            .iter_mut()
+            .find(|p| p.transaction == award.transaction)
+        else {
+            return false;
+        };
+        let give = give.min(p.points);
+        p.points -= give;
+        let why = Why::Reversal {
+            award: award.transaction.clone(),
+            payment: r.payment.clone(),
+            refunded,
+            amount,
+            written_off: 0,
+        };
+        let entry = (
+            TxKind::Reversal,
+            -give,
+            award.rule.clone(),
+            award.campaigns.clone(),
+            TxMeta::None,
+            why,
+        );
+        let status = Some(Status::Pending);
+        let (tx, balance) = self.post_status(cx, &award.account, entry, status);
+        let event = Event::PointsReversed {
+            points: -give,
+            transaction: tx,
+            balance,
+            payment: r.payment.clone(),
+            refund: r.refund_id.clone(),
+            rule: award.rule.as_deref().map(str::to_string),
+            status,
+        };
+        cx.event(member(&self.state.accounts[&award.account]), event);
+        true
     }
 }

@@ -196,6 +196,13 @@ pub fn next_rolling_evaluation(
         (true, Some(d)) => Some(add_months(Timestamp(d), months, prog.tz)?),
         _ => None,
     };
+    // A manual tier at or above the tier held keeps it until its `until`.
+    let earliest = match account.extra.manual.as_ref() {
+        Some(m) if prog.tier(&m.tier).is_some_and(|f| f.rank >= tier.rank) => {
+            Some(earliest.map_or(Timestamp(m.until), |e| e.max(Timestamp(m.until))))
+        }
+        _ => earliest,
+    };
     let allowed = |b: Timestamp| earliest.is_none_or(|e| b >= e);
     // Demoted at the next day boundary if the value will be below the threshold there.
     let next = next_day_boundary(after, prog)?;
@@ -252,7 +259,24 @@ pub(crate) fn tier_changed(from: String, to: String, direction: Direction) -> Ev
         from_tier: from,
         to_tier: to,
         direction,
+        manual: false,
     }
+}
+
+/// The tier a manual tier keeps the member at or above at `at` (SPEC section 13): while
+/// `at` is before its `until`, and the program still has that tier.
+pub fn floor_at<'p>(account: &Account, prog: &'p Program, at: Timestamp) -> Option<&'p Tier> {
+    account
+        .extra
+        .manual
+        .as_ref()
+        .filter(|m| at.0 < m.until)
+        .and_then(|m| prog.tier(&m.tier))
+}
+
+/// The manual tier still in force at `at`, if any: what the account line shows.
+pub fn manual_at(account: &Account, at: Timestamp) -> Option<&crate::state::ManualTier> {
+    account.extra.manual.as_ref().filter(|m| at.0 < m.until)
 }
 
 impl Engine {
@@ -384,6 +408,11 @@ impl Engine {
         } else {
             highest_met(prog, value).filter(|t| t.rank < current.rank)
         };
+        // Not below a manual tier before its `until` (SPEC section 13).
+        let target = match (target, floor_at(account, prog, at)) {
+            (Some(t), Some(f)) if f.rank > t.rank => Some(f).filter(|f| f.rank < current.rank),
+            (t, _) => t,
+        };
         let Some(target) = target else {
             return;
         };
@@ -398,6 +427,52 @@ impl Engine {
 }
 
 impl Engine {
+    /// `loyalty.tier.set` (SPEC section 13): the member moves to the tier at once, and no
+    /// evaluation before `until` (default: one period length later) demotes it below.
+    pub(crate) fn set_tier(&mut self, rec: &Record, t: &envelope::TierSet, cx: &mut Cx<'_>) {
+        let Some(prog) = self.program(&t.program) else {
+            return;
+        };
+        let (Some(tc), Some(target)) = (&prog.tiers, prog.tier(&t.tier)) else {
+            return;
+        };
+        let months = match tc.period {
+            Period::Rolling { months } | Period::Calendar { months, .. } => months,
+        };
+        let until = t
+            .until
+            .or_else(|| add_months(rec.created, months, prog.tz))
+            .map_or(i64::MAX, |u| u.0);
+        let id = ids::account_id(&prog.id, &t.customer);
+        let Some(account) = self.account_mut(&id) else {
+            return;
+        };
+        account.extra.manual = Some(crate::state::ManualTier {
+            tier: target.name.clone(),
+            until,
+            reason: t.reason.clone(),
+        });
+        let current = account.tier.as_deref().and_then(|n| prog.tier(n));
+        if current.is_none_or(|c| c.name != target.name) {
+            let direction = match current {
+                Some(c) if c.rank > target.rank => Direction::Down,
+                _ => Direction::Up,
+            };
+            let from = account
+                .tier
+                .replace(target.name.clone())
+                .unwrap_or_default();
+            let event = Event::TierChanged {
+                from_tier: from,
+                to_tier: target.name.clone(),
+                direction,
+                manual: true,
+            };
+            cx.event(member(account), event);
+        }
+        self.reschedule(&id);
+    }
+
     /// A calendar period closes: one evaluation per member, at the same instant, so that
     /// they run in account-id order with every other effect of this kind due then (SPEC
     /// section 6); and the next close.

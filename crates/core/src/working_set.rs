@@ -162,6 +162,7 @@ impl Engine {
             }
             Body::Adjust(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
             Body::Qualify(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
+            Body::TierSet(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
             Body::Redeem(c) => n.accounts.push(ids::account_id(&c.program, &c.customer)),
             Body::Transfer(t) => {
                 n.accounts.push(ids::account_id(&t.program, &t.from));

@@ -205,31 +205,50 @@ const ACCOUNT_POSTCARD: u8 = 1;
 /// ledger was written before the chain, and `verify` says to rebuild it with `replay`.)
 const ACCOUNT_HASHED: u8 = 2;
 
+/// The first byte of a stored account with a manual tier or pending awards (SPEC section
+/// 13): as [`ACCOUNT_HASHED`], then its [`loyalty_core::state::Extra`] in postcard. An
+/// account without them is stored in the form before, byte for byte.
+const ACCOUNT_EXTRA: u8 = 3;
+
 /// An account as stored.
 pub fn encode_account(a: &Account) -> Result<Vec<u8>, StoreError> {
     let mut v = Vec::with_capacity(160 + 64 * a.lots.len());
-    v.push(ACCOUNT_HASHED);
+    let extra = !a.extra.is_empty();
+    v.push(if extra { ACCOUNT_EXTRA } else { ACCOUNT_HASHED });
     v.extend_from_slice(&a.ledger_hash);
-    postcard::to_extend(a, v).map_err(|e| corrupt(a.id.as_bytes(), e))
+    let v = postcard::to_extend(a, v).map_err(|e| corrupt(a.id.as_bytes(), e))?;
+    if !extra {
+        return Ok(v);
+    }
+    postcard::to_extend(&a.extra, v).map_err(|e| corrupt(a.id.as_bytes(), e))
 }
 
 /// A stored account (under `key`), in any of its forms.
 pub fn decode_account(key: &[u8], v: &[u8]) -> Result<Account, StoreError> {
-    let postcard = |rest: &[u8]| match postcard::take_from_bytes::<Account>(rest) {
-        Ok((a, [])) => Ok(a),
-        Ok((_, extra)) => Err(corrupt(
-            key,
-            format!("{} bytes after the account", extra.len()),
-        )),
-        Err(e) => Err(corrupt(key, e)),
-    };
+    fn postcard<T: serde::de::DeserializeOwned>(rest: &[u8], key: &[u8]) -> Result<T, StoreError> {
+        match postcard::take_from_bytes::<T>(rest) {
+            Ok((a, [])) => Ok(a),
+            Ok((_, extra)) => Err(corrupt(
+                key,
+                format!("{} bytes after the account", extra.len()),
+            )),
+            Err(e) => Err(corrupt(key, e)),
+        }
+    }
     match v.split_first() {
-        Some((&ACCOUNT_HASHED, rest)) if rest.len() >= 32 => {
-            let mut a = postcard(&rest[32..])?;
+        Some((&ACCOUNT_EXTRA, rest)) if rest.len() >= 32 => {
+            let (mut a, tail) =
+                postcard::take_from_bytes::<Account>(&rest[32..]).map_err(|e| corrupt(key, e))?;
+            a.extra = postcard(tail, key)?;
             a.ledger_hash.copy_from_slice(&rest[..32]);
             Ok(a)
         }
-        Some((&ACCOUNT_POSTCARD, rest)) => postcard(rest),
+        Some((&ACCOUNT_HASHED, rest)) if rest.len() >= 32 => {
+            let mut a: Account = postcard(&rest[32..], key)?;
+            a.ledger_hash.copy_from_slice(&rest[..32]);
+            Ok(a)
+        }
+        Some((&ACCOUNT_POSTCARD, rest)) => postcard(rest, key),
         _ => serde_json::from_slice(v).map_err(|e| corrupt(key, e)),
     }
 }

@@ -40,9 +40,14 @@ pub struct StatLine {
 }
 
 impl StatLine {
-    /// What an output adds: transactions and `loyalty.account.created`.
+    /// What an output adds: transactions and `loyalty.account.created`. A pending award
+    /// or reversal adds nothing: its points reach the balance, and these counts, when they
+    /// vest (SPEC section 13).
     pub fn of_output(o: &Output) -> Option<StatLine> {
         match o {
+            Output::Transaction(t) if t.status == Some(loyalty_core::output::Status::Pending) => {
+                None
+            }
             Output::Transaction(t) => {
                 // A transfer's credit given back: what was sent reached no one.
                 let kind = match t.metadata {
@@ -69,6 +74,7 @@ impl StatLine {
     pub fn of_line(line: &serde_json::Value) -> Option<StatLine> {
         let at = |v: &serde_json::Value| v.as_str().and_then(Timestamp::parse_rfc3339).map(|t| t.0);
         match line["kind"].as_str()? {
+            "transaction" if line["status"] == "pending" => None,
             "transaction" => {
                 let returned = line["metadata"]["returned"] == true;
                 let kind = if returned {

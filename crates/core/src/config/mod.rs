@@ -77,6 +77,8 @@ pub struct Program {
     pub minimum_redemption: i64,
     /// What a refund does with points already spent (SPEC section 13).
     pub refund_debt: RefundDebt,
+    /// Days a payment's awards stay pending before they vest (SPEC section 13).
+    pub pending_days: Option<u32>,
     /// Points expiry, if points expire.
     pub expiry: Option<Expiry>,
     /// Earning rules, in the order listed (the order they fire in).

@@ -56,6 +56,7 @@ pub(super) struct RawProgram {
     pub(super) auto_enroll: Option<bool>,
     pub(super) minimum_redemption: Option<Num>,
     pub(super) refund_debt: Option<String>,
+    pub(super) pending_days: Option<Num>,
     pub(super) points_expiry: Option<RawExpiry>,
     pub(super) earning_rules: Option<Vec<RawRule>>,
     pub(super) tier_config: Option<RawTierConfig>,

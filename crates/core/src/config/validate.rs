@@ -182,6 +182,22 @@ pub(super) fn validate_program(
             ))
         }
     };
+    let pending_days = p
+        .pending_days
+        .map(|n| -> Result<u32, ConfigError> {
+            let days = at.small_int("pendingDays", n)?;
+            if days == 0 {
+                return Err(at.err(
+                    "pendingDays",
+                    "must be greater than 0 (leave it out for points that post at once)",
+                ));
+            }
+            if days > 3650 {
+                return Err(at.err("pendingDays", "must be at most 3650 (ten years)"));
+            }
+            Ok(days)
+        })
+        .transpose()?;
     let minimum_redemption = p
         .minimum_redemption
         .map(|n| at.non_negative_int("minimumRedemption", n))
@@ -269,6 +285,7 @@ pub(super) fn validate_program(
         auto_enroll: p.auto_enroll.unwrap_or(false),
         minimum_redemption,
         refund_debt,
+        pending_days,
         expiry,
         rules,
         tiers,

@@ -121,6 +121,8 @@ pub enum Body {
     Adjust(Adjust),
     /// `loyalty.qualifying_activity.record`.
     Qualify(Qualify),
+    /// `loyalty.tier.set` (SPEC section 13).
+    TierSet(TierSet),
     /// `loyalty.redemption.create`.
     Redeem(Redeem),
     /// `loyalty.points.transfer`.
@@ -285,6 +287,21 @@ pub struct Qualify {
     pub reference: Option<String>,
 }
 
+/// `loyalty.tier.set` (SPEC section 13): a tier granted by hand.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct TierSet {
+    /// The customer.
+    pub customer: String,
+    /// The program.
+    pub program: String,
+    /// The tier's name.
+    pub tier: String,
+    /// Until when it holds (default: one period length after the command).
+    pub until: Option<Timestamp>,
+    /// Why.
+    pub reason: String,
+}
+
 /// `loyalty.redemption.create`.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Redeem {
@@ -347,6 +364,7 @@ impl Record {
             Body::Enroll(c) => Some(&c.customer),
             Body::Adjust(c) => Some(&c.customer),
             Body::Qualify(c) => Some(&c.customer),
+            Body::TierSet(c) => Some(&c.customer),
             Body::Redeem(c) => Some(&c.customer),
             Body::Transfer(t) => Some(&t.from),
             _ => None,
@@ -359,6 +377,7 @@ impl Record {
             Body::Enroll(c) => Some(&c.program),
             Body::Adjust(c) => Some(&c.program),
             Body::Qualify(c) => Some(&c.program),
+            Body::TierSet(c) => Some(&c.program),
             Body::Redeem(c) => Some(&c.program),
             Body::Transfer(c) => Some(&c.program),
             _ => None,
@@ -366,8 +385,9 @@ impl Record {
     }
 }
 
-/// The command types of SPEC section 2.
-pub const COMMANDS: [&str; 6] = [
+/// The command types of SPEC sections 2 and 13.
+pub const COMMANDS: [&str; 7] = [
+    "loyalty.tier.set",
     "loyalty.account.enroll",
     "loyalty.points.adjust",
     "loyalty.qualifying_activity.record",
@@ -443,6 +463,10 @@ struct RawData<'a> {
     transaction: Option<&'a RawValue>,
     #[serde(borrow)]
     role: Option<&'a RawValue>,
+    #[serde(borrow)]
+    tier: Option<&'a RawValue>,
+    #[serde(borrow)]
+    until: Option<&'a RawValue>,
 }
 
 /// A JSON string value's text, or `None` when the raw value is not a string.
@@ -735,6 +759,18 @@ fn data_body(kind: &str, raw: &RawData<'_>) -> Result<Body, String> {
             amount: req_amount("amount", raw.amount)?,
             reason: req_str("reason", raw.reason)?,
             reference: opt_str("reference", raw.reference)?,
+        }),
+        "loyalty.tier.set" => Body::TierSet(TierSet {
+            customer: req_str("customer", raw.customer)?,
+            program: req_str("program", raw.program)?,
+            tier: req_str("tier", raw.tier)?,
+            until: opt_str("until", raw.until)?
+                .map(|u| {
+                    Timestamp::parse_rfc3339(&u)
+                        .ok_or_else(|| format!("data.until: {u:?} is not an RFC 3339 time"))
+                })
+                .transpose()?,
+            reason: req_str("reason", raw.reason)?,
         }),
         "loyalty.redemption.create" => {
             let quantity = if is_null(raw.quantity) {

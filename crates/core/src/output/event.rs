@@ -9,7 +9,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::{jw, Direction, Refusal};
+use super::{jw, Direction, Refusal, Status};
 use crate::time::Timestamp;
 use crate::Sym;
 
@@ -46,6 +46,20 @@ pub enum Event {
         balance: i128,
         /// Whether a cap cut the award.
         capped: bool,
+        /// `pending` or `posted` in a program with pending points (SPEC section 13).
+        status: Option<Status>,
+    },
+    /// `loyalty.points.vested` (SPEC section 13): a pending award's points reached the
+    /// balance.
+    PointsVested {
+        /// Points vested.
+        points: i64,
+        /// The vest's transaction.
+        transaction: Sym,
+        /// The award that vested.
+        award: Sym,
+        /// The balance after it.
+        balance: i128,
     },
     /// `loyalty.points.adjusted`.
     PointsAdjusted {
@@ -83,6 +97,8 @@ pub enum Event {
         refund: String,
         /// The rule of the award reversed.
         rule: Option<String>,
+        /// `pending` or `posted` in a program with pending points (SPEC section 13).
+        status: Option<Status>,
     },
     /// `loyalty.points.expired`.
     PointsExpired {
@@ -150,6 +166,8 @@ pub enum Event {
         to_tier: String,
         /// Which way.
         direction: Direction,
+        /// Set by hand (`loyalty.tier.set`): printed only then.
+        manual: bool,
     },
 }
 
@@ -162,6 +180,7 @@ impl Event {
             Event::PointsAdjusted { .. } => "loyalty.points.adjusted",
             Event::PointsTransferred { .. } => "loyalty.points.transferred",
             Event::PointsReversed { .. } => "loyalty.points.reversed",
+            Event::PointsVested { .. } => "loyalty.points.vested",
             Event::PointsExpired { .. } => "loyalty.points.expired",
             Event::PointsExpiring { .. } => "loyalty.points.expiring",
             Event::CashbackEarned { .. } => "loyalty.cashback.earned",
@@ -189,9 +208,22 @@ impl Event {
                 transaction,
                 balance,
                 capped,
+                status,
+            } => with_status(
+                json!({
+                    "points": points, "rule": rule, "campaigns": campaigns,
+                    "transaction": transaction, "balance": num(*balance), "capped": capped,
+                }),
+                *status,
+            ),
+            Event::PointsVested {
+                points,
+                transaction,
+                award,
+                balance,
             } => json!({
-                "points": points, "rule": rule, "campaigns": campaigns,
-                "transaction": transaction, "balance": num(*balance), "capped": capped,
+                "points": points, "transaction": transaction, "award": award,
+                "balance": num(*balance),
             }),
             Event::PointsAdjusted {
                 points,
@@ -215,10 +247,14 @@ impl Event {
                 payment,
                 refund,
                 rule,
-            } => json!({
-                "points": points, "transaction": transaction, "balance": num(*balance),
-                "payment": payment, "refund": refund, "rule": rule,
-            }),
+                status,
+            } => with_status(
+                json!({
+                    "points": points, "transaction": transaction, "balance": num(*balance),
+                    "payment": payment, "refund": refund, "rule": rule,
+                }),
+                *status,
+            ),
             Event::PointsExpired {
                 points,
                 transaction,
@@ -256,7 +292,14 @@ impl Event {
                 from_tier,
                 to_tier,
                 direction,
-            } => json!({"fromTier": from_tier, "toTier": to_tier, "direction": direction.as_str()}),
+                manual,
+            } => {
+                let mut v = json!({"fromTier": from_tier, "toTier": to_tier, "direction": direction.as_str()});
+                if *manual {
+                    v["manual"] = true.into();
+                }
+                v
+            }
         };
         if let (Value::Object(v), Value::Object(more)) = (&mut v, more) {
             v.extend(more);
@@ -281,6 +324,7 @@ impl Event {
                 transaction,
                 balance,
                 capped,
+                status,
             } => {
                 w.num("balance", *balance);
                 w.strs("campaigns", campaigns);
@@ -289,6 +333,20 @@ impl Event {
                 w.int("points", *points);
                 w.str("program", &m.program);
                 w.opt_str("rule", rule.as_deref());
+                w.status(*status);
+                w.str("transaction", transaction);
+            }
+            Event::PointsVested {
+                points,
+                transaction,
+                award,
+                balance,
+            } => {
+                w.str("award", award);
+                w.num("balance", *balance);
+                w.str("customer", &m.customer);
+                w.int("points", *points);
+                w.str("program", &m.program);
                 w.str("transaction", transaction);
             }
             Event::PointsAdjusted {
@@ -324,6 +382,7 @@ impl Event {
                 payment,
                 refund,
                 rule,
+                status,
             } => {
                 w.num("balance", *balance);
                 w.str("customer", &m.customer);
@@ -332,6 +391,7 @@ impl Event {
                 w.str("program", &m.program);
                 w.str("refund", refund);
                 w.opt_str("rule", rule.as_deref());
+                w.status(*status);
                 w.str("transaction", transaction);
             }
             Event::PointsExpired {
@@ -401,10 +461,14 @@ impl Event {
                 from_tier,
                 to_tier,
                 direction,
+                manual,
             } => {
                 w.str("customer", &m.customer);
                 w.str("direction", direction.as_str());
                 w.str("fromTier", from_tier);
+                if *manual {
+                    w.bool("manual", true);
+                }
                 w.str("program", &m.program);
                 w.str("toTier", to_tier);
             }
@@ -420,6 +484,14 @@ fn num(v: i128) -> Value {
         Ok(v) => Value::from(v),
         Err(_) => Value::String(v.to_string()),
     }
+}
+
+/// `v` with its `status`, when it has one.
+fn with_status(mut v: Value, status: Option<Status>) -> Value {
+    if let Some(s) = status {
+        v["status"] = s.as_str().into();
+    }
+    v
 }
 
 /// Writes one JSON object's entries, in the order given.
@@ -487,6 +559,13 @@ impl<'o> Obj<'o> {
             jw::str(self.out, s.as_ref());
         }
         self.out.push(b']');
+    }
+
+    /// `status`, when there is one.
+    fn status(&mut self, status: Option<Status>) {
+        if let Some(s) = status {
+            self.str("status", s.as_str());
+        }
     }
 
     /// `customer` and `program`, for the events with no key between them.

@@ -82,6 +82,27 @@ impl Direction {
     }
 }
 
+/// Whether an award or a reversal moved the balance or the pending balance (SPEC section
+/// 13): only in a program with `pendingDays`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Pending: counted in `pendingBalance`, not in the balance.
+    Pending,
+    /// Posted: in the balance.
+    Posted,
+}
+
+impl Status {
+    /// `pending` or `posted`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Posted => "posted",
+        }
+    }
+}
+
 /// One thing the engine did, in the order it happened.
 #[derive(Clone, PartialEq, Debug)]
 pub enum Output {
@@ -123,6 +144,8 @@ pub enum TxKind {
     Redemption,
     /// Points received from another member.
     TransferIn,
+    /// A pending award's points reaching the balance (SPEC section 13).
+    Vest,
     /// Points sent to another member.
     TransferOut,
 }
@@ -138,6 +161,7 @@ impl TxKind {
             TxKind::Redemption => "redemption",
             TxKind::TransferIn => "transfer_in",
             TxKind::TransferOut => "transfer_out",
+            TxKind::Vest => "vest",
         }
     }
 }
@@ -159,6 +183,8 @@ pub struct Transaction {
     pub kind: TxKind,
     /// Signed points.
     pub points: i64,
+    /// `pending` or `posted`: on awards and reversals in a program with pending points.
+    pub status: Option<Status>,
     /// The balance right after this entry.
     pub balance_after: i128,
     /// The rule that awarded it.
@@ -222,6 +248,11 @@ impl Transaction {
         out.extend_from_slice(tx.kind.as_str().as_bytes());
         out.extend_from_slice(br#"","points":"#);
         jw::int(out, tx.points);
+        if let Some(s) = tx.status {
+            out.extend_from_slice(br#","status":""#);
+            out.extend_from_slice(s.as_str().as_bytes());
+            out.push(b'"');
+        }
         out.extend_from_slice(br#","balanceAfter":"#);
         jw::int(out, tx.balance_after);
         out.extend_from_slice(br#","rule":"#);
@@ -390,6 +421,23 @@ pub struct AccountView {
     pub stamps: std::collections::BTreeMap<String, u32>,
     /// The hash of its last transaction (64 zeros when it has none).
     pub ledger_hash: String,
+    /// Points awarded and not yet vested: in a program with pending points only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_balance: Option<i64>,
+    /// A tier set by hand that still holds: its name, until when, and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manual_tier: Option<ManualTierView>,
+}
+
+/// A manual tier as the account line shows it, while it holds.
+#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+pub struct ManualTierView {
+    /// The tier's name.
+    pub tier: String,
+    /// Until when no evaluation demotes the member below it.
+    pub until: Timestamp,
+    /// The operator's reason.
+    pub reason: String,
 }
 
 /// A tier as the account line shows it.

@@ -19,6 +19,8 @@ struct TxLine<'a> {
     #[serde(rename = "type")]
     tx_kind: TxKind,
     points: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    status: Option<Status>,
     balance_after: i128,
     rule: Option<&'a str>,
     campaigns: &'a [Sym],
@@ -48,6 +50,7 @@ impl<'a> TxLine<'a> {
             program: &tx.program,
             tx_kind: tx.kind,
             points: tx.points,
+            status: tx.status,
             balance_after: tx.balance_after,
             rule: tx.rule.as_deref(),
             campaigns: &tx.campaigns,
@@ -118,6 +121,7 @@ fn tx(s: &str, rule: Option<&str>, campaigns: Vec<Sym>, balance: i128) -> Output
         program: "prog_a".into(),
         kind: TxKind::TransferOut,
         points: -42,
+        status: rule.map(|_| Status::Pending),
         balance_after: balance,
         rule: rule.map(Sym::from),
         campaigns,
@@ -150,6 +154,13 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             transaction: sy(),
             balance,
             capped: n % 2 == 0,
+            status: [None, Some(Status::Pending), Some(Status::Posted)][n.rem_euclid(3) as usize],
+        },
+        Event::PointsVested {
+            points: n,
+            transaction: sy(),
+            award: sy(),
+            balance,
         },
         Event::PointsAdjusted {
             points: n,
@@ -170,6 +181,7 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             payment: st(),
             refund: st(),
             rule: opt(),
+            status: [Some(Status::Posted), None, Some(Status::Pending)][n.rem_euclid(3) as usize],
         },
         Event::PointsExpired {
             points: n,
@@ -207,6 +219,7 @@ fn events(s: &str, n: i64, balance: i128, created: i64) -> Vec<Output> {
             from_tier: st(),
             to_tier: st(),
             direction: Direction::Down,
+            manual: n % 2 != 0,
         },
     ];
     all.into_iter()

@@ -60,6 +60,15 @@ pub enum Why {
         /// The operator's reason.
         reason: String,
     },
+    /// A pending award vesting: `{"award", "awarded", "reversed"}` (SPEC section 13).
+    Vest {
+        /// The award transaction.
+        award: Sym,
+        /// The points it awarded.
+        awarded: i64,
+        /// What refunds took from it while it was pending.
+        reversed: i64,
+    },
     /// One side of a transfer: `{"counterparty"}`.
     Transfer {
         /// The other customer.
@@ -211,6 +220,19 @@ impl Why {
                 jw::str(out, reason);
                 out.push(b'}');
             }
+            Why::Vest {
+                award,
+                awarded,
+                reversed,
+            } => {
+                out.extend_from_slice(br#"{"award":"#);
+                jw::str(out, award);
+                out.extend_from_slice(br#","awarded":"#);
+                jw::int(out, *awarded);
+                out.extend_from_slice(br#","reversed":"#);
+                jw::int(out, *reversed);
+                out.push(b'}');
+            }
             Why::Transfer { counterparty } => {
                 out.extend_from_slice(br#"{"counterparty":"#);
                 jw::str(out, counterparty);
@@ -276,6 +298,14 @@ mod tests {
                     campaign: "camp_b".into(),
                 },
                 json!({"bonus": 50, "campaign": "camp_b"}),
+            ),
+            (
+                Why::Vest {
+                    award: "ptx_9".into(),
+                    awarded: 120,
+                    reversed: 20,
+                },
+                json!({"award": "ptx_9", "awarded": 120, "reversed": 20}),
             ),
             (
                 Why::Reversal {

@@ -197,6 +197,9 @@ impl TryFrom<DueText> for Due {
 /// Kinds of time-driven effects, in the order they run at one instant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum DueKind {
+    /// A pending award vests (SPEC section 13): first, so that the lot it forms and the
+    /// qualifying points it brings are there for what else falls due at that instant.
+    Vest,
     /// What is left of a lot expires.
     Expiry,
     /// The warning before a lot expires.
@@ -269,6 +272,79 @@ pub struct Account {
     /// chains to (SPEC section 13). Stored beside the account's fields, not among them.
     #[serde(skip)]
     pub ledger_hash: [u8; 32],
+    /// What the features of SPEC section 13 keep: stored after the account's fields, and
+    /// only when not empty, so that accounts without them keep their stored bytes.
+    #[serde(skip)]
+    pub extra: Extra,
+}
+
+/// An account's manual tier and pending awards (SPEC section 13).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Extra {
+    /// A tier set by hand, which no evaluation before its `until` demotes the member below.
+    pub manual: Option<ManualTier>,
+    /// Awards waiting to vest, in the order they were awarded.
+    pub pending: Vec<PendingAward>,
+    /// Vested awards whose lot may still be open, for a later refund of one: it takes
+    /// from that lot first, and comes off the qualifying points of the vest's time.
+    pub vested: Vec<Vested>,
+}
+
+impl Extra {
+    /// True when there is nothing to keep.
+    pub fn is_empty(&self) -> bool {
+        self.manual.is_none() && self.pending.is_empty() && self.vested.is_empty()
+    }
+}
+
+/// A tier set by `loyalty.tier.set`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualTier {
+    /// The tier's name.
+    pub tier: String,
+    /// Unix seconds: evaluations before it do not demote the member below the tier.
+    pub until: i64,
+    /// The operator's reason.
+    pub reason: String,
+}
+
+/// An award written as pending, until it vests.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAward {
+    /// Its number within the account (the vest's due item).
+    pub seq: u64,
+    /// The award transaction.
+    pub transaction: Sym,
+    /// Its rule (`None`: a campaign bonus).
+    pub rule: Option<Sym>,
+    /// Its campaigns.
+    pub campaigns: Vec<Sym>,
+    /// Points awarded.
+    pub awarded: i64,
+    /// Points still pending (the award less what refunds took).
+    pub points: i64,
+    /// When it was awarded.
+    pub created: i64,
+    /// When it vests.
+    pub vests: i64,
+}
+
+/// A vested award: its vest transaction formed the award's lot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Vested {
+    /// The award transaction.
+    pub award: Sym,
+    /// The vest transaction (the lot's).
+    pub vest: Sym,
+    /// When it vested.
+    pub at: i64,
+}
+
+impl Account {
+    /// Points pending: awarded, not yet vested (SPEC section 13).
+    pub fn pending_balance(&self) -> i64 {
+        self.extra.pending.iter().map(|p| p.points).sum()
+    }
 }
 
 impl Account {
@@ -297,6 +373,7 @@ impl Account {
             stamps: VecMap::new(),
             rule_usage: VecMap::new(),
             ledger_hash: [0; 32],
+            extra: Extra::default(),
         }
     }
 }
