@@ -21,6 +21,7 @@ mod api;
 pub mod backtest;
 mod demo;
 pub mod fold;
+pub mod import;
 pub mod loadgen;
 mod streaming;
 
@@ -153,6 +154,10 @@ enum Command {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Enrol an existing program's members from a CSV or JSON-lines file (customer,
+    /// birthday, openingBalance, tier), through the commands topic. Exit 1 when some rows
+    /// were bad (each reported; the good ones are imported).
+    Import(import::ImportArgs),
     /// Generate synthetic traffic, to a file or to Kafka (benchmarks).
     Loadgen(loadgen::LoadArgs),
     /// Verify an `x-vinr-signature` header against a payload (exit 0 valid, 1 invalid).
@@ -349,6 +354,13 @@ fn run(cli: Cli) -> Result<()> {
             partition,
         } => streaming::replay(&args, &state, publish, partition),
         Command::Loadgen(args) => loadgen::run(&args),
+        Command::Import(args) => {
+            if import::run(&args)? {
+                Ok(())
+            } else {
+                Err(Invalid.into())
+            }
+        }
         Command::Verify { state } => {
             if streaming::verify_state(&state)? {
                 Ok(())

@@ -36,6 +36,13 @@ pub fn account_id(program: &str, customer: &str) -> crate::Sym {
     hex_id("loy_", &["account", program, customer]).into()
 }
 
+/// The id of a record `loyalty import` writes for `customer` of `program` (`kind`:
+/// `enroll` or `tier`): the same in every run of an import, so a second run is refused
+/// as duplicates.
+pub fn import_id(kind: &str, program: &str, customer: &str) -> String {
+    hex_id("imp_", &["import", kind, program, customer])
+}
+
 /// The `n`-th points transaction caused by the record `source`.
 pub fn transaction_id(source: &str, n: u32) -> String {
     hex_id("ptx_", &["transaction", source, &n.to_string()])
