@@ -5,6 +5,7 @@
 //! - a program's stats (`GET /v1/programs/{id}/stats`) equal a count over the fold's lines;
 //! - `POST /v1/simulate` reports each reason a rule skips, and writes nothing.
 
+use chrono::TimeZone;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -379,13 +380,23 @@ fn check_whys(prog: &Value, log: &[String], folded: &str) -> BTreeMap<String, us
                 // The lot is a credit of this account; it expired a month after it was
                 // credited (New York calendar), and the expiry is written then.
                 let (created, credited) = credits[why["lot"].as_str().unwrap()];
-                let due = time(created)
+                // Section 5: the same local time a month later; a time in a daylight-
+                // saving gap (New York's is an hour) moves forward by the gap.
+                let local = time(created)
                     .with_timezone(&ny)
+                    .naive_local()
                     .checked_add_months(chrono::Months::new(1))
-                    .unwrap()
-                    .with_timezone(&chrono::Utc)
-                    .format("%Y-%m-%dT%H:%M:%SZ")
-                    .to_string();
+                    .unwrap();
+                let due = match ny.from_local_datetime(&local) {
+                    chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t,
+                    chrono::LocalResult::None => ny
+                        .from_local_datetime(&(local + chrono::Duration::hours(1)))
+                        .earliest()
+                        .unwrap(),
+                }
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%SZ")
+                .to_string();
                 assert_eq!(why["expiresAt"], due, "{tx}");
                 assert_eq!(why["expiresAt"], tx["created"], "{tx}");
                 assert!(-points <= credited, "{tx}");

@@ -12,6 +12,7 @@ mod integrity;
 mod lifecycle;
 mod model;
 mod partitions;
+mod pending;
 mod properties;
 mod scenarios;
 mod support;

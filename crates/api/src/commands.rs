@@ -281,22 +281,22 @@ impl Api {
         if let Some(r) = lines.iter().find(|l| l["kind"] == "rejected") {
             let reason = r["reason"].as_str().unwrap_or("invalid");
             let detail = r["detail"].as_str().unwrap_or_default().to_string();
+            // The engine's detail names the field first: `data.to: …`.
+            let param = detail
+                .split_once(':')
+                .and_then(|(f, _)| f.strip_prefix("data."))
+                .filter(|f| !f.contains(' '))
+                .map(str::to_string);
             let e = if is_refusal(reason) {
                 ApiError::new(StatusCode::PAYMENT_REQUIRED, "refusal_error", detail).code(reason)
             } else if reason == "not_enrolled" || reason == "unknown_program" {
-                // The engine's detail names the field first: `data.to: …`.
-                let param = detail
-                    .split_once(':')
-                    .and_then(|(f, _)| f.strip_prefix("data."))
-                    .filter(|f| !f.contains(' '))
-                    .map(str::to_string);
-                let e = ApiError::missing(detail.clone());
-                match param {
-                    Some(p) => e.param(p),
-                    None => e,
-                }
+                ApiError::missing(detail.clone())
             } else {
                 ApiError::new(StatusCode::BAD_REQUEST, "invalid_request_error", detail).code(reason)
+            };
+            let e = match param {
+                Some(p) => e.param(p),
+                None => e,
             };
             return Ok(Some(self.keep_answer(id, cmd, e.status, e.body())));
         }

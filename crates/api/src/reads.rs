@@ -411,7 +411,8 @@ pub(crate) async fn get_balance(
             }
         };
         let created = line["created"].as_str().and_then(Timestamp::parse_rfc3339);
-        if created.is_some_and(|c| c <= as_of) {
+        // A pending line moves the pending balance, not the balance (SPEC section 13).
+        if created.is_some_and(|c| c <= as_of) && line["status"] != "pending" {
             sum += i128::from(line["points"].as_i64().unwrap_or(0));
         }
         Ok(true)

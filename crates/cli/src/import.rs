@@ -256,7 +256,9 @@ pub fn read_rows(
             let (mut line, mut offset) = (0u64, 0u64);
             loop {
                 buf.clear();
-                let n = r.read_until(b'\n', &mut buf).context("cannot read the file")?;
+                let n = r
+                    .read_until(b'\n', &mut buf)
+                    .context("cannot read the file")?;
                 if n == 0 {
                     break;
                 }
@@ -292,7 +294,9 @@ impl Lines {
     /// The line of the first character at or after `offset` that is not a line break
     /// (where a record starts, past the blank lines before it).
     fn at(&mut self, text: &[u8], offset: u64) -> u64 {
-        let mut to = usize::try_from(offset).unwrap_or(usize::MAX).min(text.len());
+        let mut to = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(text.len());
         while to < text.len() && matches!(text[to], b'\n' | b'\r') {
             to += 1;
         }

@@ -452,12 +452,6 @@ impl Engine {
                         format!("data.tier: {} has no tier {:?}", t.program, t.tier),
                     );
                 }
-                if t.until.is_some_and(|u| u <= rec.created) {
-                    return reject(
-                        Reason::Invalid,
-                        "data.until: must be after the command's created".into(),
-                    );
-                }
                 Ok(Accepted::Plain)
             }
             Body::Redeem(_)
@@ -591,13 +585,16 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
         referral_code: a.referral_code.clone(),
         stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         ledger_hash: crate::output::hex32(&a.ledger_hash),
-        pending_balance: prog
-            .and_then(|p| p.pending_days)
-            .map(|_| a.pending_balance()),
-        manual_tier: tiers::manual_at(a, now).map(|m| crate::output::ManualTierView {
-            tier: m.tier.clone(),
-            until: Timestamp(m.until),
-            reason: m.reason.clone(),
+        // Also after an update took `pendingDays` away: what is pending still vests.
+        pending_balance: (prog.is_some_and(|p| p.pending_days.is_some())
+            || !a.extra.pending.is_empty())
+        .then(|| a.pending_balance()),
+        manual_tier: prog.and_then(|p| tiers::manual_at(a, p, now)).map(|m| {
+            crate::output::ManualTierView {
+                tier: m.tier.clone(),
+                until: Timestamp(m.until),
+                reason: m.reason.clone(),
+            }
         }),
     }
 }

@@ -41,7 +41,12 @@ impl Engine {
         for id in ids {
             let account = self.account_mut(&id).expect("listed above");
             let value = tiers::value_at(account, &prog, now);
-            let new = tiers::highest_met(&prog, value).map(|t| t.name.clone());
+            // Not below a manual tier still in force (SPEC section 13).
+            let met = tiers::highest_met(&prog, value);
+            let new = match (met, tiers::floor_at(account, &prog, now)) {
+                (Some(m), Some(f)) if f.rank > m.rank => Some(f.name.clone()),
+                (m, _) => m.map(|t| t.name.clone()),
+            };
             let previous = std::mem::replace(&mut account.tier, new.clone());
             let (Some(from), Some(to)) = (previous, new) else {
                 continue;

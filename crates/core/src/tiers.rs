@@ -274,9 +274,18 @@ pub fn floor_at<'p>(account: &Account, prog: &'p Program, at: Timestamp) -> Opti
         .and_then(|m| prog.tier(&m.tier))
 }
 
-/// The manual tier still in force at `at`, if any: what the account line shows.
-pub fn manual_at(account: &Account, at: Timestamp) -> Option<&crate::state::ManualTier> {
-    account.extra.manual.as_ref().filter(|m| at.0 < m.until)
+/// The manual tier still in force at `at`, if any (before its `until`, and a tier the
+/// program still has): what the account line shows.
+pub fn manual_at<'a>(
+    account: &'a Account,
+    prog: &Program,
+    at: Timestamp,
+) -> Option<&'a crate::state::ManualTier> {
+    account
+        .extra
+        .manual
+        .as_ref()
+        .filter(|m| at.0 < m.until && prog.tier(&m.tier).is_some())
 }
 
 impl Engine {

@@ -1326,6 +1326,36 @@ mod tests {
             json.len()
         );
         assert_eq!(decode_account(b"a/loy_1", &binary).unwrap(), a);
+        // With a manual tier and pending awards (SPEC section 13): the form after, read
+        // back whole; without them, the form before, byte for byte (pinned above).
+        let mut x = a.clone();
+        x.extra.manual = Some(loyalty_core::state::ManualTier {
+            tier: "Gold".into(),
+            until: 1_800_000_000,
+            reason: "status match".into(),
+        });
+        x.extra.pending.push(loyalty_core::state::PendingAward {
+            seq: 9,
+            transaction: "ptx_p".into(),
+            rule: Some("rule_a".into()),
+            campaigns: vec!["camp_b".into()],
+            awarded: 120,
+            points: 100,
+            created: 1_700_000_000,
+            vests: 1_700_600_000,
+        });
+        x.extra.vested.push(loyalty_core::state::Vested {
+            award: "ptx_o".into(),
+            vest: "ptx_v".into(),
+            at: 1_699_000_000,
+        });
+        let extra = encode_account(&x).unwrap();
+        assert_eq!(extra[0], ACCOUNT_EXTRA);
+        assert_eq!(decode_account(b"a/loy_1", &extra).unwrap(), x);
+        assert!(matches!(
+            decode_account(b"a/loy_1", &extra[..extra.len() - 1]),
+            Err(StoreError::Corrupt { .. })
+        ));
         // The JSON form (an earlier version's) has no hash.
         let from_json = decode_account(b"a/loy_1", &json).unwrap();
         assert_eq!(from_json.ledger_hash, [0; 32]);
@@ -1559,7 +1589,9 @@ impl Store {
         let mut accounts: BTreeMap<String, Account> = BTreeMap::new();
         let mut payments: Vec<(String, PaymentRecord)> = Vec::new();
         // Per account: the sum of its transactions and the balance after the last one.
-        let mut ledger: BTreeMap<String, (i128, Option<i128>)> = BTreeMap::new();
+        // Per account: the sum of its posted points, the balance its last line left, and
+        // its pending points (pending awards and reversals, less what vested).
+        let mut ledger: BTreeMap<String, (i128, Option<i128>, i128)> = BTreeMap::new();
         // Each account's hash chain so far, and whether it broke (reported once, at the
         // first broken link).
         let mut chains: BTreeMap<String, ([u8; 32], bool)> = BTreeMap::new();
@@ -1625,12 +1657,21 @@ impl Store {
                         );
                         continue;
                     };
-                    let e = ledger.entry(acct.to_string()).or_insert((0, None));
-                    e.0 += i128::from(points);
+                    let e = ledger.entry(acct.to_string()).or_insert((0, None, 0));
+                    // A pending line moves the pending balance, not the balance; a vest
+                    // moves what was pending into the balance (SPEC section 13).
+                    let pending = line["status"] == "pending";
+                    let moves = if pending { 0 } else { points };
+                    if pending {
+                        e.2 += i128::from(points);
+                    } else if line["type"] == "vest" {
+                        e.2 -= i128::from(points);
+                    }
+                    e.0 += i128::from(moves);
                     // Each link: this line's balance is the previous line's plus its points
                     // (so one lost line is reported once, not on every later line).
                     let before = e.1.unwrap_or(0);
-                    if before + i128::from(points) != i128::from(after) {
+                    if before + i128::from(moves) != i128::from(after) {
                         problem(
                             "balance_after",
                             &k,
@@ -1792,7 +1833,18 @@ impl Store {
                     ),
                 );
             }
-            let (sum, last) = ledger.remove(&*a.id).unwrap_or((0, None));
+            let (sum, last, pending) = ledger.remove(&*a.id).unwrap_or((0, None, 0));
+            if pending != a.pending_balance() {
+                problem(
+                    "ledger",
+                    key.as_bytes(),
+                    format!(
+                        "pending balance {} but its pending transactions less its vests sum \
+                         to {pending}",
+                        a.pending_balance()
+                    ),
+                );
+            }
             if sum != a.balance {
                 problem(
                     "ledger",
@@ -1866,7 +1918,7 @@ impl Store {
                 format!("held by {holder}, which is no account of {program} with this code"),
             );
         }
-        for (acct, (sum, _)) in ledger {
+        for (acct, (sum, _, _)) in ledger {
             problem(
                 "ledger",
                 format!("a/{acct}").as_bytes(),

@@ -135,7 +135,8 @@ impl Settings {
 }
 
 /// The outbound event types of SPEC section 8.
-pub const OUTBOUND_TYPES: [&str; 12] = [
+pub const OUTBOUND_TYPES: [&str; 13] = [
+    "loyalty.points.vested",
     "loyalty.account.created",
     "loyalty.points.earned",
     "loyalty.points.adjusted",

@@ -548,6 +548,10 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
             Err(e) => return invalid(format!("data: {e}")),
         };
         match data_body(&kind, &raw) {
+            // Out of range, from the record alone (SPEC section 13): before `duplicate`.
+            Ok(Body::TierSet(t)) if t.until.is_some_and(|u| u <= created) => {
+                return invalid("data.until: must be after the command's created".into())
+            }
             Ok(body) => body,
             Err(detail) => return invalid(detail),
         }

@@ -423,7 +423,7 @@ pub struct AccountView {
     pub ledger_hash: String,
     /// Points awarded and not yet vested: in a program with pending points only.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_balance: Option<i64>,
+    pub pending_balance: Option<i128>,
     /// A tier set by hand that still holds: its name, until when, and why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manual_tier: Option<ManualTierView>,

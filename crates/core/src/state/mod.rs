@@ -342,8 +342,12 @@ pub struct Vested {
 
 impl Account {
     /// Points pending: awarded, not yet vested (SPEC section 13).
-    pub fn pending_balance(&self) -> i64 {
-        self.extra.pending.iter().map(|p| p.points).sum()
+    pub fn pending_balance(&self) -> i128 {
+        self.extra
+            .pending
+            .iter()
+            .map(|p| i128::from(p.points))
+            .sum()
     }
 }
 
