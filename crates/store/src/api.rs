@@ -17,6 +17,7 @@
 //! - `m/apiindex`: present once the keys above cover the whole state (a state written by an
 //!   earlier version is indexed when first opened, [`Store::ensure_api_index`])
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use loyalty_core::output::{Event, Output};
@@ -89,42 +90,93 @@ impl LineIndex {
 
     /// The index entries of a stored output line (JSON), as [`LineIndex::of_output`] gives
     /// them for the output it was printed from: for rebuilding and checking the indexes.
-    pub fn of_line(line: &serde_json::Value) -> LineIndex {
+    pub fn of_line(line: &StoredLine<'_>) -> LineIndex {
         let mut ix = LineIndex {
             stat: crate::StatLine::of_line(line),
             ..LineIndex::default()
         };
-        let s = |v: &serde_json::Value| v.as_str().map(str::to_string);
-        match line["kind"].as_str() {
+        let s = |v: &Option<Cow<'_, str>>| v.as_deref().map(str::to_string);
+        let empty = LineData::default();
+        let d = line.data.as_ref().unwrap_or(&empty);
+        match line.kind.as_deref() {
             Some("transaction") => {
-                if let (Some(id), Some(a)) = (s(&line["id"]), s(&line["account"])) {
+                if let (Some(id), Some(a)) = (s(&line.id), s(&line.account)) {
                     ix.transaction = Some((id, a));
                 }
                 // An effect that fell due names a `due:` source, not a record.
-                ix.record = s(&line["source"]).filter(|r| !r.starts_with("due:"));
+                ix.record = s(&line.source).filter(|r| !r.starts_with("due:"));
             }
             Some("event") => {
-                ix.record = s(&line["source"]);
-                let d = &line["data"];
-                match line["type"].as_str() {
+                ix.record = s(&line.source);
+                match line.kind_of.as_deref() {
                     Some("loyalty.reward.redeemed") => {
-                        if let (Some(r), Some(a)) = (s(&d["redemption"]), s(&d["account"])) {
+                        if let (Some(r), Some(a)) = (s(&d.redemption), s(&d.account)) {
                             ix.redemption = Some((r, a));
                         }
                     }
                     Some("loyalty.account.created") => {
-                        if let (Some(a), Some(c)) = (s(&d["account"]), s(&d["customer"])) {
+                        if let (Some(a), Some(c)) = (s(&d.account), s(&d.customer)) {
                             ix.opened = Some((a, c));
                         }
                     }
                     _ => {}
                 }
             }
-            Some("rejected") if line["reason"] != "duplicate" => ix.record = s(&line["source"]),
+            Some("rejected") if line.reason.as_deref() != Some("duplicate") => {
+                ix.record = s(&line.source)
+            }
             _ => {}
         }
         ix
     }
+}
+
+/// The fields of a stored ledger line the indexes and statistics are made of, borrowed
+/// from the line where they can be (every other field is skipped unread): rebuilding or
+/// checking the indexes of a million members reads several million lines.
+#[derive(Deserialize, Default)]
+pub struct StoredLine<'a> {
+    #[serde(borrow)]
+    pub(crate) kind: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    account: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) program: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    source: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    reason: Option<Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    pub(crate) kind_of: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) created: Option<Cow<'a, str>>,
+    pub(crate) points: Option<i64>,
+    #[serde(borrow)]
+    pub(crate) status: Option<Cow<'a, str>>,
+    pub(crate) metadata: Option<LineMeta>,
+    #[serde(borrow)]
+    pub(crate) data: Option<LineData<'a>>,
+}
+
+/// What [`StoredLine`] reads of `metadata`.
+#[derive(Deserialize, Default)]
+pub struct LineMeta {
+    pub(crate) returned: Option<bool>,
+}
+
+/// What [`StoredLine`] reads of an event's `data`.
+#[derive(Deserialize, Default)]
+pub struct LineData<'a> {
+    #[serde(borrow)]
+    redemption: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    account: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    customer: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(crate) program: Option<Cow<'a, str>>,
 }
 
 /// `{prefix}{a}\0{b}`.
@@ -254,7 +306,13 @@ const PREFIXES: [&str; 11] = [
 ];
 
 /// Every index key (and value) the state's lines and accounts call for.
-fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+/// Index entries by key.
+type Expected = std::collections::HashMap<Vec<u8>, Vec<u8>, loyalty_core::state::FixedState>;
+
+/// The index entries the ledger and the accounts call for. A hash map: a state of a million
+/// members calls for several million entries, and a sorted map spent most of `verify`'s
+/// time comparing their keys.
+fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     let mut wb = WriteBatch::default();
     let mut stats = crate::StatDeltas::default();
     for kv in store.prefix("o/") {
@@ -266,7 +324,7 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
         else {
             continue;
         };
-        let Ok(line) = serde_json::from_slice::<serde_json::Value>(&v) else {
+        let Ok(line) = serde_json::from_slice::<StoredLine<'_>>(&v) else {
             continue;
         };
         let mut ix = LineIndex::of_line(&line);
@@ -277,8 +335,8 @@ fn expected_index(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreErro
         ix.opened = None;
         put_line_index(&mut wb, seq, &ix);
     }
-    let mut out = BTreeMap::new();
-    struct Collect<'a>(&'a mut BTreeMap<Vec<u8>, Vec<u8>>);
+    let mut out = Expected::default();
+    struct Collect<'a>(&'a mut Expected);
     impl rocksdb::WriteBatchIterator for Collect<'_> {
         fn put(&mut self, key: &[u8], value: &[u8]) {
             self.0.insert(key.to_vec(), value.to_vec());
@@ -373,7 +431,9 @@ impl Store {
                 }
             }
         }
-        for k in expected.into_keys() {
+        let mut missing: Vec<Vec<u8>> = expected.into_keys().collect();
+        missing.sort_unstable();
+        for k in missing {
             problems.push((k, "missing from the index".to_string()));
         }
         Ok(problems)

@@ -35,7 +35,7 @@
 //!
 //! Owns: the layout and atomicity. Must not know Kafka (offsets are plain numbers here).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -253,6 +253,22 @@ pub fn decode_account(key: &[u8], v: &[u8]) -> Result<Account, StoreError> {
     }
 }
 
+/// What `verify` reads of a ledger line (every other field is skipped unread).
+#[derive(serde::Deserialize)]
+struct LineHead<'a> {
+    #[serde(borrow)]
+    kind: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow)]
+    account: Option<std::borrow::Cow<'a, str>>,
+    points: Option<i64>,
+    #[serde(rename = "balanceAfter")]
+    balance_after: Option<i64>,
+    #[serde(borrow)]
+    status: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, rename = "type")]
+    kind_of: Option<std::borrow::Cow<'a, str>>,
+}
+
 /// The hash a stored transaction line must carry after `prev` (its account's previous
 /// one): the SHA-256 of `prev` as hex and the line up to `,"hash"`, closed. `Err` says
 /// why the line breaks the chain.
@@ -316,6 +332,15 @@ impl Store {
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
         opts.increase_parallelism(2);
+        // Larger memtables, and level 0 compacted less often: a bulk load (an import of a
+        // million members writes ~1.5 GB) spent a third of the engine's CPU compacting.
+        opts.set_write_buffer_size(128 << 20);
+        opts.set_max_write_buffer_number(4);
+        opts.set_level_zero_file_num_compaction_trigger(8);
+        opts.set_level_zero_slowdown_writes_trigger(24);
+        opts.set_level_zero_stop_writes_trigger(40);
+        opts.set_target_file_size_base(128 << 20);
+        opts.set_max_bytes_for_level_base(1 << 30);
         // Bloom filters (10 bits a key): most lookups (was this record id seen, the payment
         // a record names) miss, and a miss then skips the tables that cannot hold the key.
         // Replay of 3M records: 119-121 s without, 108 s with (BENCHMARKS.md).
@@ -1578,6 +1603,26 @@ impl Store {
     /// Checks every invariant of the stored state and returns what is wrong (nothing when
     /// the state is sound). Reads the whole store once; changes nothing.
     pub fn verify(&self) -> Result<Vec<Problem>, StoreError> {
+        // The API's indexes are checked on a thread of their own, beside the rest: both
+        // only read, and each is a walk over most of the state.
+        std::thread::scope(|s| {
+            let api = s.spawn(|| self.verify_api_index());
+            let mut problems = self.verify_state()?;
+            let api = api
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            problems.extend(api.into_iter().map(|(key, detail)| Problem {
+                check: "api_index",
+                key: String::from_utf8_lossy(&key).into_owned(),
+                detail,
+            }));
+            Ok(problems)
+        })
+    }
+
+    /// Every check of [`Store::verify`] but the API's indexes.
+    fn verify_state(&self) -> Result<Vec<Problem>, StoreError> {
+        type Fixed = loyalty_core::state::FixedState;
         let mut problems = Vec::new();
         let mut problem = |check, key: &[u8], detail: String| {
             problems.push(Problem {
@@ -1586,21 +1631,23 @@ impl Store {
                 detail,
             })
         };
-        let mut accounts: BTreeMap<String, Account> = BTreeMap::new();
+        // In id order (as the store holds them), and their ids for lookups.
+        let mut accounts: Vec<Account> = Vec::new();
+        let mut account_ids: std::collections::HashSet<String, Fixed> = Default::default();
         let mut payments: Vec<(String, PaymentRecord)> = Vec::new();
         // Per account: the sum of its transactions and the balance after the last one.
         // Per account: the sum of its posted points, the balance its last line left, and
         // its pending points (pending awards and reversals, less what vested).
-        let mut ledger: BTreeMap<String, (i128, Option<i128>, i128)> = BTreeMap::new();
+        let mut ledger: HashMap<String, (i128, Option<i128>, i128), Fixed> = HashMap::default();
         // Each account's hash chain so far, and whether it broke (reported once, at the
         // first broken link).
-        let mut chains: BTreeMap<String, ([u8; 32], bool)> = BTreeMap::new();
+        let mut chains: HashMap<String, ([u8; 32], bool), Fixed> = HashMap::default();
         let mut max_seq: Option<u64> = None;
         let mut stored_seq = None;
         let mut programs = None;
         let mut stock = Vec::new();
         let mut clock = None;
-        let mut dues: BTreeMap<String, i64> = BTreeMap::new();
+        let mut dues: HashMap<String, i64, Fixed> = HashMap::default();
         let mut codes: BTreeMap<(String, String), String> = BTreeMap::new();
         let mut indexed = false;
         // The holder of each referral code, by the accounts: the smallest id with it.
@@ -1615,7 +1662,8 @@ impl Store {
                         problem("account_id", &k, format!("holds the account {}", a.id))
                     }
                     Ok(a) => {
-                        accounts.insert(a.id.to_string(), a);
+                        account_ids.insert(a.id.to_string());
+                        accounts.push(a);
                     }
                     Err(StoreError::Corrupt { why, .. }) => {
                         problem("decode", &k, format!("not an account: {why}"))
@@ -1637,19 +1685,18 @@ impl Store {
                     continue;
                 };
                 max_seq = max_seq.max(Some(seq));
-                let line: serde_json::Value = match serde_json::from_slice(&v) {
+                // Only the fields checked here, borrowed from the line where they can be.
+                let line: LineHead<'_> = match serde_json::from_slice(&v) {
                     Ok(l) => l,
                     Err(e) => {
                         problem("decode", &k, format!("not a JSON line: {e}"));
                         continue;
                     }
                 };
-                if line["kind"] == "transaction" {
-                    let (Some(acct), Some(points), Some(after)) = (
-                        line["account"].as_str(),
-                        line["points"].as_i64(),
-                        line["balanceAfter"].as_i64(),
-                    ) else {
+                if line.kind.as_deref() == Some("transaction") {
+                    let (Some(acct), Some(points), Some(after)) =
+                        (line.account.as_deref(), line.points, line.balance_after)
+                    else {
                         problem(
                             "decode",
                             &k,
@@ -1657,14 +1704,17 @@ impl Store {
                         );
                         continue;
                     };
-                    let e = ledger.entry(acct.to_string()).or_insert((0, None, 0));
+                    let e = match ledger.get_mut(acct) {
+                        Some(e) => e,
+                        None => ledger.entry(acct.to_string()).or_insert((0, None, 0)),
+                    };
                     // A pending line moves the pending balance, not the balance; a vest
                     // moves what was pending into the balance (SPEC section 13).
-                    let pending = line["status"] == "pending";
+                    let pending = line.status.as_deref() == Some("pending");
                     let moves = if pending { 0 } else { points };
                     if pending {
                         e.2 += i128::from(points);
-                    } else if line["type"] == "vest" {
+                    } else if line.kind_of.as_deref() == Some("vest") {
                         e.2 -= i128::from(points);
                     }
                     e.0 += i128::from(moves);
@@ -1682,7 +1732,10 @@ impl Store {
                         );
                     }
                     e.1 = Some(i128::from(after));
-                    let chain = chains.entry(acct.to_string()).or_insert(([0; 32], false));
+                    let chain = match chains.get_mut(acct) {
+                        Some(c) => c,
+                        None => chains.entry(acct.to_string()).or_insert(([0; 32], false)),
+                    };
                     if !chain.1 {
                         match chain_link(&chain.0, &v) {
                             Ok(hash) => chain.0 = hash,
@@ -1805,7 +1858,7 @@ impl Store {
                 }
             }
         }
-        for a in accounts.values() {
+        for a in &accounts {
             let key = format!("a/{}", a.id);
             if a.id != loyalty_core::ids::account_id(&a.program, &a.customer) {
                 problem(
@@ -1918,7 +1971,10 @@ impl Store {
                 format!("held by {holder}, which is no account of {program} with this code"),
             );
         }
-        for (acct, (sum, _, _)) in ledger {
+        let mut strays: Vec<(String, i128)> =
+            ledger.into_iter().map(|(a, (s, _, _))| (a, s)).collect();
+        strays.sort_unstable();
+        for (acct, sum) in strays {
             problem(
                 "ledger",
                 format!("a/{acct}").as_bytes(),
@@ -1934,11 +1990,7 @@ impl Store {
                     format!("refunded {} of {}", p.refunded, p.amount),
                 );
             }
-            if let Some(w) = p
-                .awards
-                .iter()
-                .find(|w| !accounts.contains_key(&*w.account))
-            {
+            if let Some(w) = p.awards.iter().find(|w| !account_ids.contains(&*w.account)) {
                 problem(
                     "payment",
                     key.as_bytes(),
@@ -1958,9 +2010,6 @@ impl Store {
                     format!("{prog}/{reward}: {used} used of a stock of {limit:?}"),
                 );
             }
-        }
-        for (key, detail) in self.verify_api_index()? {
-            problem("api_index", &key, detail);
         }
         Ok(problems)
     }

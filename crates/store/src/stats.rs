@@ -71,26 +71,27 @@ impl StatLine {
 
     /// What a stored output line adds, as [`StatLine::of_output`] gives it for the output
     /// it was printed from.
-    pub fn of_line(line: &serde_json::Value) -> Option<StatLine> {
-        let at = |v: &serde_json::Value| v.as_str().and_then(Timestamp::parse_rfc3339).map(|t| t.0);
-        match line["kind"].as_str()? {
-            "transaction" if line["status"] == "pending" => None,
+    pub fn of_line(line: &crate::api::StoredLine<'_>) -> Option<StatLine> {
+        let at = line
+            .created
+            .as_deref()
+            .and_then(Timestamp::parse_rfc3339)
+            .map(|t| t.0);
+        let kind_of = line.kind_of.as_deref();
+        match line.kind.as_deref()? {
+            "transaction" if line.status.as_deref() == Some("pending") => None,
             "transaction" => {
-                let returned = line["metadata"]["returned"] == true;
-                let kind = if returned {
-                    RETURNED
-                } else {
-                    line["type"].as_str()?
-                };
+                let returned = line.metadata.as_ref().and_then(|m| m.returned) == Some(true);
+                let kind = if returned { RETURNED } else { kind_of? };
                 Some(StatLine {
-                    program: line["program"].as_str()?.to_string(),
-                    at: at(&line["created"])?,
-                    transaction: Some((kind.to_string(), line["points"].as_i64()?)),
+                    program: line.program.as_deref()?.to_string(),
+                    at: at?,
+                    transaction: Some((kind.to_string(), line.points?)),
                 })
             }
-            "event" if line["type"] == "loyalty.account.created" => Some(StatLine {
-                program: line["data"]["program"].as_str()?.to_string(),
-                at: at(&line["created"])?,
+            "event" if kind_of == Some("loyalty.account.created") => Some(StatLine {
+                program: line.data.as_ref()?.program.as_deref()?.to_string(),
+                at: at?,
                 transaction: None,
             }),
             _ => None,
