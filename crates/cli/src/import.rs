@@ -27,9 +27,9 @@ use serde_json::{json, Value};
 /// Options of `loyalty import`.
 #[derive(Args, Debug, Clone)]
 pub struct ImportArgs {
-    /// Bootstrap brokers, `host:port[,host:port]`.
-    #[arg(long, env = "LOYALTY_BROKERS")]
-    pub brokers: String,
+    /// Bootstrap brokers, `host:port[,host:port]` (not needed with `--dry-run`).
+    #[arg(long, env = "LOYALTY_BROKERS", required_unless_present = "dry_run")]
+    pub brokers: Option<String>,
     /// The program the members join.
     #[arg(long)]
     pub program: String,
@@ -523,8 +523,10 @@ pub fn run(args: &ImportArgs) -> Result<bool> {
     let producer: Option<ThreadedProducer<Counted>> = if args.dry_run {
         None
     } else {
+        // clap requires --brokers unless --dry-run.
+        let brokers = args.brokers.as_deref().unwrap_or_default();
         let p: ThreadedProducer<Counted> = ClientConfig::new()
-            .set("bootstrap.servers", &args.brokers)
+            .set("bootstrap.servers", brokers)
             // In order per customer across retries; large batches (an import is a bulk
             // load, not latency-bound).
             .set("enable.idempotence", "true")
@@ -536,7 +538,7 @@ pub fn run(args: &ImportArgs) -> Result<bool> {
             .context("cannot create the producer")?;
         p.client()
             .fetch_metadata(Some(&args.topic), Duration::from_secs(10))
-            .with_context(|| format!("cannot reach the brokers at {}", args.brokers))?;
+            .with_context(|| format!("cannot reach the brokers at {brokers}"))?;
         Some(p)
     };
     let mut progress = Progress::new(size);
