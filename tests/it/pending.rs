@@ -298,3 +298,102 @@ fn pending_awards_and_a_manual_tier_survive_a_store_and_verify() {
         String::from_utf8_lossy(&verify.stderr)
     );
 }
+
+/// `atRisk` means an evaluation now would demote: a manual floor at or above the tier held
+/// keeps it false below the threshold; a floor under the tier held does not, and neither does
+/// a floor that has lapsed.
+#[test]
+fn a_manual_floor_at_the_tier_held_is_not_at_risk() {
+    let config = r#"{"programs":[{"id":"prog_t","currency":"EUR","timezone":"UTC",
+        "tierConfig":{"qualifyOn":"spend","period":{"type":"rolling","months":1},
+          "tiers":[{"name":"Member","rank":0,"threshold":0},{"name":"Silver","rank":1,"threshold":10000},
+                   {"name":"Gold","rank":2,"threshold":20000}]}}]}"#;
+    let mut events = Vec::new();
+    let mut push = |id: &str, kind: &str, t: &str, data: Value| {
+        events.push(
+            serde_json::json!({"id": id, "type": kind, "created": t, "data": data}).to_string(),
+        );
+    };
+    for c in ["cus_floor", "cus_under", "cus_lapsed"] {
+        push(
+            &format!("enr_{c}"),
+            "loyalty.account.enroll",
+            "2026-01-01T09:00:00Z",
+            serde_json::json!({"customer": c, "program": "prog_t"}),
+        );
+    }
+    // Gold by hand with no spend at all.
+    push(
+        "set_floor",
+        "loyalty.tier.set",
+        "2026-01-02T10:00:00Z",
+        serde_json::json!({"customer": "cus_floor", "program": "prog_t", "tier": "Gold",
+            "until": "2026-06-01T00:00:00Z", "reason": "status match"}),
+    );
+    // Silver by hand, then Gold by spend, then a refund takes the spend below Gold's threshold.
+    push(
+        "set_under",
+        "loyalty.tier.set",
+        "2026-01-02T10:00:00Z",
+        serde_json::json!({"customer": "cus_under", "program": "prog_t", "tier": "Silver",
+            "until": "2026-06-01T00:00:00Z", "reason": "status match"}),
+    );
+    push(
+        "pay_under",
+        "payment.completed",
+        "2026-01-03T10:00:00Z",
+        serde_json::json!({"id": "py_under", "customer": "cus_under", "amount": 25000, "currency": "EUR"}),
+    );
+    push(
+        "ref_under",
+        "payment.refunded",
+        "2026-01-04T10:00:00Z",
+        serde_json::json!({"id": "re_under", "payment": "py_under", "customer": "cus_under",
+            "amount": 10000, "currency": "EUR"}),
+    );
+    // Gold by hand until Jan 5, with Silver's spend: held at Gold only while the floor lasts.
+    push(
+        "set_lapsed",
+        "loyalty.tier.set",
+        "2026-01-02T10:00:00Z",
+        serde_json::json!({"customer": "cus_lapsed", "program": "prog_t", "tier": "Gold",
+            "until": "2026-01-05T00:00:00Z", "reason": "goodwill"}),
+    );
+    push(
+        "pay_lapsed",
+        "payment.completed",
+        "2026-01-03T10:00:00Z",
+        serde_json::json!({"id": "py_lapsed", "customer": "cus_lapsed", "amount": 12000, "currency": "EUR"}),
+    );
+    let events = events.join("\n") + "\n";
+
+    let accounts = |until: &str| -> BTreeMap<String, (String, bool)> {
+        let out = crate::support::fold(config, &events, Some(until));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = crate::support::lines(&out);
+        crate::support::of_kind(&lines, "account")
+            .into_iter()
+            .map(|a| {
+                let tier = a["tier"]["name"].as_str().unwrap_or_default().to_string();
+                (
+                    a["customer"].as_str().unwrap().to_string(),
+                    (tier, a["atRisk"].as_bool().unwrap()),
+                )
+            })
+            .collect()
+    };
+    // Jan 4, 12:00: every floor in force.
+    let during = accounts("2026-01-04T12:00:00Z");
+    assert_eq!(during["cus_floor"], ("Gold".into(), false), "{during:?}");
+    assert_eq!(during["cus_under"], ("Gold".into(), true), "{during:?}");
+    assert_eq!(during["cus_lapsed"], ("Gold".into(), false), "{during:?}");
+    // Jan 5, 00:00 exactly: cus_lapsed's floor has ended and the day boundary demotes it to
+    // Silver, which its spend holds.
+    let after = accounts("2026-01-05T00:00:00Z");
+    assert_eq!(after["cus_lapsed"], ("Silver".into(), false), "{after:?}");
+    assert_eq!(after["cus_floor"], ("Gold".into(), false), "{after:?}");
+}

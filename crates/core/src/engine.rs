@@ -579,8 +579,16 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
             earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
         }),
         qualifying_value: value,
+        // Below the threshold with a tier to fall to, unless a manual floor at or above the
+        // tier held keeps the member there: at risk means an evaluation now would demote.
         at_risk: tier.is_some_and(|t| {
-            value < t.threshold && prog.is_some_and(|p| tiers::one_below(p, t).is_some())
+            value < t.threshold
+                && prog.is_some_and(|p| {
+                    tiers::one_below(p, t).is_some()
+                        && !tiers::manual_at(a, p, now)
+                            .and_then(|m| p.tier(&m.tier))
+                            .is_some_and(|floor| floor.rank >= t.rank)
+                })
         }),
         referral_code: a.referral_code.clone(),
         stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
