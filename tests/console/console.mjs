@@ -5,9 +5,10 @@
 //   CONSOLE_CUSTOMER=cus_... SCREENSHOT_DIR=/tmp/shots node tests/console/console.mjs
 //
 // CHROMIUM overrides the browser's path (default /usr/bin/chromium). The customer must have an
-// account in the program with some award transactions. The test writes to the engine: one
-// adjustment of +37 points to that account (and one refused adjustment). Exit status 0 when
-// every step passed; the last line is "N passed, N failed".
+// account in a program with tiers and `pendingDays`, with some award transactions, below the
+// top tier. The test writes to the engine: one adjustment of +37 points to that account (and
+// one refused adjustment), and a manual tier (the top one). Exit status 0 when every step
+// passed; the last line is "N passed, N failed".
 import { chromium } from 'playwright-core';
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -31,6 +32,8 @@ const SHOTS = process.env.SCREENSHOT_DIR || path.join(path.dirname(new URL(impor
 const ORIGIN = new URL(BASE).origin;
 const ADJUST = 37;
 const REASON = 'console test';
+const TIER_REASON = 'console test: goodwill';
+const TIER_UNTIL = '2099-01-01T00:00';
 fs.mkdirSync(SHOTS, { recursive: true });
 
 // ---- the API, called by the test itself (node's fetch) ----
@@ -222,6 +225,16 @@ step(`member ${CUSTOMER}: balance and ledger as the API has them, every row with
   ctx.rows = txs.data.length;
   await waitTestIdText('balance', account.balance);
   await page.waitForFunction((n) => document.querySelectorAll('[data-testid="ledger"] tbody tr[data-tx]').length === n, txs.data.length);
+  // Pending points (pendingDays): the pending balance beside the balance, a badge on each
+  // pending award or reversal.
+  assert.ok(account.pendingBalance !== undefined, `the program holds awards as pending: ${JSON.stringify(account)}`);
+  const pendingShown = (await shownText('pending-balance')).replace(/[^0-9]/g, '');
+  assert.equal(pendingShown, String(account.pendingBalance), 'the pending balance as the API has it');
+  const pendingRows = txs.data.filter((t) => t.status === 'pending').map((t) => t.id);
+  assert.ok(pendingRows.length > 0, 'some transactions are pending');
+  const badged = await page.$$eval('[data-testid="ledger"] tbody tr[data-tx]', (rows) =>
+    rows.filter((r) => r.querySelector('[data-testid="tx-pending"]')).map((r) => r.dataset.tx));
+  assert.deepEqual(badged, pendingRows, 'a pending badge on each pending transaction, and only there');
   const shown = await page.$$eval('[data-testid="ledger"] tbody tr[data-tx]', (rows) => rows.map((r) => ({
     id: r.dataset.tx, why: (r.querySelector('[data-testid="why"] .why-text') || r.querySelector('[data-testid="why"]')).textContent.trim(),
   })));
@@ -273,6 +286,32 @@ step(`adjust +${ADJUST}: the console shows the new balance, the API agrees, the 
   assert.equal((await apiGet(`/v1/accounts/${ctx.account.id}`)).balance, want);
   ctx.balance = want;
   checkUrl();
+});
+
+step('set the top tier by hand: the member shows it as manual with its reason, the API agrees', async () => {
+  const prog = await apiGet(`/v1/programs/${encodeURIComponent(PROGRAM)}`);
+  const top = prog.tierConfig.tiers.slice().sort((a, b) => b.rank - a.rank)[0];
+  const before = await apiGet(`/v1/accounts/${ctx.account.id}`);
+  assert.notEqual(before.tier && before.tier.name, top.name, `${CUSTOMER} starts below ${top.name}`);
+  assert.equal(await page.getByTestId('tier-manual').count(), 0, 'no manual badge before');
+  await page.getByTestId('tier-set-tier').selectOption(top.name);
+  await page.getByTestId('tier-set-until').fill(TIER_UNTIL);
+  await page.getByTestId('tier-set-reason').fill(TIER_REASON);
+  await page.getByTestId('tier-set-submit').click();
+  await page.getByTestId('action-ok').waitFor();
+  await waitTestIdText('tier-name', top.name);
+  await page.getByTestId('tier-manual').waitFor();
+  const fact = await shownText('manual-tier');
+  assert.ok(fact.startsWith(top.name) && fact.includes(TIER_REASON), `the manual tier fact: ${fact}`);
+  const account = await until(`the API's tier ${top.name}`, async () => {
+    const a = await apiGet(`/v1/accounts/${ctx.account.id}`);
+    return a.tier && a.tier.name === top.name ? a : null;
+  });
+  assert.equal(account.manualTier.tier, top.name);
+  assert.equal(account.manualTier.reason, TIER_REASON);
+  assert.equal(Date.parse(account.manualTier.until), Date.parse(TIER_UNTIL + ':00Z'), `until ${account.manualTier.until}`);
+  assert.equal(account.balance, ctx.balance, 'a tier change moves no points');
+  await shot('member-tier-set.png');
 });
 
 step('simulate a payment: the rules table matches the API\'s simulation; nothing is written', async () => {

@@ -35,6 +35,8 @@ def config():
     now = datetime.now(timezone.utc)
     return {"programs": [
         {"id": PROGRAM, "name": "Console Club", "currency": "EUR", "autoEnroll": True,
+         # Payments' awards stay pending for 30 days: the console shows the pending balance.
+         "pendingDays": 30,
          "points": {"name": "points", "rounding": "floor"},
          "pointsExpiry": {"months": 12, "warnDays": 14},
          "earningRules": [
@@ -159,7 +161,8 @@ def test_console_in_a_browser(broker, console_tools):
         print(run.stderr)
         assert run.returncode == 0, (f"console.mjs exited {run.returncode}\n--- stdout:\n{run.stdout}\n"
                                      f"--- stderr:\n{run.stderr}\n--- engine log:\n{api.log_tail()}")
-        for name in ("overview.png", "overview-phone.png", "member.png", "member-after-adjust.png", "backtest.png"):
+        for name in ("overview.png", "overview-phone.png", "member.png", "member-after-adjust.png", "member-tier-set.png",
+                     "backtest.png"):
             assert (shots / name).is_file(), f"no screenshot {shots / name}"
         api.stop()
     finally:

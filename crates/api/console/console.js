@@ -845,6 +845,7 @@
       if (w.payment) parts.push('refund on ' + w.payment);
       if (w.refunded !== undefined && w.amount !== undefined) parts.push(`${fmtNum(w.refunded)} of ${fmtNum(w.amount)} refunded`);
       else if (w.refunded !== undefined) parts.push(`${fmtNum(w.refunded)} refunded`);
+      if (w.writtenOff !== undefined && Number(w.writtenOff) > 0) parts.push(`${fmtNum(w.writtenOff)} written off`);
       return parts.join(', ');
     }
     if ('lot' in w) return `expiry of lot ${w.lot}` + (w.expiresAt ? ` (expired ${fmtTime(w.expiresAt)})` : '');
@@ -858,7 +859,12 @@
     if ('counterparty' in w) {
       return (tx.type === 'transfer_in' ? 'transfer from ' : tx.type === 'transfer_out' ? 'transfer to ' : 'transfer with ') + w.counterparty;
     }
-    if ('award' in w) return `vesting of ${w.award}`;
+    if ('award' in w) {
+      let t = `vesting of ${w.award}`;
+      if (w.awarded !== undefined) t += `: ${fmtNum(w.awarded)} awarded`;
+      if (w.reversed !== undefined && Number(w.reversed) !== 0) t += `, ${fmtNum(w.reversed)} reversed before vesting`;
+      return t;
+    }
     return JSON.stringify(w);
   }
 
@@ -883,7 +889,8 @@
     return h('tr', { 'data-tx': tx.id || '' },
       h('td', { class: 'nowrap' }, timeEl(tx.created)),
       o.account ? h('td', {}, memberLink(tx.account, tx.customer || tx.account)) : null,
-      h('td', {}, typeBadge(tx.type)),
+      h('td', {}, typeBadge(tx.type),
+        tx.status === 'pending' ? [' ', h('span', { class: 'badge badge-amber', 'data-testid': 'tx-pending', title: 'Counts in the pending balance until it vests' }, 'pending')] : null),
       signedCell(tx.points, { 'data-testid': 'tx-points' }),
       num(tx.balanceAfter === undefined || tx.balanceAfter === null ? '—' : fmtInt(tx.balanceAfter)),
       whyCell(tx),
@@ -1001,11 +1008,19 @@
         a.atRisk ? h('span', { class: 'badge badge-amber', 'data-testid': 'at-risk-badge' }, 'at risk') : null),
       h('div', { class: 'balance-row' },
         h('span', { class: 'balance', 'data-testid': 'balance' }, String(a.balance)),
-        h('span', { class: 'balance-unit' }, pointsName(prog))),
+        h('span', { class: 'balance-unit' }, pointsName(prog)),
+        a.pendingBalance !== undefined && a.pendingBalance !== null
+          ? h('span', { class: 'badge badge-amber pending-balance', 'data-testid': 'pending-balance', title: 'Awarded but not vested yet: not spendable' },
+            `+${fmtInt(a.pendingBalance)} pending`)
+          : null),
       tierProgress(prog, a),
       h('dl', { class: 'facts' },
         h('dt', {}, 'Qualifying'), h('dd', { 'data-testid': 'qualifying' }, fmtQualifying(prog || {}, a.qualifyingValue)),
         h('dt', {}, 'Tier status'), h('dd', {}, a.atRisk ? 'at risk of losing its tier at the next evaluation' : 'holds its tier'),
+        a.manualTier ? [h('dt', {}, 'Manual tier'),
+          h('dd', { 'data-testid': 'manual-tier' },
+            `${a.manualTier.tier}, kept until `, timeEl(a.manualTier.until),
+            a.manualTier.reason ? h('span', { class: 'muted' }, ` · ${a.manualTier.reason}`) : null)] : null,
         h('dt', {}, 'Referral code'), h('dd', { class: 'mono-small' }, a.referralCode || '—'),
         a.stamps && Object.keys(a.stamps).length ? [h('dt', {}, 'Stamps'),
           h('dd', {}, Object.entries(a.stamps).map(([k, v]) => `${k}: ${v}`).join(', '))] : null));
@@ -1024,6 +1039,7 @@
     const qv = Number(a.qualifyingValue) || 0;
     box.append(h('div', { class: 'tier-line' },
       h('span', { class: 'badge badge-indigo tier-name', 'data-testid': 'tier-name' }, a.tier ? a.tier.name : 'no tier'),
+      a.manualTier ? h('span', { class: 'badge badge-gray', 'data-testid': 'tier-manual', title: 'Set by an operator; kept until ' + a.manualTier.until }, 'manual') : null,
       a.tier && !isOne(a.tier.earnMultiplier) ? h('span', { class: 'muted' }, ` earns ×${fmtNum(a.tier.earnMultiplier)}`) : null));
     if (current && qv < current.threshold) {
       box.append(h('div', { class: 'tier-progress-text warn' },
@@ -1182,6 +1198,35 @@
     h('div', { class: 'form-row' }, h('label', { class: 'grow' }, 'Reward', rewardSel), h('label', { class: 'qty' }, 'Quantity', qty)),
     h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'redeem-submit', disabled: readOnly }, 'Redeem'));
 
+    // Set a tier by hand (SPEC 13): only where the program has tiers.
+    const tiers = tiersOf(state.programs.find((p) => p.id === view.account.program) || currentProgram());
+    let tierForm = null;
+    if (tiers.length) {
+      const tierSel = h('select', { 'data-testid': 'tier-set-tier', disabled: readOnly, 'aria-label': 'Tier' },
+        tiers.map((t) => h('option', { value: t.name }, `${t.name} (rank ${t.rank})`)));
+      const until = h('input', { type: 'datetime-local', 'data-testid': 'tier-set-until', disabled: readOnly, 'aria-label': 'Kept until (UTC)' });
+      const why = h('input', { type: 'text', placeholder: 'Reason (kept on the account)', 'data-testid': 'tier-set-reason', maxlength: '500', required: true, disabled: readOnly });
+      tierForm = h('form', {
+        class: 'action-form',
+        onsubmit: (ev) => {
+          ev.preventDefault();
+          if (!why.value.trim()) return showError(new Error('Give a reason for the tier change.'));
+          const body = { tier: tierSel.value, reason: why.value.trim() };
+          if (until.value) {
+            // A datetime-local value has no zone: it is read as UTC, as the label says.
+            const v = until.value.length === 16 ? until.value + ':00' : until.value;
+            body.until = v + 'Z';
+          }
+          run(tierForm, () => api('POST', `/v1/accounts/${enc(view.account.id)}/tier`, body, { idempotent: true }),
+            (acc) => `Tier set to ${body.tier}${acc && acc.manualTier ? ` until ${fmtTime(acc.manualTier.until)}` : ''}.`);
+        },
+      }, h('h3', {}, 'Set tier'),
+      h('div', { class: 'form-row' }, h('label', {}, 'Tier', tierSel), h('label', {}, 'Until (UTC, optional)', until),
+        h('label', { class: 'grow' }, 'Reason', why)),
+      h('p', { class: 'muted' }, 'Without an until, the tier is kept for one tier period. Promotion by value still happens.'),
+      h('button', { type: 'submit', class: 'btn btn-primary', 'data-testid': 'tier-set-submit', disabled: readOnly }, 'Set tier'));
+    }
+
     const loadRewards = async () => {
       try {
         const list = await get(`/v1/programs/${enc(view.account.program)}/rewards` + query({ limit: 100 }));
@@ -1203,7 +1248,7 @@
 
     append(el, [
       readOnly ? h('div', { class: 'alert alert-info' }, 'This is a read-only key (rk_…): actions need an sk_ key.') : null,
-      adjustForm, redeemForm, result]);
+      adjustForm, redeemForm, tierForm, result]);
   }
 
   // ---------------------------------------------------------------------------------------
