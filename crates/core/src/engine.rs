@@ -585,9 +585,9 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
             value < t.threshold
                 && prog.is_some_and(|p| {
                     tiers::one_below(p, t).is_some()
-                        && !tiers::manual_at(a, p, now)
+                        && tiers::manual_at(a, p, now)
                             .and_then(|m| p.tier(&m.tier))
-                            .is_some_and(|floor| floor.rank >= t.rank)
+                            .is_none_or(|floor| floor.rank < t.rank)
                 })
         }),
         referral_code: a.referral_code.clone(),
