@@ -50,6 +50,8 @@ engine_pid=""
 tstop=$(date +%s.%N)
 "$bin" verify --state "$work/state" > "$work/verify.out"
 t3=$(date +%s.%N)
+# KEEP_STATE=DIR keeps a copy of the state (to profile verify on it).
+if [ -n "${KEEP_STATE:-}" ]; then rm -rf "$KEEP_STATE"; cp -r "$work/state" "$KEEP_STATE"; fi
 echo "verify: $(wc -l < "$work/verify.out") problems"
 "$PY" - "$t0" "$t1" "$t2" "$t3" "$members" "$records" "$tstop" <<'PY'
 import sys

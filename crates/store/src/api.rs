@@ -307,11 +307,14 @@ const PREFIXES: [&str; 11] = [
 
 /// Every index key (and value) the state's lines and accounts call for.
 /// Index entries by key.
-type Expected = std::collections::HashMap<Vec<u8>, Vec<u8>, loyalty_core::state::FixedState>;
+/// Index entries in key order, each key once.
+type Expected = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// The index entries the ledger and the accounts call for. A hash map: a state of a million
-/// members calls for several million entries, and a sorted map spent most of `verify`'s
-/// time comparing their keys.
+/// The index entries the ledger and the accounts call for, in key order. A sorted vector:
+/// a state of a million members calls for tens of millions of entries, which a hash map
+/// (inserted, then removed one by one as the index is read) held at twice the memory and
+/// spent most of `verify`'s time hashing; sorted, they are checked by one merge with the
+/// index as RocksDB returns it, in key order.
 fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     let mut wb = WriteBatch::default();
     let mut stats = crate::StatDeltas::default();
@@ -335,35 +338,49 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
         ix.opened = None;
         put_line_index(&mut wb, seq, &ix);
     }
-    let mut out = Expected::default();
-    struct Collect<'a>(&'a mut Expected);
+    // Every write in order (`None`: a delete); sorted below, the last write of a key wins.
+    let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(wb.len() * 5 / 4);
+    struct Collect<'a>(&'a mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
     impl rocksdb::WriteBatchIterator for Collect<'_> {
         fn put(&mut self, key: &[u8], value: &[u8]) {
-            self.0.insert(key.to_vec(), value.to_vec());
+            self.0.push((key.to_vec(), Some(value.to_vec())));
         }
         fn delete(&mut self, key: &[u8]) {
-            self.0.remove(key);
+            self.0.push((key.to_vec(), None));
         }
     }
     wb.iterate(&mut Collect(&mut out));
+    drop(wb);
     for kv in store.prefix("a/") {
         let (k, v) = kv?;
         let Ok(a) = decode_account(&k, &v) else {
             continue;
         };
-        out.insert(customer_key(&a.customer, &a.id), Vec::new());
+        out.push((customer_key(&a.customer, &a.id), Some(Vec::new())));
         if let Some(t) = &a.tier {
             stats.add_tier(&a.program, t, 1);
-            out.insert(tier_key(&a.program, t, &a.id), Vec::new());
-            out.insert(tier_place_key(&a.id), tier_place(&a.program, t));
+            out.push((tier_key(&a.program, t, &a.id), Some(Vec::new())));
+            out.push((tier_place_key(&a.id), Some(tier_place(&a.program, t))));
         }
     }
     for (k, v) in stats.entries()? {
         if !v.is_empty() {
-            out.insert(k, v);
+            out.push((k, Some(v)));
         }
     }
-    Ok(out)
+    // Stable: the writes of one key stay in their order, and the last one is kept.
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut sorted: Expected = Vec::with_capacity(out.len());
+    let mut it = out.into_iter().peekable();
+    while let Some((k, v)) = it.next() {
+        if it.peek().is_some_and(|(next, _)| *next == k) {
+            continue;
+        }
+        if let Some(v) = v {
+            sorted.push((k, v));
+        }
+    }
+    Ok(sorted)
 }
 
 impl Store {
@@ -416,22 +433,49 @@ impl Store {
             // Indexed anew when the engine next opens it.
             return Ok(Vec::new());
         }
-        let mut expected = expected_index(self)?;
+        let expected = expected_index(self)?;
         let mut problems = Vec::new();
+        let mut missing: Vec<Vec<u8>> = Vec::new();
+        // Which expected entries a prefix's walk covered: what none covers is missing too.
+        let mut covered = vec![false; expected.len()];
         for prefix in PREFIXES {
+            let p = prefix.as_bytes();
+            let start = expected.partition_point(|(k, _)| k.as_slice() < p);
+            let len = expected[start..]
+                .iter()
+                .take_while(|(k, _)| k.starts_with(p))
+                .count();
+            let want = &expected[start..start + len];
+            covered[start..start + len].fill(true);
+            // A merge of two key-ordered sequences: the index as stored and as called for.
+            let mut i = 0;
             for kv in self.prefix(prefix) {
                 let (k, v) = kv?;
-                match expected.remove(&*k) {
-                    Some(want) if want == *v => {}
-                    Some(_) => problems.push((k.to_vec(), "holds another value".to_string())),
-                    None => problems.push((
+                while i < want.len() && want[i].0.as_slice() < &*k {
+                    missing.push(want[i].0.clone());
+                    i += 1;
+                }
+                if i < want.len() && want[i].0.as_slice() == &*k {
+                    if want[i].1 != *v {
+                        problems.push((k.to_vec(), "holds another value".to_string()));
+                    }
+                    i += 1;
+                } else {
+                    problems.push((
                         k.to_vec(),
                         "an index entry that nothing in the state calls for".to_string(),
-                    )),
+                    ));
                 }
             }
+            missing.extend(want[i..].iter().map(|(k, _)| k.clone()));
         }
-        let mut missing: Vec<Vec<u8>> = expected.into_keys().collect();
+        missing.extend(
+            expected
+                .iter()
+                .zip(&covered)
+                .filter(|(_, c)| !**c)
+                .map(|((k, _), _)| k.clone()),
+        );
         missing.sort_unstable();
         for k in missing {
             problems.push((k, "missing from the index".to_string()));
