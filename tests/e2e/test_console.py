@@ -31,12 +31,11 @@ def _iso(dt):
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def config():
+def config(pending=True):
+    """The console's program; `pending`: payments' awards stay pending for 30 days."""
     now = datetime.now(timezone.utc)
-    return {"programs": [
+    cfg = {"programs": [
         {"id": PROGRAM, "name": "Console Club", "currency": "EUR", "autoEnroll": True,
-         # Payments' awards stay pending for 30 days: the console shows the pending balance.
-         "pendingDays": 30,
          "points": {"name": "points", "rounding": "floor"},
          "pointsExpiry": {"months": 12, "warnDays": 14},
          "earningRules": [
@@ -55,6 +54,9 @@ def config():
                         "triggers": ["payment.completed"]}],
          "rewards": [{"id": "rwd_coffee", "name": "Coffee", "cost": 100, "kind": "product"},
                      {"id": "rwd_mug", "name": "Mug", "cost": 500, "kind": "product", "stock": 20}]}]}
+    if pending:
+        cfg["programs"][0]["pendingDays"] = 30
+    return cfg
 
 
 # Per customer, the amounts of their payments (minor units): one Gold, two Silver (the first

@@ -32,12 +32,13 @@ def counted_stats(lines):
     day = lambda t: datetime.fromisoformat(t.replace("Z", "+00:00")).astimezone(ZoneInfo("UTC")).date().isoformat()
     accounts = [l for l in lines if l["kind"] == "account" and l["program"] == PROGRAM]
     days = defaultdict(Counter)
-    what = {"award": ("earned", 1), "redemption": ("redeemed", -1), "expiry": ("expired", -1),
+    # Pending points count when they vest (SPEC 13): a pending line counts nowhere.
+    what = {"award": ("earned", 1), "vest": ("earned", 1), "redemption": ("redeemed", -1), "expiry": ("expired", -1),
             "reversal": ("reversed", -1), "adjustment": ("adjusted", 1), "transfer_out": ("transferred", -1)}
     for l in lines:
         if l["kind"] == "event" and l["type"] == "loyalty.account.created":
             days[day(l["created"])]["enrolled"] += 1
-        elif l["kind"] == "transaction" and l["type"] in what:
+        elif l["kind"] == "transaction" and l["type"] in what and l.get("status") != "pending":
             k, sign = what[l["type"]]
             days[day(l["created"])][k] += sign * l["points"]
     keys = ["enrolled", "earned", "redeemed", "expired", "reversed", "adjusted", "transferred"]
@@ -53,7 +54,8 @@ def counted_stats(lines):
 
 
 def test_why_stats_simulate_and_backtest_on_a_running_engine(broker):
-    api = ApiEngine(broker, "explain", config=config())
+    # Without pendingDays: every payment's award is posted at once, and counts as earned.
+    api = ApiEngine(broker, "explain", config=config(pending=False))
     work = Path(tempfile.mkdtemp(prefix="loyalty-explain-"))
     try:
         api.start()
@@ -96,7 +98,7 @@ def test_why_stats_simulate_and_backtest_on_a_running_engine(broker):
         assert api.get(TX, limit=100)["data"] == got
 
         # The same backtest three ways.
-        cand = config()
+        cand = config(pending=False)
         for r in cand["programs"][0]["earningRules"]:
             r["multiplier"] = 2 * r.get("multiplier", 1)
         cand_path = work / "candidate.json"
