@@ -15,6 +15,9 @@
 //! the order is the fan-out of one activity event to each program it reaches (the account,
 //! qualifying spend, the rules, stamps, a referral's conversion, and the payment's record
 //! that a refund later reads), and the account view.
+//!
+//! Must not: apply a rule's arithmetic (earning, caps, tiers, lots and the rest own theirs)
+//! or post a transaction (only `ledger` moves a balance).
 
 use std::collections::HashMap;
 use std::sync::Arc;

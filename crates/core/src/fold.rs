@@ -3,7 +3,8 @@
 //! The caller reads the file and writes the lines; this module only decides what they are,
 //! so the CLI, the tests and the benchmarks print the same bytes.
 //!
-//! Owns: skipping blank lines, `--until`, the order of the account lines.
+//! Owns: skipping blank lines, `--until`, the order of the account lines. Must not: read
+//! or write files, or apply a rule.
 
 use crate::engine::{ClockError, Engine};
 use crate::envelope::{self, Record, Rejection};

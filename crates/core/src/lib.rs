@@ -12,9 +12,11 @@
 //!   moves the clock and dispatches a record to its rule, in SPEC order.
 //! - [`clock`]: moving the clock, scheduling time-driven effects and handing each one, when
 //!   it falls due, to its rule's module; [`schedule`] is the ordered set they wait in.
-//! - [`earning`], [`caps`], [`campaigns`], [`tiers`]: the rules of SPEC sections 4 and 5.
+//! - [`conditions`], [`earning`], [`caps`], [`campaigns`], [`tiers`]: the rules of SPEC
+//!   sections 4 and 5.
 //! - [`enrolment`], [`lots`], [`refunds`], [`redemption`], [`referrals`], [`stamps`],
 //!   [`transfers`], [`programs`]: the rules of SPEC sections 3 and 7, one module each.
+//! - [`pending`], [`manual_tiers`]: pending points and manual tiers (SPEC section 13).
 //! - [`ledger`]: posting transactions and minting events; the one place a balance moves.
 //! - [`partition`]: the partition of a customer, and the messages one partition sends
 //!   another (docs/scale-out.md).
@@ -36,6 +38,7 @@ pub mod backtest;
 pub mod campaigns;
 pub mod caps;
 pub mod clock;
+pub mod conditions;
 pub mod config;
 pub mod dec;
 pub mod earning;
@@ -46,6 +49,7 @@ pub mod fold;
 pub mod ids;
 pub mod ledger;
 pub mod lots;
+pub mod manual_tiers;
 pub mod output;
 pub mod partition;
 pub mod pending;

@@ -2,7 +2,8 @@
 //! program from that point of the log on; members whose tier no longer exists move at
 //! once, and every evaluation of the program is scheduled anew.
 //!
-//! Owns: the program list and its revisions.
+//! Owns: the program list and its revisions. Must not: validate a config (`config`) or
+//! decide a member's tier (it hands the re-evaluation to `tiers`).
 
 use std::sync::Arc;
 

@@ -11,7 +11,7 @@
 //! and awards nothing.
 //!
 //! Owns: referral codes (who holds one) and conversions. The points come from the
-//! `referral.converted` rules, applied by `earning`.
+//! `referral.converted` rules, applied by `earning`. Must not: compute or post points.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -4,6 +4,7 @@
 //!
 //! Owns: `Engine::apply_refund`. The refusals of a refund (unknown payment, currency,
 //! amount) are decided with the other rejections in `engine`; lots and debt in `lots`.
+//! Must not: take points from lots itself, or decide a rejection.
 
 use crate::config::RefundDebt;
 use crate::engine::Engine;

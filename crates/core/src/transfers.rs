@@ -8,7 +8,9 @@
 //! credit back; the sender's writes the returned credit as a `transfer_in` with
 //! `metadata.returned: true`. Each effect names the transfer record as its `source`.
 //!
-//! Owns: `Engine::adjust`, `Engine::transfer` and the two messages of a transfer.
+//! Owns: `Engine::adjust`, `Engine::transfer` and the two messages of a transfer. Must
+//! not: take points from lots itself (`lots`), or decide which partition a message goes to
+//! (`partition`).
 
 use crate::engine::Engine;
 use crate::envelope::{self, Reason, Record, Rejection};

@@ -5,6 +5,8 @@
 //! and fills nodes about half when entries come in order; with 200,000 accounts that was
 //! a third of a fold's memory. A sorted vector holds what it holds, iterates in the same
 //! order, and is stored as the same JSON object.
+//!
+//! Owns: a sorted-vector map. Must not: know what it holds.
 
 use std::borrow::Borrow;
 use std::fmt;

@@ -1,6 +1,8 @@
 //! The config file as it is written: structs that mirror the JSON exactly
 //! (`deny_unknown_fields`, field names as in the seed API, `null` read as absent), and
 //! numbers read from their JSON text as exact decimals.
+//!
+//! Owns: the file's shape. Must not: validate a value (`validate`) or default one.
 
 use std::collections::BTreeMap;
 

@@ -1,4 +1,6 @@
 //! Writing JSON values exactly as `serde_json`'s compact serializer does.
+//!
+//! Owns: strings, numbers and times as JSON text. Must not: know which object it writes.
 
 use crate::time::Timestamp;
 

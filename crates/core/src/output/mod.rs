@@ -18,6 +18,8 @@ use crate::Sym;
 
 mod event;
 pub(crate) mod jw;
+#[cfg(test)]
+mod oracle;
 mod why;
 
 pub use event::{Event, Member, OutEvent};

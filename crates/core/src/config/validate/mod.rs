@@ -1,5 +1,8 @@
 //! Validation: the raw config to the typed [`Program`] the engine runs, or a
 //! [`ConfigError`] naming the offending field by its path.
+//!
+//! Owns: every rule of a valid config and its defaults. Must not: warn of what is valid
+//! (`warnings`), or run a program.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,6 +13,13 @@ use super::raw::*;
 use super::*;
 use crate::dec::{Dec, Rounding};
 use crate::time::{Timestamp, Window};
+
+mod offers;
+mod tiers;
+
+use offers::{validate_campaign, validate_reward};
+pub use tiers::parse_month_day;
+use tiers::validate_tiers;
 
 pub(super) fn from_json<'a, T: Deserialize<'a>>(
     text: &'a str,
@@ -442,244 +452,5 @@ pub(super) fn validate_conditions(
         max_rank: rank("maxRank", c.max_rank)?,
         metadata: c.metadata.unwrap_or_default(),
         max_uses: int("maxUses", c.max_uses)?.map(|v| v as u64),
-    })
-}
-
-pub(super) fn validate_tiers(t: RawTierConfig, at: &At<'_>) -> Result<TierConfig, ConfigError> {
-    let qualify_on = match t.qualify_on.as_deref() {
-        None | Some("spend") => QualifyOn::Spend,
-        Some("points") => QualifyOn::Points,
-        Some("custom") => QualifyOn::Custom,
-        Some(other) => {
-            return Err(at.err(
-                "qualifyOn",
-                format!("unknown qualifyOn {other:?}: expected spend, points or custom"),
-            ))
-        }
-    };
-    let months = at.small_int("period.months", t.period.months)?;
-    if months == 0 {
-        return Err(at.err("period.months", "must be greater than 0"));
-    }
-    let period = match t.period.kind.as_str() {
-        "rolling" => {
-            if t.period.start.is_some() {
-                return Err(at.err("period.start", "only a calendar period has a start"));
-            }
-            Period::Rolling { months }
-        }
-        "calendar" => {
-            let start = match t.period.start.as_deref() {
-                None => (1, 1),
-                Some(s) => parse_month_day(s).ok_or_else(|| {
-                    at.err(
-                        "period.start",
-                        format!("{s:?} is not a month-day \"MM-DD\""),
-                    )
-                })?,
-            };
-            Period::Calendar { months, start }
-        }
-        other => {
-            return Err(at.err(
-                "period.type",
-                format!("unknown period type {other:?}: expected rolling or calendar"),
-            ))
-        }
-    };
-    if t.tiers.is_empty() {
-        return Err(at.err("tiers", "must list at least one tier"));
-    }
-    let mut tiers: Vec<Tier> = Vec::with_capacity(t.tiers.len());
-    let mut names = BTreeSet::new();
-    for (i, raw) in t.tiers.into_iter().enumerate() {
-        let tat = At(&at.f(&format!("tiers[{i}]")), at.1);
-        tat.non_empty("name", &raw.name)?;
-        if !names.insert(raw.name.clone()) {
-            return Err(tat.err("name", format!("duplicate tier name {:?}", raw.name)));
-        }
-        let rank = tat.small_int("rank", raw.rank)?;
-        if let Some(prev) = tiers.last() {
-            if rank == prev.rank {
-                return Err(tat.err("rank", format!("duplicate rank {rank}")));
-            }
-            if rank < prev.rank {
-                return Err(tat.err(
-                    "rank",
-                    format!(
-                        "ranks must be listed in increasing order ({rank} after {})",
-                        prev.rank
-                    ),
-                ));
-            }
-        }
-        let redemption_discount = raw
-            .redemption_discount
-            .map(|d| tat.non_negative_dec("redemptionDiscount", d))
-            .transpose()?
-            .unwrap_or(Dec::ZERO);
-        if redemption_discount.parts().0 > 100 * 10i128.pow(redemption_discount.parts().1) {
-            return Err(tat.err("redemptionDiscount", "must be at most 100"));
-        }
-        tiers.push(Tier {
-            name: raw.name,
-            rank,
-            threshold: tat.non_negative_int("threshold", raw.threshold)?,
-            earn_multiplier: raw
-                .earn_multiplier
-                .map(|m| tat.multiplier("earnMultiplier", m))
-                .transpose()?
-                .unwrap_or(Dec::ONE),
-            redemption_discount,
-        });
-    }
-    // Every member sits in a tier: the lowest one holds whoever has no value yet.
-    if at.1 && tiers[0].threshold > 0 {
-        return Err(at.err(
-            "tiers[0].threshold",
-            format!(
-                "the lowest tier ({:?}) must have threshold 0, or no member could ever be in a tier",
-                tiers[0].name
-            ),
-        ));
-    }
-    Ok(TierConfig {
-        qualify_on,
-        period,
-        soft_landing: t.soft_landing.unwrap_or(false),
-        tiers,
-    })
-}
-
-/// Parses `"MM-DD"` (February 29 allowed).
-pub fn parse_month_day(s: &str) -> Option<(u32, u32)> {
-    let b = s.as_bytes();
-    if b.len() != 5
-        || b[2] != b'-'
-        || !b
-            .iter()
-            .enumerate()
-            .all(|(i, c)| i == 2 || c.is_ascii_digit())
-    {
-        return None;
-    }
-    let month: u32 = s[..2].parse().ok()?;
-    let day: u32 = s[3..].parse().ok()?;
-    chrono::NaiveDate::from_ymd_opt(2024, month, day).map(|_| (month, day))
-}
-
-/// `HH:MM`, `00:00` to `24:00`, as seconds after midnight.
-fn time_of_day(at: &At<'_>, field: &str, text: &str) -> Result<u32, ConfigError> {
-    let parsed = text.split_once(':').and_then(|(h, m)| {
-        let ok = h.len() == 2 && m.len() == 2;
-        let (h, m) = (h.parse::<u32>().ok()?, m.parse::<u32>().ok()?);
-        (ok && m < 60 && (h < 24 || (h == 24 && m == 0))).then_some(h * 3600 + m * 60)
-    });
-    parsed.ok_or_else(|| {
-        at.err(
-            field,
-            format!("must be a time of day HH:MM (00:00 to 24:00), not {text:?}"),
-        )
-    })
-}
-
-fn validate_schedule(s: RawSchedule, at: &At<'_>) -> Result<Schedule, ConfigError> {
-    const DAYS: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
-    if s.days.is_empty() {
-        return Err(at.err("schedule.days", "must list at least one day"));
-    }
-    let mut days = 0u8;
-    for (i, d) in s.days.iter().enumerate() {
-        let Some(n) = DAYS.iter().position(|x| x == d) else {
-            return Err(at.err(
-                &format!("schedule.days[{i}]"),
-                format!("must be one of mon, tue, wed, thu, fri, sat, sun, not {d:?}"),
-            ));
-        };
-        if days & (1 << n) != 0 {
-            return Err(at.err(
-                &format!("schedule.days[{i}]"),
-                format!("{d} is listed twice"),
-            ));
-        }
-        days |= 1 << n;
-    }
-    let from = match &s.from {
-        Some(t) => time_of_day(at, "schedule.from", t)?,
-        None => 0,
-    };
-    let until = match &s.until {
-        Some(t) => time_of_day(at, "schedule.until", t)?,
-        None => 86_400,
-    };
-    if from >= until {
-        return Err(at.err("schedule.from", "must be before schedule.until"));
-    }
-    Ok(Schedule { days, from, until })
-}
-
-pub(super) fn validate_campaign(c: RawCampaign, at: &At<'_>) -> Result<Campaign, ConfigError> {
-    let schedule = c.schedule.map(|s| validate_schedule(s, at)).transpose()?;
-    let starts = at.time("starts", c.starts)?;
-    let ends = at.time("ends", c.ends)?;
-    if let (Some(s), Some(e)) = (starts, ends) {
-        if e < s {
-            return Err(at.err("ends", "must not be before starts"));
-        }
-    }
-    if let Some(triggers) = &c.triggers {
-        for (i, t) in triggers.iter().enumerate() {
-            at.non_empty(&format!("triggers[{i}]"), t)?;
-        }
-    }
-    Ok(Campaign {
-        id: c.id.into(),
-        name: c.name,
-        starts,
-        ends,
-        multiplier: c
-            .multiplier
-            .map(|m| at.multiplier("multiplier", m))
-            .transpose()?
-            .unwrap_or(Dec::ONE),
-        triggers: c.triggers,
-        min_rank: c
-            .min_rank
-            .map(|n| at.small_int("minRank", n))
-            .transpose()?
-            .unwrap_or(0),
-        max_rank: c.max_rank.map(|n| at.small_int("maxRank", n)).transpose()?,
-        bonus: c
-            .bonus
-            .map(|b| at.non_negative_int("bonus.points", b.points))
-            .transpose()?,
-        schedule,
-    })
-}
-
-pub(super) fn validate_reward(r: RawReward, at: &At<'_>) -> Result<Reward, ConfigError> {
-    let starts = at.time("starts", r.starts)?;
-    let ends = at.time("ends", r.ends)?;
-    if let (Some(s), Some(e)) = (starts, ends) {
-        if e < s {
-            return Err(at.err("ends", "must not be before starts"));
-        }
-    }
-    let opt = |field: &str, v: Option<Num>| v.map(|n| at.non_negative_int(field, n)).transpose();
-    Ok(Reward {
-        id: r.id,
-        name: r.name,
-        cost: at.non_negative_int("cost", r.cost)?,
-        kind: r.kind,
-        stock: opt("stock", r.stock)?,
-        min_rank: r
-            .min_rank
-            .map(|n| at.small_int("minRank", n))
-            .transpose()?
-            .unwrap_or(0),
-        max_rank: r.max_rank.map(|n| at.small_int("maxRank", n)).transpose()?,
-        max_per_member: opt("maxPerMember", r.max_per_member)?,
-        starts,
-        ends,
     })
 }
