@@ -303,6 +303,8 @@ step('set the top tier by hand: the member shows it as manual with its reason, t
   await page.getByTestId('tier-manual').waitFor();
   const fact = await shownText('manual-tier');
   assert.ok(fact.startsWith(top.name) && fact.includes(TIER_REASON), `the manual tier fact: ${fact}`);
+  assert.ok(fact.includes(TIER_UNTIL.replace('T', ' ') + ' UTC'), `until shown in UTC, as typed: ${fact}`);
+  assert.equal(await shownText('tier-manual'), 'manual', 'the tier held is the one set by hand');
   const account = await until(`the API's tier ${top.name}`, async () => {
     const a = await apiGet(`/v1/accounts/${ctx.account.id}`);
     return a.tier && a.tier.name === top.name ? a : null;

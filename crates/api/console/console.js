@@ -128,6 +128,11 @@
     return Number.isNaN(d.getTime()) ? String(iso) : dateTimeFmt.format(d);
   }
 
+  /** An RFC 3339 time in UTC as text, to the minute (what a UTC form field takes). */
+  function fmtUtc(iso) {
+    return iso ? String(iso).slice(0, 16).replace('T', ' ') + ' UTC' : '—';
+  }
+
   function timeEl(iso) {
     return h('time', { datetime: iso || '', title: iso || '' }, fmtTime(iso));
   }
@@ -1019,7 +1024,7 @@
         h('dt', {}, 'Tier status'), h('dd', {}, a.atRisk ? 'at risk of losing its tier at the next evaluation' : 'holds its tier'),
         a.manualTier ? [h('dt', {}, 'Manual tier'),
           h('dd', { 'data-testid': 'manual-tier' },
-            `${a.manualTier.tier}, kept until `, timeEl(a.manualTier.until),
+            `${a.manualTier.tier}, kept until `, h('time', { datetime: a.manualTier.until }, fmtUtc(a.manualTier.until)),
             a.manualTier.reason ? h('span', { class: 'muted' }, ` · ${a.manualTier.reason}`) : null)] : null,
         h('dt', {}, 'Referral code'), h('dd', { class: 'mono-small' }, a.referralCode || '—'),
         a.stamps && Object.keys(a.stamps).length ? [h('dt', {}, 'Stamps'),
@@ -1039,7 +1044,10 @@
     const qv = Number(a.qualifyingValue) || 0;
     box.append(h('div', { class: 'tier-line' },
       h('span', { class: 'badge badge-indigo tier-name', 'data-testid': 'tier-name' }, a.tier ? a.tier.name : 'no tier'),
-      a.manualTier ? h('span', { class: 'badge badge-gray', 'data-testid': 'tier-manual', title: 'Set by an operator; kept until ' + a.manualTier.until }, 'manual') : null,
+      // "manual" when the tier held is the one set by hand; above it (promoted by value),
+      // the floor it keeps.
+      a.manualTier ? h('span', { class: 'badge badge-gray', 'data-testid': 'tier-manual', title: 'Set by an operator; kept until ' + fmtUtc(a.manualTier.until) },
+        a.tier && a.tier.name === a.manualTier.tier ? 'manual' : `floor ${a.manualTier.tier}`) : null,
       a.tier && !isOne(a.tier.earnMultiplier) ? h('span', { class: 'muted' }, ` earns ×${fmtNum(a.tier.earnMultiplier)}`) : null));
     if (current && qv < current.threshold) {
       box.append(h('div', { class: 'tier-progress-text warn' },
@@ -1202,7 +1210,8 @@
     const tiers = tiersOf(state.programs.find((p) => p.id === view.account.program) || currentProgram());
     let tierForm = null;
     if (tiers.length) {
-      const tierSel = h('select', { 'data-testid': 'tier-set-tier', disabled: readOnly, 'aria-label': 'Tier' },
+      const tierSel = h('select', { 'data-testid': 'tier-set-tier', disabled: readOnly, 'aria-label': 'Tier', required: true },
+        h('option', { value: '' }, 'Choose a tier'),
         tiers.map((t) => h('option', { value: t.name }, `${t.name} (rank ${t.rank})`)));
       const until = h('input', { type: 'datetime-local', 'data-testid': 'tier-set-until', disabled: readOnly, 'aria-label': 'Kept until (UTC)' });
       const why = h('input', { type: 'text', placeholder: 'Reason (kept on the account)', 'data-testid': 'tier-set-reason', maxlength: '500', required: true, disabled: readOnly });
@@ -1210,6 +1219,8 @@
         class: 'action-form',
         onsubmit: (ev) => {
           ev.preventDefault();
+          if (!tierSel.value) return showError(new Error('Choose a tier.'));
+          if (until.validity && until.validity.badInput) return showError(new Error('Finish the until date and time, or clear it.'));
           if (!why.value.trim()) return showError(new Error('Give a reason for the tier change.'));
           const body = { tier: tierSel.value, reason: why.value.trim() };
           if (until.value) {
@@ -1218,7 +1229,7 @@
             body.until = v + 'Z';
           }
           run(tierForm, () => api('POST', `/v1/accounts/${enc(view.account.id)}/tier`, body, { idempotent: true }),
-            (acc) => `Tier set to ${body.tier}${acc && acc.manualTier ? ` until ${fmtTime(acc.manualTier.until)}` : ''}.`);
+            (acc) => `Tier set to ${body.tier}${acc && acc.manualTier ? ` until ${fmtUtc(acc.manualTier.until)}` : ''}.`);
         },
       }, h('h3', {}, 'Set tier'),
       h('div', { class: 'form-row' }, h('label', {}, 'Tier', tierSel), h('label', {}, 'Until (UTC, optional)', until),
