@@ -30,7 +30,8 @@ pub(crate) struct LoyaltyAccount {
     tier: Option<Tier>,
     /// The qualifying value now (spend in minor units, points or activity).
     qualifying_value: i64,
-    /// Below the current tier's threshold right now.
+    /// Below the current tier's threshold right now, with a lower tier to fall to, and no
+    /// manual tier in force at or above the tier held.
     at_risk: bool,
     referral_code: String,
     /// Stamps on each card.

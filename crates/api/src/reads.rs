@@ -295,7 +295,7 @@ pub(crate) async fn get_account(
         ("program" = Option<String>, Query, description = "Only the accounts of this program"),
         ("customer" = Option<String>, Query, description = "Only the accounts of this customer"),
         ("tier" = Option<String>, Query, description = "Only the accounts holding the tier of this name"),
-        ("at_risk" = Option<bool>, Query, description = "Only the accounts below (or not below) their tier's threshold"),
+        ("at_risk" = Option<bool>, Query, description = "Only the accounts at risk (or not): below their tier's threshold, with a lower tier to fall to and no manual tier holding them"),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100, description = "Items a page (default 10)"),
         ("starting_after" = Option<String>, Query, description = "An account id: the page after it"),
         ("ending_before" = Option<String>, Query, description = "An account id: the page before it"),

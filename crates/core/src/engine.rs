@@ -583,7 +583,8 @@ pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp
         }),
         qualifying_value: value,
         // Below the threshold with a tier to fall to, unless a manual floor at or above the
-        // tier held keeps the member there: at risk means an evaluation now would demote.
+        // tier held keeps the member there. (Soft landing's wait of a period after a
+        // demotion is not considered: such a member stays at risk.)
         at_risk: tier.is_some_and(|t| {
             value < t.threshold
                 && prog.is_some_and(|p| {

@@ -415,7 +415,8 @@ pub struct AccountView {
     pub tier: Option<TierView>,
     /// The qualifying value now.
     pub qualifying_value: i64,
-    /// Below the current tier's threshold right now.
+    /// Below the current tier's threshold right now, with a lower tier to fall to, and no
+    /// manual tier in force at or above the tier held.
     pub at_risk: bool,
     /// The member's referral code.
     pub referral_code: String,
