@@ -1266,6 +1266,11 @@ fn in_key_order(wb: &WriteBatch) -> WriteBatch {
         ops: Vec::with_capacity(wb.len()),
     };
     wb.iterate(&mut o);
+    if o.ops.len() != wb.len() {
+        // An operation the iterator does not report (a merge, a range delete): written as
+        // it was built rather than lost. The store's batches hold puts and deletes only.
+        return WriteBatch::from_data(wb.data());
+    }
     let bytes = &o.bytes;
     o.ops
         .sort_by(|a, b| bytes[a.0..a.0 + a.1].cmp(&bytes[b.0..b.0 + b.1]));
