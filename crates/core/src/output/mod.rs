@@ -398,8 +398,8 @@ impl Output {
 }
 
 /// An account as the fold prints it last.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "camelCase"))]
 pub struct AccountView {
     /// Always `"account"`.
     pub kind: &'static str,
@@ -425,15 +425,16 @@ pub struct AccountView {
     /// The hash of its last transaction (64 zeros when it has none).
     pub ledger_hash: String,
     /// Points awarded and not yet vested: in a program with pending points only.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub pending_balance: Option<i128>,
     /// A tier set by hand that still holds: its name, until when, and why.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     pub manual_tier: Option<ManualTierView>,
 }
 
 /// A manual tier as the account line shows it, while it holds.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize))]
 pub struct ManualTierView {
     /// The tier's name.
     pub tier: String,
@@ -444,8 +445,8 @@ pub struct ManualTierView {
 }
 
 /// A tier as the account line shows it.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "camelCase"))]
 pub struct TierView {
     /// Name.
     pub name: String,
@@ -469,7 +470,72 @@ impl Serialize for DecNumber {
 impl AccountView {
     /// The JSON line of SPEC section 9 (without the newline).
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_default()
+        let mut out = Vec::with_capacity(320);
+        self.write_json(&mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// Appends the JSON object, its keys in the order of the fields (as the transactions
+    /// and events are written: through `jw`, the one writer of the output; the serde form
+    /// of the same fields is the tests' oracle).
+    pub fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(br#"{"kind":"#);
+        jw::str(out, self.kind);
+        out.extend_from_slice(br#","id":"#);
+        jw::str(out, &self.id);
+        out.extend_from_slice(br#","customer":"#);
+        jw::str(out, &self.customer);
+        out.extend_from_slice(br#","program":"#);
+        jw::str(out, &self.program);
+        out.extend_from_slice(br#","balance":"#);
+        jw::int(out, self.balance);
+        out.extend_from_slice(br#","tier":"#);
+        match &self.tier {
+            Some(t) => {
+                out.extend_from_slice(br#"{"name":"#);
+                jw::str(out, &t.name);
+                out.extend_from_slice(br#","rank":"#);
+                jw::int(out, t.rank);
+                out.extend_from_slice(br#","earnMultiplier":"#);
+                out.extend_from_slice(t.earn_multiplier.0.to_string().as_bytes());
+                out.push(b'}');
+            }
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(br#","qualifyingValue":"#);
+        jw::int(out, self.qualifying_value);
+        out.extend_from_slice(if self.at_risk {
+            br#","atRisk":true"#
+        } else {
+            br#","atRisk":false"#
+        });
+        out.extend_from_slice(br#","referralCode":"#);
+        jw::str(out, &self.referral_code);
+        out.extend_from_slice(br#","stamps":{"#);
+        for (i, (card, n)) in self.stamps.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            jw::str(out, card);
+            out.push(b':');
+            jw::int(out, *n);
+        }
+        out.extend_from_slice(br#"},"ledgerHash":"#);
+        jw::str(out, &self.ledger_hash);
+        if let Some(p) = self.pending_balance {
+            out.extend_from_slice(br#","pendingBalance":"#);
+            jw::int(out, p);
+        }
+        if let Some(m) = &self.manual_tier {
+            out.extend_from_slice(br#","manualTier":{"tier":"#);
+            jw::str(out, &m.tier);
+            out.extend_from_slice(br#","until":"#);
+            jw::time(out, m.until);
+            out.extend_from_slice(br#","reason":"#);
+            jw::str(out, &m.reason);
+            out.push(b'}');
+        }
+        out.push(b'}');
     }
 }
 

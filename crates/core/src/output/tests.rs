@@ -321,3 +321,54 @@ proptest! {
         prop_assert_eq!(r.to_json_line(), serde_line(&r));
     }
 }
+
+/// An account line with awkward strings in every string field, extreme numbers, and each
+/// optional part present or not.
+fn account(s: &str, balance: i128, full: bool) -> AccountView {
+    AccountView {
+        kind: "account",
+        id: format!("loy_{s}"),
+        customer: s.to_string(),
+        program: format!("prog_{s}"),
+        balance,
+        tier: full.then(|| TierView {
+            name: s.to_string(),
+            rank: u32::MAX,
+            earn_multiplier: DecNumber("1.25".parse().unwrap()),
+        }),
+        qualifying_value: i64::MIN,
+        at_risk: full,
+        referral_code: s.to_string(),
+        stamps: if full {
+            [(s.to_string(), 3), ("card_b".to_string(), u32::MAX)].into()
+        } else {
+            Default::default()
+        },
+        ledger_hash: "0".repeat(64),
+        pending_balance: full.then_some(-balance / 2),
+        manual_tier: full.then(|| ManualTierView {
+            tier: s.to_string(),
+            until: Timestamp(253_402_300_799),
+            reason: s.to_string(),
+        }),
+    }
+}
+
+#[test]
+fn account_lines_are_serdes_bytes() {
+    for s in AWKWARD {
+        for (balance, full) in [
+            (0, false),
+            (i128::MAX, true),
+            (i128::MIN + 1, true),
+            (-7, false),
+        ] {
+            let a = account(s, balance, full);
+            assert_eq!(
+                a.to_json_line(),
+                serde_json::to_string(&a).unwrap(),
+                "{s:?}"
+            );
+        }
+    }
+}
