@@ -29,7 +29,10 @@ def main(path):
             if cut < 0 or not line.endswith(b'"}'):
                 return fail(n, "a transaction line without a hash")
             stated = line[cut + len(b',"hash":"'):-2].decode("ascii", "replace")
-            account = json.loads(line)["account"]
+            try:
+                account = json.loads(line)["account"]
+            except (ValueError, KeyError, TypeError):
+                return fail(n, "a transaction line that is not JSON with an account")
             prev = last.get(account, ZERO)
             want = hashlib.sha256(prev.encode() + line[:cut] + b"}").hexdigest()
             if stated != want:
@@ -37,7 +40,11 @@ def main(path):
             last[account] = want
             count += 1
         elif line.startswith(b'{"kind":"account"'):
-            a = json.loads(line)
+            try:
+                a = json.loads(line)
+                a["id"]
+            except (ValueError, KeyError, TypeError):
+                return fail(n, "an account line that is not JSON with an id")
             if a.get("ledgerHash") != last.get(a["id"], ZERO):
                 return fail(n, f"account {a['id']}: ledgerHash {a.get('ledgerHash')} is not its last transaction's hash")
     print(f"sound: {count} transactions of {len(last)} accounts, every chain unbroken")

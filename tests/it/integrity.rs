@@ -22,12 +22,15 @@ fn script_says_sound(text: &str) -> (bool, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    match stdin.write_all(text.as_bytes()) {
+        Ok(()) => {}
+        // The script may stop reading at the first break it finds (a line that is no
+        // longer JSON): what it printed and its exit status say so below.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => panic!("writing to the script: {e}"),
+    }
+    drop(stdin);
     let out = child.wait_with_output().unwrap();
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     (out.status.success() && said.starts_with("sound:"), said)
