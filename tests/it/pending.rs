@@ -6,10 +6,6 @@ use std::collections::BTreeMap;
 use std::process::Command;
 
 use loyalty_core::{parse_config, Engine};
-use loyalty_store::Store;
-use loyalty_stream::folder::Folder;
-use loyalty_stream::logrec::Meta;
-use loyalty_stream::Settings;
 use proptest::prelude::*;
 use serde_json::Value;
 
@@ -242,27 +238,10 @@ fn pending_awards_and_a_manual_tier_survive_a_store_and_verify() {
     let records = records();
     let t = TempDir::new("pending-store");
     let dir = t.0.join("state");
-    let store = Store::open(&dir).unwrap();
-    let mut settings = Settings::new("unused:9092");
-    settings.signing_secret = b"s".to_vec();
-    // A working set: only what a record needs is loaded from the store, so every pending
-    // award and manual tier comes back from its stored form before it is used, and every
-    // vest is found through the store's index of what falls due.
-    let mut f = Folder::open(&store, false).unwrap();
-    for (i, r) in records.iter().enumerate() {
-        f.fold(
-            &store,
-            &settings,
-            0,
-            i as i64,
-            &Meta::default(),
-            r.as_bytes(),
-        )
-        .unwrap();
-        f.commit(&store).unwrap();
-    }
-    drop(f);
-    drop(store);
+    // A working set, one record a batch: only what a record needs is loaded from the store,
+    // so every pending award and manual tier comes back from its stored form before it is
+    // used, and every vest is found through the store's index of what falls due.
+    drop(crate::api_reads::stored(&dir, &records, 1));
     let mut whole = Engine::empty();
     let straight =
         loyalty_core::fold::fold_to_string(&mut whole, records.join("\n").as_bytes(), None)

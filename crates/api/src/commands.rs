@@ -634,7 +634,7 @@ pub(crate) async fn qualify(
     responses(
         (status = 200, description = "The account, in the tier set by hand", body = crate::doc::LoyaltyAccount),
         (status = 202, description = "Not folded in time", body = crate::doc::CommandObject),
-        (status = 400, description = "Bad request: an unknown tier, a program without tiers, an until not after now", body = crate::doc::Error),
+        (status = 400, description = "Bad request: an unknown tier, a program without tiers, an until not after the command's time", body = crate::doc::Error),
         (status = 401, description = "No or unknown key", body = crate::doc::Error),
         (status = 403, description = "A read-only key", body = crate::doc::Error),
         (status = 404, description = "No such account", body = crate::doc::Error),
