@@ -10,8 +10,9 @@
 //!   accounts holding a tier, kept from the accounts the batch changed (not from events: a
 //!   program update that adds or removes tiers moves accounts without one), with
 //!   `K/{loy}` → `{program}\0{tier}` saying where each account is
-//! - `u/{record}\0{seq}`: the output lines a record's application wrote (what a command's
-//!   answer is made of); a refusal as a duplicate is not one
+//! - `u/{record}\0{seq}` → `n` (4 bytes, big-endian): the output lines a record's
+//!   application wrote (what a command's answer is made of), `n` of them from `seq` on; a
+//!   refusal as a duplicate is not one
 //! - `h/{record}`: a command the API sent ([`ApiCommand`]), with the fingerprint of the
 //!   request that made it (Idempotency-Key)
 //! - `m/apiindex`: present once the keys above cover the whole state (a state written by an
@@ -32,7 +33,7 @@ pub(crate) const API_INDEX_KEY: &[u8] = b"m/apiindex";
 
 /// What `m/apiindex` holds when the indexes are whole up to `log`.
 pub(crate) fn api_index_mark(log: &BTreeMap<i32, i64>) -> String {
-    format!("v4|{}", crate::index_mark(log))
+    format!("v5|{}", crate::index_mark(log))
 }
 
 /// What the API's indexes need to know of one output line.
@@ -207,8 +208,66 @@ pub fn customer_key(customer: &str, account: &str) -> Vec<u8> {
     key2("c/", customer, account.as_bytes())
 }
 
-/// The index entries of the line numbered `seq`.
-pub(crate) fn put_line_index(wb: &mut WriteBatch, seq: u64, ix: &LineIndex) {
+/// The runs of consecutive lines that one record's application wrote, each kept as one
+/// `u/{record}\0{first seq}` key with the run's length as its value, instead of a key a
+/// line (an enrolment writes five lines).
+#[derive(Default)]
+pub(crate) struct RecordRuns {
+    /// The run being extended: the record, its first line, its length.
+    open: Option<(String, u64, u32)>,
+}
+
+impl RecordRuns {
+    /// The line `seq` of `record` (None: of no record, which ends any run).
+    fn line(&mut self, wb: &mut WriteBatch, seq: u64, record: Option<&str>) {
+        if let (Some((r, first, n)), Some(rec)) = (&mut self.open, record) {
+            if r == rec && *first + u64::from(*n) == seq {
+                *n += 1;
+                return;
+            }
+        }
+        self.finish(wb);
+        self.open = record.map(|r| (r.to_string(), seq, 1));
+    }
+
+    /// Continues, when the batch's first line `seq` is `record`'s, the run of that record
+    /// the previous batch ended with: so that runs do not depend on where batches end (a
+    /// record refused in one batch and its copy refused in the next are one run, as a
+    /// rebuild of the index from the lines finds it).
+    pub(crate) fn resume(&mut self, db: &DB, record: &str, seq: u64) -> Result<(), StoreError> {
+        let prefix = key2("u/", record, b"");
+        let at = key2("u/", record, &digits(seq));
+        let mut iter = db.iterator(IteratorMode::From(&at, Direction::Reverse));
+        if let Some(kv) = iter.next() {
+            let (k, v) = kv?;
+            if let Some(rest) = k.strip_prefix(prefix.as_slice()) {
+                let first = std::str::from_utf8(rest)
+                    .ok()
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| corrupt(&k, "not a sequence number"))?;
+                let n: [u8; 4] = (*v)
+                    .try_into()
+                    .map_err(|_| corrupt(&k, "not a line count"))?;
+                let n = u32::from_be_bytes(n);
+                if first + u64::from(n) == seq {
+                    self.open = Some((record.to_string(), first, n));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the open run.
+    pub(crate) fn finish(&mut self, wb: &mut WriteBatch) {
+        if let Some((record, first, n)) = self.open.take() {
+            wb.put(key2("u/", &record, &digits(first)), n.to_be_bytes());
+        }
+    }
+}
+
+/// The index entries of the line numbered `seq` (its record's through `runs`: call
+/// [`RecordRuns::finish`] after the last line).
+pub(crate) fn put_line_index(wb: &mut WriteBatch, runs: &mut RecordRuns, seq: u64, ix: &LineIndex) {
     let d = digits(seq);
     if let Some((id, account)) = &ix.transaction {
         wb.put(format!("i/{id}"), seq.to_be_bytes());
@@ -223,9 +282,7 @@ pub(crate) fn put_line_index(wb: &mut WriteBatch, seq: u64, ix: &LineIndex) {
     if let Some((account, customer)) = &ix.opened {
         wb.put(customer_key(customer, account), b"");
     }
-    if let Some(record) = &ix.record {
-        wb.put(key2("u/", record, &d), b"");
-    }
+    runs.line(wb, seq, ix.record.as_deref());
 }
 
 /// `K/{loy}`: where the tier index holds an account.
@@ -318,6 +375,7 @@ type Expected = Vec<(Vec<u8>, Vec<u8>)>;
 fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     let mut wb = WriteBatch::default();
     let mut stats = crate::StatDeltas::default();
+    let mut runs = RecordRuns::default();
     for kv in store.prefix("o/") {
         let (k, v) = kv?;
         // What does not decode is reported by `verify` on its own, and indexes nothing.
@@ -336,8 +394,9 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
         }
         // Customers and tiers come from the accounts below.
         ix.opened = None;
-        put_line_index(&mut wb, seq, &ix);
+        put_line_index(&mut wb, &mut runs, seq, &ix);
     }
+    runs.finish(&mut wb);
     // Every write in order (`None`: a delete); sorted below, the last write of a key wins.
     let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(wb.len() * 5 / 4);
     struct Collect<'a>(&'a mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
@@ -625,12 +684,13 @@ impl View<'_> {
     pub fn record_lines(&self, record: &str) -> Result<Vec<serde_json::Value>, StoreError> {
         let prefix = key2("u/", record, b"");
         let mut seqs = Vec::new();
-        self.scan(&prefix, &prefix, Walk::Up, |k, _| {
+        self.scan(&prefix, &prefix, Walk::Up, |k, v| {
             let seq = std::str::from_utf8(&k[prefix.len()..])
                 .ok()
                 .and_then(|s| s.parse::<u64>().ok())
                 .ok_or_else(|| corrupt(k, "not a sequence number"))?;
-            seqs.push(seq);
+            let n: [u8; 4] = v.try_into().map_err(|_| corrupt(k, "not a line count"))?;
+            seqs.extend(seq..seq + u64::from(u32::from_be_bytes(n)));
             Ok(true)
         })?;
         seqs.into_iter().map(|s| self.line(s)).collect()

@@ -84,6 +84,11 @@ pub struct OutboxEntry {
     /// The partition to produce to, when the record must land in one (a message to another
     /// log partition); otherwise the producer's partitioner picks it from the key.
     pub partition: Option<i32>,
+    /// The index in [`Batch::lines`] of the output line this message publishes, if any.
+    /// When the payload is that line's envelope (an event in JSON: the line without its
+    /// `"kind":"event",`), the store keeps a reference to the line instead of a second copy
+    /// of its bytes, and reads the payload back from the line. `None` as read back.
+    pub line: Option<usize>,
 }
 
 /// Offsets and positions kept beside the state.
@@ -870,19 +875,31 @@ impl Store {
             wb.put(OVERDUE_KEY, v);
         }
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
+        let first_line = seq;
         let mut stats = StatDeltas::default();
+        let mut runs = api::RecordRuns::default();
+        if let Some(record) = batch.index.first().and_then(|ix| ix.record.as_deref()) {
+            runs.resume(&self.db, record, seq)?;
+        }
         for (i, line) in batch.lines.iter().enumerate() {
             wb.put(seq_key("o", seq), line.as_bytes());
             if let Some(ix) = batch.index.get(i) {
-                api::put_line_index(&mut wb, seq, ix);
+                api::put_line_index(&mut wb, &mut runs, seq, ix);
                 if let Some(s) = &ix.stat {
                     stats.add_line(s);
                 }
             }
             seq += 1;
         }
+        runs.finish(&mut wb);
         for entry in &batch.outbox {
-            wb.put(seq_key("x", seq), encode_outbox(entry));
+            // An event's message is its line's envelope: kept as a reference to the line,
+            // not a second copy (a third of the bytes an enrolment wrote).
+            let line = entry.line.and_then(|i| {
+                let line = batch.lines.get(i)?;
+                is_envelope_of(&entry.payload, line.as_bytes()).then_some(first_line + i as u64)
+            });
+            wb.put(seq_key("x", seq), encode_outbox(entry, line));
             seq += 1;
         }
         wb.put(SEQ_KEY, seq.to_be_bytes());
@@ -999,9 +1016,24 @@ impl Store {
                 .ok()
                 .and_then(|s| s.parse().ok())
                 .ok_or_else(|| corrupt(&k, "bad sequence"))?;
-            out.push(decode_outbox(seq, &v).ok_or_else(|| corrupt(&k, "bad outbox entry"))?);
+            let (mut entry, line) =
+                decode_outbox(seq, &v).ok_or_else(|| corrupt(&k, "bad outbox entry"))?;
+            if let Some(line) = line {
+                entry.payload = self.envelope_at(line).map_err(|why| corrupt(&k, why))?;
+            }
+            out.push(entry);
         }
         Ok(out)
+    }
+
+    /// The envelope that the output line `seq` (an event's) publishes, or why there is none.
+    fn envelope_at(&self, seq: u64) -> Result<Vec<u8>, String> {
+        let line = self
+            .db
+            .get_pinned(seq_key("o", seq))
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("its line {seq} is missing"))?;
+        envelope_of(&line).ok_or_else(|| format!("its line {seq} is not an event"))
     }
 
     /// Removes delivered outbox entries.
@@ -1123,17 +1155,48 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-fn encode_outbox(e: &OutboxEntry) -> Vec<u8> {
-    let mut out = Vec::with_capacity(e.payload.len() + 128);
-    put_bytes(&mut out, e.topic.as_bytes());
-    match &e.key {
-        Some(k) => {
-            out.push(1);
-            put_bytes(&mut out, k);
-        }
-        None => out.push(0),
+/// An event's output line begins so; the envelope it publishes is the same line without
+/// the `kind` field.
+const EVENT_LINE: &[u8] = br#"{"kind":"event","#;
+
+/// Whether `payload` is the envelope of the output line `line`.
+fn is_envelope_of(payload: &[u8], line: &[u8]) -> bool {
+    match (line.strip_prefix(EVENT_LINE), payload.split_first()) {
+        (Some(rest), Some((b'{', tail))) => tail == rest,
+        _ => false,
     }
-    put_bytes(&mut out, &e.payload);
+}
+
+/// The envelope an event's output line publishes.
+fn envelope_of(line: &[u8]) -> Option<Vec<u8>> {
+    let rest = line.strip_prefix(EVENT_LINE)?;
+    let mut out = Vec::with_capacity(rest.len() + 1);
+    out.push(b'{');
+    out.extend_from_slice(rest);
+    Some(out)
+}
+
+/// The flags byte of a stored outbox entry: a message key follows.
+const HAS_KEY: u8 = 1;
+/// The flags byte: the payload is the envelope of the output line whose sequence number
+/// follows (8 bytes), not the bytes themselves.
+const LINE_REF: u8 = 2;
+
+/// An outbox entry's stored form: the topic, a flags byte, the key, the payload (or the
+/// sequence number of the line it is the envelope of, `line`), the headers, the partition.
+fn encode_outbox(e: &OutboxEntry, line: Option<u64>) -> Vec<u8> {
+    let payload_room = if line.is_some() { 12 } else { e.payload.len() };
+    let mut out = Vec::with_capacity(payload_room + 128);
+    put_bytes(&mut out, e.topic.as_bytes());
+    let flags = e.key.as_ref().map_or(0, |_| HAS_KEY) | line.map_or(0, |_| LINE_REF);
+    out.push(flags);
+    if let Some(k) = &e.key {
+        put_bytes(&mut out, k);
+    }
+    match line {
+        Some(seq) => put_bytes(&mut out, &seq.to_be_bytes()),
+        None => put_bytes(&mut out, &e.payload),
+    }
     out.extend_from_slice(&(e.headers.len() as u32).to_be_bytes());
     for (k, v) in &e.headers {
         put_bytes(&mut out, k.as_bytes());
@@ -1170,14 +1233,26 @@ impl<'a> Reader<'a> {
     }
 }
 
-fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
+/// A stored outbox entry, and the sequence number of the line its payload is the envelope
+/// of (the payload is then empty until read from that line, [`Store::outbox_from`]).
+fn decode_outbox(seq: u64, v: &[u8]) -> Option<(OutboxEntry, Option<u64>)> {
     let mut r = Reader(v);
     let topic = String::from_utf8(r.bytes()?.to_vec()).ok()?;
-    let key = match r.byte()? {
-        1 => Some(r.bytes()?.to_vec()),
-        _ => None,
+    let flags = r.byte()?;
+    if flags & !(HAS_KEY | LINE_REF) != 0 {
+        return None;
+    }
+    let key = match flags & HAS_KEY {
+        0 => None,
+        _ => Some(r.bytes()?.to_vec()),
     };
-    let payload = r.bytes()?.to_vec();
+    let (payload, line) = match flags & LINE_REF {
+        0 => (r.bytes()?.to_vec(), None),
+        _ => (
+            Vec::new(),
+            Some(u64::from_be_bytes(r.bytes()?.try_into().ok()?)),
+        ),
+    };
     let n = r.u32()?;
     let mut headers = Vec::new();
     for _ in 0..n {
@@ -1191,14 +1266,16 @@ fn decode_outbox(seq: u64, v: &[u8]) -> Option<OutboxEntry> {
     if !r.0.is_empty() {
         return None;
     }
-    Some(OutboxEntry {
+    let entry = OutboxEntry {
         seq,
         topic,
         key,
         payload,
         headers,
         partition,
-    })
+        line: None,
+    };
+    Some((entry, line))
 }
 
 /// The store is where a working set reads the accounts, seen ids, payments, codes and due
@@ -1511,6 +1588,7 @@ mod tests {
                 payload: b"\xff payload".to_vec(),
                 headers: vec![("h".into(), b"v".to_vec())],
                 partition: None,
+                line: None,
             }],
             dues_passed: Vec::new(),
             index: Vec::new(),
@@ -1533,18 +1611,26 @@ mod tests {
                 payload: b"{}".to_vec(),
                 headers: vec![("content-type".into(), b"application/json".to_vec())],
                 partition,
+                line: None,
             };
-            assert_eq!(decode_outbox(9, &encode_outbox(&e)), Some(e.clone()));
+            assert_eq!(
+                decode_outbox(9, &encode_outbox(&e, None)),
+                Some((e.clone(), None))
+            );
         }
         // Trailing bytes that are no partition are corrupt, not ignored.
-        let mut bad = encode_outbox(&OutboxEntry {
-            seq: 0,
-            topic: "t".into(),
-            key: None,
-            payload: vec![],
-            headers: vec![],
-            partition: Some(1),
-        });
+        let mut bad = encode_outbox(
+            &OutboxEntry {
+                seq: 0,
+                topic: "t".into(),
+                key: None,
+                payload: vec![],
+                headers: vec![],
+                partition: Some(1),
+                line: None,
+            },
+            None,
+        );
         bad.push(0);
         assert_eq!(decode_outbox(0, &bad), None);
     }
@@ -1615,6 +1701,112 @@ mod tests {
         let got = got.state();
         assert!(got.holds.is_empty() && got.pending_codes.is_empty());
         assert!(got.code_holders.is_empty() && got.parked.is_empty());
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An event's message is kept as a reference to its output line and read back as the
+    /// line's envelope, byte for byte; a payload that is not its line's envelope is kept
+    /// whole. `verify` follows each reference, and names an entry whose line is gone.
+    #[test]
+    fn an_events_message_is_read_back_from_its_line() {
+        let dir = tmp("outbox_line");
+        let store = Store::open(&dir).unwrap();
+        let mut engine = Engine::empty();
+        let records = [
+            format!(
+                r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{PROGRAM}}}"#
+            ),
+            r#"{"id":"e1","type":"payment.completed","created":"2026-01-02T00:00:00Z","data":{"id":"p1","customer":"c","amount":1000,"currency":"EUR"}}"#.to_string(),
+        ];
+        let (mut out, mut index) = (Vec::new(), Vec::new());
+        for (r, id) in records.iter().zip(["u1", "e1"]) {
+            let from = out.len();
+            engine.apply(r.as_bytes(), &mut out);
+            index.extend(
+                out[from..]
+                    .iter()
+                    .map(|o| LineIndex::of_output(o, Some(id))),
+            );
+        }
+        let lines: Vec<String> = out.iter().map(Output::to_json_line).collect();
+        let mut outbox = Vec::new();
+        for (i, o) in out.iter().enumerate() {
+            if let Output::Event(e) = o {
+                outbox.push(OutboxEntry {
+                    seq: 0,
+                    topic: e.kind().to_string(),
+                    key: Some(b"c".to_vec()),
+                    payload: e.to_envelope_json().into_bytes(),
+                    headers: vec![("x-signature".into(), b"t=1,v1=ab".to_vec())],
+                    partition: None,
+                    line: Some(i),
+                });
+            }
+        }
+        assert!(outbox.len() >= 2, "an account and an award event");
+        // Said to publish a line it is not the envelope of: kept whole.
+        let mut odd = outbox[0].clone();
+        odd.payload = br#"{"other":1}"#.to_vec();
+        outbox.push(odd);
+        let sent = outbox.clone();
+        let record_of: Vec<Option<String>> = index.iter().map(|ix| ix.record.clone()).collect();
+        let changes = engine.take_changes();
+        let batch = Batch {
+            changes,
+            lines,
+            index,
+            outbox,
+            log: [(0, 2)].into_iter().collect(),
+            ..Batch::default()
+        };
+        store.commit(&engine, batch).unwrap();
+        let back = store.outbox().unwrap();
+        assert_eq!(back.len(), sent.len());
+        for (b, s) in back.iter().zip(&sent) {
+            assert_eq!(b.payload, s.payload, "published byte for byte");
+            assert_eq!(
+                (&b.topic, &b.key, &b.headers),
+                (&s.topic, &s.key, &s.headers)
+            );
+            assert_eq!(b.line, None);
+        }
+        // Stored: the references hold no copy of the payload; the odd one does.
+        let raw = |seq: u64| store.db.get(seq_key("x", seq)).unwrap().unwrap();
+        assert!(raw(back[0].seq).len() < 80, "{:?}", raw(back[0].seq));
+        let last = back.last().unwrap().seq;
+        assert!(raw(last).windows(11).any(|w| w == br#"{"other":1}"#));
+        assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
+        // The record's lines are one run, kept under one key.
+        let e1: Vec<serde_json::Value> = out
+            .iter()
+            .zip(&record_of)
+            .filter(|(_, r)| r.as_deref() == Some("e1"))
+            .map(|(o, _)| serde_json::from_str(&o.to_json_line()).unwrap())
+            .collect();
+        assert!(e1.len() >= 3, "{e1:?}");
+        assert_eq!(store.view().record_lines("e1").unwrap(), e1);
+        assert_eq!(store.prefix("u/").count(), 1);
+        // The first event's line gone: verify names the entry, and reading it fails.
+        let line = (0..store.next_sequence())
+            .find(|s| {
+                store
+                    .db
+                    .get(seq_key("o", *s))
+                    .unwrap()
+                    .is_some_and(|l| l.starts_with(EVENT_LINE))
+            })
+            .unwrap();
+        store.db.delete(seq_key("o", line)).unwrap();
+        let problems = store.verify().unwrap();
+        let key = String::from_utf8(seq_key("x", back[0].seq)).unwrap();
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.key == key && p.detail.contains("missing")),
+            "{problems:?}"
+        );
+        assert!(matches!(store.outbox(), Err(StoreError::Corrupt { .. })));
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -1837,8 +2029,14 @@ impl Store {
                 match seq_of(rest) {
                     Some(seq) => {
                         max_seq = max_seq.max(Some(seq));
-                        if decode_outbox(seq, &v).is_none() {
-                            problem("decode", &k, "not an outbox entry".into());
+                        match decode_outbox(seq, &v) {
+                            None => problem("decode", &k, "not an outbox entry".into()),
+                            Some((_, Some(line))) => {
+                                if let Err(why) = self.envelope_at(line) {
+                                    problem("decode", &k, why);
+                                }
+                            }
+                            Some((_, None)) => {}
                         }
                     }
                     None => problem("decode", &k, "not a sequence number".into()),

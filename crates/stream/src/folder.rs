@@ -179,6 +179,7 @@ impl Folder {
                             }
                         }
                     }
+                    e.line = Some(self.batch.lines.len() - 1);
                     self.batch.outbox.push(e);
                 }
             }

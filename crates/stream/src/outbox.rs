@@ -57,6 +57,7 @@ pub fn entry(
             payload: m.record.as_bytes().to_vec(),
             headers: vec![("content-type".into(), b"application/json".to_vec())],
             partition: Some(m.partition as i32),
+            line: None,
         }),
         Output::Event(e) => {
             let payload = event_payload(e, settings.format);
@@ -76,6 +77,7 @@ pub fn entry(
                     (EVENT_ID.into(), e.id.clone().into_bytes()),
                 ],
                 partition: None,
+                line: None,
             })
         }
         Output::Rejected(r) => {
@@ -111,6 +113,7 @@ pub fn entry(
                 payload: original.to_vec(),
                 headers,
                 partition: None,
+                line: None,
             })
         }
     }

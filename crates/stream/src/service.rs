@@ -1070,6 +1070,7 @@ mod tests {
                 payload: i.to_string().into_bytes(),
                 headers: vec![],
                 partition: None,
+                line: None,
             })
             .collect();
         let config = loyalty_core::parse_config(r#"{"programs":[]}"#).expect("config");
