@@ -376,7 +376,7 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     let mut wb = WriteBatch::default();
     let mut stats = crate::StatDeltas::default();
     let mut runs = RecordRuns::default();
-    for kv in store.prefix("o/") {
+    for kv in store.prefix_once("o/") {
         let (k, v) = kv?;
         // What does not decode is reported by `verify` on its own, and indexes nothing.
         let Some(seq) = std::str::from_utf8(&k[2..])
@@ -410,7 +410,7 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     }
     wb.iterate(&mut Collect(&mut out));
     drop(wb);
-    for kv in store.prefix("a/") {
+    for kv in store.prefix_once("a/") {
         let (k, v) = kv?;
         let Ok(a) = decode_account(&k, &v) else {
             continue;
@@ -427,14 +427,26 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
             out.push((k, Some(v)));
         }
     }
-    // Stable: the writes of one key stay in their order, and the last one is kept.
-    out.sort_by(|a, b| a.0.cmp(&b.0));
+    // By key, then in the order written (the last write of a key is kept): sorted as
+    // (first 16 bytes, place) pairs, which most comparisons settle without reading the
+    // keys themselves.
+    let mut order: Vec<(u128, usize)> = out
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (crate::key_head(k), i))
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| out[a.1].0.cmp(&out[b.1].0))
+            .then(a.1.cmp(&b.1))
+    });
     let mut sorted: Expected = Vec::with_capacity(out.len());
-    let mut it = out.into_iter().peekable();
-    while let Some((k, v)) = it.next() {
-        if it.peek().is_some_and(|(next, _)| *next == k) {
+    for (n, &(_, i)) in order.iter().enumerate() {
+        let later = order.get(n + 1).is_some_and(|&(_, j)| out[j].0 == out[i].0);
+        if later {
             continue;
         }
+        let (k, v) = std::mem::take(&mut out[i]);
         if let Some(v) = v {
             sorted.push((k, v));
         }
@@ -508,7 +520,7 @@ impl Store {
             covered[start..start + len].fill(true);
             // A merge of two key-ordered sequences: the index as stored and as called for.
             let mut i = 0;
-            for kv in self.prefix(prefix) {
+            for kv in self.prefix_once(prefix) {
                 let (k, v) = kv?;
                 while i < want.len() && want[i].0.as_slice() < &*k {
                     missing.push(want[i].0.clone());

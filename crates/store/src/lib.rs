@@ -431,6 +431,19 @@ impl Store {
             .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&p)))
     }
 
+    /// [`Store::prefix`], for a read of every key once (`verify`): the blocks are read ahead
+    /// and not kept in the block cache (where they would only push each other out).
+    fn prefix_once(&self, prefix: &str) -> impl Iterator<Item = Result<KeyValue, StoreError>> + '_ {
+        let p = prefix.as_bytes().to_vec();
+        self.db
+            .iterator_opt(
+                IteratorMode::From(&p.clone(), Direction::Forward),
+                read_once(),
+            )
+            .map(|r| r.map_err(StoreError::from))
+            .take_while(move |r| r.as_ref().map_or(true, |(k, _)| k.starts_with(&p)))
+    }
+
     /// Calls `f` with every stored key and value, in key order (for tools and benchmarks).
     pub fn for_each_entry(&self, mut f: impl FnMut(&[u8], &[u8])) -> Result<(), StoreError> {
         for kv in self.db.iterator(IteratorMode::Start) {
@@ -1322,19 +1335,24 @@ fn in_key_order(wb: &WriteBatch) -> WriteBatch {
     #[derive(Default)]
     struct Ops {
         bytes: Vec<u8>,
-        /// (key start, key length, value length or `None` for a delete); the value follows
-        /// the key.
-        ops: Vec<(usize, usize, Option<usize>)>,
+        /// (the key's first bytes, key start, key length, value length or `None` for a
+        /// delete); the value follows the key.
+        ops: Vec<(u128, usize, usize, Option<usize>)>,
     }
     impl rocksdb::WriteBatchIterator for Ops {
         fn put(&mut self, key: &[u8], value: &[u8]) {
-            self.ops
-                .push((self.bytes.len(), key.len(), Some(value.len())));
+            self.ops.push((
+                key_head(key),
+                self.bytes.len(),
+                key.len(),
+                Some(value.len()),
+            ));
             self.bytes.extend_from_slice(key);
             self.bytes.extend_from_slice(value);
         }
         fn delete(&mut self, key: &[u8]) {
-            self.ops.push((self.bytes.len(), key.len(), None));
+            self.ops
+                .push((key_head(key), self.bytes.len(), key.len(), None));
             self.bytes.extend_from_slice(key);
         }
     }
@@ -1349,10 +1367,16 @@ fn in_key_order(wb: &WriteBatch) -> WriteBatch {
         return WriteBatch::from_data(wb.data());
     }
     let bytes = &o.bytes;
-    o.ops
-        .sort_by(|a, b| bytes[a.0..a.0 + a.1].cmp(&bytes[b.0..b.0 + b.1]));
+    // By key, then in the order written (the start of each operation's bytes grows with
+    // it): the writes of one key keep their order. Most keys differ in their first 16
+    // bytes, which compare as one number.
+    o.ops.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| bytes[a.1..a.1 + a.2].cmp(&bytes[b.1..b.1 + b.2]))
+            .then(a.1.cmp(&b.1))
+    });
     let mut out = WriteBatch::with_capacity_bytes(wb.size_in_bytes());
-    for &(at, klen, vlen) in &o.ops {
+    for &(_, at, klen, vlen) in &o.ops {
         let key = &bytes[at..at + klen];
         match vlen {
             Some(n) => out.put(key, &bytes[at + klen..at + klen + n]),
@@ -1360,6 +1384,23 @@ fn in_key_order(wb: &WriteBatch) -> WriteBatch {
         }
     }
     out
+}
+
+/// Read options for a scan that reads each key once: read ahead, not cached.
+fn read_once() -> rocksdb::ReadOptions {
+    let mut ro = rocksdb::ReadOptions::default();
+    ro.fill_cache(false);
+    ro.set_readahead_size(4 << 20);
+    ro
+}
+
+/// A key's first 16 bytes (zeros after a shorter one's end) as a number: two keys whose
+/// numbers differ are in that order; equal numbers need the whole keys compared.
+pub(crate) fn key_head(key: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
+    b[..n].copy_from_slice(&key[..n]);
+    u128::from_be_bytes(b)
 }
 
 #[cfg(test)]
@@ -1931,9 +1972,9 @@ impl Store {
         let mut indexed = false;
         // The holder of each referral code, by the accounts: the smallest id with it.
         let mut holders: BTreeMap<(String, String), String> = BTreeMap::new();
-        for kv in self.db.iterator(IteratorMode::Start) {
+        for kv in self.db.iterator_opt(IteratorMode::Start, read_once()) {
             let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
+            let key = String::from_utf8_lossy(&k);
             let seq_of = |rest: &str| rest.parse::<u64>().ok();
             if let Some(id) = key.strip_prefix("a/") {
                 match decode_account(&k, &v) {

@@ -171,7 +171,8 @@ impl Folder {
                 .index
                 .push(loyalty_store::LineIndex::of_output(o, record.as_deref()));
             if self.publish {
-                if let Some(mut e) = outbox::entry(settings, o, value, meta.source.as_ref()) {
+                let line = self.batch.lines.last().map(String::as_str);
+                if let Some(mut e) = outbox::entry(settings, o, line, value, meta.source.as_ref()) {
                     if let (Output::Rejected(_), Some(why)) = (o, &undecodable) {
                         for (k, v) in &mut e.headers {
                             if k == outbox::DETAIL {

@@ -22,6 +22,9 @@ pub const DETAIL: &str = "x-loyalty-detail";
 /// Header: the rejected record's id.
 pub const SOURCE_ID: &str = "x-loyalty-source-id";
 
+/// An event's output line begins so; its JSON envelope is the rest after `{`.
+const EVENT_LINE: &str = r#"{"kind":"event","#;
+
 /// The value of an outbound event in the configured format.
 pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
     match format {
@@ -38,10 +41,13 @@ pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
 }
 
 /// The message for one output of the fold, if it is published: events and rejections are,
-/// ledger transactions are not (downstream learns of them through the events).
+/// ledger transactions are not (downstream learns of them through the events). `line`:
+/// the output's line as printed, if at hand (an event's JSON envelope is that line without
+/// its `kind` field, copied instead of written again).
 pub fn entry(
     settings: &Settings,
     output: &Output,
+    line: Option<&str>,
     original: &[u8],
     source: Option<&Source>,
 ) -> Option<OutboxEntry> {
@@ -60,7 +66,19 @@ pub fn entry(
             line: None,
         }),
         Output::Event(e) => {
-            let payload = event_payload(e, settings.format);
+            let envelope = match settings.format {
+                Format::Json => line.and_then(|l| l.strip_prefix(EVENT_LINE)),
+                Format::Protobuf => None,
+            };
+            let payload = match envelope {
+                Some(rest) => {
+                    let mut p = Vec::with_capacity(rest.len() + 1);
+                    p.push(b'{');
+                    p.extend_from_slice(rest.as_bytes());
+                    p
+                }
+                None => event_payload(e, settings.format),
+            };
             let sig = signature::sign(&settings.signing_secret, e.created.0, &payload);
             let content_type = match settings.format {
                 Format::Json => "application/json",
@@ -158,6 +176,35 @@ mod tests {
     use super::*;
     use loyalty_core::envelope::{Reason, Rejection};
 
+    /// An event's payload copied from its printed line is the envelope written afresh,
+    /// byte for byte, and signed alike.
+    #[test]
+    fn an_events_payload_from_its_line_is_its_envelope() {
+        let program = r#"{"id":"prog_a","currency":"EUR","autoEnroll":true,"earningRules":[{"id":"rule_a","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}]}"#;
+        let records = [
+            format!(r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{program}}}"#),
+            r#"{"id":"e1","type":"payment.completed","created":"2026-01-02T00:00:00Z","data":{"id":"p1","customer":"c \"q\" é","amount":1000,"currency":"EUR"}}"#.to_string(),
+        ];
+        let mut engine = loyalty_core::Engine::empty();
+        let mut out = Vec::new();
+        for r in &records {
+            engine.apply(r.as_bytes(), &mut out);
+        }
+        let settings = Settings::new("127.0.0.1:9092");
+        let mut events = 0;
+        for o in &out {
+            if let Output::Event(e) = o {
+                events += 1;
+                let line = o.to_json_line();
+                let copied = entry(&settings, o, Some(&line), b"", None).expect("sent");
+                let fresh = entry(&settings, o, None, b"", None).expect("sent");
+                assert_eq!(copied, fresh);
+                assert_eq!(fresh.payload, event_payload(e, Format::Json));
+            }
+        }
+        assert!(events >= 2, "{out:?}");
+    }
+
     fn src(offset: i64) -> Source {
         Source {
             topic: "payment.completed".into(),
@@ -191,7 +238,14 @@ mod tests {
     fn a_dead_letter_carries_its_id() {
         let settings = Settings::new("127.0.0.1:9092");
         let r = Rejection::new(None, Reason::Malformed, "not JSON");
-        let e = entry(&settings, &Output::Rejected(r.clone()), b"x", Some(&src(3))).expect("sent");
+        let e = entry(
+            &settings,
+            &Output::Rejected(r.clone()),
+            None,
+            b"x",
+            Some(&src(3)),
+        )
+        .expect("sent");
         let id = e
             .headers
             .iter()

@@ -789,9 +789,13 @@ pub(crate) fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) ->
                     .rejected
                     .get_or_create(&label("reason", Reason::Invalid.as_str()))
                     .inc();
-                if let Some(e) =
-                    outbox::entry(settings, &Output::Rejected(rejection), value, Some(&src))
-                {
+                if let Some(e) = outbox::entry(
+                    settings,
+                    &Output::Rejected(rejection),
+                    None,
+                    value,
+                    Some(&src),
+                ) {
                     futures.push(send_entry(&producer, &e)?);
                     dead_letters += 1;
                 }
@@ -894,8 +898,13 @@ pub(crate) fn sequence_loop(args: SequencerArgs<'_>, halt: &dyn Fn() -> bool) ->
                 .get_or_create(&label("reason", Reason::Invalid.as_str()))
                 .inc();
             // The value is left out: the broker would refuse it on the DLQ as well.
-            if let Some(e) = outbox::entry(settings, &Output::Rejected(rejection), &[], Some(&src))
-            {
+            if let Some(e) = outbox::entry(
+                settings,
+                &Output::Rejected(rejection),
+                None,
+                &[],
+                Some(&src),
+            ) {
                 futures.push(send_entry(&producer, &e)?);
                 dead_letters += 1;
             }
