@@ -16,7 +16,9 @@
 //! - `m/log/{partition}`: the next log offset to fold; `m/src/{log partition}/{topic}/{partition}`:
 //!   the highest source offset folded from that log partition (to skip re-appended records)
 //! - `m/in/{topic}/{partition}`: the next input offset to sequence into the log
-//! - `o/{seq}`: an output line; `x/{seq}`: an outbox entry, removed once delivered
+//! - `o/{seq}`: an output line; `x/{seq}`: an outbox entry, removed once delivered (an
+//!   event's holds the sequence of its line instead of a copy of the payload: the payload is
+//!   the line without its `kind` field)
 //! - `d/{time}{loy}` (the time as 8 big-endian bytes, sign bit flipped, so that keys sort by
 //!   time): the account's next effect falls due then (empty value), to find the accounts an
 //!   advance of the clock needs; written with the account, removed once the clock has passed
