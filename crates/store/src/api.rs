@@ -240,15 +240,8 @@ impl RecordRuns {
         let mut iter = db.iterator(IteratorMode::From(&at, Direction::Reverse));
         if let Some(kv) = iter.next() {
             let (k, v) = kv?;
-            if let Some(rest) = k.strip_prefix(prefix.as_slice()) {
-                let first = std::str::from_utf8(rest)
-                    .ok()
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or_else(|| corrupt(&k, "not a sequence number"))?;
-                let n: [u8; 4] = (*v)
-                    .try_into()
-                    .map_err(|_| corrupt(&k, "not a line count"))?;
-                let n = u32::from_be_bytes(n);
+            if k.starts_with(&prefix) {
+                let (first, n) = run_of(&k, prefix.len(), &v)?;
                 if first + u64::from(n) == seq {
                     self.open = Some((record.to_string(), first, n));
                 }
@@ -263,6 +256,17 @@ impl RecordRuns {
             wb.put(key2("u/", &record, &digits(first)), n.to_be_bytes());
         }
     }
+}
+
+/// The first line and the length of the run a `u/` key (its record's part `skip` bytes
+/// long) and value hold.
+fn run_of(k: &[u8], skip: usize, v: &[u8]) -> Result<(u64, u32), StoreError> {
+    let first = std::str::from_utf8(&k[skip..])
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .ok_or_else(|| corrupt(k, "not a sequence number"))?;
+    let n: [u8; 4] = v.try_into().map_err(|_| corrupt(k, "not a line count"))?;
+    Ok((first, u32::from_be_bytes(n)))
 }
 
 /// The index entries of the line numbered `seq` (its record's through `runs`: call
@@ -697,12 +701,8 @@ impl View<'_> {
         let prefix = key2("u/", record, b"");
         let mut seqs = Vec::new();
         self.scan(&prefix, &prefix, Walk::Up, |k, v| {
-            let seq = std::str::from_utf8(&k[prefix.len()..])
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| corrupt(k, "not a sequence number"))?;
-            let n: [u8; 4] = v.try_into().map_err(|_| corrupt(k, "not a line count"))?;
-            seqs.extend(seq..seq + u64::from(u32::from_be_bytes(n)));
+            let (first, n) = run_of(k, prefix.len(), v)?;
+            seqs.extend(first..first + u64::from(n));
             Ok(true)
         })?;
         seqs.into_iter().map(|s| self.line(s)).collect()

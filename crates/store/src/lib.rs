@@ -1182,8 +1182,8 @@ fn is_envelope_of(payload: &[u8], line: &[u8]) -> bool {
     }
 }
 
-/// The envelope an event's output line publishes.
-fn envelope_of(line: &[u8]) -> Option<Vec<u8>> {
+/// The envelope an event's output line publishes (None: not an event's line).
+pub fn envelope_of(line: &[u8]) -> Option<Vec<u8>> {
     let rest = line.strip_prefix(EVENT_LINE)?;
     let mut out = Vec::with_capacity(rest.len() + 1);
     out.push(b'{');

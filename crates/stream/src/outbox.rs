@@ -22,9 +22,6 @@ pub const DETAIL: &str = "x-loyalty-detail";
 /// Header: the rejected record's id.
 pub const SOURCE_ID: &str = "x-loyalty-source-id";
 
-/// An event's output line begins so; its JSON envelope is the rest after `{`.
-const EVENT_LINE: &str = r#"{"kind":"event","#;
-
 /// The value of an outbound event in the configured format.
 pub fn event_payload(e: &OutEvent, format: Format) -> Vec<u8> {
     match format {
@@ -66,19 +63,11 @@ pub fn entry(
             line: None,
         }),
         Output::Event(e) => {
-            let envelope = match settings.format {
-                Format::Json => line.and_then(|l| l.strip_prefix(EVENT_LINE)),
+            let copied = match settings.format {
+                Format::Json => line.and_then(|l| loyalty_store::envelope_of(l.as_bytes())),
                 Format::Protobuf => None,
             };
-            let payload = match envelope {
-                Some(rest) => {
-                    let mut p = Vec::with_capacity(rest.len() + 1);
-                    p.push(b'{');
-                    p.extend_from_slice(rest.as_bytes());
-                    p
-                }
-                None => event_payload(e, settings.format),
-            };
+            let payload = copied.unwrap_or_else(|| event_payload(e, settings.format));
             let sig = signature::sign(&settings.signing_secret, e.created.0, &payload);
             let content_type = match settings.format {
                 Format::Json => "application/json",
