@@ -8,7 +8,7 @@
 use crate::config::Program;
 use crate::engine::Engine;
 use crate::output::Output;
-use crate::state::{Account, Due, DueItem, DueKind};
+use crate::state::{Account, Due, Effect, LotEffect};
 use crate::tiers;
 use crate::time::Timestamp;
 
@@ -35,21 +35,20 @@ fn shift_days(t: Timestamp, days: i64, tz: chrono_tz::Tz) -> Option<Timestamp> {
 /// lot's effects that outlived the lot do nothing, so this is the account's whole share of
 /// the schedule.
 pub(crate) fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Account, clock: i64) {
-    for (at, kind) in [
-        (a.tier_due, DueKind::Tier),
-        (a.birthday_due, DueKind::Birthday),
+    for (at, effect) in [
+        (a.tier_due, Effect::Evaluate),
+        (a.birthday_due, Effect::Birthday),
     ] {
         if let Some(at) = at.filter(|at| *at > clock) {
             schedule.insert(Due {
                 at,
-                kind,
                 account: a.id.clone(),
-                item: DueItem::None,
+                effect,
             });
         }
     }
     for l in &a.lots {
-        for (at, kind) in [(l.expires, DueKind::Expiry), (l.warn, DueKind::Warning)] {
+        for (at, kind) in [(l.expires, LotEffect::Expiry), (l.warn, LotEffect::Warning)] {
             if let Some(at) = at.filter(|at| *at > clock) {
                 schedule.insert_lot(at, kind, &a.id, l.seq);
             }
@@ -61,7 +60,7 @@ pub(crate) fn schedule_account(schedule: &mut crate::schedule::Schedule, a: &Acc
         .iter()
         .filter(|p| p.vests > clock && p.vests < i64::MAX)
     {
-        schedule.insert_lot(p.vests, DueKind::Vest, &a.id, p.seq);
+        schedule.insert_lot(p.vests, LotEffect::Vest, &a.id, p.seq);
     }
 }
 
@@ -112,13 +111,19 @@ impl Engine {
         }
     }
 
-    /// Moves an account's scheduled effect of `kind` from `old` to `new`.
-    pub(crate) fn move_due(&mut self, kind: DueKind, id: &str, old: Option<i64>, new: Option<i64>) {
+    /// Moves an account's scheduled `effect` (its rolling tier evaluation or its birthday)
+    /// from `old` to `new`.
+    pub(crate) fn move_due(
+        &mut self,
+        effect: Effect,
+        id: &str,
+        old: Option<i64>,
+        new: Option<i64>,
+    ) {
         let due = |at| Due {
             at,
-            kind,
             account: id.into(),
-            item: DueItem::None,
+            effect: effect.clone(),
         };
         if let Some(at) = old {
             self.state.schedule.remove(&due(at));
@@ -132,16 +137,15 @@ impl Engine {
     pub(crate) fn schedule_close(&mut self, prog: &Program) {
         self.state
             .schedule
-            .retain_timed(|d| !matches!(&d.item, DueItem::ProgramClose(p) if p == &prog.id));
+            .retain_timed(|d| !matches!(&d.effect, Effect::PeriodClose(p) if p == &prog.id));
         let Some(clock) = self.state.clock else {
             return;
         };
         if let Some(close) = tiers::next_close(prog, clock) {
             self.state.schedule.insert(Due {
                 at: close.0,
-                kind: DueKind::Tier,
                 account: "".into(),
-                item: DueItem::ProgramClose(prog.id.clone()),
+                effect: Effect::PeriodClose(prog.id.clone()),
             });
         }
     }
@@ -168,16 +172,14 @@ impl Engine {
     /// evaluation); this module decides when.
     pub(crate) fn carry_out(&mut self, due: Due, out: &mut Vec<Output>) {
         let at = Timestamp(due.at);
-        match (due.kind, due.item) {
-            (DueKind::Vest, DueItem::Lot(seq)) => self.vest(&due.account, seq, at, out),
-            (DueKind::Birthday, _) => self.birthday(&due.account, at, out),
-            (DueKind::Warning, DueItem::Lot(seq)) => self.warn_expiry(&due.account, seq, at, out),
-            (DueKind::Expiry, DueItem::Lot(seq)) => self.expire_lot(&due.account, seq, at, out),
-            (DueKind::Tier, DueItem::ProgramClose(program)) => self.close_period(&program, at),
-            (DueKind::Tier, DueItem::Close(_)) => self.evaluate_at_close(&due.account, at, out),
-            (DueKind::Tier, DueItem::None) => self.evaluate_tier(&due.account, at, out),
-            // Shapes no version schedules (a store refuses them on reading).
-            _ => {}
+        match due.effect {
+            Effect::Vest(seq) => self.vest(&due.account, seq, at, out),
+            Effect::Expiry(seq) => self.expire_lot(&due.account, seq, at, out),
+            Effect::Warning(seq) => self.warn_expiry(&due.account, seq, at, out),
+            Effect::Evaluate => self.evaluate_tier(&due.account, at, out),
+            Effect::EvaluateAtClose(_) => self.evaluate_at_close(&due.account, at, out),
+            Effect::PeriodClose(program) => self.close_period(&program, at),
+            Effect::Birthday => self.birthday(&due.account, at, out),
         }
     }
 }

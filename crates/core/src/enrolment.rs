@@ -6,7 +6,7 @@
 //! the `customer.birthday` rules it triggers. Must not change other fields of an account.
 
 use crate::output::Output;
-use crate::state::DueKind;
+use crate::state::Effect;
 use crate::time::Timestamp;
 use std::sync::Arc;
 
@@ -192,7 +192,7 @@ impl Engine {
         };
         let due = next_birthday(month, day, after, prog.tz);
         let old = account.birthday_due;
-        self.move_due(DueKind::Birthday, id, old, due.map(|t| t.0));
+        self.move_due(Effect::Birthday, id, old, due.map(|t| t.0));
         self.account_mut(id).expect("exists").birthday_due = due.map(|t| t.0);
     }
 }

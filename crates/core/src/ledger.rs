@@ -8,7 +8,7 @@ use crate::engine::Engine;
 use crate::ids;
 use crate::lots;
 use crate::output::{Event, Member, OutEvent, Output, Status, Transaction, TxKind, TxMeta, Why};
-use crate::state::{Account, AwardRecord, DueKind};
+use crate::state::{Account, AwardRecord, LotEffect};
 use crate::time::Timestamp;
 use crate::Sym;
 
@@ -234,7 +234,10 @@ impl Engine {
         account.ledger_hash = tx.hash;
         cx.out.push(Output::Transaction(tx));
         if let Some(lot) = new_lot {
-            for (at, kind) in [(lot.expires, DueKind::Expiry), (lot.warn, DueKind::Warning)] {
+            for (at, kind) in [
+                (lot.expires, LotEffect::Expiry),
+                (lot.warn, LotEffect::Warning),
+            ] {
                 if let Some(at) = at {
                     self.state
                         .schedule

@@ -11,7 +11,7 @@ use crate::engine::Engine;
 use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::output::{Event, Output, TxKind, TxMeta, Why};
-use crate::state::{DueKind, PendingAward, Vested};
+use crate::state::{LotEffect, PendingAward, Vested};
 use crate::time::Timestamp;
 use crate::Sym;
 
@@ -49,7 +49,7 @@ impl Engine {
         if let Some(at) = vests {
             self.state
                 .schedule
-                .insert_lot(at.0, DueKind::Vest, account_id, seq);
+                .insert_lot(at.0, LotEffect::Vest, account_id, seq);
         }
     }
 

@@ -1,9 +1,9 @@
 //! The schedule: time-driven effects in the order they fall due (SPEC section 6).
 //!
 //! Two kinds of entries, kept apart because they are not alike:
-//! - lot expiries and warnings, two for almost every award: never removed (a lot that is
-//!   gone by then is found empty when they fall due), so they sit in a binary heap of
-//!   40-byte entries whose account ids are shared;
+//! - lot effects (expiries and warnings, two for almost every award, and vests): never
+//!   removed (a lot that is gone by then is found empty when they fall due), so they sit in
+//!   a binary heap of 40-byte entries whose account ids are shared;
 //! - tier evaluations, period closes and birthdays, a few per account, which move: an
 //!   ordered set, from which a moved entry is removed.
 //!
@@ -16,13 +16,13 @@ use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, BinaryHeap, HashSet};
 use std::sync::Arc;
 
-use crate::state::{Due, DueItem, DueKind, FixedState};
+use crate::state::{Due, Effect, FixedState, LotEffect};
 use crate::Sym;
 
 /// Time-driven effects, in the order they fall due.
 #[derive(Clone, Debug, Default)]
 pub struct Schedule {
-    /// Lot expiries and warnings.
+    /// Lot effects.
     lots: BinaryHeap<Reverse<LotDue>>,
     /// Everything else.
     timed: BTreeSet<Due>,
@@ -36,13 +36,23 @@ pub struct Schedule {
     early_lots: Vec<LotDue>,
 }
 
-/// A lot's expiry or warning: a [`Due`] whose item is the lot number.
+/// A lot's effect: a [`Due`] whose effect is one of [`LotEffect`]'s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct LotDue {
     at: i64,
-    kind: DueKind,
+    kind: LotEffect,
     account: Arc<str>,
     lot: u64,
+}
+
+impl LotDue {
+    fn to_due(&self) -> Due {
+        Due {
+            at: self.at,
+            account: self.account.clone(),
+            effect: self.kind.on(self.lot),
+        }
+    }
 }
 
 impl Ord for LotDue {
@@ -64,25 +74,17 @@ impl PartialOrd for LotDue {
 impl Schedule {
     /// Adds an effect (adding one already there changes nothing).
     pub fn insert(&mut self, due: Due) {
-        if let (DueKind::Expiry | DueKind::Warning, DueItem::Lot(lot)) = (due.kind, &due.item) {
-            self.insert_lot(due.at, due.kind, &due.account, *lot);
-            return;
+        match due.effect.on_lot() {
+            Some((kind, lot)) => self.insert_lot(due.at, kind, &due.account, lot),
+            None => {
+                self.timed.insert(due);
+            }
         }
-        self.timed.insert(due);
     }
 
-    /// Adds a lot's expiry or warning: the [`Due`] of `kind` at `at` whose item is the lot
-    /// number `lot`, without making its strings.
-    pub fn insert_lot(&mut self, at: i64, kind: DueKind, account: &str, lot: u64) {
-        if !matches!(kind, DueKind::Expiry | DueKind::Warning) {
-            self.timed.insert(Due {
-                at,
-                kind,
-                account: account.into(),
-                item: DueItem::Lot(lot),
-            });
-            return;
-        }
+    /// Adds a lot's effect of `kind` at `at` on the lot numbered `lot`, without making its
+    /// strings.
+    pub fn insert_lot(&mut self, at: i64, kind: LotEffect, account: &str, lot: u64) {
         let account = match self.names.get(account) {
             Some(a) => a.clone(),
             None => {
@@ -103,7 +105,7 @@ impl Schedule {
         self.lots.push(Reverse(due));
     }
 
-    /// Removes an effect that moves (a tier evaluation, a birthday).
+    /// Removes an effect that moves (a tier evaluation, a birthday; not a lot's).
     pub fn remove(&mut self, due: &Due) {
         self.timed.remove(due);
     }
@@ -141,12 +143,7 @@ impl Schedule {
             .cloned()
             .collect();
         if self.lots.peek().is_some_and(|Reverse(l)| l.at <= to) {
-            let as_due = |l: &LotDue| Due {
-                at: l.at,
-                kind: l.kind,
-                account: l.account.clone(),
-                item: DueItem::Lot(l.lot),
-            };
+            let as_due = LotDue::to_due;
             if self.drained.is_some_and(|d| to <= d) {
                 out.extend(self.early_lots.iter().filter(|l| l.at <= to).map(as_due));
             } else {
@@ -169,8 +166,8 @@ impl Schedule {
         self.timed
             .iter()
             .take_while(|d| d.at <= to)
-            .filter_map(|d| match &d.item {
-                DueItem::ProgramClose(p) => Some(p.clone()),
+            .filter_map(|d| match &d.effect {
+                Effect::PeriodClose(p) => Some(p.clone()),
                 _ => None,
             })
             .collect()
@@ -203,15 +200,13 @@ impl Schedule {
         };
         let lot_first = match (self.lots.peek(), self.timed.first()) {
             (None, None) => return dry(self),
+            // The set holds no lot effect, so of one time, kind and account the lot's comes
+            // first.
             (Some(Reverse(l)), Some(t)) => {
-                (l.at, l.kind)
-                    .cmp(&(t.at, t.kind))
+                (l.at, l.kind.rank())
+                    .cmp(&(t.at, t.effect.rank()))
                     .then_with(|| l.account.cmp(&t.account))
-                    .then_with(|| match &t.item {
-                        DueItem::Lot(n) => l.lot.cmp(n),
-                        _ => Ordering::Less,
-                    })
-                    == Ordering::Less
+                    != Ordering::Greater
             }
             (l, _) => l.is_some(),
         };
@@ -227,12 +222,7 @@ impl Schedule {
             if self.drained.is_some_and(|d| l.at <= d) {
                 self.early_lots.retain(|e| *e != l);
             }
-            Some(Due {
-                at: l.at,
-                kind: l.kind,
-                account: l.account.clone(),
-                item: DueItem::Lot(l.lot),
-            })
+            Some(l.to_due())
         } else {
             if self.timed.first().is_some_and(|t| t.at > to) {
                 return dry(self);
@@ -246,12 +236,7 @@ impl Schedule {
         let mut all: Vec<Due> = self
             .lots
             .iter()
-            .map(|Reverse(l)| Due {
-                at: l.at,
-                kind: l.kind,
-                account: l.account.clone(),
-                item: DueItem::Lot(l.lot),
-            })
+            .map(|Reverse(l)| l.to_due())
             .chain(self.timed.iter().cloned())
             .collect();
         all.sort();
@@ -281,31 +266,27 @@ mod tests {
             x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
             (x >> 33) % n
         };
-        let kinds = [
-            DueKind::Expiry,
-            DueKind::Warning,
-            DueKind::Tier,
-            DueKind::Birthday,
-        ];
         let mut s = Schedule::default();
         let mut set = BTreeSet::new();
         for round in 0..2000 {
-            let kind = kinds[next(4) as usize];
-            let item = match next(5) {
-                0 => DueItem::None,
-                1 => DueItem::Close(format!("prog_{}", next(2)).into()),
-                2 => DueItem::ProgramClose(format!("prog_{}", next(2)).into()),
-                _ => DueItem::Lot(next(120)),
+            let program = format!("prog_{}", next(2));
+            let effect = match next(9) {
+                0 => Effect::Evaluate,
+                1 => Effect::EvaluateAtClose(program.into()),
+                2 => Effect::PeriodClose(program.into()),
+                3 => Effect::Birthday,
+                4 => Effect::Vest(next(120)),
+                5 | 6 => Effect::Warning(next(120)),
+                _ => Effect::Expiry(next(120)),
+            };
+            let account = match effect {
+                Effect::PeriodClose(_) => "".into(),
+                _ => format!("loy_{}", next(7)).into(),
             };
             let due = Due {
                 at: next(50) as i64,
-                kind,
-                account: if next(10) == 0 {
-                    "".into()
-                } else {
-                    format!("loy_{}", next(7)).into()
-                },
-                item,
+                account,
+                effect,
             };
             s.insert(due.clone());
             set.insert(due);
@@ -339,41 +320,91 @@ mod tests {
         assert!(s.is_empty());
     }
 
-    /// Lots by number, then nothing, then a close: the order effects of one kind and account
-    /// run at one instant.
+    /// At one instant: vests, expiries, warnings, tier effects (a program's close before
+    /// its members' evaluations, having no account), birthdays; within a kind by account;
+    /// within an account lots by number, and a rolling evaluation before those at a close.
     #[test]
-    fn items_order_lots_by_value_first() {
-        let close = |p: &str| DueItem::Close(p.into());
-        assert!(DueItem::Lot(9) < DueItem::Lot(10));
-        assert!(DueItem::Lot(u64::MAX) < DueItem::None);
-        assert!(DueItem::None < close(""));
-        assert!(close("prog_a") < close("prog_b"));
+    fn effects_at_one_instant_run_in_the_specs_order() {
+        let due = |account: &str, effect: Effect| Due {
+            at: 7,
+            account: account.into(),
+            effect,
+        };
+        let close = |p: &str| Effect::EvaluateAtClose(p.into());
+        let want = vec![
+            due("loy_a", Effect::Vest(3)),
+            due("loy_b", Effect::Vest(1)),
+            due("loy_a", Effect::Expiry(9)),
+            due("loy_a", Effect::Expiry(10)),
+            due("loy_b", Effect::Expiry(2)),
+            due("loy_a", Effect::Warning(1)),
+            due("", Effect::PeriodClose("prog_b".into())),
+            due("loy_a", Effect::Evaluate),
+            due("loy_a", close("prog_a")),
+            due("loy_a", close("prog_b")),
+            due("loy_b", close("prog_a")),
+            due("loy_a", Effect::Birthday),
+            due("loy_b", Effect::Birthday),
+            Due {
+                at: 8,
+                ..due("loy_a", Effect::Vest(0))
+            },
+        ];
+        let mut shuffled = want.clone();
+        shuffled.reverse();
+        shuffled.swap(2, 9);
+        shuffled.sort();
+        assert_eq!(shuffled, want);
     }
 
-    /// A due effect is stored as its text, as earlier versions wrote it, and read back.
+    /// A due effect is stored as its kind's name and its item as text, as earlier versions
+    /// wrote them, and read back; shapes no version wrote are refused.
     #[test]
-    fn items_are_stored_as_earlier_versions_wrote_them() {
-        let due = |account: &str, item: DueItem| Due {
+    fn effects_are_stored_as_earlier_versions_wrote_them() {
+        let due = |account: &str, effect: Effect| Due {
             at: 5,
-            kind: DueKind::Tier,
             account: account.into(),
-            item,
+            effect,
         };
-        for (d, text) in [
-            (due("loy_a", DueItem::Lot(12)), "12"),
-            (due("loy_a", DueItem::None), ""),
-            (due("", DueItem::ProgramClose("prog_a".into())), "prog_a"),
+        for (d, kind, text) in [
+            (due("loy_a", Effect::Expiry(12)), "Expiry", "12"),
+            (due("loy_a", Effect::Warning(0)), "Warning", "0"),
+            (due("loy_a", Effect::Vest(3)), "Vest", "3"),
+            (due("loy_a", Effect::Evaluate), "Tier", ""),
+            (due("loy_a", Effect::Birthday), "Birthday", ""),
             (
-                due("loy_a", DueItem::Close("prog_a".into())),
+                due("", Effect::PeriodClose("prog_a".into())),
+                "Tier",
+                "prog_a",
+            ),
+            (
+                due("loy_a", Effect::EvaluateAtClose("prog_a".into())),
+                "Tier",
                 "close:prog_a",
             ),
         ] {
             let json = serde_json::to_value(&d).unwrap();
-            assert_eq!(json["item"], text);
+            assert_eq!(
+                (json["kind"].as_str(), json["item"].as_str()),
+                (Some(kind), Some(text))
+            );
             assert_eq!(serde_json::from_value::<Due>(json).unwrap(), d);
         }
-        let odd = serde_json::json!({"at": 1, "kind": "Expiry", "account": "loy_a", "item": "01"});
-        assert!(serde_json::from_value::<Due>(odd).is_err());
+        for (kind, account, item) in [
+            ("Expiry", "loy_a", "01"),
+            ("Expiry", "loy_a", ""),
+            ("Expiry", "", "3"),
+            ("Birthday", "loy_a", "3"),
+            ("Tier", "loy_a", "3"),
+            ("Tier", "", ""),
+            ("Tide", "loy_a", ""),
+        ] {
+            let odd = serde_json::json!({"at": 1, "kind": kind, "account": account, "item": item});
+            assert!(
+                serde_json::from_value::<Due>(odd).is_err(),
+                "{kind} {account:?} {item:?}"
+            );
+        }
     }
 
     /// Twelve lots of one account due at one instant pop in the order they were awarded,
@@ -382,12 +413,12 @@ mod tests {
     fn lots_due_together_pop_by_number() {
         let mut s = Schedule::default();
         for lot in [11u64, 3, 10, 0, 9, 1, 2, 4, 5, 6, 7, 8] {
-            s.insert_lot(100, DueKind::Expiry, "loy_a", lot);
+            s.insert_lot(100, LotEffect::Expiry, "loy_a", lot);
         }
-        let popped: Vec<DueItem> = std::iter::from_fn(|| s.pop_due_by(100))
-            .map(|d| d.item)
+        let popped: Vec<Effect> = std::iter::from_fn(|| s.pop_due_by(100))
+            .map(|d| d.effect)
             .collect();
-        let want: Vec<DueItem> = (0..12).map(DueItem::Lot).collect();
+        let want: Vec<Effect> = (0..12).map(Effect::Expiry).collect();
         assert_eq!(popped, want);
     }
 }

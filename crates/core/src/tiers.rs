@@ -22,8 +22,7 @@ use crate::envelope::{self, Record};
 use crate::ids;
 use crate::ledger::{member, Cx};
 use crate::output::{Direction, Event, Output};
-use crate::state::DueKind;
-use crate::state::{Due, DueItem};
+use crate::state::{Due, Effect};
 
 use crate::config::{Period, Program, Tier};
 use crate::state::Account;
@@ -364,7 +363,7 @@ impl Engine {
             return;
         }
         let old = account.tier_due;
-        self.move_due(DueKind::Tier, id, old, due);
+        self.move_due(Effect::Evaluate, id, old, due);
         self.account_mut(id).expect("exists").tier_due = due;
     }
 
@@ -433,18 +432,16 @@ impl Engine {
         for id in members {
             self.state.schedule.insert(Due {
                 at: at.0,
-                kind: DueKind::Tier,
                 account: id,
-                item: DueItem::Close(prog.id.clone()),
+                effect: Effect::EvaluateAtClose(prog.id.clone()),
             });
         }
         // The next close falls after this one.
         if let Some(next) = next_close(&prog, at) {
             self.state.schedule.insert(Due {
                 at: next.0,
-                kind: DueKind::Tier,
                 account: "".into(),
-                item: DueItem::ProgramClose(prog.id.clone()),
+                effect: Effect::PeriodClose(prog.id.clone()),
             });
         }
     }
