@@ -217,7 +217,7 @@ impl Api {
             for (id, text) in loyalty_store::View::parse_programs(&raw)? {
                 let json: serde_json::Value = serde_json::from_str(&text)
                     .map_err(|e| ApiError::internal(format!("program {id}: {e}")))?;
-                let parsed = loyalty_core::config::parse_stored_program(&text)
+                let parsed = loyalty_core::config::parse_program(&text)
                     .map_err(|e| ApiError::internal(format!("program {id}: {e}")))?;
                 list.push((id, json, Arc::new(parsed)));
             }

@@ -7,8 +7,11 @@
 //! of it, so the engine resumes from the offsets it stored and never folds a record twice.
 //!
 //! Keys (one column family, prefixes):
-//! - `a/{loy}`: an account (a byte 1, then postcard; JSON, starting with `{`, as earlier
-//!   versions wrote it, is still read); `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
+//! - `m/format`: the state's format, [`STATE_FORMAT`], written when the store is created; a
+//!   state without it (an earlier version's) or with another is refused when opened, and
+//!   rebuilt from the log with `loyalty replay`
+//! - `a/{loy}`: an account (a form byte, its ledger hash, then postcard);
+//!   `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
 //! - `m/programs`, `m/clock`, `m/seq`: programs as the log set them, the clock, the next
 //!   output sequence number
 //! - `m/partitions`: in the state of one partition of several (an instance of a group),
@@ -32,8 +35,8 @@
 //!   partition of several, and loaded whole
 //! - `r/{code}/{program}`: the account holding a referral code; `m/index`: present once the
 //!   `d/` and `r/` keys cover every account, with the log positions they are whole up to
-//!   (a state written before them, or since by a version without them, is indexed anew
-//!   when opened, [`Store::ensure_index`])
+//!   (a state committed to since by a version without them, after a rollback, is indexed
+//!   anew when opened, [`Store::ensure_index`])
 //!
 //! Owns: the layout and atomicity. Must not know Kafka (offsets are plain numbers here).
 
@@ -45,7 +48,7 @@ use loyalty_core::engine::{next_due, Changes};
 use loyalty_core::state::{Account, Due, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::working_set::FlowKey;
-use loyalty_core::{config::parse_stored_program, Engine};
+use loyalty_core::{config::parse_program, Engine};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +71,59 @@ pub enum StoreError {
         /// What is wrong.
         why: String,
     },
+    /// The state was written in another format than this version's ([`STATE_FORMAT`]): by
+    /// an earlier version (`found` is `None`: before formats were marked) or a later one.
+    /// It is not read; the log is the source of truth, so the state is rebuilt from it.
+    #[error(
+        "the state was written {} and this version reads only {STATE_FORMAT}: rebuild it from \
+         the log with `loyalty replay --state NEW_DIR`, then run the engine on NEW_DIR",
+        written_by(.found)
+    )]
+    Format {
+        /// The format the state says it is in, if it says.
+        found: Option<String>,
+    },
+}
+
+/// The format of the state this version writes and reads, stored under `m/format` when a
+/// store is created. A state without it (written before it existed) or with another is
+/// refused when opened ([`StoreError::Format`]): it is rebuilt with `loyalty replay`.
+pub const STATE_FORMAT: &str = "loyalty-state/1";
+
+const FORMAT_KEY: &[u8] = b"m/format";
+
+fn written_by(found: &Option<String>) -> String {
+    match found {
+        Some(f) => format!("in the format {f:?}"),
+        None => "by an earlier version of loyalty (it has no m/format key)".to_string(),
+    }
+}
+
+/// Refuses a state of another format than [`STATE_FORMAT`]; marks an empty one (when `mark`:
+/// a store opened for writing) as of this format.
+fn check_format(db: &DB, mark: bool) -> Result<(), StoreError> {
+    match db.get(FORMAT_KEY)? {
+        Some(v) if v == STATE_FORMAT.as_bytes() => Ok(()),
+        Some(v) => Err(StoreError::Format {
+            found: Some(String::from_utf8_lossy(&v).into_owned()),
+        }),
+        None => {
+            if db
+                .iterator(IteratorMode::Start)
+                .next()
+                .transpose()?
+                .is_some()
+            {
+                return Err(StoreError::Format { found: None });
+            }
+            if mark {
+                let mut wo = WriteOptions::default();
+                wo.set_sync(true);
+                db.put_opt(FORMAT_KEY, STATE_FORMAT, &wo)?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// A message waiting to be published.
@@ -201,15 +257,11 @@ fn corrupt(key: &[u8], why: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// The first byte of a stored account in postcard, a compact binary form of the same serde
-/// fields: a busy member's account (thousands of lots) is written back every batch that
-/// touches it and read back whenever it left memory, and JSON made both several times the
-/// bytes and the work. An account stored as JSON (by an earlier version) starts with `{`.
-const ACCOUNT_POSTCARD: u8 = 1;
-
-/// The first byte of a stored account with its ledger hash: the 32 bytes of the hash,
-/// then the account in postcard. (An account stored in the forms before has no hash: its
-/// ledger was written before the chain, and `verify` says to rebuild it with `replay`.)
+/// The first byte of a stored account: the 32 bytes of its ledger hash follow, then the
+/// account in postcard, a compact binary form of its serde fields (a busy member's account,
+/// thousands of lots, is written back every batch that touches it and read back whenever it
+/// left memory; JSON made both several times the bytes and the work). The forms of earlier
+/// versions (1, and JSON) are not read: such a state is refused when opened, by its format.
 const ACCOUNT_HASHED: u8 = 2;
 
 /// The first byte of a stored account with a manual tier or pending awards (SPEC section
@@ -230,7 +282,7 @@ pub fn encode_account(a: &Account) -> Result<Vec<u8>, StoreError> {
     postcard::to_extend(&a.extra, v).map_err(|e| corrupt(a.id.as_bytes(), e))
 }
 
-/// A stored account (under `key`), in any of its forms.
+/// A stored account (under `key`), in either of its forms.
 pub fn decode_account(key: &[u8], v: &[u8]) -> Result<Account, StoreError> {
     fn postcard<T: serde::de::DeserializeOwned>(rest: &[u8], key: &[u8]) -> Result<T, StoreError> {
         match postcard::take_from_bytes::<T>(rest) {
@@ -255,8 +307,11 @@ pub fn decode_account(key: &[u8], v: &[u8]) -> Result<Account, StoreError> {
             a.ledger_hash.copy_from_slice(&rest[..32]);
             Ok(a)
         }
-        Some((&ACCOUNT_POSTCARD, rest)) => postcard(rest, key),
-        _ => serde_json::from_slice(v).map_err(|e| corrupt(key, e)),
+        Some((form, _)) => Err(corrupt(
+            key,
+            format!("not an account in a form this version writes (form byte {form})"),
+        )),
+        None => Err(corrupt(key, "an empty value, not an account")),
     }
 }
 
@@ -359,6 +414,7 @@ impl Store {
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
         let db = DB::open(&opts, path)?;
+        check_format(&db, true)?;
         let next = next_seq(&db)?;
         Ok(Store {
             db,
@@ -395,6 +451,7 @@ impl Store {
                 Err(e) => return Err(e.into()),
             }
         };
+        check_format(&db, false)?;
         let next = next_seq(&db)?;
         Ok(Store {
             db,
@@ -623,9 +680,11 @@ impl Store {
         Ok((out, i64::MAX))
     }
 
-    /// Writes the due index and the referral codes of every stored account, once: a store
-    /// written before they existed gets them when first opened by this version. The codes
-    /// go to the smallest account id that has one, as the engine resolves a shared code.
+    /// Writes the due index and the referral codes of every stored account when they are not
+    /// whole: in a new store (at once, there being no account), and in a state an earlier
+    /// version committed to after a rollback (it opens the state, not knowing `m/format`,
+    /// and does not keep these keys). The codes go to the smallest account id that has one,
+    /// as the engine resolves a shared code.
     pub fn ensure_index(&self) -> Result<(), StoreError> {
         let marked = self.db.get(INDEX_KEY)?;
         let positions = index_mark(&self.log_positions()?);
@@ -711,7 +770,7 @@ impl Store {
                     .texts
                     .get(id)
                     .ok_or_else(|| corrupt(b"m/programs", format!("no text for {id}")))?;
-                let prog = parse_stored_program(text).map_err(|e| corrupt(b"m/programs", e))?;
+                let prog = parse_program(text).map_err(|e| corrupt(b"m/programs", e))?;
                 state.programs.push(Arc::new(prog));
             }
             state.program_texts = p.texts;
@@ -1517,8 +1576,6 @@ mod tests {
     /// The stored bytes of [`full_account`], pinned: a change to `Account`'s fields (or to
     /// the types it holds) changes them, and stored accounts would no longer read.
     const FULL_ACCOUNT_BYTES: &str = "02abababababababababababababababababababababababababababababababab056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
-    /// The same account as an earlier version stored it (format 1, no ledger hash).
-    const FULL_ACCOUNT_BYTES_V1: &str = "01056c6f795f310670726f675f610a6375735fc3a920227122ffffffffffffffffffffff0f0104476f6c6402090680e4ad950d0d010101ffffffffffffffffff0101feffffffffffffffff0101ffffffffffffffffff010200010405057074785f78080501057277645f610c01010e08485358565457383801056c6f795f3001021d01046361726408010672756c655f610114011214";
 
     #[test]
     fn the_binary_account_form_is_pinned() {
@@ -1527,8 +1584,8 @@ mod tests {
         assert_eq!(
             hex(&bytes),
             FULL_ACCOUNT_BYTES,
-            "the stored form of an account changed: give it a new format byte and keep a \
-             reader for the old one"
+            "the stored form of an account changed: give the state a new STATE_FORMAT, so \
+             that a state of the old one is refused and rebuilt with replay"
         );
     }
 
@@ -1537,19 +1594,6 @@ mod tests {
         let a = full_account();
         let binary = encode_account(&a).unwrap();
         assert_eq!(binary[0], ACCOUNT_HASHED);
-        // The form before the hash is read, with no hash.
-        let v1: Vec<u8> = (0..FULL_ACCOUNT_BYTES_V1.len() / 2)
-            .map(|i| u8::from_str_radix(&FULL_ACCOUNT_BYTES_V1[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
-        let old = decode_account(b"a/loy_1", &v1).unwrap();
-        assert_eq!(old.ledger_hash, [0; 32]);
-        assert_eq!(
-            Account {
-                ledger_hash: a.ledger_hash,
-                ..old
-            },
-            a
-        );
         let json = serde_json::to_vec(&a).unwrap();
         assert!(
             binary.len() < json.len() / 2,
@@ -1588,21 +1632,17 @@ mod tests {
             decode_account(b"a/loy_1", &extra[..extra.len() - 1]),
             Err(StoreError::Corrupt { .. })
         ));
-        // The JSON form (an earlier version's) has no hash.
-        let from_json = decode_account(b"a/loy_1", &json).unwrap();
-        assert_eq!(from_json.ledger_hash, [0; 32]);
-        assert_eq!(
-            Account {
-                ledger_hash: a.ledger_hash,
-                ..from_json
-            },
-            a
-        );
-        // Bytes after the account, a cut account, an unknown form: corrupt, not a panic.
+        // Bytes after the account, a cut account, an unknown form, the forms of earlier
+        // versions (JSON; postcard without the hash): corrupt, not a panic.
+        let mut v1 = binary.clone();
+        v1.drain(..33);
+        v1.insert(0, 1);
         for bad in [
             [binary.clone(), vec![0]].concat(),
             binary[..binary.len() - 1].to_vec(),
-            vec![ACCOUNT_POSTCARD],
+            json,
+            v1,
+            vec![1],
             vec![ACCOUNT_HASHED, 1, 2],
             vec![7, 1, 2],
             vec![],
@@ -2115,6 +2155,8 @@ impl Store {
                 indexed = self
                     .log_positions()
                     .is_ok_and(|p| v.as_ref() == index_mark(&p).as_bytes());
+            } else if k.as_ref() == FORMAT_KEY {
+                // Checked when the store was opened: it is this version's.
             } else if k.as_ref() == api::API_INDEX_KEY || k.as_ref() == CONFIG_KEY {
                 // Checked below (the API's indexes), or free text (the config's digest).
             } else if [
@@ -2177,7 +2219,7 @@ impl Store {
         let mut parsed = BTreeMap::new();
         if let Some(p) = &programs {
             for id in &p.order {
-                match p.texts.get(id).map(|t| parse_stored_program(t)) {
+                match p.texts.get(id).map(|t| parse_program(t)) {
                     Some(Ok(prog)) => {
                         parsed.insert(id.clone(), prog);
                     }

@@ -370,7 +370,7 @@ pub fn parse_config(text: &str) -> Result<Config, ConfigError> {
                 format!("duplicate program id {:?}", p.id),
             ));
         }
-        programs.push(Arc::new(validate_program(p, &path, true)?));
+        programs.push(Arc::new(validate_program(p, &path)?));
     }
     Ok(Config { programs })
 }
@@ -397,14 +397,5 @@ pub fn program_texts(text: &str) -> Result<Vec<(String, String)>, ConfigError> {
 /// Parses and validates one program object (the data of `loyalty.program.updated`).
 pub fn parse_program(text: &str) -> Result<Program, ConfigError> {
     let raw: RawProgram = from_json(text, "")?;
-    validate_program(raw, "", true)
-}
-
-/// Parses a program a state stored: the checks of [`parse_program`] but those added after
-/// the program may have been stored (a currency of three letters, multipliers above 0, a
-/// lowest tier at threshold 0), so that a state an earlier version wrote still opens. New
-/// programs (the config, `loyalty.program.updated`) go through [`parse_program`].
-pub fn parse_stored_program(text: &str) -> Result<Program, ConfigError> {
-    let raw: RawProgram = from_json(text, "")?;
-    validate_program(raw, "", false)
+    validate_program(raw, "")
 }

@@ -159,27 +159,6 @@ fn refusals_name_the_field() {
     }
 }
 
-/// A state an earlier version stored may hold a program the checks added since refuse:
-/// it still opens (the new checks apply to new programs only).
-#[test]
-fn stored_programs_open_without_the_newer_checks() {
-    for extra in [
-        r#","earningRules":[{"id":"rule_a","trigger":"t","award":{"type":"fixed","points":1},"multiplier":0}]"#,
-        r#","tierConfig":{"period":{"type":"rolling","months":12},"tiers":[{"name":"A","rank":0,"threshold":100,"earnMultiplier":0}]}"#,
-        r#","campaigns":[{"id":"camp_a","multiplier":0}]"#,
-    ] {
-        let text = format!(r#"{{"id":"prog_a","currency":"EURO"{extra}}}"#);
-        assert!(parse_program(&text).is_err(), "{text}");
-        parse_stored_program(&text).unwrap_or_else(|e| panic!("{text}: {e}"));
-    }
-    // What was refused before is still refused.
-    assert!(parse_stored_program(r#"{"id":"prog_a","currency":""}"#).is_err());
-    assert!(parse_stored_program(
-        r#"{"id":"prog_a","currency":"EUR","campaigns":[{"id":"c","multiplier":-1}]}"#
-    )
-    .is_err());
-}
-
 #[test]
 fn defaults_apply() {
     let c = parse_config(&prog(

@@ -59,9 +59,8 @@ pub(super) fn join(prefix: &str, field: &str) -> String {
     }
 }
 
-/// Field-path helper used while validating; the flag says whether the checks added since
-/// programs were first stored apply ([`parse_stored_program`]).
-pub(super) struct At<'a>(&'a str, bool);
+/// Field-path helper used while validating.
+pub(super) struct At<'a>(&'a str);
 
 impl At<'_> {
     fn f(&self, field: &str) -> String {
@@ -92,13 +91,9 @@ impl At<'_> {
         Ok(n.0)
     }
 
-    /// Greater than 0; for a stored program (not strict) not negative, as it used to be.
+    /// Greater than 0.
     fn multiplier(&self, field: &str, n: Num) -> Result<Dec, ConfigError> {
-        if self.1 {
-            self.positive_dec(field, n)
-        } else {
-            self.non_negative_dec(field, n)
-        }
+        self.positive_dec(field, n)
     }
 
     fn positive_dec(&self, field: &str, n: Num) -> Result<Dec, ConfigError> {
@@ -119,9 +114,6 @@ impl At<'_> {
 
     /// A currency code: three letters, as ISO 4217's (`EUR`, `usd`).
     fn currency(&self, field: &str, s: &str) -> Result<(), ConfigError> {
-        if !self.1 {
-            return self.non_empty(field, s);
-        }
         if s.len() == 3 && s.bytes().all(|c| c.is_ascii_alphabetic()) {
             Ok(())
         } else {
@@ -156,12 +148,8 @@ pub(super) fn unique<'a>(
     Ok(())
 }
 
-pub(super) fn validate_program(
-    p: RawProgram,
-    path: &str,
-    strict: bool,
-) -> Result<Program, ConfigError> {
-    let at = At(path, strict);
+pub(super) fn validate_program(p: RawProgram, path: &str) -> Result<Program, ConfigError> {
+    let at = At(path);
     at.non_empty("id", &p.id)?;
     at.currency("currency", &p.currency)?;
     let rounding = match p.points.as_ref().and_then(|pt| pt.rounding.as_deref()) {
@@ -234,12 +222,12 @@ pub(super) fn validate_program(
     let rules = raw_rules
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_rule(r, &At(&at.f(&format!("earningRules[{i}]")), at.1)))
+        .map(|(i, r)| validate_rule(r, &At(&at.f(&format!("earningRules[{i}]")))))
         .collect::<Result<Vec<_>, _>>()?;
 
     let tiers = p
         .tier_config
-        .map(|t| validate_tiers(t, &At(&at.f("tierConfig"), at.1)))
+        .map(|t| validate_tiers(t, &At(&at.f("tierConfig"))))
         .transpose()?;
 
     let raw_campaigns = p.campaigns.unwrap_or_default();
@@ -251,7 +239,7 @@ pub(super) fn validate_program(
     let campaigns = raw_campaigns
         .into_iter()
         .enumerate()
-        .map(|(i, c)| validate_campaign(c, &At(&at.f(&format!("campaigns[{i}]")), at.1)))
+        .map(|(i, c)| validate_campaign(c, &At(&at.f(&format!("campaigns[{i}]")))))
         .collect::<Result<Vec<_>, _>>()?;
 
     let raw_rewards = p.rewards.unwrap_or_default();
@@ -259,14 +247,14 @@ pub(super) fn validate_program(
     let rewards = raw_rewards
         .into_iter()
         .enumerate()
-        .map(|(i, r)| validate_reward(r, &At(&at.f(&format!("rewards[{i}]")), at.1)))
+        .map(|(i, r)| validate_reward(r, &At(&at.f(&format!("rewards[{i}]")))))
         .collect::<Result<Vec<_>, _>>()?;
 
     let raw_cards = p.stamp_cards.unwrap_or_default();
     unique(&at, "stampCards", raw_cards.iter().map(|c| c.id.as_str()))?;
     let mut stamp_cards = Vec::with_capacity(raw_cards.len());
     for (i, c) in raw_cards.into_iter().enumerate() {
-        let cat = At(&at.f(&format!("stampCards[{i}]")), at.1);
+        let cat = At(&at.f(&format!("stampCards[{i}]")));
         cat.non_empty("trigger", &c.trigger)?;
         let stamps_required = cat.small_int("stampsRequired", c.stamps_required)?;
         if stamps_required == 0 {
@@ -275,7 +263,7 @@ pub(super) fn validate_program(
         if !rewards.iter().any(|r| r.id == c.reward) {
             return Err(cat.err("reward", format!("reward {:?} is not defined", c.reward)));
         }
-        let conditions = validate_conditions(c.conditions, &At(&cat.f("conditions"), cat.1))?;
+        let conditions = validate_conditions(c.conditions, &At(&cat.f("conditions")))?;
         stamp_cards.push(StampCard {
             id: c.id,
             trigger: c.trigger,
@@ -307,7 +295,7 @@ pub(super) fn validate_program(
 
 pub(super) fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError> {
     at.non_empty("trigger", &r.trigger)?;
-    let aat = At(&at.f("award"), at.1);
+    let aat = At(&at.f("award"));
     let need = |field: &str, v: Option<Num>| {
         v.ok_or_else(|| {
             aat.err(
@@ -420,7 +408,7 @@ pub(super) fn validate_rule(r: RawRule, at: &At<'_>) -> Result<Rule, ConfigError
         multiplier,
         cap,
         window,
-        conditions: validate_conditions(r.conditions, &At(&at.f("conditions"), at.1))?,
+        conditions: validate_conditions(r.conditions, &At(&at.f("conditions")))?,
         recipient,
     })
 }

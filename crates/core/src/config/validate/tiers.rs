@@ -54,7 +54,7 @@ pub(in crate::config) fn validate_tiers(
     let mut tiers: Vec<Tier> = Vec::with_capacity(t.tiers.len());
     let mut names = BTreeSet::new();
     for (i, raw) in t.tiers.into_iter().enumerate() {
-        let tat = At(&at.f(&format!("tiers[{i}]")), at.1);
+        let tat = At(&at.f(&format!("tiers[{i}]")));
         tat.non_empty("name", &raw.name)?;
         if !names.insert(raw.name.clone()) {
             return Err(tat.err("name", format!("duplicate tier name {:?}", raw.name)));
@@ -95,7 +95,7 @@ pub(in crate::config) fn validate_tiers(
         });
     }
     // Every member sits in a tier: the lowest one holds whoever has no value yet.
-    if at.1 && tiers[0].threshold > 0 {
+    if tiers[0].threshold > 0 {
         return Err(at.err(
             "tiers[0].threshold",
             format!(
