@@ -9,6 +9,7 @@ mod docs;
 mod explain;
 mod golden;
 mod integrity;
+mod layout;
 mod lifecycle;
 mod model;
 mod partitions;
