@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use loyalty_store::Store;
@@ -66,8 +67,8 @@ fn bench(c: &mut Criterion) {
     // What one fold writes, measured once: puts and bytes per batch.
     let (puts, bytes) = {
         let dir = TempDir::new();
-        let store = Store::open(&dir.0).unwrap();
-        fold_commit(&store, &settings, &records);
+        let store = Arc::new(Store::open(&dir.0).unwrap());
+        fold_commit(&store, &settings, &records, false);
         let mut puts = 0u64;
         let mut bytes = 0u64;
         store
@@ -108,22 +109,40 @@ fn bench(c: &mut Criterion) {
     g.bench_function("fold_commit_20k_batches_of_2000", |b| {
         b.iter(|| {
             let dir = TempDir::new();
-            let store = Store::open(&dir.0).unwrap();
-            black_box(fold_commit(&store, &settings, &records))
+            let store = Arc::new(Store::open(&dir.0).unwrap());
+            black_box(fold_commit(&store, &settings, &records, false))
+        })
+    });
+    // As replay commits: each batch written while the next folds.
+    g.bench_function("fold_commit_pipelined_20k_batches_of_2000", |b| {
+        b.iter(|| {
+            let dir = TempDir::new();
+            let store = Arc::new(Store::open(&dir.0).unwrap());
+            black_box(fold_commit(&store, &settings, &records, true))
         })
     });
     g.finish();
 }
 
-/// Folds `records` into `store` as `loyalty run` does, committing every `BATCH` records.
+/// Folds `records` into `store` as `loyalty run` does, committing every `BATCH` records
+/// (`pipelined`: as `loyalty replay` does, each batch written while the next folds).
 /// Returns the records of the last batch.
-fn fold_commit(store: &Store, settings: &Settings, records: &[String]) -> usize {
+fn fold_commit(
+    store: &Arc<Store>,
+    settings: &Settings,
+    records: &[String],
+    pipelined: bool,
+) -> usize {
     let mut f = Folder::open(store, true).unwrap();
     for (i, r) in records.iter().enumerate() {
         f.fold(store, settings, 0, i as i64, &meta(i), r.as_bytes())
             .unwrap();
         if f.pending as u64 >= BATCH {
-            f.commit(store).unwrap();
+            if pipelined {
+                f.commit_pipelined(store).unwrap();
+            } else {
+                f.commit(store).unwrap();
+            }
         }
     }
     f.commit(store).unwrap()

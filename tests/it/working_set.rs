@@ -68,22 +68,35 @@ fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, 
         cache,
         every,
         loyalty_stream::folder::READ_AHEAD,
-        false,
+        Commit::Each,
     )
 }
 
+/// How a streamed fold commits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Commit {
+    /// Each batch written before the next folds (`loyalty run`).
+    Each,
+    /// Each batch written while the next folds (`loyalty replay`).
+    Pipelined,
+    /// [`Commit::Pipelined`], each batch's write held until the next batch is committed:
+    /// the next batch's records never find it written.
+    PipelinedLate,
+    /// Each batch written, then the state opened anew, as a restarted engine does.
+    Restart,
+}
+
 /// [`streamed`], reading `read_ahead` entries of the due index past those a record needs,
-/// and with `restart`, opening the state anew after every commit as a restarted engine
-/// does.
+/// committing as `commit` says.
 fn streamed_reading(
     dir: &Path,
     log: &[String],
     cache: usize,
     every: usize,
     read_ahead: usize,
-    restart: bool,
+    commit: Commit,
 ) -> (String, usize) {
-    let store = Store::open(dir).unwrap();
+    let store = std::sync::Arc::new(Store::open(dir).unwrap());
     let settings = Settings::new("unused:9092");
     let open = || {
         let mut f = Folder::open(&store, false).unwrap();
@@ -98,9 +111,14 @@ fn streamed_reading(
         f.fold(&store, &settings, 0, i as i64, &meta, r.as_bytes())
             .unwrap();
         if i % every == every - 1 {
-            f.commit(&store).unwrap();
+            if matches!(commit, Commit::Pipelined | Commit::PipelinedLate) {
+                f.write_late(commit == Commit::PipelinedLate);
+                f.commit_pipelined(&store).unwrap();
+            } else {
+                f.commit(&store).unwrap();
+            }
             most = most.max(f.ws.engine.account_count());
-            if restart {
+            if commit == Commit::Restart {
                 f = open();
             }
         }
@@ -126,19 +144,24 @@ fn sound_export(store: &Store) -> String {
 
 fn check(name: &str, log: &[String]) {
     let want = straight(log);
-    for (cache, every, read_ahead, restart) in [
-        (0, 1, 512, false),
-        (0, 7, 0, false),
-        (3, 5, 2, false),
-        (1_000_000, 50, 512, false),
-        (1_000_000, 1, 512, true),
+    for (cache, every, read_ahead, commit) in [
+        (0, 1, 512, Commit::Each),
+        (0, 7, 0, Commit::Each),
+        (3, 5, 2, Commit::Each),
+        (1_000_000, 50, 512, Commit::Each),
+        (1_000_000, 1, 512, Commit::Restart),
+        (0, 1, 512, Commit::Pipelined),
+        (0, 7, 0, Commit::Pipelined),
+        (0, 7, 0, Commit::PipelinedLate),
+        (3, 5, 2, Commit::PipelinedLate),
+        (1_000_000, 50, 512, Commit::Pipelined),
     ] {
         let t = TempDir::new("working-set");
-        let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead, restart);
+        let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead, commit);
         assert!(
             got == want,
             "{name}: with {cache} accounts cached, committing every {every} records, reading \
-             {read_ahead} ahead, restarting: {restart}, the stored state prints differently; \
+             {read_ahead} ahead, {commit:?}, the stored state prints differently; \
              first difference at line {}",
             got.lines()
                 .zip(want.lines())
@@ -528,11 +551,16 @@ pub(crate) mod random {
             (_calendar, _warn, log) in log(),
             every in 1usize..6,
             cache in 0usize..4,
-            restart in any::<bool>(),
+            commit in prop_oneof![
+                Just(super::Commit::Each),
+                Just(super::Commit::Pipelined),
+                Just(super::Commit::PipelinedLate),
+                Just(super::Commit::Restart),
+            ],
         ) {
             let want = straight(&log);
             let t = TempDir::new("working-set-prop");
-            let (got, _) = streamed_reading(&t.0.join("state"), &log, cache, every, 1, restart);
+            let (got, _) = streamed_reading(&t.0.join("state"), &log, cache, every, 1, commit);
             prop_assert!(got == want, "the stored state differs:\n{got}\n---\n{want}");
         }
     }

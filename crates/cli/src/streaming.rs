@@ -407,6 +407,7 @@ pub fn replay(args: &RunArgs, state: &Path, publish: bool, partition: Option<i32
         .with_context(|| format!("cannot create the state in {}", state.display()))?;
     store.set_sync(false);
     store.set_wal(false);
+    let store = std::sync::Arc::new(store);
     let stop = stop_on_signal();
     replay::replay(&settings, &store, publish, partition, &stop)?;
     store

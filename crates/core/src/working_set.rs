@@ -111,10 +111,25 @@ impl Engine {
 
     /// Forgets the seen ids and payments, which a store has committed and hands back with
     /// [`Engine::preload`] when a record needs them: they grow with every record, and are
-    /// otherwise the bulk of the state.
-    pub(crate) fn forget_committed(&mut self) {
-        self.state.seen = Default::default();
-        self.state.payments = Default::default();
+    /// otherwise the bulk of the state. Those of the records applied since the last
+    /// [`Engine::take_changes`], and of `writing` (a batch not yet written), stay.
+    pub(crate) fn forget_committed(&mut self, writing: Option<&Changes>) {
+        let open = &self.changes;
+        if open.is_empty() && writing.is_none() {
+            self.state.seen = Default::default();
+            self.state.payments = Default::default();
+            return;
+        }
+        let seen: std::collections::HashSet<&str> = open
+            .seen
+            .iter()
+            .chain(writing.iter().flat_map(|w| w.seen.iter()))
+            .map(|s| &**s)
+            .collect();
+        self.state.seen.retain(|id| seen.contains(&**id));
+        self.state.payments.retain(|id, _| {
+            open.payments.contains(id) || writing.is_some_and(|w| w.payments.contains(id))
+        });
     }
 
     /// What applying `rec` needs in a working set of accounts, besides the effects that fall
@@ -267,14 +282,21 @@ impl Engine {
     /// every referral code. Only for what a store holds: call it when nothing changed since
     /// [`Engine::take_changes`] (an account changed since stays, and so does an account
     /// with an effect overdue, [`Engine::overdue`]).
-    pub(crate) fn evict(&mut self, keep: impl Fn(&str) -> bool) {
+    ///
+    /// With `writing` (a batch not yet written), its accounts and referral codes stay too.
+    pub(crate) fn evict(&mut self, keep: impl Fn(&str) -> bool, writing: Option<&Changes>) {
         let changed = &self.changes.accounts;
         let overdue: std::collections::HashSet<Sym> =
             self.overdue().into_iter().map(|d| d.account).collect();
-        let keep = |id: &str| changed.contains(id) || overdue.contains(id) || keep(id);
+        let keep = |id: &str| {
+            changed.contains(id)
+                || overdue.contains(id)
+                || writing.is_some_and(|w| w.accounts.contains(id))
+                || keep(id)
+        };
         self.state.accounts.retain(|id, _| keep(id));
         self.state.schedule.retain_accounts(keep);
-        if self.changes.codes.is_empty() {
+        if self.changes.codes.is_empty() && writing.is_none_or(|w| w.codes.is_empty()) {
             self.state.referral_codes = HashMap::default();
         }
     }
@@ -357,6 +379,9 @@ pub struct WorkingSet {
     scanned: Vec<(i64, Vec<u8>)>,
     /// Programs every member of which is in the working set (until the next eviction).
     whole: std::collections::HashSet<String>,
+    /// Whether `ahead` holds entries of a batch being written ([`WorkingSet::expect_dues`]),
+    /// which entries read from the index must be sorted in with.
+    expected: bool,
 }
 
 impl WorkingSet {
@@ -376,6 +401,7 @@ impl WorkingSet {
             ahead: Default::default(),
             scanned: Vec::new(),
             whole: Default::default(),
+            expected: false,
         };
         for d in overdue {
             ws.load(source, &d.account)?;
@@ -421,6 +447,9 @@ impl WorkingSet {
         if to > self.read_to {
             let (entries, read_to) = source.dues_from(self.read_to, to, self.read_ahead)?;
             self.ahead.extend(entries);
+            if self.expected {
+                self.sort_ahead();
+            }
             self.read_to = read_to;
         }
         while self.ahead.front().is_some_and(|(at, _, _)| *at <= to) {
@@ -519,6 +548,7 @@ impl WorkingSet {
             .collect();
         // A commit changes the index: what was read ahead is read again.
         self.ahead.clear();
+        self.expected = false;
         self.read_to = clock;
         if self.account_cache > 0 {
             self.recent.extend(changes.accounts.iter().cloned());
@@ -529,14 +559,52 @@ impl WorkingSet {
     /// After the batch [`WorkingSet::take_batch`] gave is committed: forget the seen ids and
     /// payments (the source hands them back), and keep the accounts within
     /// `account_cache`: once there are more, those not changed since the last eviction go.
+    /// What the records applied since changed stays.
     pub fn committed(&mut self) {
-        self.engine.forget_committed();
+        self.release(None);
+    }
+
+    /// [`WorkingSet::committed`] for the batches before `writing`, a batch taken with
+    /// [`WorkingSet::take_batch`] and being written while the next is applied: its seen ids,
+    /// payments, accounts and referral codes stay in memory, where the next batch's records
+    /// find them, until it is written (and this or [`WorkingSet::committed`] is called
+    /// again). Pass the due index entries it writes to [`WorkingSet::expect_dues`].
+    pub fn committed_before(&mut self, writing: &Changes) {
+        self.release(Some(writing));
+    }
+
+    fn release(&mut self, writing: Option<&Changes>) {
+        self.engine.forget_committed(writing);
         self.whole.clear();
         if self.account_cache == 0 {
-            self.engine.evict(|_| false);
+            self.engine.evict(|_| false, writing);
         } else if self.engine.account_count() > self.account_cache {
             let recent = std::mem::take(&mut self.recent);
-            self.engine.evict(|id| recent.contains(id));
+            self.engine.evict(|id| recent.contains(id), writing);
         }
+    }
+
+    /// The due index entries a batch being written adds, `(time, key, account)`: until it
+    /// is written, the index the source reads lacks them, and the working set reads them
+    /// from here instead (so that each is found, loaded and removed once passed, as if it
+    /// had been read from the index).
+    pub fn expect_dues(&mut self, dues: Vec<(i64, Vec<u8>, String)>) {
+        let before = self.ahead.len();
+        self.ahead
+            .extend(dues.into_iter().filter(|(at, _, _)| *at > self.read_to));
+        if self.ahead.len() > before {
+            self.expected = true;
+            self.sort_ahead();
+        }
+    }
+
+    /// `ahead` in time order, each entry once (after expected entries were added, or entries
+    /// read beside them).
+    fn sort_ahead(&mut self) {
+        let v = self.ahead.make_contiguous();
+        v.sort();
+        let mut all: Vec<_> = std::mem::take(&mut self.ahead).into();
+        all.dedup();
+        self.ahead = all.into();
     }
 }

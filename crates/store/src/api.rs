@@ -219,7 +219,7 @@ pub(crate) struct RecordRuns {
 
 impl RecordRuns {
     /// The line `seq` of `record` (None: of no record, which ends any run).
-    fn line(&mut self, wb: &mut WriteBatch, seq: u64, record: Option<&str>) {
+    fn line(&mut self, wb: &mut crate::Writes, seq: u64, record: Option<&str>) {
         if let (Some((r, first, n)), Some(rec)) = (&mut self.open, record) {
             if r == rec && *first + u64::from(*n) == seq {
                 *n += 1;
@@ -251,7 +251,7 @@ impl RecordRuns {
     }
 
     /// Writes the open run.
-    pub(crate) fn finish(&mut self, wb: &mut WriteBatch) {
+    pub(crate) fn finish(&mut self, wb: &mut crate::Writes) {
         if let Some((record, first, n)) = self.open.take() {
             wb.put(key2("u/", &record, &digits(first)), n.to_be_bytes());
         }
@@ -271,7 +271,12 @@ fn run_of(k: &[u8], skip: usize, v: &[u8]) -> Result<(u64, u32), StoreError> {
 
 /// The index entries of the line numbered `seq` (its record's through `runs`: call
 /// [`RecordRuns::finish`] after the last line).
-pub(crate) fn put_line_index(wb: &mut WriteBatch, runs: &mut RecordRuns, seq: u64, ix: &LineIndex) {
+pub(crate) fn put_line_index(
+    wb: &mut crate::Writes,
+    runs: &mut RecordRuns,
+    seq: u64,
+    ix: &LineIndex,
+) {
     let d = digits(seq);
     if let Some((id, account)) = &ix.transaction {
         wb.put(format!("i/{id}"), seq.to_be_bytes());
@@ -303,7 +308,7 @@ fn tier_place(program: &str, tier: &str) -> Vec<u8> {
 /// one multi-get of where they were, then only the accounts that moved are written.
 pub(crate) fn put_tier_index<'a>(
     db: &DB,
-    wb: &mut WriteBatch,
+    wb: &mut crate::Writes,
     state: &State,
     accounts: impl Iterator<Item = &'a str>,
     stats: &mut crate::StatDeltas,
@@ -377,7 +382,7 @@ type Expected = Vec<(Vec<u8>, Vec<u8>)>;
 /// spent most of `verify`'s time hashing; sorted, they are checked by one merge with the
 /// index as RocksDB returns it, in key order.
 fn expected_index(store: &Store) -> Result<Expected, StoreError> {
-    let mut wb = WriteBatch::default();
+    let mut wb = crate::Writes::default();
     let mut stats = crate::StatDeltas::default();
     let mut runs = RecordRuns::default();
     for kv in store.prefix_once("o/") {
@@ -403,16 +408,7 @@ fn expected_index(store: &Store) -> Result<Expected, StoreError> {
     runs.finish(&mut wb);
     // Every write in order (`None`: a delete); sorted below, the last write of a key wins.
     let mut out: Vec<(Vec<u8>, Option<Vec<u8>>)> = Vec::with_capacity(wb.len() * 5 / 4);
-    struct Collect<'a>(&'a mut Vec<(Vec<u8>, Option<Vec<u8>>)>);
-    impl rocksdb::WriteBatchIterator for Collect<'_> {
-        fn put(&mut self, key: &[u8], value: &[u8]) {
-            self.0.push((key.to_vec(), Some(value.to_vec())));
-        }
-        fn delete(&mut self, key: &[u8]) {
-            self.0.push((key.to_vec(), None));
-        }
-    }
-    wb.iterate(&mut Collect(&mut out));
+    out.extend(wb.ops().map(|(k, v)| (k.to_vec(), v.map(<[u8]>::to_vec))));
     drop(wb);
     for kv in store.prefix_once("a/") {
         let (k, v) = kv?;

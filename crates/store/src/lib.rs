@@ -229,6 +229,10 @@ pub struct Store {
     /// The size of the last batch committed: the next one's write batch starts with that
     /// much room, instead of growing (and copying itself) as it fills.
     batch_bytes: std::sync::atomic::AtomicUsize,
+    /// The buffers of the last batch written, emptied, for the next one: a batch's few
+    /// megabytes allocated anew each time came fresh from the kernel, and zeroing those
+    /// pages took a tenth of the folding thread.
+    spare: std::sync::Mutex<Option<Writes>>,
     /// Sync the write-ahead log on every batch (durability across power loss).
     sync: bool,
     /// Write batches through the write-ahead log at all.
@@ -420,6 +424,7 @@ impl Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
+            spare: std::sync::Mutex::new(None),
             sync: true,
             wal: true,
             read_only: false,
@@ -457,6 +462,7 @@ impl Store {
             db,
             next_seq: std::sync::atomic::AtomicU64::new(next),
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
+            spare: std::sync::Mutex::new(None),
             sync: false,
             wal: true,
             read_only: true,
@@ -875,9 +881,22 @@ impl Store {
 
     /// Writes a batch of folded records atomically.
     pub fn commit(&self, engine: &Engine, batch: Batch) -> Result<(), StoreError> {
+        let prepared = self.prepare(engine, batch)?;
+        self.write(prepared)
+    }
+
+    /// Makes a batch of folded records ready to write: reads what it needs of the engine
+    /// (the accounts, codes, payments and programs the batch changed) and of the store (the
+    /// next sequence number, the statistics and index entries it adds to). The batch before
+    /// must be written first: this one is prepared on top of it.
+    pub fn prepare(&self, engine: &Engine, batch: Batch) -> Result<Prepared, StoreError> {
         let state = engine.state();
-        let room = self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        let mut wb = WriteBatch::with_capacity_bytes(room + room / 8);
+        let spare = self.spare.lock().ok().and_then(|mut s| s.take());
+        let mut wb = spare.unwrap_or_else(|| {
+            let room = self.batch_bytes.load(std::sync::atomic::Ordering::Relaxed);
+            Writes::with_capacity(room + room / 8)
+        });
+        let mut dues = Vec::new();
         let c = &batch.changes;
         for id in &c.accounts {
             if let Some(a) = state.accounts.get(id) {
@@ -904,7 +923,9 @@ impl Store {
                 .get(id)
                 .and_then(|a| next_due(a, state.clock))
             {
-                wb.put(due_key(at, id), b"");
+                let key = due_key(at, id);
+                wb.put(&key, b"");
+                dues.push((at, key, id.to_string()));
             }
         }
         for (program, code) in &c.codes {
@@ -998,14 +1019,28 @@ impl Store {
         if let Some(digest) = &batch.config {
             wb.put(CONFIG_KEY, digest.as_bytes());
         }
+        Ok(Prepared {
+            writes: wb,
+            seq,
+            dues,
+        })
+    }
+
+    /// Writes a prepared batch atomically (synced unless [`Store::set_sync`] said not).
+    pub fn write(&self, prepared: Prepared) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync && self.wal);
         wo.disable_wal(!self.wal);
+        let mut writes = prepared.writes;
         self.batch_bytes
-            .store(wb.size_in_bytes(), std::sync::atomic::Ordering::Relaxed);
-        self.db.write_opt(in_key_order(&wb), &wo)?;
+            .store(writes.size(), std::sync::atomic::Ordering::Relaxed);
+        self.db.write_opt(writes.sorted_batch(), &wo)?;
         self.next_seq
-            .store(seq, std::sync::atomic::Ordering::SeqCst);
+            .store(prepared.seq, std::sync::atomic::Ordering::SeqCst);
+        writes.clear();
+        if let Ok(mut spare) = self.spare.lock() {
+            *spare = Some(writes);
+        }
         Ok(())
     }
 
@@ -1159,7 +1194,7 @@ struct StoredCode {
 }
 
 /// Writes one key of the flows' state as `state` holds it, or removes it.
-fn put_flow(wb: &mut WriteBatch, state: &State, key: &FlowKey) -> Result<(), StoreError> {
+fn put_flow(wb: &mut Writes, state: &State, key: &FlowKey) -> Result<(), StoreError> {
     match key {
         FlowKey::Hold(id) => {
             let k = format!("f/h/{id}");
@@ -1387,64 +1422,108 @@ impl loyalty_core::working_set::Source for Store {
     }
 }
 
-/// The batch's writes in key order (a stable sort: the writes of one key keep their order,
-/// so the batch means the same). A memtable inserts a run of ordered keys from where the
-/// last one went instead of searching its skiplist from the top for each: a batch of an
-/// import's enrolments (some 35 keys a record, scattered over accounts, lines and indexes)
-/// spent a third of the folding thread in those searches.
-fn in_key_order(wb: &WriteBatch) -> WriteBatch {
-    #[derive(Default)]
-    struct Ops {
-        bytes: Vec<u8>,
-        /// (the key's first bytes, key start, key length, value length or `None` for a
-        /// delete); the value follows the key.
-        ops: Vec<(u128, usize, usize, Option<usize>)>,
-    }
-    impl rocksdb::WriteBatchIterator for Ops {
-        fn put(&mut self, key: &[u8], value: &[u8]) {
-            self.ops.push((
-                key_head(key),
-                self.bytes.len(),
-                key.len(),
-                Some(value.len()),
-            ));
-            self.bytes.extend_from_slice(key);
-            self.bytes.extend_from_slice(value);
-        }
-        fn delete(&mut self, key: &[u8]) {
-            self.ops
-                .push((key_head(key), self.bytes.len(), key.len(), None));
-            self.bytes.extend_from_slice(key);
+/// The writes of one atomic batch, collected in Rust memory (a RocksDB `WriteBatch` cannot
+/// move to another thread) and made into a `WriteBatch` in key order when written
+/// ([`Writes::sorted_batch`]).
+#[derive(Debug, Default)]
+pub(crate) struct Writes {
+    bytes: Vec<u8>,
+    /// (the key's first bytes, key start, key length, value length or `None` for a
+    /// delete); the value follows the key.
+    ops: Vec<(u128, usize, usize, Option<usize>)>,
+}
+
+impl Writes {
+    fn with_capacity(bytes: usize) -> Writes {
+        Writes {
+            bytes: Vec::with_capacity(bytes),
+            ops: Vec::with_capacity(bytes / 128),
         }
     }
-    let mut o = Ops {
-        bytes: Vec::with_capacity(wb.size_in_bytes()),
-        ops: Vec::with_capacity(wb.len()),
-    };
-    wb.iterate(&mut o);
-    if o.ops.len() != wb.len() {
-        // An operation the iterator does not report (a merge, a range delete): written as
-        // it was built rather than lost. The store's batches hold puts and deletes only.
-        return WriteBatch::from_data(wb.data());
+
+    /// Sets `key` to `value`.
+    pub(crate) fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        self.ops.push((
+            key_head(key),
+            self.bytes.len(),
+            key.len(),
+            Some(value.len()),
+        ));
+        self.bytes.extend_from_slice(key);
+        self.bytes.extend_from_slice(value);
     }
-    let bytes = &o.bytes;
-    // By key, then in the order written (the start of each operation's bytes grows with
-    // it): the writes of one key keep their order. Most keys differ in their first 16
-    // bytes, which compare as one number.
-    o.ops.sort_unstable_by(|a, b| {
-        a.0.cmp(&b.0)
-            .then_with(|| bytes[a.1..a.1 + a.2].cmp(&bytes[b.1..b.1 + b.2]))
-            .then(a.1.cmp(&b.1))
-    });
-    let mut out = WriteBatch::with_capacity_bytes(wb.size_in_bytes());
-    for &(_, at, klen, vlen) in &o.ops {
-        let key = &bytes[at..at + klen];
-        match vlen {
-            Some(n) => out.put(key, &bytes[at + klen..at + klen + n]),
-            None => out.delete(key),
+
+    /// Removes `key`.
+    pub(crate) fn delete(&mut self, key: impl AsRef<[u8]>) {
+        let key = key.as_ref();
+        self.ops
+            .push((key_head(key), self.bytes.len(), key.len(), None));
+        self.bytes.extend_from_slice(key);
+    }
+
+    /// Empties it, keeping its room.
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ops.clear();
+    }
+
+    /// The bytes of the keys and values.
+    fn size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// How many writes.
+    pub(crate) fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// The writes in the order made: a key, and its value (`None`: a delete).
+    pub(crate) fn ops(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|&(_, at, klen, vlen)| {
+            let key = &self.bytes[at..at + klen];
+            (key, vlen.map(|n| &self.bytes[at + klen..at + klen + n]))
+        })
+    }
+
+    /// The writes in key order (a stable order: the writes of one key keep theirs, so the
+    /// batch means the same). A memtable inserts a run of ordered keys from where the last
+    /// one went instead of searching its skiplist from the top for each: a batch of an
+    /// import's enrolments (some 35 keys a record, scattered over accounts, lines and
+    /// indexes) spent a third of the folding thread in those searches.
+    fn sorted_batch(&mut self) -> WriteBatch {
+        let bytes = &self.bytes;
+        // By key, then in the order written (the start of each operation's bytes grows with
+        // it). Most keys differ in their first 16 bytes, which compare as one number.
+        self.ops.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| bytes[a.1..a.1 + a.2].cmp(&bytes[b.1..b.1 + b.2]))
+                .then(a.1.cmp(&b.1))
+        });
+        let mut out = WriteBatch::with_capacity_bytes(bytes.len() + 8 * self.ops.len());
+        for &(_, at, klen, vlen) in &self.ops {
+            let key = &bytes[at..at + klen];
+            match vlen {
+                Some(n) => out.put(key, &bytes[at + klen..at + klen + n]),
+                None => out.delete(key),
+            }
         }
+        out
     }
-    out
+}
+
+/// A batch of folded records made ready to write ([`Store::prepare`]): everything read from
+/// the engine and the store, so that it can be written on another thread while the engine
+/// folds the next batch ([`Store::write`]).
+#[derive(Debug)]
+pub struct Prepared {
+    writes: Writes,
+    /// The next output sequence number once written.
+    seq: u64,
+    /// The due index entries it writes, `(time, key, account)`: a working set that reads
+    /// the index before the batch is written expects them
+    /// ([`loyalty_core::working_set::WorkingSet::expect_dues`]).
+    pub dues: Vec<(i64, Vec<u8>, String)>,
 }
 
 /// Read options for a scan that reads each key once: read ahead, not cached.
@@ -1481,14 +1560,14 @@ mod tests {
                 self.0.push((key.to_vec(), None));
             }
         }
-        let mut wb = WriteBatch::default();
+        let mut wb = Writes::default();
         wb.put(b"b", b"1");
         wb.put(b"a", b"1");
         wb.delete(b"b");
         wb.put(b"c", b"");
         wb.put(b"a", b"2");
         let mut seen = Seen(Vec::new());
-        in_key_order(&wb).iterate(&mut seen);
+        wb.sorted_batch().iterate(&mut seen);
         let op = |k: &[u8], v: Option<&[u8]>| (k.to_vec(), v.map(<[u8]>::to_vec));
         assert_eq!(
             seen.0,

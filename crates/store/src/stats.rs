@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use chrono_tz::Tz;
 use loyalty_core::output::{Event, Output};
 use loyalty_core::time::Timestamp;
-use rocksdb::{WriteBatch, DB};
+use rocksdb::DB;
 use serde::{Deserialize, Serialize};
 
 use crate::{corrupt, StoreError};
@@ -279,7 +279,7 @@ impl StatDeltas {
     }
 
     /// Adds these counts to the stored ones, into the batch that commits what they count.
-    pub(crate) fn write(&self, db: &DB, wb: &mut WriteBatch) -> Result<(), StoreError> {
+    pub(crate) fn write(&self, db: &DB, wb: &mut crate::Writes) -> Result<(), StoreError> {
         let keys: Vec<&Vec<u8>> = self
             .days
             .keys()

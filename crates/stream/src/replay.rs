@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Context, Result, StreamError};
@@ -111,10 +112,12 @@ pub fn print_log(settings: &Settings, out: &mut impl Write) -> Result<()> {
 /// Rebuilds the state from the log into `store` (a new directory). Publishes the events
 /// again, with the same ids and signatures, only when `publish` is set. Progress goes to
 /// standard error. With `partition`, rebuilds the state of that one log partition as an
-/// instance of a group (`--group`) folds it.
+/// instance of a group (`--group`) folds it. Each batch is written while the next one
+/// folds ([`Folder::commit_pipelined`]): nothing waits for an acknowledgement here, so
+/// the two overlap.
 pub fn replay(
     settings: &Settings,
-    store: &Store,
+    store: &Arc<Store>,
     publish: bool,
     partition: Option<i32>,
     stop: &AtomicBool,
@@ -151,7 +154,7 @@ pub fn replay(
         }
         folder.fold(store, settings, p, offset, meta, value)?;
         if folder.pending >= settings.batch_size {
-            total += folder.commit(store)? as u64;
+            total += folder.commit_pipelined(store)? as u64;
             if let Some(producer) = &producer {
                 publish_outbox(&rt, producer, store, None, &mut 0)?;
             }
