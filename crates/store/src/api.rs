@@ -22,7 +22,6 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use loyalty_core::output::{Event, Output};
-use loyalty_core::state::State;
 use rocksdb::{Direction, IteratorMode, ReadOptions, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
@@ -304,22 +303,26 @@ fn tier_place(program: &str, tier: &str) -> Vec<u8> {
     key2("", program, tier.as_bytes())
 }
 
+/// An account's tier, taken from the engine for [`put_tier_index`].
+#[derive(Debug)]
+pub(crate) struct TierOf {
+    pub(crate) id: String,
+    pub(crate) program: String,
+    pub(crate) tier: Option<String>,
+}
+
 /// Moves the accounts the batch changed to their tier's place in the index (`k/`, `K/`):
 /// one multi-get of where they were, then only the accounts that moved are written.
-pub(crate) fn put_tier_index<'a>(
+pub(crate) fn put_tier_index(
     db: &DB,
     wb: &mut crate::Writes,
-    state: &State,
-    accounts: impl Iterator<Item = &'a str>,
+    accounts: &[TierOf],
     stats: &mut crate::StatDeltas,
 ) -> Result<(), StoreError> {
-    let ids: Vec<&str> = accounts
-        .filter(|id| state.accounts.contains_key(*id))
-        .collect();
-    let was = db.multi_get(ids.iter().map(|id| tier_place_key(id)));
-    for (id, was) in ids.into_iter().zip(was) {
+    let was = db.multi_get(accounts.iter().map(|a| tier_place_key(&a.id)));
+    for (a, was) in accounts.iter().zip(was) {
         let was = was?;
-        let a = &state.accounts[id];
+        let id = a.id.as_str();
         let now = a.tier.as_deref().map(|t| tier_place(&a.program, t));
         if was == now {
             continue;

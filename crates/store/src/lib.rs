@@ -885,10 +885,11 @@ impl Store {
         self.write(prepared)
     }
 
-    /// Makes a batch of folded records ready to write: reads what it needs of the engine
-    /// (the accounts, codes, payments and programs the batch changed) and of the store (the
-    /// next sequence number, the statistics and index entries it adds to). The batch before
-    /// must be written first: this one is prepared on top of it.
+    /// Makes a batch of folded records ready to write: takes what it needs of the engine
+    /// (the accounts, codes, payments and programs the batch changed, the due index entries
+    /// of its accounts, the tiers), so that the engine can go on while it is written. It
+    /// reads nothing from the store, so the batch before may still be being written; the
+    /// [`Store::write`]s must be in the order of the batches.
     pub fn prepare(&self, engine: &Engine, batch: Batch) -> Result<Prepared, StoreError> {
         let state = engine.state();
         let spare = self.spare.lock().ok().and_then(|mut s| s.take());
@@ -969,16 +970,66 @@ impl Store {
             let v = serde_json::to_vec(&overdue).map_err(|e| corrupt(OVERDUE_KEY, e))?;
             wb.put(OVERDUE_KEY, v);
         }
+        // The accounts' tiers, for the API's tier index: the rest is written from the batch
+        // alone ([`Store::write`]).
+        let tiers = c
+            .accounts
+            .iter()
+            .filter_map(|id| state.accounts.get(id))
+            .map(|a| api::TierOf {
+                id: a.id.to_string(),
+                program: a.program.to_string(),
+                tier: a.tier.as_deref().map(str::to_string),
+            })
+            .collect();
+        let Batch {
+            lines,
+            index,
+            outbox,
+            log,
+            src,
+            config,
+            ..
+        } = batch;
+        Ok(Prepared {
+            writes: wb,
+            tiers,
+            lines,
+            index,
+            outbox,
+            log,
+            src,
+            config,
+            dues,
+        })
+    }
+
+    /// Writes a prepared batch atomically (synced unless [`Store::set_sync`] said not): what
+    /// [`Store::prepare`] took from the engine, and what the batch's lines call for, which is
+    /// written here, on top of the batches written before (their sequence numbers,
+    /// statistics, index runs and tiers).
+    pub fn write(&self, prepared: Prepared) -> Result<(), StoreError> {
+        let Prepared {
+            writes: mut wb,
+            tiers,
+            lines,
+            index,
+            outbox,
+            log: positions,
+            src,
+            config,
+            ..
+        } = prepared;
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
         let first_line = seq;
         let mut stats = StatDeltas::default();
         let mut runs = api::RecordRuns::default();
-        if let Some(record) = batch.index.first().and_then(|ix| ix.record.as_deref()) {
+        if let Some(record) = index.first().and_then(|ix| ix.record.as_deref()) {
             runs.resume(&self.db, record, seq)?;
         }
-        for (i, line) in batch.lines.iter().enumerate() {
+        for (i, line) in lines.iter().enumerate() {
             wb.put(seq_key("o", seq), line.as_bytes());
-            if let Some(ix) = batch.index.get(i) {
+            if let Some(ix) = index.get(i) {
                 api::put_line_index(&mut wb, &mut runs, seq, ix);
                 if let Some(s) = &ix.stat {
                     stats.add_line(s);
@@ -987,59 +1038,48 @@ impl Store {
             seq += 1;
         }
         runs.finish(&mut wb);
-        for entry in &batch.outbox {
+        for entry in &outbox {
             // An event's message is its line's envelope: kept as a reference to the line,
             // not a second copy (a third of the bytes an enrolment wrote).
             let line = entry.line.and_then(|i| {
-                let line = batch.lines.get(i)?;
+                let line = lines.get(i)?;
                 is_envelope_of(&entry.payload, line.as_bytes()).then_some(first_line + i as u64)
             });
             wb.put(seq_key("x", seq), encode_outbox(entry, line));
             seq += 1;
         }
         wb.put(SEQ_KEY, seq.to_be_bytes());
-        let changed = c.accounts.iter().map(|id| &**id);
-        api::put_tier_index(&self.db, &mut wb, state, changed, &mut stats)?;
+        api::put_tier_index(&self.db, &mut wb, &tiers, &mut stats)?;
         stats.write(&self.db, &mut wb)?;
-        for (part, off) in &batch.log {
+        for (part, off) in &positions {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
         // The indexes are whole up to these positions (an earlier version commits without
         // them, and leaves the mark behind).
         let mut log = self.log_positions()?;
-        log.extend(batch.log.iter().map(|(p, o)| (*p, *o)));
+        log.extend(positions.iter().map(|(p, o)| (*p, *o)));
         wb.put(INDEX_KEY, index_mark(&log).as_bytes());
         wb.put(api::API_INDEX_KEY, api::api_index_mark(&log).as_bytes());
-        for ((lp, topic, part), off) in &batch.src {
+        for ((lp, topic, part), off) in &src {
             wb.put(
                 format!("m/src/{lp}/{topic}/{part}"),
                 (*off as u64).to_be_bytes(),
             );
         }
-        if let Some(digest) = &batch.config {
+        if let Some(digest) = &config {
             wb.put(CONFIG_KEY, digest.as_bytes());
         }
-        Ok(Prepared {
-            writes: wb,
-            seq,
-            dues,
-        })
-    }
-
-    /// Writes a prepared batch atomically (synced unless [`Store::set_sync`] said not).
-    pub fn write(&self, prepared: Prepared) -> Result<(), StoreError> {
         let mut wo = WriteOptions::default();
         wo.set_sync(self.sync && self.wal);
         wo.disable_wal(!self.wal);
-        let mut writes = prepared.writes;
         self.batch_bytes
-            .store(writes.size(), std::sync::atomic::Ordering::Relaxed);
-        self.db.write_opt(writes.sorted_batch(), &wo)?;
+            .store(wb.size(), std::sync::atomic::Ordering::Relaxed);
+        self.db.write_opt(wb.sorted_batch(), &wo)?;
         self.next_seq
-            .store(prepared.seq, std::sync::atomic::Ordering::SeqCst);
-        writes.clear();
+            .store(seq, std::sync::atomic::Ordering::SeqCst);
+        wb.clear();
         if let Ok(mut spare) = self.spare.lock() {
-            *spare = Some(writes);
+            *spare = Some(wb);
         }
         Ok(())
     }
@@ -1512,14 +1552,21 @@ impl Writes {
     }
 }
 
-/// A batch of folded records made ready to write ([`Store::prepare`]): everything read from
-/// the engine and the store, so that it can be written on another thread while the engine
-/// folds the next batch ([`Store::write`]).
+/// A batch of folded records made ready to write ([`Store::prepare`]): everything taken
+/// from the engine, so that it can be written on another thread while the engine folds the
+/// next batch ([`Store::write`]).
 #[derive(Debug)]
 pub struct Prepared {
     writes: Writes,
-    /// The next output sequence number once written.
-    seq: u64,
+    /// The tiers of the accounts the batch changed.
+    tiers: Vec<api::TierOf>,
+    /// The rest of the batch: its lines and what they call for.
+    lines: Vec<String>,
+    index: Vec<LineIndex>,
+    outbox: Vec<OutboxEntry>,
+    log: BTreeMap<i32, i64>,
+    src: BTreeMap<(i32, String, i32), i64>,
+    config: Option<String>,
     /// The due index entries it writes, `(time, key, account)`: a working set that reads
     /// the index before the batch is written expects them
     /// ([`loyalty_core::working_set::WorkingSet::expect_dues`]).

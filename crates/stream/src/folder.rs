@@ -240,9 +240,10 @@ impl Folder {
     }
 
     /// Starts writing the open batch on a thread of its own, and returns while it is
-    /// written, so that the next batch folds meanwhile (replay: the write and the fold take
-    /// about as long each). The batch before is waited for first, since this one is
-    /// prepared on top of it; [`Folder::finish`] waits for this one. Until a batch is
+    /// written, so that the next batch folds meanwhile. What the batch takes from the engine
+    /// is taken here; its lines, their indexes and statistics are written on that thread.
+    /// The batch before is waited for before this one starts; [`Folder::finish`] waits for
+    /// this one. Until a batch is
     /// written, what it changed stays in the working set, where the next batch's records
     /// find it: the outputs are those of [`Folder::commit`], byte for byte. Returns the
     /// records it held.
@@ -250,12 +251,13 @@ impl Folder {
         if self.pending == 0 {
             return Ok(0);
         }
-        self.wait()?;
         let mut batch = std::mem::take(&mut self.batch);
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
         let changes = batch.changes.clone();
+        // Prepared while the batch before is written (it reads nothing of the store).
         let prepared = store.prepare(&self.ws.engine, batch)?;
         self.ws.expect_dues(prepared.dues.clone());
+        self.wait()?;
         // The batches before are written: what they changed goes, this one's stays.
         self.ws.committed_before(&changes);
         self.count_accounts();
