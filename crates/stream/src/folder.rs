@@ -45,8 +45,6 @@ pub struct Folder {
 /// set until then: [`WorkingSet::committed_before`]).
 struct Writing {
     thread: std::thread::JoinHandle<Result<(), StoreError>>,
-    /// The records it holds.
-    records: usize,
     /// Lets a held write go ([`Folder::write_late`]).
     go: Option<std::sync::mpsc::Sender<()>>,
 }
@@ -279,18 +277,11 @@ impl Folder {
                 key: String::new(),
                 why: format!("cannot start the writing thread: {e}"),
             })?;
-        let records = std::mem::take(&mut self.pending);
         self.writing = Some(Writing {
             thread,
-            records,
             go: late.then_some(go),
         });
-        Ok(records)
-    }
-
-    /// How many records the batch being written ([`Folder::commit_pipelined`]) holds.
-    pub fn writing(&self) -> usize {
-        self.writing.as_ref().map_or(0, |w| w.records)
+        Ok(std::mem::take(&mut self.pending))
     }
 
     /// Waits until the batch being written ([`Folder::commit_pipelined`]), if any, is

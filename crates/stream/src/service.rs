@@ -460,7 +460,7 @@ pub(crate) fn start(settings: &Settings) -> Result<(Runtime, Producer)> {
 /// outbox is flushed.
 pub fn run(
     settings: &Settings,
-    store: &Arc<Store>,
+    store: &Store,
     stop: &AtomicBool,
     counters: &Arc<Counters>,
 ) -> Result<()> {
@@ -512,8 +512,6 @@ pub fn run(
                 break;
             }
         }
-        // Written before the config digest is read below.
-        folder.finish().context("cannot store a folded batch")?;
         Ok(())
     };
     catch_up(&mut folder)?;
@@ -666,12 +664,9 @@ pub fn run(
         let sequenced = sequenced
             .join()
             .unwrap_or_else(|_| Err(StreamError::broken("the sequencer panicked")));
-        // What the sequencer appended last is folded (and written) before the publisher's
-        // last round.
+        // What the sequencer appended last is folded before the publisher's last round.
         let last = if folded.is_ok() && sequenced.is_ok() {
-            fold_step(settings, store, &log_consumer, &mut folder, counters)
-                .map(|_| ())
-                .and_then(|()| folder.finish().context("cannot store a folded batch"))
+            fold_step(settings, store, &log_consumer, &mut folder, counters).map(|_| ())
         } else {
             Ok(())
         };
@@ -1009,14 +1004,9 @@ fn record_log_lag(
     }
 }
 
-/// Folds what the log holds (up to a batch) and stores it. A full batch (more is waiting:
-/// catching up, an import) is written while the next one folds
-/// ([`Folder::commit_pipelined`]); any other is written before this returns, so that what
-/// was sent is answered and published at once. Returns how many records were written in
-/// this step (a batch written while this one folded included).
 fn fold_step(
     settings: &Settings,
-    store: &Arc<Store>,
+    store: &Store,
     consumer: &BaseConsumer,
     folder: &mut Folder,
     counters: &Counters,
@@ -1036,21 +1026,15 @@ fn fold_step(
             )
             .context("cannot read the state")?;
     }
-    let writing = folder.writing();
-    let full = messages.len() >= settings.batch_size;
-    let n = if full {
-        folder.commit_pipelined(store)
-    } else {
-        folder.commit(store)
-    }
-    .context("cannot store a folded batch")?;
-    let written = writing + if full { 0 } else { n };
-    if written > 0 {
+    let n = folder
+        .commit(store)
+        .context("cannot store a folded batch")?;
+    if n > 0 {
         failpoint::hit("fold-after-commit");
-        counters.committed.send_modify(|c| *c += 1);
     }
     counters.folded.fetch_add(n as u64, Ordering::Relaxed);
     if n > 0 {
+        counters.committed.send_modify(|c| *c += 1);
         let m = &counters.metrics;
         m.folded.inc_by(n as u64);
         m.batch_size.observe(n as f64);
@@ -1068,7 +1052,7 @@ fn fold_step(
     counters
         .tier_changes
         .store(folder.tier_changes, Ordering::Relaxed);
-    Ok(written)
+    Ok(n)
 }
 
 #[cfg(test)]
