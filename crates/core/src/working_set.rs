@@ -446,8 +446,9 @@ impl WorkingSet {
         let to = rec.created.0;
         if to > self.read_to {
             let (entries, read_to) = source.dues_from(self.read_to, to, self.read_ahead)?;
+            let sort = self.expected && !entries.is_empty();
             self.ahead.extend(entries);
-            if self.expected {
+            if sort {
                 self.sort_ahead();
             }
             self.read_to = read_to;
@@ -602,6 +603,7 @@ impl WorkingSet {
     /// read beside them).
     fn sort_ahead(&mut self) {
         let v = self.ahead.make_contiguous();
+        // Two sorted runs: a stable sort merges them in one pass.
         v.sort();
         let mut all: Vec<_> = std::mem::take(&mut self.ahead).into();
         all.dedup();
