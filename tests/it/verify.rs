@@ -168,6 +168,14 @@ fn a_state_of_another_format_is_refused_and_left_as_it_was() {
         n
     };
     let before = keys(&dir);
+    let files = || {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
     for (found, words) in [
         (None, "by an earlier version of loyalty"),
         (Some("loyalty-state/9"), "in the format \"loyalty-state/9\""),
@@ -175,6 +183,8 @@ fn a_state_of_another_format_is_refused_and_left_as_it_was() {
         if let Some(f) = found {
             tamper(&dir, |db| db.put(b"m/format", f).unwrap());
         }
+        // Refused before RocksDB opens it for writing: not a file changes.
+        let untouched = files();
         match Store::open(&dir).map(|_| ()) {
             Err(loyalty_store::StoreError::Format { found: got }) => {
                 assert_eq!(got.as_deref(), found)
@@ -199,6 +209,7 @@ fn a_state_of_another_format_is_refused_and_left_as_it_was() {
                 "{cmd}: {err}"
             );
         }
+        assert_eq!(files(), untouched);
         assert_eq!(keys(&dir), before + usize::from(found.is_some()));
     }
     // Marked again: read as before, but an account in an earlier version's form (JSON) is

@@ -603,7 +603,7 @@ impl WorkingSet {
     /// read beside them).
     fn sort_ahead(&mut self) {
         let v = self.ahead.make_contiguous();
-        // Two sorted runs: a stable sort merges them in one pass.
+        // After a read, two sorted runs, which a stable sort merges in one pass.
         v.sort();
         let mut all: Vec<_> = std::mem::take(&mut self.ahead).into();
         all.dedup();

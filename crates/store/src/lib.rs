@@ -417,6 +417,15 @@ impl Store {
         let mut table = rocksdb::BlockBasedOptions::default();
         table.set_bloom_filter(10.0, false);
         opts.set_block_based_table_factory(&table);
+        // A state of another format is refused before it is opened for writing, which
+        // would recover its write-ahead log into new files: it is left as it was.
+        if path.join("CURRENT").exists() {
+            let mut ro = Options::default();
+            // Table files opened as the lookup needs them, not all at once.
+            ro.set_max_open_files(32);
+            let existing = DB::open_for_read_only(&ro, path, false)?;
+            check_format(&existing, false)?;
+        }
         let db = DB::open(&opts, path)?;
         check_format(&db, true)?;
         let next = next_seq(&db)?;

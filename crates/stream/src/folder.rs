@@ -55,8 +55,17 @@ impl Drop for Folder {
     /// A batch being written is written before the folder goes (an interrupted replay, an
     /// error): the state is then as of the last batch written, never torn.
     fn drop(&mut self) {
-        if let Err(e) = self.wait() {
-            tracing::error!(error = %e, "the last batch could not be written");
+        let Some(mut w) = self.writing.take() else {
+            return;
+        };
+        if let Some(go) = w.go.take() {
+            let _ = go.send(());
+        }
+        // No panic here: this may run while a panic unwinds already.
+        match w.thread.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "the last batch could not be written"),
+            Err(_) => tracing::error!("the thread writing the last batch panicked"),
         }
     }
 }
