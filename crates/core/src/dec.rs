@@ -251,14 +251,7 @@ pub fn quotient_text(factors: &[Dec], divisor: Dec, up: bool) -> Option<String> 
 /// [`quotient_text`] in 128-bit integers: `None` when a product overflows (then the
 /// arbitrary-precision path gives it).
 fn fast_quotient_text(factors: &[Dec], divisor: Dec, up: bool) -> Option<String> {
-    let mut num: i128 = 1;
-    let mut scale: u32 = 0;
-    for f in factors {
-        num = num.checked_mul(f.mantissa)?;
-        scale = scale.checked_add(f.scale)?;
-    }
-    num = num.checked_mul(10i128.checked_pow(divisor.scale)?)?;
-    let den = divisor.mantissa.checked_mul(10i128.checked_pow(scale)?)?;
+    let (num, den) = fast_fraction(factors, divisor)?;
     let negative = (num < 0) != (den < 0);
     let (num, den) = (num.unsigned_abs(), den.unsigned_abs());
     // Scaled by 10^18 and truncated (rounded away from zero when `up`).
@@ -325,7 +318,14 @@ fn big_quotient_text(factors: &[Dec], divisor: Dec, up: bool) -> Option<String> 
 
 /// The i128 path: enough for every realistic program.
 fn fast_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Option<i128> {
-    // value = (Π m_i / 10^Σs_i) / (d / 10^t) = (Π m_i × 10^t) / (d × 10^Σs_i)
+    let (num, den) = fast_fraction(factors, divisor)?;
+    round_div(num, den, rounding)
+}
+
+/// `product(factors) / divisor` as a fraction of 128-bit integers (the denominator's sign
+/// as it falls); `None` on overflow. value = (Π m_i / 10^Σs_i) / (d / 10^t) =
+/// (Π m_i × 10^t) / (d × 10^Σs_i).
+fn fast_fraction(factors: &[Dec], divisor: Dec) -> Option<(i128, i128)> {
     let mut num: i128 = 1;
     let mut scale: u32 = 0;
     for f in factors {
@@ -334,7 +334,7 @@ fn fast_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opt
     }
     num = num.checked_mul(10i128.checked_pow(divisor.scale)?)?;
     let den = divisor.mantissa.checked_mul(10i128.checked_pow(scale)?)?;
-    round_div(num, den, rounding)
+    Some((num, den))
 }
 
 /// `round(num / den)`; `None` on overflow (the caller then takes the big-integer path).

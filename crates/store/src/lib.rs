@@ -991,24 +991,10 @@ impl Store {
                 tier: a.tier.as_deref().map(str::to_string),
             })
             .collect();
-        let Batch {
-            lines,
-            index,
-            outbox,
-            log,
-            src,
-            config,
-            ..
-        } = batch;
         Ok(Prepared {
             writes: wb,
             tiers,
-            lines,
-            index,
-            outbox,
-            log,
-            src,
-            config,
+            batch,
             dues,
         })
     }
@@ -1021,6 +1007,10 @@ impl Store {
         let Prepared {
             writes: mut wb,
             tiers,
+            batch,
+            ..
+        } = prepared;
+        let Batch {
             lines,
             index,
             outbox,
@@ -1028,7 +1018,7 @@ impl Store {
             src,
             config,
             ..
-        } = prepared;
+        } = batch;
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
         let first_line = seq;
         let mut stats = StatDeltas::default();
@@ -1569,13 +1559,8 @@ pub struct Prepared {
     writes: Writes,
     /// The tiers of the accounts the batch changed.
     tiers: Vec<api::TierOf>,
-    /// The rest of the batch: its lines and what they call for.
-    lines: Vec<String>,
-    index: Vec<LineIndex>,
-    outbox: Vec<OutboxEntry>,
-    log: BTreeMap<i32, i64>,
-    src: BTreeMap<(i32, String, i32), i64>,
-    config: Option<String>,
+    /// The batch: its lines and what they call for are written by [`Store::write`].
+    batch: Batch,
     /// The due index entries it writes, `(time, key, account)`: a working set that reads
     /// the index before the batch is written expects them
     /// ([`loyalty_core::working_set::WorkingSet::expect_dues`]).
