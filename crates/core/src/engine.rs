@@ -63,6 +63,9 @@ pub struct Engine {
     /// What each rule did with the records applied, when asked for
     /// ([`Engine::explain_rules`]): `POST /v1/simulate`'s rules.
     pub(crate) explain: Option<Vec<crate::earning::RuleOutcome>>,
+    /// Buffers and memos reused from record to record (no state: outputs never depend on
+    /// them).
+    pub(crate) scratch: crate::ledger::Scratch,
 }
 
 /// What a record needs once its rejections are decided.
@@ -118,6 +121,7 @@ impl Engine {
             track: true,
             partitioning: None,
             explain: None,
+            scratch: Default::default(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Engine {
             track: true,
             partitioning: None,
             explain: None,
+            scratch: Default::default(),
         };
         engine.rebuild_schedule();
         engine

@@ -19,21 +19,99 @@ fn digest(parts: &[&str]) -> [u8; 32] {
     h.finalize().into()
 }
 
-fn hex_id(prefix: &str, parts: &[&str]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let d = digest(parts);
-    let mut out = String::with_capacity(prefix.len() + 24);
-    out.push_str(prefix);
-    for b in &d[..12] {
-        out.push(HEX[usize::from(b >> 4)] as char);
-        out.push(HEX[usize::from(b & 0xf)] as char);
+/// The hex text of the first 96 bits of a digest, after `prefix` (at most 4 bytes), on the
+/// stack: a minted id costs one allocation, the one its caller keeps.
+struct HexId {
+    buf: [u8; 28],
+    len: usize,
+}
+
+impl HexId {
+    fn new(prefix: &str, d: &[u8; 32]) -> HexId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut buf = [0u8; 28];
+        let p = prefix.len().min(4);
+        buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);
+        for (i, b) in d[..12].iter().enumerate() {
+            buf[p + 2 * i] = HEX[usize::from(b >> 4)];
+            buf[p + 2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+        HexId { buf, len: p + 24 }
     }
-    out
+
+    fn as_str(&self) -> &str {
+        // ASCII: the prefixes are ASCII literals and the rest hex digits.
+        std::str::from_utf8(&self.buf[..self.len]).unwrap_or_default()
+    }
+}
+
+fn hex_id(prefix: &str, parts: &[&str]) -> String {
+    HexId::new(prefix, &digest(parts)).as_str().to_string()
+}
+
+/// [`hex_id`] of `(kind, source, n)`, the shape of every id minted from a record, with
+/// `n` written without an allocation.
+fn nth_id(prefix: &str, kind: &str, source: &str, n: u32) -> HexId {
+    let mut digits = [0u8; 10];
+    let mut i = digits.len();
+    let mut v = n;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let mut h = Sha256::new();
+    h.update(kind.as_bytes());
+    h.update([0x1f]);
+    h.update(source.as_bytes());
+    h.update([0x1f]);
+    h.update(&digits[i..]);
+    HexId::new(prefix, &h.finalize().into())
 }
 
 /// The loyalty account of `customer` in `program`.
 pub fn account_id(program: &str, customer: &str) -> crate::Sym {
-    hex_id("loy_", &["account", program, customer]).into()
+    HexId::new("loy_", &digest(&["account", program, customer]))
+        .as_str()
+        .into()
+}
+
+/// A memo of [`account_id`]: the ids of the customers met lately, by customer, then
+/// program. Forgets everything past [`AccountIds::LIMIT`] customers, so that it never
+/// holds more than a bounded part of a large state.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct AccountIds {
+    by_customer: std::collections::HashMap<
+        crate::Sym,
+        Vec<(crate::Sym, crate::Sym)>,
+        crate::state::FixedState,
+    >,
+}
+
+impl AccountIds {
+    /// The customers remembered at most.
+    pub(crate) const LIMIT: usize = 1 << 16;
+
+    /// [`account_id`]`(program, customer)`, minted once while it is remembered.
+    pub(crate) fn get(&mut self, program: &crate::Sym, customer: &str) -> crate::Sym {
+        if let Some(ids) = self.by_customer.get(customer) {
+            if let Some((_, id)) = ids.iter().find(|(p, _)| p == program) {
+                return id.clone();
+            }
+        }
+        let id = account_id(program, customer);
+        if self.by_customer.len() >= Self::LIMIT {
+            self.by_customer.clear();
+        }
+        self.by_customer
+            .entry(customer.into())
+            .or_default()
+            .push((program.clone(), id.clone()));
+        id
+    }
 }
 
 /// The id of a record `loyalty import` writes for `customer` of `program` (`kind`:
@@ -45,17 +123,24 @@ pub fn import_id(kind: &str, program: &str, customer: &str) -> String {
 
 /// The `n`-th points transaction caused by the record `source`.
 pub fn transaction_id(source: &str, n: u32) -> String {
-    hex_id("ptx_", &["transaction", source, &n.to_string()])
+    nth_id("ptx_", "transaction", source, n)
+        .as_str()
+        .to_string()
+}
+
+/// [`transaction_id`] as the engine keeps it.
+pub fn transaction_sym(source: &str, n: u32) -> crate::Sym {
+    nth_id("ptx_", "transaction", source, n).as_str().into()
 }
 
 /// The `n`-th outbound event caused by the record `source`.
 pub fn event_id(source: &str, n: u32) -> String {
-    hex_id("evt_", &["event", source, &n.to_string()])
+    nth_id("evt_", "event", source, n).as_str().to_string()
 }
 
 /// The `n`-th redemption caused by the record `source`.
 pub fn redemption_id(source: &str, n: u32) -> String {
-    hex_id("rdm_", &["redemption", source, &n.to_string()])
+    nth_id("rdm_", "redemption", source, n).as_str().to_string()
 }
 
 /// The `n`-th message partition `from` sends because of the record `source` (the sending
@@ -103,5 +188,34 @@ mod tests {
         let code = referral_code(&id);
         assert_eq!(code.len(), 8);
         assert_eq!(code, referral_code(&id));
+    }
+
+    /// The ids minted from `(source, n)` are the general form's, for every width of `n`.
+    #[test]
+    fn nth_ids_are_the_general_form() {
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX] {
+            let text = n.to_string();
+            assert_eq!(
+                transaction_id("evt_x", n),
+                hex_id("ptx_", &["transaction", "evt_x", &text])
+            );
+            assert_eq!(&*transaction_sym("evt_x", n), transaction_id("evt_x", n));
+            assert_eq!(
+                event_id("evt_x", n),
+                hex_id("evt_", &["event", "evt_x", &text])
+            );
+            assert_eq!(
+                redemption_id("evt_x", n),
+                hex_id("rdm_", &["redemption", "evt_x", &text])
+            );
+        }
+        // A fixed value, so that the general form cannot drift with it.
+        assert_eq!(
+            transaction_id("evt_1", 0),
+            format!(
+                "ptx_{}",
+                &crate::output::hex32(&digest(&["transaction", "evt_1", "0"]))[..24]
+            )
+        );
     }
 }

@@ -12,6 +12,16 @@ use crate::state::{Account, AwardRecord, LotEffect};
 use crate::time::Timestamp;
 use crate::Sym;
 
+/// What the engine reuses from one record to the next, to spare allocations and hashes:
+/// nothing in it is state, and no output depends on it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scratch {
+    /// What a transaction's chain hash covers, written here before it is hashed.
+    pub(crate) line: Vec<u8>,
+    /// The account ids of the customers seen lately (a SHA-256 each to mint again).
+    pub(crate) account_ids: ids::AccountIds,
+}
+
 /// Minting and output for the effects of one record (or one due effect).
 pub(crate) struct Cx<'o> {
     /// What ids are minted from: the record's id, or the due effect's name.
@@ -59,7 +69,7 @@ impl<'o> Cx<'o> {
 
     pub(crate) fn tx_id(&mut self) -> Sym {
         self.n_tx += 1;
-        ids::transaction_id(&self.mint, self.n_tx - 1).into()
+        ids::transaction_sym(&self.mint, self.n_tx - 1)
     }
 
     pub(crate) fn event(&mut self, member: Member, event: Event) {
@@ -191,6 +201,7 @@ impl Engine {
             .and_then(|a| self.state.program(&a.program))
             .and_then(|p| p.expiry.map(|e| (e, p.tz)));
         let (expires, warn) = lots::lot_dates(expiry, cx.created);
+        let mut line = std::mem::take(&mut self.scratch.line);
         let account = self
             .account_mut(account_id)
             .expect("transactions are posted to existing accounts");
@@ -230,8 +241,9 @@ impl Engine {
             hash: [0; 32],
         };
         // The account's chain: this line's hash covers the previous one's.
-        tx.hash = tx.chain_hash(&account.ledger_hash);
+        tx.hash = tx.chain_hash_in(&account.ledger_hash, &mut line);
         account.ledger_hash = tx.hash;
+        self.scratch.line = line;
         cx.out.push(Output::Transaction(tx));
         if let Some(lot) = new_lot {
             for (at, kind) in [

@@ -6,11 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::value::RawValue;
-
 use super::*;
 
-type Field<'a> = Option<&'a RawValue>;
+type Field<'a> = Option<Json<'a>>;
 
 fn req_str(name: &str, raw: Field<'_>) -> Result<String, String> {
     if is_null(raw) {
@@ -38,7 +36,7 @@ fn req_int(name: &str, raw: Field<'_>) -> Result<i64, String> {
     if is_null(raw) {
         return Err(format!("data.{name}: missing"));
     }
-    let text = raw.map(RawValue::get).unwrap_or_default();
+    let text = raw.map(|r| r.0).unwrap_or_default();
     let dec: Dec = text
         .parse()
         .map_err(|_| format!("data.{name}: must be an integer of at most 10^15"))?;
@@ -70,24 +68,48 @@ fn opt_amount(name: &str, raw: Field<'_>) -> Result<Option<i64>, String> {
 }
 
 fn currency(name: &str, raw: Field<'_>) -> Result<String, String> {
-    Ok(req_str(name, raw)?.to_ascii_uppercase())
+    let mut s = req_str(name, raw)?;
+    s.make_ascii_uppercase();
+    Ok(s)
 }
 
 fn metadata(raw: Field<'_>) -> Result<(BTreeMap<String, String>, Option<String>), String> {
     if is_null(raw) {
         return Ok((BTreeMap::new(), None));
     }
-    let text = raw.map(RawValue::get).unwrap_or_default();
+    let text = raw.map(|r| r.0).unwrap_or_default();
     if !text.starts_with('{') {
         return Err("data.metadata: must be an object".into());
     }
-    let map: BTreeMap<String, &RawValue> =
-        serde_json::from_str(text).map_err(|e| format!("data.metadata: {e}"))?;
+    let mut pairs = Vec::new();
+    let scanned = scan::Scan::new(text).whole_object(|k, v| {
+        pairs.push((Cow::Borrowed(k), Json(v)));
+        Some(())
+    });
+    if scanned.is_none() {
+        let parsed: Pairs<'_> =
+            serde_json::from_str(text).map_err(|e| format!("data.metadata: {e}"))?;
+        pairs = parsed.0;
+    }
+    // A key given twice counts once, with its last value (as a JSON map reads it): a
+    // stable sort keeps each key's values in order, and the last of each run is kept.
+    pairs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut last = Vec::with_capacity(pairs.len());
+    for (k, v) in pairs {
+        if last
+            .last()
+            .is_some_and(|(l, _): &(Cow<'_, str>, _)| *l == k)
+        {
+            last.pop();
+        }
+        last.push((k, v));
+    }
     let mut out = BTreeMap::new();
     let mut account = None;
-    for (k, v) in map {
+    for (k, v) in last {
+        let k = k.into_owned();
         if k == "loyalty_account" {
-            if v.get() == "null" {
+            if v.0 == "null" {
                 continue;
             }
             let s = as_string(v)
@@ -101,6 +123,56 @@ fn metadata(raw: Field<'_>) -> Result<(BTreeMap<String, String>, Option<String>)
         }
     }
     Ok((out, account))
+}
+
+/// A JSON object's members in their order, keys borrowed from the input when they have no
+/// escape, values as their text.
+pub(super) struct Pairs<'a>(pub(super) Vec<(Cow<'a, str>, Json<'a>)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Key<'a>(Cow<'a, str>);
+        impl<'de> serde::Deserialize<'de> for Key<'de> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                struct V;
+                impl<'de> serde::de::Visitor<'de> for V {
+                    type Value = Key<'de>;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                        Ok(Key(Cow::Borrowed(v)))
+                    }
+                    fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                        Ok(Key(Cow::Owned(v.to_string())))
+                    }
+                    fn visit_string<E>(self, v: String) -> Result<Key<'de>, E> {
+                        Ok(Key(Cow::Owned(v)))
+                    }
+                }
+                d.deserialize_str(V)
+            }
+        }
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Pairs<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut m: A,
+            ) -> Result<Pairs<'de>, A::Error> {
+                let mut pairs = Vec::with_capacity(m.size_hint().unwrap_or(0).min(16));
+                while let Some(Key(k)) = m.next_key()? {
+                    let v: Json<'de> = m.next_value()?;
+                    pairs.push((k, v));
+                }
+                Ok(Pairs(pairs))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 fn activity(raw: &RawData<'_>, id_required: bool) -> Result<Activity, String> {

@@ -7,6 +7,7 @@
 //! Owns: the envelope, every input type's data schema, rejection reasons. Must not touch
 //! state.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -19,6 +20,7 @@ use crate::time::Timestamp;
 
 mod data;
 mod fields;
+mod scan;
 
 pub use data::*;
 use fields::data_body;
@@ -202,95 +204,124 @@ pub const COMMANDS: [&str; 7] = [
     "loyalty.program.updated",
 ];
 
-#[derive(Deserialize)]
-struct RawEnvelope<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow, rename = "type")]
-    kind: Option<&'a RawValue>,
-    #[serde(borrow)]
-    created: Option<&'a RawValue>,
-    #[serde(borrow)]
-    data: Option<&'a RawValue>,
+/// A JSON value's text, borrowed from the input: what a field of the envelope or of its
+/// `data` is read from, by the scanner or by `serde_json`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Json<'a>(pub(crate) &'a str);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Json<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        <&'de RawValue>::deserialize(d).map(|r| Json(r.get()))
+    }
 }
 
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct RawData<'a> {
-    #[serde(borrow)]
-    id: Option<&'a RawValue>,
-    #[serde(borrow)]
-    customer: Option<&'a RawValue>,
-    #[serde(borrow)]
-    amount: Option<&'a RawValue>,
-    #[serde(borrow)]
-    currency: Option<&'a RawValue>,
-    #[serde(borrow)]
-    metadata: Option<&'a RawValue>,
-    #[serde(borrow)]
-    payment: Option<&'a RawValue>,
-    #[serde(borrow)]
-    subscription: Option<&'a RawValue>,
-    #[serde(borrow)]
-    plan: Option<&'a RawValue>,
-    #[serde(borrow)]
-    interval: Option<&'a RawValue>,
-    #[serde(borrow)]
-    referrer: Option<&'a RawValue>,
-    #[serde(borrow)]
-    referee: Option<&'a RawValue>,
-    #[serde(borrow)]
-    code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    program: Option<&'a RawValue>,
-    #[serde(borrow)]
-    referral_code: Option<&'a RawValue>,
-    #[serde(borrow)]
-    birthday: Option<&'a RawValue>,
-    #[serde(borrow)]
-    opening_balance: Option<&'a RawValue>,
-    #[serde(borrow)]
-    points: Option<&'a RawValue>,
-    #[serde(borrow)]
-    reason: Option<&'a RawValue>,
-    #[serde(borrow)]
-    reference: Option<&'a RawValue>,
-    #[serde(borrow)]
-    reward: Option<&'a RawValue>,
-    #[serde(borrow)]
-    quantity: Option<&'a RawValue>,
-    #[serde(borrow)]
-    from: Option<&'a RawValue>,
-    #[serde(borrow)]
-    to: Option<&'a RawValue>,
-    #[serde(borrow)]
-    source: Option<&'a RawValue>,
-    #[serde(borrow)]
-    transaction: Option<&'a RawValue>,
-    #[serde(borrow)]
-    role: Option<&'a RawValue>,
-    #[serde(borrow)]
-    tier: Option<&'a RawValue>,
-    #[serde(borrow)]
-    until: Option<&'a RawValue>,
+/// A field read the way `serde_json` reads an `Option`: `null` is `None`.
+fn field(value: &str) -> Option<Json<'_>> {
+    (value != "null").then_some(Json(value))
 }
+
+/// The envelope's fields and their JSON names; and `slot`, the field a key names.
+macro_rules! fields {
+    ($name:ident { $($field:ident = $key:literal),* $(,)? }) => {
+        #[derive(Deserialize, Default, PartialEq, Debug)]
+        struct $name<'a> {
+            $(
+                #[serde(borrow, rename = $key)]
+                $field: Option<Json<'a>>,
+            )*
+        }
+
+        impl<'a> $name<'a> {
+            /// The field `key` names, if any.
+            fn slot(&mut self, key: &str) -> Option<&mut Option<Json<'a>>> {
+                match key {
+                    $($key => Some(&mut self.$field),)*
+                    _ => None,
+                }
+            }
+
+            /// The fields of the object `text`, as `serde_json` reads them into this
+            /// struct; `None` when [`scan`] declines the text, or when a field is given
+            /// twice (`serde_json` refuses that, with a detail of its own).
+            fn scan(text: &'a str) -> Option<$name<'a>> {
+                let mut out = $name::default();
+                let mut given = 0u64;
+                scan::Scan::new(text).whole_object(|key, value| {
+                    if let Some(slot) = out.slot(key) {
+                        let bit = 1u64 << [$($key),*].iter().position(|k| *k == key)?;
+                        if given & bit != 0 {
+                            return None;
+                        }
+                        given |= bit;
+                        *slot = field(value);
+                    }
+                    Some(())
+                })?;
+                Some(out)
+            }
+        }
+    };
+}
+
+fields!(RawEnvelope {
+    id = "id",
+    kind = "type",
+    created = "created",
+    data = "data",
+});
+
+fields!(RawData {
+    id = "id",
+    customer = "customer",
+    amount = "amount",
+    currency = "currency",
+    metadata = "metadata",
+    payment = "payment",
+    subscription = "subscription",
+    plan = "plan",
+    interval = "interval",
+    referrer = "referrer",
+    referee = "referee",
+    code = "code",
+    program = "program",
+    referral_code = "referralCode",
+    birthday = "birthday",
+    opening_balance = "openingBalance",
+    points = "points",
+    reason = "reason",
+    reference = "reference",
+    reward = "reward",
+    quantity = "quantity",
+    from = "from",
+    to = "to",
+    source = "source",
+    transaction = "transaction",
+    role = "role",
+    tier = "tier",
+    until = "until",
+});
 
 /// A JSON string value's text, or `None` when the raw value is not a string.
-fn as_string(raw: &RawValue) -> Option<String> {
-    let text = raw.get();
+fn as_string(raw: Json<'_>) -> Option<String> {
+    as_str(raw).map(Cow::into_owned)
+}
+
+/// [`as_string`], borrowed from the input when the string has no escape.
+fn as_str(raw: Json<'_>) -> Option<Cow<'_, str>> {
+    let text = raw.0;
     if !text.starts_with('"') {
         return None;
     }
     // Fast path: no escapes.
     let inner = &text[1..text.len() - 1];
     if !inner.contains('\\') {
-        return Some(inner.to_string());
+        return Some(Cow::Borrowed(inner));
     }
-    serde_json::from_str(text).ok()
+    serde_json::from_str::<String>(text).ok().map(Cow::Owned)
 }
 
-fn is_null(raw: Option<&RawValue>) -> bool {
-    raw.is_none_or(|r| r.get() == "null")
+fn is_null(raw: Option<Json<'_>>) -> bool {
+    raw.is_none_or(|r| r.0 == "null")
 }
 
 /// Parses one input record.
@@ -307,21 +338,21 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
     if !text.trim_start().starts_with('{') {
         return malformed(None, NOT_AN_OBJECT);
     }
-    let Ok(env) = serde_json::from_str::<RawEnvelope<'_>>(text) else {
+    let Some(env) = RawEnvelope::scan(text).or_else(|| serde_json::from_str(text).ok()) else {
         return malformed(None, NOT_AN_OBJECT);
     };
-    let id = env.id.and_then(as_string);
+    let id = env.id.and_then(as_str);
     let source = id.as_deref();
-    let Some(id) = id.clone() else {
+    let Some(id) = source else {
         return malformed(None, "id: missing or not a string");
     };
-    let Some(kind) = env.kind.and_then(as_string) else {
+    let Some(kind) = env.kind.and_then(as_str) else {
         return malformed(source, "type: missing or not a string");
     };
-    let Some(created_text) = env.created.and_then(as_string) else {
+    let Some(created_text) = env.created.and_then(as_str) else {
         return malformed(source, "created: missing or not a string");
     };
-    let Some(data) = env.data.filter(|d| d.get().starts_with('{')) else {
+    let Some(data) = env.data.filter(|d| d.0.starts_with('{')) else {
         return malformed(source, "data: missing or not an object");
     };
     let invalid = |detail: String| Err(Rejection::new(source, Reason::Invalid, detail));
@@ -341,15 +372,15 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
     // folds one partition of several applies it (`Engine::check` refuses it otherwise,
     // with this same line).
     if kind.starts_with("loyalty.")
-        && !COMMANDS.contains(&kind.as_str())
-        && !crate::partition::INTERNAL.contains(&kind.as_str())
+        && !COMMANDS.contains(&&*kind)
+        && !crate::partition::INTERNAL.contains(&&*kind)
     {
         return invalid(format!("type: {kind} is not a command"));
     }
     let body = if kind == "loyalty.program.updated" {
-        Body::ProgramUpdated(data.get().to_string())
+        Body::ProgramUpdated(data.0.to_string())
     } else {
-        let raw: RawData<'_> = match serde_json::from_str(data.get()) {
+        let raw = match RawData::scan(data.0).map_or_else(|| serde_json::from_str(data.0), Ok) {
             Ok(raw) => raw,
             Err(e) => return invalid(format!("data: {e}")),
         };
@@ -364,7 +395,7 @@ pub fn parse(bytes: &[u8]) -> Result<Record, Rejection> {
     };
     Ok(Record {
         id: id.into(),
-        kind,
+        kind: kind.into_owned(),
         created,
         body,
     })
@@ -387,3 +418,6 @@ pub fn log_line(bytes: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod scan_tests;

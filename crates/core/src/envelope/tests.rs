@@ -112,3 +112,33 @@ fn custom_types_need_a_customer() {
         Reason::Invalid
     );
 }
+
+/// A metadata key given more than once counts once, with its last value, however it is
+/// spelled (an escape names the same key); the other keys keep theirs.
+#[test]
+fn a_metadata_key_given_twice_keeps_its_last_value() {
+    let payment = |metadata: &str| {
+        let line = format!(
+            r#"{{"id":"evt_1","type":"payment.completed","created":"2026-03-01T10:00:00Z","data":{{"id":"pay_1","customer":"cus_A","amount":1,"currency":"eur","metadata":{metadata}}}}}"#
+        );
+        match parse(line.as_bytes()).map(|r| r.body) {
+            Ok(Body::Event(a)) => (a.metadata, a.loyalty_account),
+            other => panic!("{metadata}: {other:?}"),
+        }
+    };
+    let (m, _) = payment(r#"{"a":"1","b":"x","a":2}"#);
+    assert_eq!(m.get("a"), None);
+    assert_eq!(m.get("b").map(String::as_str), Some("x"));
+    let (m, _) = payment(r#"{"a":2,"\u0061":"3","c":"y","a":"4"}"#);
+    assert_eq!(m.get("a").map(String::as_str), Some("4"));
+    assert_eq!(m.len(), 2);
+    let (m, _) = payment(r#"{"\u0062":"5","b":"6"}"#);
+    assert_eq!(m.get("b").map(String::as_str), Some("6"));
+    // The link to an account: the last value counts, null included.
+    let (m, account) = payment(r#"{"loyalty_account":"loy_1","loyalty_account":null}"#);
+    assert_eq!((m.len(), account), (0, None));
+    let (_, account) = payment(r#"{"loyalty_account":5,"loyalty_account":"loy_2"}"#);
+    assert_eq!(account.as_deref(), Some("loy_2"));
+    let line = r#"{"id":"evt_1","type":"payment.completed","created":"2026-03-01T10:00:00Z","data":{"id":"pay_1","customer":"cus_A","metadata":{"loyalty_account":"loy_2","loyalty_account":5}}}"#;
+    assert_eq!(reason(line), Reason::Invalid);
+}

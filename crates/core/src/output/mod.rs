@@ -208,13 +208,20 @@ pub struct Transaction {
 
 /// Lower-case hex of a hash.
 pub fn hex32(h: &[u8; 32]) -> String {
+    let mut out = Vec::with_capacity(64);
+    push_hex32(&mut out, h);
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// Appends [`hex32`] of `h` to `out`.
+pub(crate) fn push_hex32(out: &mut Vec<u8>, h: &[u8; 32]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in h {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
+    let mut text = [0u8; 64];
+    for (i, b) in h.iter().enumerate() {
+        text[2 * i] = DIGITS[usize::from(b >> 4)];
+        text[2 * i + 1] = DIGITS[usize::from(b & 15)];
     }
-    s
+    out.extend_from_slice(&text);
 }
 
 impl Transaction {
@@ -229,11 +236,18 @@ impl Transaction {
     /// The hash this transaction's line has when the account's previous one is `prev`:
     /// SHA-256 of `prev` as 64 hex characters, then [`Transaction::unhashed_line`].
     pub fn chain_hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        self.chain_hash_in(prev, &mut Vec::with_capacity(576))
+    }
+
+    /// [`Transaction::chain_hash`], writing what it hashes into `buf` (cleared first), so
+    /// that the engine hashes every transaction in one buffer of its own.
+    pub(crate) fn chain_hash_in(&self, prev: &[u8; 32], buf: &mut Vec<u8>) -> [u8; 32] {
         use sha2::{Digest, Sha256};
-        let mut h = Sha256::new();
-        h.update(hex32(prev).as_bytes());
-        h.update(self.unhashed_line());
-        h.finalize().into()
+        buf.clear();
+        push_hex32(buf, prev);
+        self.write_fields(buf);
+        buf.push(b'}');
+        Sha256::digest(&buf[..]).into()
     }
 
     fn write_fields(&self, out: &mut Vec<u8>) {
@@ -368,7 +382,7 @@ impl Output {
             Output::Transaction(tx) => {
                 tx.write_fields(out);
                 out.extend_from_slice(br#","hash":""#);
-                out.extend_from_slice(hex32(&tx.hash).as_bytes());
+                push_hex32(out, &tx.hash);
                 out.extend_from_slice(br#""}"#);
             }
             Output::Event(event) => {
