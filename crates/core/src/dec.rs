@@ -50,6 +50,30 @@ pub enum Rounding {
 }
 
 impl Dec {
+    /// Appends the text [`Dec`]'s `Display` gives, without a formatter or an allocation.
+    pub fn write_to(self, out: &mut Vec<u8>) {
+        if self.scale == 0 {
+            out.extend_from_slice(itoa::Buffer::new().format(self.mantissa).as_bytes());
+            return;
+        }
+        let mut buf = itoa::Buffer::new();
+        let digits = buf.format(self.mantissa.unsigned_abs()).as_bytes();
+        let scale = self.scale as usize;
+        if self.mantissa < 0 {
+            out.push(b'-');
+        }
+        if digits.len() <= scale {
+            out.extend_from_slice(b"0.");
+            out.resize(out.len() + scale - digits.len(), b'0');
+            out.extend_from_slice(digits);
+        } else {
+            let (int, frac) = digits.split_at(digits.len() - scale);
+            out.extend_from_slice(int);
+            out.push(b'.');
+            out.extend_from_slice(frac);
+        }
+    }
+
     /// Zero.
     pub const ZERO: Dec = Dec {
         mantissa: 0,
@@ -420,6 +444,27 @@ fn big_round_quotient(factors: &[Dec], divisor: Dec, rounding: Rounding) -> Opti
 
 #[cfg(test)]
 mod tests {
+    /// `write_to` writes what `Display` prints, for every sign, scale and width.
+    #[test]
+    fn write_to_is_display() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for i in 0..20_000u32 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let width = 10u128.pow(seed as u32 % 20);
+            let m = i128::try_from(u128::from(seed) % width.max(1)).unwrap_or(0);
+            let m = if i % 2 == 0 { -m } else { m };
+            let d = super::Dec {
+                mantissa: m,
+                scale: i % 22,
+            };
+            let mut out = Vec::new();
+            d.write_to(&mut out);
+            assert_eq!(String::from_utf8(out).unwrap(), d.to_string(), "{d:?}");
+        }
+    }
+
     use super::*;
 
     fn d(s: &str) -> Dec {

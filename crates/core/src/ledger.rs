@@ -239,9 +239,10 @@ impl Engine {
             metadata,
             why,
             hash: [0; 32],
+            written: Default::default(),
         };
         // The account's chain: this line's hash covers the previous one's.
-        tx.hash = tx.chain_hash_in(&account.ledger_hash, &mut line);
+        tx.seal(&account.ledger_hash, &mut line);
         account.ledger_hash = tx.hash;
         self.scratch.line = line;
         cx.out.push(Output::Transaction(tx));

@@ -347,13 +347,20 @@ impl Program {
     }
 }
 
-impl fmt::Display for Rounding {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
+impl Rounding {
+    /// Its name in a config.
+    pub fn as_str(self) -> &'static str {
+        match self {
             Rounding::Floor => "floor",
             Rounding::Nearest => "nearest",
             Rounding::Ceil => "ceil",
-        })
+        }
+    }
+}
+
+impl fmt::Display for Rounding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

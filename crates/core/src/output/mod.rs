@@ -204,6 +204,31 @@ pub struct Transaction {
     /// The SHA-256 of the account's previous hash (as hex) and this line without its hash
     /// (SPEC section 13).
     pub hash: [u8; 32],
+    /// The text of its fields as the engine wrote them for its hash, so that printing it
+    /// does not write them again. Only the engine sets it, on a transaction it has just
+    /// posted and that nothing changes after; a transaction made otherwise has none and is
+    /// written from its fields.
+    #[serde(skip)]
+    pub(crate) written: Written,
+}
+
+/// [`Transaction::written`]: not part of the value (equal, and not printed, whatever it
+/// holds).
+#[derive(Clone, Default)]
+pub(crate) struct Written(pub(crate) Option<Box<[u8]>>);
+
+impl PartialEq for Written {
+    fn eq(&self, _: &Written) -> bool {
+        true
+    }
+}
+
+impl Eq for Written {}
+
+impl std::fmt::Debug for Written {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("..")
+    }
 }
 
 /// Lower-case hex of a hash.
@@ -248,6 +273,13 @@ impl Transaction {
         self.write_fields(buf);
         buf.push(b'}');
         Sha256::digest(&buf[..]).into()
+    }
+
+    /// Hashes this transaction, just posted, onto `prev` ([`Transaction::chain_hash`]), and
+    /// keeps the text of its fields for printing.
+    pub(crate) fn seal(&mut self, prev: &[u8; 32], buf: &mut Vec<u8>) {
+        self.hash = self.chain_hash_in(prev, buf);
+        self.written = Written(buf.get(64..buf.len() - 1).map(Box::from));
     }
 
     fn write_fields(&self, out: &mut Vec<u8>) {
@@ -380,7 +412,10 @@ impl Output {
     pub fn write_json_line(&self, out: &mut Vec<u8>) {
         match self {
             Output::Transaction(tx) => {
-                tx.write_fields(out);
+                match &tx.written.0 {
+                    Some(fields) => out.extend_from_slice(fields),
+                    None => tx.write_fields(out),
+                }
                 out.extend_from_slice(br#","hash":""#);
                 push_hex32(out, &tx.hash);
                 out.extend_from_slice(br#""}"#);
@@ -511,7 +546,7 @@ impl AccountView {
                 out.extend_from_slice(br#","rank":"#);
                 jw::int(out, t.rank);
                 out.extend_from_slice(br#","earnMultiplier":"#);
-                out.extend_from_slice(t.earn_multiplier.0.to_string().as_bytes());
+                t.earn_multiplier.0.write_to(out);
                 out.push(b'}');
             }
             None => out.extend_from_slice(b"null"),

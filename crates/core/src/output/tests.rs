@@ -134,6 +134,7 @@ fn tx(s: &str, rule: Option<&str>, campaigns: Vec<Sym>, balance: i128) -> Output
             reason: s.to_string(),
         },
         hash: [0xa7; 32],
+        written: Default::default(),
     })
 }
 
@@ -314,6 +315,23 @@ proptest! {
             t.points = n;
         }
         prop_assert_eq!(line.to_json_line(), serde_line(&line));
+        // Sealed as the engine seals what it posts: the hash covers the previous hash's hex
+        // and the line up to its hash, and the line printed from what was kept is the line.
+        if let Output::Transaction(t) = &line {
+            use sha2::{Digest, Sha256};
+            let prev = [n as u8; 32];
+            let mut sealed = t.clone();
+            sealed.seal(&prev, &mut Vec::new());
+            let mut covered = prev.iter().map(|b| format!("{b:02x}")).collect::<String>();
+            covered.push_str(std::str::from_utf8(&t.unhashed_line()).unwrap());
+            let want: [u8; 32] = Sha256::digest(covered.as_bytes()).into();
+            prop_assert_eq!(sealed.hash, want);
+            let mut plain = t.clone();
+            plain.hash = sealed.hash;
+            let sealed = Output::Transaction(sealed);
+            prop_assert_eq!(sealed.to_json_line(), serde_line(&sealed));
+            prop_assert_eq!(sealed.to_json_line(), Output::Transaction(plain).to_json_line());
+        }
         for e in events(&s, n, b, t) {
             prop_assert_eq!(e.to_json_line(), serde_line(&e));
         }

@@ -122,7 +122,7 @@ fn window_name(w: Window) -> &'static str {
 }
 
 fn dec(out: &mut Vec<u8>, d: Dec) {
-    out.extend_from_slice(d.to_string().as_bytes());
+    d.write_to(out);
 }
 
 impl Why {
@@ -157,7 +157,7 @@ impl Why {
                 out.extend_from_slice(br#","tier":"#);
                 dec(out, r.tier_multiplier);
                 out.extend_from_slice(br#"},"rounding":""#);
-                out.extend_from_slice(r.rounding.to_string().as_bytes());
+                out.extend_from_slice(r.rounding.as_str().as_bytes());
                 out.extend_from_slice(br#"","tier":"#);
                 jw::opt_str(out, r.tier.as_deref());
                 out.extend_from_slice(br#","uncapped":"#);
