@@ -33,7 +33,7 @@ impl Engine {
         customer: &str,
         cx: &mut Cx<'_>,
     ) -> Option<Sym> {
-        let id = self.scratch.account_ids.get(&prog.id, customer);
+        let id = ids::account_id(&prog.id, customer);
         if self.state.accounts.contains_key(&id) {
             return Some(id);
         }
@@ -53,7 +53,7 @@ impl Engine {
         opening_balance: i64,
         cx: &mut Cx<'_>,
     ) {
-        let id = self.scratch.account_ids.get(&prog.id, customer);
+        let id = ids::account_id(&prog.id, customer);
         let mut account = Account::new(
             id.clone(),
             prog.id.clone(),

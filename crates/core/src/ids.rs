@@ -79,41 +79,6 @@ pub fn account_id(program: &str, customer: &str) -> crate::Sym {
         .into()
 }
 
-/// A memo of [`account_id`]: the ids of the customers met lately, by customer, then
-/// program. Forgets everything past [`AccountIds::LIMIT`] customers, so that it never
-/// holds more than a bounded part of a large state.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct AccountIds {
-    by_customer: std::collections::HashMap<
-        crate::Sym,
-        Vec<(crate::Sym, crate::Sym)>,
-        crate::state::FixedState,
-    >,
-}
-
-impl AccountIds {
-    /// The customers remembered at most.
-    pub(crate) const LIMIT: usize = 1 << 16;
-
-    /// [`account_id`]`(program, customer)`, minted once while it is remembered.
-    pub(crate) fn get(&mut self, program: &crate::Sym, customer: &str) -> crate::Sym {
-        if let Some(ids) = self.by_customer.get(customer) {
-            if let Some((_, id)) = ids.iter().find(|(p, _)| p == program) {
-                return id.clone();
-            }
-        }
-        let id = account_id(program, customer);
-        if self.by_customer.len() >= Self::LIMIT {
-            self.by_customer.clear();
-        }
-        self.by_customer
-            .entry(customer.into())
-            .or_default()
-            .push((program.clone(), id.clone()));
-        id
-    }
-}
-
 /// The id of a record `loyalty import` writes for `customer` of `program` (`kind`:
 /// `enroll` or `tier`): the same in every run of an import, so a second run is refused
 /// as duplicates.

@@ -12,14 +12,12 @@ use crate::state::{Account, AwardRecord, LotEffect};
 use crate::time::Timestamp;
 use crate::Sym;
 
-/// What the engine reuses from one record to the next, to spare allocations and hashes:
+/// What the engine reuses from one record to the next, to spare allocations:
 /// nothing in it is state, and no output depends on it.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Scratch {
     /// What a transaction's chain hash covers, written here before it is hashed.
     pub(crate) line: Vec<u8>,
-    /// The account ids of the customers seen lately (a SHA-256 each to mint again).
-    pub(crate) account_ids: ids::AccountIds,
 }
 
 /// Minting and output for the effects of one record (or one due effect).
