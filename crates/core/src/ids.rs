@@ -29,6 +29,7 @@ struct HexId {
 impl HexId {
     fn new(prefix: &str, d: &[u8; 32]) -> HexId {
         const HEX: &[u8; 16] = b"0123456789abcdef";
+        debug_assert_eq!(prefix.len(), 4, "every minted id's prefix is 4 bytes");
         let mut buf = [0u8; 28];
         let p = prefix.len().min(4);
         buf[..p].copy_from_slice(&prefix.as_bytes()[..p]);

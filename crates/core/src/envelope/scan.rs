@@ -10,8 +10,8 @@
 //!
 //! Owns: the JSON grammar of the fast path. Must not: know any field's meaning.
 
-/// The deepest nesting read here; `serde_json` refuses past 128, and deeper texts are left
-/// to it.
+/// The deepest nesting read here: a deeper text is left to `serde_json` (a second pass, the
+/// same answer).
 const MAX_DEPTH: usize = 64;
 
 pub(super) struct Scan<'a> {

@@ -187,4 +187,15 @@ fn the_scanner_takes_plain_records() {
     assert!(RawEnvelope::scan(r#"{"\u0069d":"a"}"#).is_none());
     assert!(RawEnvelope::scan(r#"{"id":"a"} x"#).is_none());
     assert!(RawEnvelope::scan(r#"{"other":1,"other":2}"#).is_some());
+    // A field given twice is declined even when the first is null (serde_json refuses it).
+    assert!(RawEnvelope::scan(r#"{"id":null,"id":"x"}"#).is_none());
+    assert!(serde_json::from_str::<RawEnvelope<'_>>(r#"{"id":null,"id":"x"}"#).is_err());
+    // Nesting past the scanner's depth is left to serde_json, which reads the record.
+    let deep = format!(
+        r#"{{"id":"evt_1","type":"payment.completed","created":"2026-03-01T10:00:00Z","x":{}1{},"data":{{"id":"pay_1","customer":"cus_A","amount":1,"currency":"eur"}}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    assert!(RawEnvelope::scan(&deep).is_none());
+    assert!(super::parse(deep.as_bytes()).is_ok());
 }

@@ -413,7 +413,15 @@ impl Output {
         match self {
             Output::Transaction(tx) => {
                 match &tx.written.0 {
-                    Some(fields) => out.extend_from_slice(fields),
+                    Some(fields) => {
+                        // Nothing changes a transaction once sealed: a debug build checks.
+                        debug_assert!({
+                            let mut again = Vec::new();
+                            tx.write_fields(&mut again);
+                            again[..] == fields[..]
+                        });
+                        out.extend_from_slice(fields)
+                    }
                     None => tx.write_fields(out),
                 }
                 out.extend_from_slice(br#","hash":""#);
