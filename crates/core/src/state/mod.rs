@@ -295,10 +295,18 @@ impl Account {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(from = "BTreeMap<i64, i64>")]
 pub struct Activity {
-    /// `(time, amount)`, sorted by time, one entry per time.
-    entries: Vec<(i64, i64)>,
-    /// `prefix[i]`: the sum of the amounts of `entries[..i]` (derived from `entries`).
-    prefix: Vec<i128>,
+    /// Sorted by time, one entry per time, each with the sum of the amounts before it: one
+    /// allocation, so that a record's activity is read from one place in memory.
+    entries: Vec<Entry>,
+}
+
+/// One time's amount in an [`Activity`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Entry {
+    at: i64,
+    amount: i64,
+    /// The sum of the amounts of the entries before this one (derived from them).
+    before: i128,
 }
 
 impl From<BTreeMap<i64, i64>> for Activity {
@@ -311,7 +319,7 @@ impl From<BTreeMap<i64, i64>> for Activity {
 /// the `BTreeMap` it was once converted into for every write).
 impl Serialize for Activity {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_map(self.entries.iter().map(|(t, v)| (t, v)))
+        s.collect_map(self.entries.iter().map(|e| (e.at, e.amount)))
     }
 }
 
@@ -329,35 +337,51 @@ impl Activity {
     /// Adds `amount` at time `at` (appending is the common case: records come in time
     /// order).
     pub fn add(&mut self, at: i64, amount: i64) {
-        if self.prefix.is_empty() {
-            self.prefix.push(0);
-        }
-        if let Some(&(last, _)) = self.entries.last() {
-            if last < at {
-                let sum = self.prefix[self.entries.len()] + i128::from(amount);
-                self.entries.push((at, amount));
-                self.prefix.push(sum);
+        if let Some(last) = self.entries.last() {
+            if last.at < at {
+                let before = last.before + i128::from(last.amount);
+                self.entries.push(Entry { at, amount, before });
                 return;
             }
         }
-        let i = self.entries.partition_point(|(t, _)| *t < at);
+        let i = self.entries.partition_point(|e| e.at < at);
         match self.entries.get_mut(i) {
-            Some((t, v)) if *t == at => *v = v.saturating_add(amount),
-            _ => {
-                self.entries.insert(i, (at, amount));
-                self.prefix.push(0);
-            }
+            Some(e) if e.at == at => e.amount = e.amount.saturating_add(amount),
+            _ => self.entries.insert(
+                i,
+                Entry {
+                    at,
+                    amount,
+                    before: 0,
+                },
+            ),
         }
-        for j in i..self.entries.len() {
-            self.prefix[j + 1] = self.prefix[j] + i128::from(self.entries[j].1);
+        let mut before = i.checked_sub(1).map_or(0, |j| {
+            let e = &self.entries[j];
+            e.before + i128::from(e.amount)
+        });
+        for e in &mut self.entries[i..] {
+            e.before = before;
+            before += i128::from(e.amount);
         }
     }
 
     fn index(&self, bound: std::ops::Bound<i64>) -> usize {
         match bound {
-            std::ops::Bound::Included(x) => self.entries.partition_point(|(t, _)| *t < x),
-            std::ops::Bound::Excluded(x) => self.entries.partition_point(|(t, _)| *t <= x),
+            std::ops::Bound::Included(x) => self.entries.partition_point(|e| e.at < x),
+            std::ops::Bound::Excluded(x) => self.entries.partition_point(|e| e.at <= x),
             std::ops::Bound::Unbounded => 0,
+        }
+    }
+
+    /// The sum of the amounts of the entries before the `i`-th (all of them past the end).
+    fn before(&self, i: usize) -> i128 {
+        match self.entries.get(i) {
+            Some(e) => e.before,
+            None => self
+                .entries
+                .last()
+                .map_or(0, |e| e.before + i128::from(e.amount)),
         }
     }
 
@@ -365,12 +389,12 @@ impl Activity {
     pub fn sum(&self, lower: std::ops::Bound<i64>, to: i64) -> i64 {
         let (a, b) = (
             self.index(lower),
-            self.entries.partition_point(|(t, _)| *t <= to),
+            self.entries.partition_point(|e| e.at <= to),
         );
         if a >= b {
             return 0;
         }
-        let s = self.prefix[b] - self.prefix[a];
+        let s = self.before(b) - self.before(a);
         i64::try_from(s).unwrap_or(if s < 0 { i64::MIN } else { i64::MAX })
     }
 
@@ -378,7 +402,7 @@ impl Activity {
     pub fn first(&self, lower: std::ops::Bound<i64>, to: i64) -> Option<i64> {
         self.entries
             .get(self.index(lower))
-            .map(|(t, _)| *t)
+            .map(|e| e.at)
             .filter(|t| *t <= to)
     }
 }
