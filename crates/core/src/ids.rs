@@ -73,6 +73,104 @@ fn nth_id(prefix: &str, kind: &str, source: &str, n: u32) -> HexId {
     HexId::new(prefix, &h.finalize().into())
 }
 
+/// A transaction's id as a lot keeps it: a minted `ptx_` id as its 96 bits, inline (no
+/// allocation, nothing to read elsewhere in memory), any other text as it is. Written and
+/// read as the id's text, so a stored lot is the same bytes either way.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum TxRef {
+    /// `ptx_` and 24 lower-case hex digits.
+    Minted([u8; 12]),
+    /// Any other text (none is minted so; a state written by hand may hold one).
+    Other(Box<str>),
+}
+
+impl TxRef {
+    /// The reference to the transaction `id`.
+    pub fn new(id: &str) -> TxRef {
+        fn digit(c: u8) -> Option<u8> {
+            match c {
+                b'0'..=b'9' => Some(c - b'0'),
+                b'a'..=b'f' => Some(c - b'a' + 10),
+                _ => None,
+            }
+        }
+        let b = id.as_bytes();
+        if b.len() == 28 && b.starts_with(b"ptx_") {
+            let mut bits = [0u8; 12];
+            let all = bits.iter_mut().enumerate().all(|(i, out)| {
+                match (digit(b[4 + 2 * i]), digit(b[5 + 2 * i])) {
+                    (Some(hi), Some(lo)) => {
+                        *out = (hi << 4) | lo;
+                        true
+                    }
+                    _ => false,
+                }
+            });
+            if all {
+                return TxRef::Minted(bits);
+            }
+        }
+        TxRef::Other(id.into())
+    }
+
+    /// Whether this is the transaction `id`.
+    pub fn is(&self, id: &str) -> bool {
+        match self {
+            TxRef::Minted(_) => self.text().as_str() == id,
+            TxRef::Other(text) => &**text == id,
+        }
+    }
+
+    /// The id's text.
+    pub fn text(&self) -> TxText<'_> {
+        match self {
+            TxRef::Minted(bits) => {
+                let mut d = [0u8; 32];
+                d[..12].copy_from_slice(bits);
+                TxText(Text::Minted(HexId::new("ptx_", &d)))
+            }
+            TxRef::Other(text) => TxText(Text::Other(text)),
+        }
+    }
+}
+
+/// [`TxRef::text`]: on the stack for a minted id.
+pub struct TxText<'a>(Text<'a>);
+
+enum Text<'a> {
+    Minted(HexId),
+    Other(&'a str),
+}
+
+impl TxText<'_> {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        match &self.0 {
+            Text::Minted(h) => h.as_str(),
+            Text::Other(t) => t,
+        }
+    }
+}
+
+impl std::fmt::Display for TxRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text().as_str())
+    }
+}
+
+impl serde::Serialize for TxRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.text().as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TxRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(TxRef::new(&text))
+    }
+}
+
 /// The loyalty account of `customer` in `program`.
 pub fn account_id(program: &str, customer: &str) -> crate::Sym {
     HexId::new("loy_", &digest(&["account", program, customer]))
@@ -154,6 +252,35 @@ mod tests {
         let code = referral_code(&id);
         assert_eq!(code.len(), 8);
         assert_eq!(code, referral_code(&id));
+    }
+
+    /// A transaction's id kept by a lot reads back as the same text, minted or not, and is
+    /// its own id only; stored, it is the id's text.
+    #[test]
+    fn tx_refs_keep_their_text() {
+        let minted = transaction_id("evt_1", 3);
+        let upper = format!("ptx_{}", minted[4..].to_ascii_uppercase());
+        for id in [
+            minted.as_str(),
+            upper.as_str(),
+            "ptx_x",
+            "",
+            "ptx_zzzzzzzzzzzzzzzzzzzzzzzz",
+        ] {
+            let r = TxRef::new(id);
+            assert_eq!(r.to_string(), id);
+            assert!(r.is(id));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                serde_json::to_string(id).unwrap()
+            );
+            let back: TxRef = serde_json::from_str(&serde_json::to_string(id).unwrap()).unwrap();
+            assert_eq!(back, r);
+        }
+        assert!(matches!(TxRef::new(&minted), TxRef::Minted(_)));
+        assert!(matches!(TxRef::new(&upper), TxRef::Other(_)));
+        assert!(!TxRef::new(&minted).is(&upper));
+        assert!(!TxRef::new(&minted).is(&transaction_id("evt_1", 4)));
     }
 
     /// The ids minted from `(source, n)` are the general form's, for every width of `n`.

@@ -30,7 +30,7 @@ pub struct Lot {
     /// Points left.
     pub remaining: i64,
     /// The transaction that created it (a reversal takes from it first).
-    pub transaction: String,
+    pub transaction: ids::TxRef,
 }
 
 impl Lot {
@@ -39,8 +39,19 @@ impl Lot {
     }
 }
 
+/// A lot just formed: what its effects are scheduled by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Formed {
+    /// Its number within the account.
+    pub seq: u64,
+    /// When what is left of it expires.
+    pub expires: Option<i64>,
+    /// When its expiry warning goes out.
+    pub warn: Option<i64>,
+}
+
 /// Credits `points`: pays the debt off first, and what is left forms a lot. Returns the new
-/// lot, if one was formed.
+/// lot's dates, if one was formed.
 pub fn credit(
     account: &mut Account,
     points: i64,
@@ -48,7 +59,7 @@ pub fn credit(
     expires: Option<Timestamp>,
     warn: Option<Timestamp>,
     transaction: &str,
-) -> Option<Lot> {
+) -> Option<Formed> {
     let pay = points.min(account.debt).max(0);
     account.debt -= pay;
     let rest = points - pay;
@@ -61,11 +72,16 @@ pub fn credit(
         expires: expires.map(|t| t.0),
         warn: warn.map(|t| t.0),
         remaining: rest,
-        transaction: transaction.to_string(),
+        transaction: ids::TxRef::new(transaction),
+    };
+    let formed = Formed {
+        seq: lot.seq,
+        expires: lot.expires,
+        warn: lot.warn,
     };
     account.next_lot += 1;
-    account.lots.push(lot.clone());
-    Some(lot)
+    account.lots.push(lot);
+    Some(formed)
 }
 
 /// Consumes `points` from the lots that expire first. The caller has checked the balance;
@@ -92,6 +108,7 @@ pub fn debit(account: &mut Account, points: i64) {
 /// from those that expire first; the rest becomes debt.
 pub fn reverse(account: &mut Account, points: i64, transaction: &str) {
     let mut left = points;
+    let transaction = ids::TxRef::new(transaction);
     for lot in account
         .lots
         .iter_mut()
@@ -188,7 +205,7 @@ impl Engine {
             .iter()
             .find(|l| l.seq == seq)
             .map(|l| Why::Expiry {
-                lot: l.transaction.clone(),
+                lot: l.transaction.to_string(),
                 expires_at: Timestamp(l.expires.unwrap_or(at.0)),
             });
         let left = expire(account, seq);
@@ -286,7 +303,7 @@ mod tests {
             "all of it pays the debt"
         );
         let lot = credit(&mut a, 30, Timestamp(50), None, None, "t4").unwrap();
-        assert_eq!((lot.remaining, a.debt, total(&a)), (10, 0, 10));
+        assert_eq!((remaining(&a, lot.seq), a.debt, total(&a)), (10, 0, 10));
         assert_eq!(expire(&mut a, lot.seq), 10);
         assert_eq!(total(&a), 0);
     }

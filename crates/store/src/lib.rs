@@ -1668,7 +1668,7 @@ mod tests {
             expires: None,
             warn: Some(2),
             remaining: -3,
-            transaction: "ptx_x".into(),
+            transaction: loyalty_core::ids::TxRef::new("ptx_x"),
         }];
         a.debt = 4;
         a.next_lot = 5;
