@@ -166,8 +166,18 @@ impl serde::Serialize for TxRef {
 
 impl<'de> serde::Deserialize<'de> for TxRef {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Ok(TxRef::new(&text))
+        /// Reads the text where the input has it, without copying it first.
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = TxRef;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a transaction id")
+            }
+            fn visit_str<E>(self, v: &str) -> Result<TxRef, E> {
+                Ok(TxRef::new(v))
+            }
+        }
+        d.deserialize_str(Text)
     }
 }
 
