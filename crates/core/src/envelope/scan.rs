@@ -95,19 +95,23 @@ impl<'a> Scan<'a> {
             self.ws();
             let value = self.value(depth)?;
             member(key, value)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b'}' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.closed(b'}')? {
+                return Some(());
             }
         }
+    }
+
+    /// After an item of an object or an array: `true` past the `close` that ends it,
+    /// `false` past the comma before the next item, `None` for anything else.
+    fn closed(&mut self, close: u8) -> Option<bool> {
+        self.ws();
+        let c = self.peek()?;
+        self.i += 1;
+        if c == close {
+            return Some(true);
+        }
+        (c == b',').then(|| self.ws())?;
+        Some(false)
     }
 
     /// Any value, from its first byte: its text.
@@ -138,17 +142,8 @@ impl<'a> Scan<'a> {
         }
         loop {
             self.value(depth)?;
-            self.ws();
-            match self.peek()? {
-                b',' => {
-                    self.i += 1;
-                    self.ws();
-                }
-                b']' => {
-                    self.i += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.closed(b']')? {
+                return Some(());
             }
         }
     }
