@@ -1,7 +1,9 @@
 //! Criterion benchmarks of the durable path: log records folded into RocksDB with their
 //! offsets, ledger lines and outbox entries, one synced write batch per batch of records,
-//! as `loyalty run` does; beside its physical reference, RocksDB itself writing synced
-//! batches of the same number of puts and bytes.
+//! as `loyalty run` does; beside its physical reference, RocksDB itself writing the same
+//! synced batches (recorded from a fold: the same keys and bytes in the same groups), and
+//! the earlier, looser one: as many keys and bytes as the fold's state holds, under
+//! sequential keys.
 //!
 //! Run with `cargo bench --bench durable`. Throughput is in records per second.
 
@@ -64,26 +66,78 @@ fn bench(c: &mut Criterion) {
     g.sample_size(10);
     g.throughput(Throughput::Elements(records.len() as u64));
 
-    // What one fold writes, measured once: puts and bytes per batch.
-    let (puts, bytes) = {
+    // What one fold writes, measured once: the batches themselves (for the reference that
+    // writes them again), and the keys and bytes of the state they leave (for the older
+    // reference, which writes as many keys and bytes under sequential keys).
+    let (batches, puts, bytes) = {
         let dir = TempDir::new();
         let store = Arc::new(Store::open(&dir.0).unwrap());
+        store.record_batches();
         fold_commit(&store, &settings, &records, false);
+        let batches = store.recorded_batches();
         let mut puts = 0u64;
         let mut bytes = 0u64;
+        let mut state = std::collections::HashMap::new();
         store
             .for_each_entry(|k, v| {
                 puts += 1;
                 bytes += (k.len() + v.len()) as u64;
+                state.insert(k.to_vec(), v.to_vec());
             })
             .unwrap();
-        (puts, bytes)
+        // The recorded batches are what the store wrote: written again into RocksDB alone,
+        // they leave the store's keys and values (but for the few written apart from the
+        // batches, when the store is opened).
+        let again = TempDir::new();
+        let db = rocksdb::DB::open_default(&again.0).unwrap();
+        for b in &batches {
+            db.write(rocksdb::WriteBatch::from_data(b)).unwrap();
+        }
+        let mut same = 0u64;
+        for kv in db.iterator(rocksdb::IteratorMode::Start) {
+            let (k, v) = kv.unwrap();
+            assert_eq!(
+                state.get(&*k).map(Vec::as_slice),
+                Some(&*v),
+                "a recorded batch wrote what the store does not hold"
+            );
+            same += 1;
+        }
+        assert!(
+            same + 16 >= puts,
+            "the recorded batches miss keys: {same} of {puts}"
+        );
+        (batches, puts, bytes)
     };
+    let writes: usize = batches
+        .iter()
+        .map(|b| rocksdb::WriteBatch::from_data(b).len())
+        .sum();
     eprintln!(
-        "durable: {} records write about {puts} keys, {bytes} bytes",
-        records.len()
+        "durable: {} records write {} batches of {writes} writes, {} bytes in all; \
+         the state they leave holds {puts} keys, {bytes} bytes",
+        records.len(),
+        batches.len(),
+        batches.iter().map(Vec::len).sum::<usize>(),
     );
 
+    // The reference the target names: RocksDB alone (its default options) writing the very
+    // batches the fold wrote, synced, one after the other.
+    g.bench_function("reference_rocksdb_same_batches", |b| {
+        b.iter(|| {
+            let dir = TempDir::new();
+            let db = rocksdb::DB::open_default(&dir.0).unwrap();
+            let mut opts = rocksdb::WriteOptions::default();
+            opts.set_sync(true);
+            for batch in &batches {
+                db.write_opt(rocksdb::WriteBatch::from_data(batch), &opts)
+                    .unwrap();
+            }
+            black_box(batches.len())
+        })
+    });
+    // The earlier reference: as many batches, keys and bytes as the state the fold leaves
+    // holds, under sequential 8-byte keys (which a memtable appends), with one value size.
     g.bench_function("reference_rocksdb_synced_batches", |b| {
         b.iter(|| {
             let dir = TempDir::new();

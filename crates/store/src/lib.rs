@@ -233,6 +233,9 @@ pub struct Store {
     /// megabytes allocated anew each time came fresh from the kernel, and zeroing those
     /// pages took a tenth of the folding thread.
     spare: std::sync::Mutex<Option<Writes>>,
+    /// The batches [`Store::write`] wrote since [`Store::record_batches`], as RocksDB
+    /// serializes them: what a benchmark's reference writes again into RocksDB alone.
+    recorded: std::sync::Mutex<Option<Vec<Vec<u8>>>>,
     /// Sync the write-ahead log on every batch (durability across power loss).
     sync: bool,
     /// Write batches through the write-ahead log at all.
@@ -434,6 +437,7 @@ impl Store {
             next_seq: std::sync::atomic::AtomicU64::new(next),
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             spare: std::sync::Mutex::new(None),
+            recorded: std::sync::Mutex::new(None),
             sync: true,
             wal: true,
             read_only: false,
@@ -472,6 +476,7 @@ impl Store {
             next_seq: std::sync::atomic::AtomicU64::new(next),
             batch_bytes: std::sync::atomic::AtomicUsize::new(0),
             spare: std::sync::Mutex::new(None),
+            recorded: std::sync::Mutex::new(None),
             sync: false,
             wal: true,
             read_only: true,
@@ -1073,7 +1078,13 @@ impl Store {
         wo.disable_wal(!self.wal);
         self.batch_bytes
             .store(wb.size(), std::sync::atomic::Ordering::Relaxed);
-        self.db.write_opt(wb.sorted_batch(), &wo)?;
+        let sorted = wb.sorted_batch();
+        if let Ok(mut recorded) = self.recorded.lock() {
+            if let Some(batches) = recorded.as_mut() {
+                batches.push(sorted.data().to_vec());
+            }
+        }
+        self.db.write_opt(sorted, &wo)?;
         self.next_seq
             .store(seq, std::sync::atomic::Ordering::SeqCst);
         wb.clear();
@@ -1081,6 +1092,25 @@ impl Store {
             *spare = Some(wb);
         }
         Ok(())
+    }
+
+    /// Keeps a copy of every batch [`Store::write`] writes from now on (in RocksDB's own
+    /// serialization of a write batch), until [`Store::recorded_batches`] takes them. For
+    /// benchmarks: their physical reference writes exactly these batches, the same keys
+    /// and bytes in the same groups, into RocksDB alone.
+    pub fn record_batches(&self) {
+        if let Ok(mut recorded) = self.recorded.lock() {
+            recorded.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The batches written since [`Store::record_batches`] (none if it was not called), in
+    /// the order written; recording stops.
+    pub fn recorded_batches(&self) -> Vec<Vec<u8>> {
+        match self.recorded.lock() {
+            Ok(mut recorded) => recorded.take().unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
     }
 
     /// The digest of the `--config` file last applied to the log, if any.
@@ -1963,7 +1993,28 @@ mod tests {
             log: [(0, 2)].into_iter().collect(),
             ..Batch::default()
         };
+        store.record_batches();
         store.commit(&engine, batch).unwrap();
+        // The batch, as recorded for a benchmark's reference: written into RocksDB alone,
+        // it leaves what the store holds under each of its keys.
+        let recorded = store.recorded_batches();
+        assert_eq!(recorded.len(), 1);
+        assert!(
+            store.recorded_batches().is_empty(),
+            "taking them stops recording"
+        );
+        let again = tmp("outbox_line_again");
+        let db = DB::open_default(&again).unwrap();
+        db.write(WriteBatch::from_data(&recorded[0])).unwrap();
+        let mut keys = 0;
+        for kv in db.iterator(IteratorMode::Start) {
+            let (k, v) = kv.unwrap();
+            assert_eq!(store.db.get(&k).unwrap().as_deref(), Some(&*v));
+            keys += 1;
+        }
+        assert!(keys > out.len(), "{keys} keys for {} lines", out.len());
+        drop(db);
+        let _ = std::fs::remove_dir_all(&again);
         let back = store.outbox().unwrap();
         assert_eq!(back.len(), sent.len());
         for (b, s) in back.iter().zip(&sent) {
