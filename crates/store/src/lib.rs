@@ -1562,13 +1562,26 @@ impl Writes {
     /// indexes) spent a third of the folding thread in those searches.
     fn sorted_batch(&mut self) -> WriteBatch {
         let bytes = &self.bytes;
-        // By key, then in the order written (the start of each operation's bytes grows with
-        // it). Most keys differ in their first 16 bytes, which compare as one number.
-        self.ops.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| bytes[a.1..a.1 + a.2].cmp(&bytes[b.1..b.1 + b.2]))
-                .then(a.1.cmp(&b.1))
-        });
+        // By key, then in the order written: stable sorts. First by the keys' first 16
+        // bytes as one number, which tells most keys apart without reading them; then each
+        // run of keys that share those by the rest of the key. Such runs (a batch's lines and
+        // messages, under sequence numbers) mostly come in order already, which a stable
+        // sort only checks.
+        self.ops.sort_by_key(|op| op.0);
+        let rest = |a: &(u128, usize, usize, Option<usize>),
+                    b: &(u128, usize, usize, Option<usize>)| {
+            let (ka, kb) = (&bytes[a.1..a.1 + a.2], &bytes[b.1..b.1 + b.2]);
+            match ka.len() >= 16 && kb.len() >= 16 {
+                true => ka[16..].cmp(&kb[16..]),
+                // A shorter key's number is padded with zeros: "a" and "a\0" share it.
+                false => ka.cmp(kb),
+            }
+        };
+        for run in self.ops.chunk_by_mut(|a, b| a.0 == b.0) {
+            if run.len() > 1 {
+                run.sort_by(rest);
+            }
+        }
         let mut out = WriteBatch::with_capacity_bytes(bytes.len() + 8 * self.ops.len());
         for &(_, at, klen, vlen) in &self.ops {
             let key = &bytes[at..at + klen];
@@ -1618,6 +1631,41 @@ pub(crate) fn key_head(key: &[u8]) -> u128 {
 mod tests {
     use super::*;
 
+    /// Keys sort as RocksDB orders them (bytewise) whatever their length and their first
+    /// 16 bytes: those shorter than 16 bytes that end in zeros, and those that differ only
+    /// after the 16th byte.
+    #[test]
+    fn a_batch_sorts_keys_bytewise() {
+        struct Keys(Vec<Vec<u8>>);
+        impl rocksdb::WriteBatchIterator for Keys {
+            fn put(&mut self, key: &[u8], _: &[u8]) {
+                self.0.push(key.to_vec());
+            }
+            fn delete(&mut self, key: &[u8]) {
+                self.0.push(key.to_vec());
+            }
+        }
+        let mut keys: Vec<Vec<u8>> = vec![
+            b"a\0".to_vec(),
+            b"a".to_vec(),
+            b"a\0\0".to_vec(),
+            b"o/00000000000000000010".to_vec(),
+            b"o/00000000000000000009".to_vec(),
+            b"o/0000000000000000".to_vec(),
+            b"o/00000000000000".to_vec(),
+            b"o/00000000000000\0".to_vec(),
+            b"".to_vec(),
+        ];
+        let mut wb = Writes::default();
+        for k in &keys {
+            wb.put(k, b"v");
+        }
+        let mut seen = Keys(Vec::new());
+        wb.sorted_batch().iterate(&mut seen);
+        keys.sort();
+        assert_eq!(seen.0, keys);
+    }
+
     /// Sorting a batch keeps what it means: the writes of one key in their order (the last
     /// one wins), every key once in order.
     #[test]
@@ -1637,6 +1685,11 @@ mod tests {
         wb.delete(b"b");
         wb.put(b"c", b"");
         wb.put(b"a", b"2");
+        // Lengths of one, two and three bytes as varints.
+        let long_key = vec![b'k'; 200];
+        let long_value = vec![b'v'; 70_000];
+        wb.put(&long_key, &long_value);
+        wb.delete(&long_key);
         let mut seen = Seen(Vec::new());
         wb.sorted_batch().iterate(&mut seen);
         let op = |k: &[u8], v: Option<&[u8]>| (k.to_vec(), v.map(<[u8]>::to_vec));
@@ -1648,6 +1701,8 @@ mod tests {
                 op(b"b", Some(b"1")),
                 op(b"b", None),
                 op(b"c", Some(b"")),
+                op(&long_key, Some(&long_value)),
+                op(&long_key, None),
             ]
         );
     }
