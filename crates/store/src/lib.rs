@@ -45,7 +45,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use loyalty_core::engine::{next_due, Changes};
-use loyalty_core::state::{Account, Due, PaymentRecord, State};
+use loyalty_core::state::{Account, Due, PackedPayment, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::working_set::FlowKey;
 use loyalty_core::{config::parse_program, Engine};
@@ -261,6 +261,34 @@ fn corrupt(key: &[u8], why: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         key: String::from_utf8_lossy(key).into_owned(),
         why: why.to_string(),
+    }
+}
+
+/// The first byte of a stored payment (`p/`) in its packed form: the bytes of a
+/// [`PackedPayment`] follow (varints and length-prefixed strings, a third of its JSON).
+/// A payment an earlier version stored is JSON, which starts with `{`.
+const PAYMENT_PACKED: u8 = 1;
+
+/// A payment as stored: [`PAYMENT_PACKED`], then its packed bytes.
+fn encode_payment(p: &PackedPayment) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + p.len());
+    v.push(PAYMENT_PACKED);
+    v.extend_from_slice(p.as_bytes());
+    v
+}
+
+/// A stored payment, in either form (packed, or the JSON of an earlier version).
+fn decode_payment(key: &[u8], v: &[u8]) -> Result<PaymentRecord, StoreError> {
+    match v.split_first() {
+        Some((&PAYMENT_PACKED, rest)) => {
+            PackedPayment::read_stored(rest).map_err(|why| corrupt(key, why))
+        }
+        Some((b'{', _)) => serde_json::from_slice(v).map_err(|e| corrupt(key, e)),
+        Some((form, _)) => Err(corrupt(
+            key,
+            format!("not a payment in a form this version reads (form byte {form})"),
+        )),
+        None => Err(corrupt(key, "an empty value, not a payment")),
     }
 }
 
@@ -614,7 +642,11 @@ impl Store {
 
     /// A committed payment, by its `data.id`.
     pub fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
-        self.get_json(&format!("p/{id}"))
+        let key = format!("p/{id}");
+        match self.db.get_pinned(&key)? {
+            Some(v) => decode_payment(key.as_bytes(), &v).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// A committed account.
@@ -622,16 +654,6 @@ impl Store {
         let key = format!("a/{id}");
         match self.db.get_pinned(&key)? {
             Some(v) => decode_account(key.as_bytes(), &v).map(Some),
-            None => Ok(None),
-        }
-    }
-
-    /// The JSON value stored under `key`, decoded.
-    fn get_json<T: serde::de::DeserializeOwned>(&self, key: &str) -> Result<Option<T>, StoreError> {
-        match self.db.get_pinned(key)? {
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| corrupt(key.as_bytes(), e)),
             None => Ok(None),
         }
     }
@@ -773,7 +795,7 @@ impl Store {
         }
         for kv in self.prefix("p/").take_while(|_| whole) {
             let (k, v) = kv?;
-            let p: PaymentRecord = serde_json::from_slice(&v).map_err(|e| corrupt(&k, e))?;
+            let p = decode_payment(&k, &v)?;
             state
                 .payments
                 .insert(String::from_utf8_lossy(&k[2..]).into_owned(), p.pack());
@@ -950,8 +972,7 @@ impl Store {
         }
         for id in &c.payments {
             if let Some(p) = state.payments.get(id) {
-                let v = serde_json::to_vec(&p.unpack()).map_err(|e| corrupt(id.as_bytes(), e))?;
-                wb.put(format!("p/{id}"), v);
+                wb.put(format!("p/{id}"), encode_payment(p));
             }
         }
         for id in &c.seen {
@@ -1794,6 +1815,65 @@ mod tests {
         );
     }
 
+    /// A payment is stored packed and read back whole; one an earlier version stored as
+    /// JSON still reads; bytes of neither form, or packed bytes cut short, are refused as
+    /// corrupt, naming the key.
+    #[test]
+    fn payments_round_trip_in_both_stored_forms() {
+        let p = PaymentRecord {
+            amount: 1200,
+            currency: "EUR".into(),
+            refunded: 300,
+            created: 1_780_000_000,
+            awards: vec![loyalty_core::state::AwardRecord {
+                account: "loy_1".into(),
+                rule: Some("rule_a".into()),
+                campaigns: vec!["camp_é".into()],
+                points: 12,
+                reversed: 3,
+                transaction: "ptx_1".into(),
+                created: 1_780_000_000,
+            }],
+            spend_accounts: vec!["loy_1".into()],
+        };
+        let packed = encode_payment(&p.pack());
+        assert_eq!(packed[0], PAYMENT_PACKED);
+        let json = serde_json::to_vec(&p).unwrap();
+        assert!(
+            packed.len() * 2 < json.len(),
+            "{} vs {}",
+            packed.len(),
+            json.len()
+        );
+        assert_eq!(decode_payment(b"p/x", &packed).unwrap(), p);
+        assert_eq!(decode_payment(b"p/x", &json).unwrap(), p);
+        for bad in [
+            &b""[..],
+            b"\x07abc",
+            &packed[..packed.len() - 1],
+            b"{\"amount\":",
+        ] {
+            match decode_payment(b"p/x", bad) {
+                Err(StoreError::Corrupt { key, .. }) => assert_eq!(key, "p/x"),
+                other => panic!("{bad:?}: {other:?}"),
+            }
+        }
+        // Through the store: both forms, as a record needs one and as a state loads.
+        let dir = tmp("payments");
+        let store = Store::open(&dir).unwrap();
+        store.db.put(b"p/new", &packed).unwrap();
+        store.db.put(b"p/old", &json).unwrap();
+        assert_eq!(store.payment("new").unwrap(), Some(p.clone()));
+        assert_eq!(store.payment("old").unwrap(), Some(p.clone()));
+        assert_eq!(store.payment("none").unwrap(), None);
+        let engine = store.load_engine().unwrap();
+        let state = engine.state();
+        assert_eq!(state.payments["new"].unpack(), p);
+        assert_eq!(state.payments["old"].unpack(), p);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn accounts_round_trip_in_both_stored_forms() {
         let a = full_account();
@@ -2259,8 +2339,11 @@ impl Store {
                     Err(e) => problem("decode", &k, format!("not an account: {e}")),
                 }
             } else if let Some(id) = key.strip_prefix("p/") {
-                match serde_json::from_slice::<PaymentRecord>(&v) {
+                match decode_payment(&k, &v) {
                     Ok(p) => payments.push((id.to_string(), p)),
+                    Err(StoreError::Corrupt { why, .. }) => {
+                        problem("decode", &k, format!("not a payment: {why}"))
+                    }
                     Err(e) => problem("decode", &k, format!("not a payment: {e}")),
                 }
             } else if key.starts_with("s/") {

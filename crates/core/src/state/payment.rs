@@ -96,32 +96,26 @@ impl PaymentRecord {
 impl PackedPayment {
     /// The record it packs.
     pub fn unpack(&self) -> PaymentRecord {
-        let mut r = Reader(&self.0);
-        let mut p = PaymentRecord {
-            amount: r.int(),
-            currency: r.string(),
-            refunded: r.int(),
-            created: r.int(),
-            ..PaymentRecord::default()
-        };
-        let n = r.count();
-        p.spend_accounts = (0..n).map(|_| r.string().into()).collect();
-        let n = r.count();
-        p.awards = (0..n)
-            .map(|_| AwardRecord {
-                account: r.string().into(),
-                rule: (r.uint() == 1).then(|| r.string().into()),
-                campaigns: {
-                    let n = r.count();
-                    (0..n).map(|_| r.string().into()).collect()
-                },
-                points: r.int(),
-                reversed: r.int(),
-                transaction: r.string().into(),
-                created: r.int(),
-            })
-            .collect();
-        p
+        read(&mut Reader::new(&self.0))
+    }
+
+    /// The packed bytes, as a store keeps them.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The record that `bytes` (the bytes of a [`PackedPayment`], as a store kept them)
+    /// pack, or why they are not such bytes: a number or a string running past the end,
+    /// more items than bytes left, a string that is not UTF-8, a rule marker other than 0
+    /// or 1, a number over 64 bits, or bytes left over.
+    pub fn read_stored(bytes: &[u8]) -> Result<PaymentRecord, &'static str> {
+        let mut r = Reader::new(bytes);
+        let p = read(&mut r);
+        match (r.bad, r.rest.is_empty()) {
+            (Some(why), _) => Err(why),
+            (None, false) => Err("bytes after the record"),
+            (None, true) => Ok(p),
+        }
     }
 
     /// Bytes held.
@@ -152,30 +146,92 @@ fn put_str(w: &mut Vec<u8>, s: &str) {
     w.extend_from_slice(s.as_bytes());
 }
 
-/// Reads what `put_*` wrote. Only ever given bytes [`PaymentRecord::pack`] made; past the
-/// end (which would be a bug) it reads zeros and empty strings rather than panic.
-struct Reader<'a>(&'a [u8]);
+/// The record a reader is at, field by field as [`PaymentRecord::pack`] writes them.
+fn read(r: &mut Reader) -> PaymentRecord {
+    let mut p = PaymentRecord {
+        amount: r.int(),
+        currency: r.string(),
+        refunded: r.int(),
+        created: r.int(),
+        ..PaymentRecord::default()
+    };
+    let n = r.count();
+    p.spend_accounts = (0..n).map(|_| r.string().into()).collect();
+    let n = r.count();
+    p.awards = (0..n)
+        .map(|_| AwardRecord {
+            account: r.string().into(),
+            rule: match r.uint() {
+                0 => None,
+                1 => Some(r.string().into()),
+                _ => {
+                    r.fail("a rule marker other than 0 or 1");
+                    None
+                }
+            },
+            campaigns: {
+                let n = r.count();
+                (0..n).map(|_| r.string().into()).collect()
+            },
+            points: r.int(),
+            reversed: r.int(),
+            transaction: r.string().into(),
+            created: r.int(),
+        })
+        .collect();
+    p
+}
 
-impl Reader<'_> {
+/// Reads what `put_*` wrote. Past the end, or on anything `put_*` does not write, it
+/// reads zeros and empty strings rather than panic, and keeps the first such thing in
+/// `bad` ([`PackedPayment::read_stored`] refuses the bytes then; bytes the engine packed
+/// itself never have one).
+struct Reader<'a> {
+    rest: &'a [u8],
+    bad: Option<&'static str>,
+}
+
+impl<'a> Reader<'a> {
+    fn new(bytes: &'a [u8]) -> Reader<'a> {
+        Reader {
+            rest: bytes,
+            bad: None,
+        }
+    }
+
+    fn fail(&mut self, why: &'static str) {
+        self.bad.get_or_insert(why);
+    }
+
     /// A number of items: each takes at least a byte, so never more than are left.
     fn count(&mut self) -> u64 {
-        self.uint().min(self.0.len() as u64)
+        let n = self.uint();
+        if n > self.rest.len() as u64 {
+            self.fail("more items than bytes left");
+        }
+        n.min(self.rest.len() as u64)
     }
 
     fn uint(&mut self) -> u64 {
         let mut v = 0u64;
         let mut shift = 0;
-        while let Some((&b, rest)) = self.0.split_first() {
-            self.0 = rest;
-            if shift < 64 {
-                v |= u64::from(b & 0x7f) << shift;
+        loop {
+            let Some((&b, rest)) = self.rest.split_first() else {
+                self.fail("a number running past the end");
+                return v;
+            };
+            self.rest = rest;
+            let bits = u64::from(b & 0x7f);
+            if shift > 63 || (shift == 63 && bits > 1) {
+                self.fail("a number over 64 bits");
+            } else {
+                v |= bits << shift;
             }
             if b & 0x80 == 0 {
-                break;
+                return v;
             }
             shift += 7;
         }
-        v
     }
 
     fn int(&mut self) -> i64 {
@@ -184,11 +240,21 @@ impl Reader<'_> {
     }
 
     fn string(&mut self) -> String {
-        let n = usize::try_from(self.uint())
+        let n = self.uint();
+        if n > self.rest.len() as u64 {
+            self.fail("a string running past the end");
+        }
+        let n = usize::try_from(n)
             .unwrap_or(usize::MAX)
-            .min(self.0.len());
-        let (s, rest) = self.0.split_at(n);
-        self.0 = rest;
-        String::from_utf8_lossy(s).into_owned()
+            .min(self.rest.len());
+        let (s, rest) = self.rest.split_at(n);
+        self.rest = rest;
+        match std::str::from_utf8(s) {
+            Ok(s) => s.to_owned(),
+            Err(_) => {
+                self.fail("a string that is not UTF-8");
+                String::from_utf8_lossy(s).into_owned()
+            }
+        }
     }
 }

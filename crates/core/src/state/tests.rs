@@ -4,7 +4,8 @@ use super::*;
 use std::ops::Bound::{Excluded, Included, Unbounded};
 
 /// A packed payment unpacks to the record it packed, extreme numbers and odd strings
-/// included; equal records pack to equal bytes; truncated bytes do not panic.
+/// included; equal records pack to equal bytes; truncated bytes do not panic, and as stored
+/// bytes are refused, as is anything else `pack` does not write.
 #[test]
 fn payments_pack_and_unpack() {
     let award = |i: i64| AwardRecord {
@@ -27,11 +28,64 @@ fn payments_pack_and_unpack() {
         };
         let packed = p.pack();
         assert_eq!(packed.unpack(), p);
+        assert_eq!(PackedPayment::read_stored(packed.as_bytes()), Ok(p.clone()));
         assert_eq!(p.clone().pack(), packed);
+        // Every field is read, in order: bytes cut short anywhere run out, and are refused
+        // as stored bytes (and still do not panic).
         for cut in 0..packed.len() {
             let _ = PackedPayment(packed.0[..cut].into()).unpack();
+            assert!(
+                PackedPayment::read_stored(&packed.0[..cut]).is_err(),
+                "{n} awards, cut at {cut}"
+            );
         }
+        let mut longer = packed.0.to_vec();
+        longer.push(0);
+        assert_eq!(
+            PackedPayment::read_stored(&longer),
+            Err("bytes after the record")
+        );
     }
+    // Anything `pack` does not write is refused, each for its reason.
+    let one = PaymentRecord {
+        currency: "EUR".into(),
+        awards: vec![award(0)],
+        ..PaymentRecord::default()
+    }
+    .pack();
+    let bytes = one.as_bytes();
+    // The currency's first byte (after the amount 0 and the length 3).
+    let mut bad = bytes.to_vec();
+    bad[2] = 0xff;
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("a string that is not UTF-8")
+    );
+    // The award's rule marker: after amount, currency, refunded, created, no spend
+    // accounts, one award, its account "loy_0" (a length and 5 bytes).
+    let marker = 1 + 4 + 1 + 1 + 1 + 1 + 6;
+    assert_eq!(bytes[marker], 1);
+    let mut bad = bytes.to_vec();
+    bad[marker] = 2;
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("a rule marker other than 0 or 1")
+    );
+    // An amount of eleven varint bytes.
+    let mut bad = vec![0xff; 10];
+    bad.push(0x01);
+    bad.extend_from_slice(&bytes[1..]);
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("a number over 64 bits")
+    );
+    // A count of spend accounts larger than the bytes left.
+    let mut bad = bytes[..7].to_vec();
+    bad.push(100);
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("more items than bytes left")
+    );
     let p = PaymentRecord {
         amount: 1200,
         currency: "EUR".into(),
