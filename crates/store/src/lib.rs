@@ -1030,6 +1030,14 @@ impl Store {
     /// written here, on top of the batches written before (their sequence numbers,
     /// statistics, index runs and tiers).
     pub fn write(&self, prepared: Prepared) -> Result<(), StoreError> {
+        self.write_back(prepared).map(drop)
+    }
+
+    /// [`Store::write`], handing the batch back once written instead of dropping it: a
+    /// caller that writes on another thread frees its lines and messages on the thread
+    /// that made them (which reuses their memory at once), and may keep its vectors' room
+    /// for the next batch.
+    pub fn write_back(&self, prepared: Prepared) -> Result<Batch, StoreError> {
         let Prepared {
             writes: mut wb,
             tiers,
@@ -1044,7 +1052,7 @@ impl Store {
             src,
             config,
             ..
-        } = batch;
+        } = &batch;
         let mut seq = self.next_seq.load(std::sync::atomic::Ordering::SeqCst);
         let first_line = seq;
         let mut stats = StatDeltas::default();
@@ -1063,7 +1071,7 @@ impl Store {
             seq += 1;
         }
         runs.finish(&mut wb);
-        for entry in &outbox {
+        for entry in outbox {
             // An event's message is its line's envelope: kept as a reference to the line,
             // not a second copy (a third of the bytes an enrolment wrote).
             let line = entry.line.and_then(|i| {
@@ -1076,7 +1084,7 @@ impl Store {
         wb.put(SEQ_KEY, seq.to_be_bytes());
         api::put_tier_index(&self.db, &mut wb, &tiers, &mut stats)?;
         stats.write(&self.db, &mut wb)?;
-        for (part, off) in &positions {
+        for (part, off) in positions {
             wb.put(format!("m/log/{part}"), (*off as u64).to_be_bytes());
         }
         // The indexes are whole up to these positions (an earlier version commits without
@@ -1085,13 +1093,13 @@ impl Store {
         log.extend(positions.iter().map(|(p, o)| (*p, *o)));
         wb.put(INDEX_KEY, index_mark(&log).as_bytes());
         wb.put(api::API_INDEX_KEY, api::api_index_mark(&log).as_bytes());
-        for ((lp, topic, part), off) in &src {
+        for ((lp, topic, part), off) in src {
             wb.put(
                 format!("m/src/{lp}/{topic}/{part}"),
                 (*off as u64).to_be_bytes(),
             );
         }
-        if let Some(digest) = &config {
+        if let Some(digest) = config {
             wb.put(CONFIG_KEY, digest.as_bytes());
         }
         let mut wo = WriteOptions::default();
@@ -1112,7 +1120,7 @@ impl Store {
         if let Ok(mut spare) = self.spare.lock() {
             *spare = Some(wb);
         }
-        Ok(())
+        Ok(batch)
     }
 
     /// Keeps a copy of every batch [`Store::write`] writes from now on (in RocksDB's own
