@@ -11,7 +11,8 @@
 //!   state without it (an earlier version's) or with another is refused when opened, and
 //!   rebuilt from the log with `loyalty replay`
 //! - `a/{loy}`: an account (a form byte, its ledger hash, then postcard);
-//!   `p/{payment}`: a payment (JSON); `s/{id}`: a seen id
+//!   `p/{payment}`: a payment (a form byte, then the engine's packed form; JSON in a state
+//!   of [`PREVIOUS_FORMAT`]); `s/{id}`: a seen id
 //! - `m/programs`, `m/clock`, `m/seq`: programs as the log set them, the clock, the next
 //!   output sequence number
 //! - `m/partitions`: in the state of one partition of several (an instance of a group),
@@ -75,7 +76,8 @@ pub enum StoreError {
     /// an earlier version (`found` is `None`: before formats were marked) or a later one.
     /// It is not read; the log is the source of truth, so the state is rebuilt from it.
     #[error(
-        "the state was written {} and this version reads only {STATE_FORMAT}: rebuild it from \
+        "the state was written {} and this version reads only {STATE_FORMAT} and \
+         {PREVIOUS_FORMAT}: rebuild it from \
          the log with `loyalty replay --state NEW_DIR`, then run the engine on NEW_DIR",
         written_by(.found)
     )]
@@ -88,7 +90,13 @@ pub enum StoreError {
 /// The format of the state this version writes and reads, stored under `m/format` when a
 /// store is created. A state without it (written before it existed) or with another is
 /// refused when opened ([`StoreError::Format`]): it is rebuilt with `loyalty replay`.
-pub const STATE_FORMAT: &str = "loyalty-state/1";
+pub const STATE_FORMAT: &str = "loyalty-state/2";
+
+/// The format before [`STATE_FORMAT`], which this version still reads: it stored payments as
+/// JSON, which this version reads as well. A store opened for writing marks such a state
+/// as of [`STATE_FORMAT`] (it will hold packed payments), so that a version that reads only
+/// this one refuses it at start instead of stopping on the first packed payment it meets.
+pub const PREVIOUS_FORMAT: &str = "loyalty-state/1";
 
 const FORMAT_KEY: &[u8] = b"m/format";
 
@@ -99,11 +107,20 @@ fn written_by(found: &Option<String>) -> String {
     }
 }
 
-/// Refuses a state of another format than [`STATE_FORMAT`]; marks an empty one (when `mark`:
-/// a store opened for writing) as of this format.
+/// Refuses a state of another format than [`STATE_FORMAT`] or [`PREVIOUS_FORMAT`]; marks an
+/// empty one, or one of the previous format, as of this format when `mark` (a store opened
+/// for writing).
 fn check_format(db: &DB, mark: bool) -> Result<(), StoreError> {
+    let mut wo = WriteOptions::default();
+    wo.set_sync(true);
     match db.get(FORMAT_KEY)? {
         Some(v) if v == STATE_FORMAT.as_bytes() => Ok(()),
+        Some(v) if v == PREVIOUS_FORMAT.as_bytes() => {
+            if mark {
+                db.put_opt(FORMAT_KEY, STATE_FORMAT, &wo)?;
+            }
+            Ok(())
+        }
         Some(v) => Err(StoreError::Format {
             found: Some(String::from_utf8_lossy(&v).into_owned()),
         }),
@@ -117,8 +134,6 @@ fn check_format(db: &DB, mark: bool) -> Result<(), StoreError> {
                 return Err(StoreError::Format { found: None });
             }
             if mark {
-                let mut wo = WriteOptions::default();
-                wo.set_sync(true);
                 db.put_opt(FORMAT_KEY, STATE_FORMAT, &wo)?;
             }
             Ok(())
@@ -1108,12 +1123,16 @@ impl Store {
         self.batch_bytes
             .store(wb.size(), std::sync::atomic::Ordering::Relaxed);
         let sorted = wb.sorted_batch();
-        if let Ok(mut recorded) = self.recorded.lock() {
+        let copy = match self.recorded.lock() {
+            Ok(recorded) if recorded.is_some() => Some(sorted.data().to_vec()),
+            _ => None,
+        };
+        self.db.write_opt(sorted, &wo)?;
+        if let (Some(copy), Ok(mut recorded)) = (copy, self.recorded.lock()) {
             if let Some(batches) = recorded.as_mut() {
-                batches.push(sorted.data().to_vec());
+                batches.push(copy);
             }
         }
-        self.db.write_opt(sorted, &wo)?;
         self.next_seq
             .store(seq, std::sync::atomic::Ordering::SeqCst);
         wb.clear();
@@ -1879,6 +1898,64 @@ mod tests {
         assert_eq!(state.payments["new"].unpack(), p);
         assert_eq!(state.payments["old"].unpack(), p);
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The stored bytes of a payment with something in every field, pinned: a change to
+    /// what `PaymentRecord::pack` writes changes them, and stored payments would no longer
+    /// read.
+    #[test]
+    fn the_stored_payment_form_is_pinned() {
+        let p = PaymentRecord {
+            amount: -1,
+            currency: "EUR".into(),
+            refunded: i64::MAX,
+            created: i64::MIN,
+            awards: vec![loyalty_core::state::AwardRecord {
+                account: "loy_1".into(),
+                rule: Some("rule_a".into()),
+                campaigns: vec!["camp_é".into()],
+                points: 300,
+                reversed: 0,
+                transaction: "ptx_1".into(),
+                created: 1_780_000_000,
+            }],
+            spend_accounts: vec!["loy_1".into(), "loy_2".into()],
+        };
+        let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+        assert_eq!(
+            hex(&encode_payment(&p.pack())),
+            PINNED_PAYMENT,
+            "the stored form of a payment changed: give the state a new STATE_FORMAT, so \
+             that a state of the old one is refused and rebuilt with replay"
+        );
+        assert_eq!(
+            decode_payment(b"p/x", &encode_payment(&p.pack())).unwrap(),
+            p
+        );
+    }
+
+    const PINNED_PAYMENT: &str = "010103455552feffffffffffffffff01ffffffffffffffffff0102056c6f795f31056c6f795f3201056c6f795f31010672756c655f61010763616d705fc3a9d80400057074785f318094c5a10d";
+
+    /// A state of the format before this one opens: read-only as it is, and for writing
+    /// marked as of this format (a version that reads only the previous one then refuses
+    /// it at start, rather than stopping on a packed payment).
+    #[test]
+    fn a_state_of_the_previous_format_opens_and_is_marked_when_written() {
+        let dir = tmp("previous_format");
+        let format = |dir: &std::path::Path| {
+            let db = DB::open_for_read_only(&Options::default(), dir, false).unwrap();
+            db.get(FORMAT_KEY).unwrap()
+        };
+        {
+            let store = Store::open(&dir).unwrap();
+            store.db.put(FORMAT_KEY, PREVIOUS_FORMAT).unwrap();
+        }
+        assert_eq!(format(&dir).as_deref(), Some(PREVIOUS_FORMAT.as_bytes()));
+        drop(Store::open_read_only(&dir).unwrap());
+        assert_eq!(format(&dir).as_deref(), Some(PREVIOUS_FORMAT.as_bytes()));
+        drop(Store::open(&dir).unwrap());
+        assert_eq!(format(&dir).as_deref(), Some(STATE_FORMAT.as_bytes()));
         let _ = std::fs::remove_dir_all(&dir);
     }
 

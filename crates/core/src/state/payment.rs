@@ -55,6 +55,10 @@ fn empty() -> Sym {
 /// A [`PaymentRecord`] packed into bytes: varints and length-prefixed strings, a quarter of
 /// the size of the record with its own allocations (a million payments held by a fold are
 /// 400 MB less). Packing is deterministic, so two packs are equal when their records are.
+///
+/// A store keeps payments in these bytes: changing what [`PaymentRecord::pack`] writes makes
+/// stored payments unreadable, and needs a new state format in the store (whose
+/// pinned-bytes test fails until then).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PackedPayment(pub(in crate::state) Box<[u8]>);
 
@@ -106,8 +110,9 @@ impl PackedPayment {
 
     /// The record that `bytes` (the bytes of a [`PackedPayment`], as a store kept them)
     /// pack, or why they are not such bytes: a number or a string running past the end,
-    /// more items than bytes left, a string that is not UTF-8, a rule marker other than 0
-    /// or 1, a number over 64 bits, or bytes left over.
+    /// more items than the bytes left could hold, a string that is not UTF-8, a rule marker
+    /// other than 0 or 1, a number over 64 bits or not in its shortest form, or bytes left
+    /// over. Whatever it accepts is what `pack` writes for the record it returns.
     pub fn read_stored(bytes: &[u8]) -> Result<PaymentRecord, &'static str> {
         let mut r = Reader::new(bytes);
         let p = read(&mut r);
@@ -155,9 +160,11 @@ fn read(r: &mut Reader) -> PaymentRecord {
         created: r.int(),
         ..PaymentRecord::default()
     };
-    let n = r.count();
+    // Each spend account takes at least a byte (its length), each award seven (a length and
+    // six numbers).
+    let n = r.count(1);
     p.spend_accounts = (0..n).map(|_| r.string().into()).collect();
-    let n = r.count();
+    let n = r.count(7);
     p.awards = (0..n)
         .map(|_| AwardRecord {
             account: r.string().into(),
@@ -170,7 +177,7 @@ fn read(r: &mut Reader) -> PaymentRecord {
                 }
             },
             campaigns: {
-                let n = r.count();
+                let n = r.count(1);
                 (0..n).map(|_| r.string().into()).collect()
             },
             points: r.int(),
@@ -203,18 +210,24 @@ impl<'a> Reader<'a> {
         self.bad.get_or_insert(why);
     }
 
-    /// A number of items: each takes at least a byte, so never more than are left.
-    fn count(&mut self) -> u64 {
+    /// A number of items, each of which takes at least `least` bytes: never more than the
+    /// bytes left could hold, and none once the bytes are known bad (so that bad bytes
+    /// cost no more memory than their size).
+    fn count(&mut self, least: u64) -> u64 {
         let n = self.uint();
-        if n > self.rest.len() as u64 {
-            self.fail("more items than bytes left");
+        let most = self.rest.len() as u64 / least;
+        if n > most {
+            self.fail("more items than the bytes left could hold");
         }
-        n.min(self.rest.len() as u64)
+        match self.bad {
+            Some(_) => 0,
+            None => n.min(most),
+        }
     }
 
     fn uint(&mut self) -> u64 {
         let mut v = 0u64;
-        let mut shift = 0;
+        let mut shift = 0u32;
         loop {
             let Some((&b, rest)) = self.rest.split_first() else {
                 self.fail("a number running past the end");
@@ -224,10 +237,13 @@ impl<'a> Reader<'a> {
             let bits = u64::from(b & 0x7f);
             if shift > 63 || (shift == 63 && bits > 1) {
                 self.fail("a number over 64 bits");
-            } else {
-                v |= bits << shift;
+                return v;
             }
+            v |= bits << shift;
             if b & 0x80 == 0 {
+                if b == 0 && shift > 0 {
+                    self.fail("a number not in its shortest form");
+                }
                 return v;
             }
             shift += 7;

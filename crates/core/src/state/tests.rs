@@ -84,7 +84,24 @@ fn payments_pack_and_unpack() {
     bad.push(100);
     assert_eq!(
         PackedPayment::read_stored(&bad),
-        Err("more items than bytes left")
+        Err("more items than the bytes left could hold")
+    );
+    // A number in more bytes than it needs (0 as two bytes): `pack` never writes it.
+    let mut bad = vec![0x80, 0x00];
+    bad.extend_from_slice(&bytes[1..]);
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("a number not in its shortest form")
+    );
+    // A count of awards that the bytes left could not hold, seven bytes each at least: the
+    // bytes after it are 7 * 3 - 1 long.
+    let mut bad = bytes[..7].to_vec();
+    bad.push(0); // no spend accounts
+    bad.push(3); // three awards
+    bad.extend_from_slice(&[0; 20]);
+    assert_eq!(
+        PackedPayment::read_stored(&bad),
+        Err("more items than the bytes left could hold")
     );
     let p = PaymentRecord {
         amount: 1200,
