@@ -61,7 +61,7 @@ impl LineIndex {
         let mine = |s: Option<&str>| record.filter(|r| s == Some(*r)).map(str::to_string);
         match o {
             Output::Transaction(t) => {
-                ix.transaction = Some((t.id.to_string(), t.account.to_string()));
+                ix.transaction = Some((str::to_owned(&t.id), str::to_owned(&t.account)));
                 ix.record = mine(Some(&t.source));
             }
             Output::Event(e) => {
@@ -69,10 +69,10 @@ impl LineIndex {
                 let m = &e.member;
                 match &e.event {
                     Event::RewardRedeemed { redemption, .. } => {
-                        ix.redemption = Some((redemption.clone(), m.account.to_string()));
+                        ix.redemption = Some((redemption.clone(), str::to_owned(&m.account)));
                     }
                     Event::AccountCreated { .. } => {
-                        ix.opened = Some((m.account.to_string(), m.customer.to_string()));
+                        ix.opened = Some((str::to_owned(&m.account), str::to_owned(&m.customer)));
                     }
                     _ => {}
                 }

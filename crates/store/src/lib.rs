@@ -977,7 +977,7 @@ impl Store {
             {
                 let key = due_key(at, id);
                 wb.put(&key, b"");
-                dues.push((at, key, id.to_string()));
+                dues.push((at, key, str::to_owned(id)));
             }
         }
         for (program, code) in &c.codes {
@@ -1027,8 +1027,8 @@ impl Store {
             .iter()
             .filter_map(|id| state.accounts.get(id))
             .map(|a| api::TierOf {
-                id: a.id.to_string(),
-                program: a.program.to_string(),
+                id: str::to_owned(&a.id),
+                program: str::to_owned(&a.program),
                 tier: a.tier.as_deref().map(str::to_string),
             })
             .collect();

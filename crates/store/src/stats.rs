@@ -55,13 +55,13 @@ impl StatLine {
                     _ => t.kind.as_str(),
                 };
                 Some(StatLine {
-                    program: t.program.to_string(),
+                    program: str::to_owned(&t.program),
                     at: t.created.0,
                     transaction: Some((kind.to_string(), t.points)),
                 })
             }
             Output::Event(e) if matches!(e.event, Event::AccountCreated { .. }) => Some(StatLine {
-                program: e.member.program.to_string(),
+                program: str::to_owned(&e.member.program),
                 at: e.created.0,
                 transaction: None,
             }),

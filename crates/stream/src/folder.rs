@@ -165,7 +165,7 @@ impl Folder {
             ),
         };
         let record = match &parsed {
-            Ok(rec) => Some(rec.id.to_string()),
+            Ok(rec) => Some(str::to_owned(&rec.id)),
             Err(rejection) => rejection.source.clone(),
         };
         match parsed {
