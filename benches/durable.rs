@@ -22,23 +22,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod traffic;
 
-/// The same allocator options as the `loyalty` binary (`src/main.rs`: a purge delay of a
-/// second, transparent huge pages off), so that the durable path is measured as
-/// `loyalty run` and `replay` run it.
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc's `mi_option_e`.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets one of mimalloc's options, before the benchmark starts any thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) }
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's
-    // memory policy.
-    unsafe {
-        let (on, zero): (libc::c_ulong, libc::c_ulong) = (1, 0);
-        libc::prctl(libc::PR_SET_THP_DISABLE, on, zero, zero, zero);
-    }
-}
+/// The binary's allocator options: the durable path measured as `loyalty run` and `replay`
+/// run it.
+mod allocator;
 
 const EXAMPLE: &str = include_str!("../deploy/programs.example.json");
 const RECORDS: u64 = 20_000;
@@ -77,7 +63,7 @@ fn log() -> Vec<String> {
 }
 
 fn bench(c: &mut Criterion) {
-    tune_allocator();
+    allocator::tune();
     let records = log();
     let mut settings = Settings::new("unused:9092");
     settings.signing_secret = b"bench".to_vec();

@@ -25,22 +25,8 @@ use serde::{Deserialize, Serialize};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The same allocator options as the `loyalty` binary (`src/main.rs`: a purge delay of a
-/// second, transparent huge pages off).
-#[allow(unsafe_code)]
-fn tune_allocator() {
-    /// `mi_option_purge_delay` in mimalloc's `mi_option_e`.
-    const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-    // SAFETY: sets one of mimalloc's options, first in `main`, before any other thread.
-    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 1000) }
-    #[cfg(target_os = "linux")]
-    // SAFETY: PR_SET_THP_DISABLE takes plain integers and changes only this process's
-    // memory policy.
-    unsafe {
-        let (on, zero): (libc::c_ulong, libc::c_ulong) = (1, 0);
-        libc::prctl(libc::PR_SET_THP_DISABLE, on, zero, zero, zero);
-    }
-}
+/// The binary's allocator options, for a fair comparison with `loyalty fold`.
+mod allocator;
 
 /// One input record. `Cow` borrows from the line unless a string holds escapes.
 #[derive(Deserialize)]
@@ -121,7 +107,7 @@ fn points(env: &Envelope<'_>) -> (i64, &'static str, &'static str) {
 }
 
 fn main() -> io::Result<()> {
-    tune_allocator();
+    allocator::tune();
     // Cargo passes `--bench`; the file is the first argument that is not an option.
     let Some(path) = std::env::args().skip(1).find(|a| !a.starts_with("--")) else {
         eprintln!("fold_reference: no log file given (benches/fold.sh passes one); nothing to do");
