@@ -160,7 +160,9 @@ pub struct OutboxEntry {
     /// The index in [`Batch::lines`] of the output line this message publishes, if any.
     /// When the payload is that line's envelope (an event in JSON: the line without its
     /// `"kind":"event",`), the store keeps a reference to the line instead of a second copy
-    /// of its bytes, and reads the payload back from the line. `None` as read back.
+    /// of its bytes, and reads the payload back from the line. An empty payload with a
+    /// line says so without the copy: that line must then be an event's (a batch whose
+    /// entry refers to another line is refused). `None` as read back.
     pub line: Option<usize>,
 }
 
@@ -1089,10 +1091,22 @@ impl Store {
         for entry in outbox {
             // An event's message is its line's envelope: kept as a reference to the line,
             // not a second copy (a third of the bytes an enrolment wrote).
-            let line = entry.line.and_then(|i| {
-                let line = lines.get(i)?;
-                is_envelope_of(&entry.payload, line.as_bytes()).then_some(first_line + i as u64)
-            });
+            let line = match entry.line {
+                Some(i) if entry.payload.is_empty() => match lines.get(i) {
+                    Some(l) if l.as_bytes().starts_with(EVENT_LINE) => Some(first_line + i as u64),
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            key: String::from_utf8_lossy(&seq_key("x", seq)).into_owned(),
+                            why: format!("the outbox entry publishes line {i}, not an event's"),
+                        })
+                    }
+                },
+                Some(i) => lines
+                    .get(i)
+                    .filter(|l| is_envelope_of(&entry.payload, l.as_bytes()))
+                    .map(|_| first_line + i as u64),
+                None => None,
+            };
             wb.put(seq_key("x", seq), encode_outbox(entry, line));
             seq += 1;
         }
@@ -1393,6 +1407,12 @@ fn is_envelope_of(payload: &[u8], line: &[u8]) -> bool {
     }
 }
 
+/// The envelope an event's output line publishes, but for its first byte (`{`): the line
+/// after its `{"kind":"event",` (None: not an event's line).
+pub fn envelope_rest(line: &[u8]) -> Option<&[u8]> {
+    line.strip_prefix(EVENT_LINE)
+}
+
 /// The envelope an event's output line publishes (None: not an event's line).
 pub fn envelope_of(line: &[u8]) -> Option<Vec<u8>> {
     let rest = line.strip_prefix(EVENT_LINE)?;
@@ -1656,6 +1676,14 @@ pub struct Prepared {
     /// the index before the batch is written expects them
     /// ([`loyalty_core::working_set::WorkingSet::expect_dues`]).
     pub dues: Vec<(i64, Vec<u8>, String)>,
+}
+
+impl Prepared {
+    /// The batch it writes: its lines and messages may still be finished (the messages'
+    /// signatures, written on the thread that writes the batch) until it is written.
+    pub fn batch_mut(&mut self) -> &mut Batch {
+        &mut self.batch
+    }
 }
 
 /// Read options for a scan that reads each key once: read ahead, not cached.
@@ -2158,6 +2186,50 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// An entry with no payload of its own publishes its line's envelope, so its line must
+    /// be an event's: a batch whose entry names another line is refused whole.
+    #[test]
+    fn an_entry_without_payload_must_name_an_events_line() {
+        let dir = tmp("outbox_bare");
+        let store = Store::open(&dir).unwrap();
+        let mut engine = Engine::empty();
+        let mut out = Vec::new();
+        let update = format!(
+            r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{PROGRAM}}}"#
+        );
+        engine.apply(update.as_bytes(), &mut out);
+        engine.apply(br#"{"id":"e1","type":"payment.completed","created":"2026-01-02T00:00:00Z","data":{"id":"p1","customer":"c","amount":1000,"currency":"EUR"}}"#, &mut out);
+        let lines: Vec<String> = out.iter().map(Output::to_json_line).collect();
+        let not_event = lines
+            .iter()
+            .position(|l| !l.as_bytes().starts_with(EVENT_LINE))
+            .expect("a transaction's line");
+        for line in [Some(not_event), Some(lines.len())] {
+            let batch = Batch {
+                changes: engine.take_changes(),
+                lines: lines.clone(),
+                outbox: vec![OutboxEntry {
+                    seq: 0,
+                    topic: "t".into(),
+                    key: None,
+                    payload: Vec::new(),
+                    headers: Vec::new(),
+                    partition: None,
+                    line,
+                }],
+                log: [(0, 2)].into_iter().collect(),
+                ..Batch::default()
+            };
+            let err = store.commit(&engine, batch).unwrap_err();
+            assert!(
+                matches!(&err, StoreError::Corrupt { key, why } if key.starts_with("x/") && why.contains("not an event's")),
+                "{err}"
+            );
+            assert_eq!(store.next_sequence(), 0, "nothing written");
+            assert!(store.outbox().unwrap().is_empty());
+        }
+    }
+
     /// An event's message is kept as a reference to its output line and read back as the
     /// line's envelope, byte for byte; a payload that is not its line's envelope is kept
     /// whole. `verify` follows each reference, and names an entry whose line is gone.
@@ -2202,7 +2274,10 @@ mod tests {
         let mut odd = outbox[0].clone();
         odd.payload = br#"{"other":1}"#.to_vec();
         outbox.push(odd);
+        // Said to publish its line, with no payload of its own: the line's envelope.
+        outbox.push(outbox[1].clone());
         let sent = outbox.clone();
+        outbox.last_mut().unwrap().payload.clear();
         let record_of: Vec<Option<String>> = index.iter().map(|ix| ix.record.clone()).collect();
         let changes = engine.take_changes();
         let batch = Batch {
@@ -2248,8 +2323,9 @@ mod tests {
         // Stored: the references hold no copy of the payload; the odd one does.
         let raw = |seq: u64| store.db.get(seq_key("x", seq)).unwrap().unwrap();
         assert!(raw(back[0].seq).len() < 80, "{:?}", raw(back[0].seq));
-        let last = back.last().unwrap().seq;
-        assert!(raw(last).windows(11).any(|w| w == br#"{"other":1}"#));
+        let odd = back[back.len() - 2].seq;
+        assert!(raw(odd).windows(11).any(|w| w == br#"{"other":1}"#));
+        assert_eq!(raw(back.last().unwrap().seq), raw(back[1].seq));
         assert!(store.verify().unwrap().is_empty(), "{:?}", store.verify());
         // The record's lines are one run, kept under one key.
         let e1: Vec<serde_json::Value> = out

@@ -11,7 +11,8 @@ use loyalty_store::{Batch, Store, StoreError};
 use crate::logrec::{self, Dedupe, Meta};
 use crate::metrics::{label, Metrics};
 use crate::outbox;
-use crate::Settings;
+use crate::signature::Signer;
+use crate::{Format, Settings};
 
 /// The engine over its store, with the log positions it has folded.
 pub struct Folder {
@@ -39,6 +40,10 @@ pub struct Folder {
     writing: Option<Writing>,
     /// Whether a pipelined batch's write waits until the next batch is committed.
     late_writes: bool,
+    /// The open batch's events whose signatures are written where the batch is written
+    /// ([`outbox::event_of_line`]), and the signer they are signed with.
+    unsigned: Vec<outbox::Unsigned>,
+    signer: Option<Arc<Signer>>,
 }
 
 /// A batch being written while the next one folds (what it changed stays in the working
@@ -102,6 +107,8 @@ impl Folder {
             partition: None,
             writing: None,
             late_writes: false,
+            unsigned: Vec::new(),
+            signer: None,
         })
     }
 
@@ -180,6 +187,9 @@ impl Folder {
             }
             Err(rejection) => self.out.push(Output::Rejected(rejection)),
         }
+        if self.publish {
+            self.sign_with(&settings.signing_secret);
+        }
         for o in &self.out {
             if let Some(m) = &self.metrics {
                 match o {
@@ -205,9 +215,31 @@ impl Folder {
             self.batch
                 .index
                 .push(loyalty_store::LineIndex::of_output(o, record.as_deref()));
-            if self.publish {
-                let line = self.batch.lines.last().map(String::as_str);
-                if let Some(mut e) = outbox::entry(settings, o, line, value, meta.source.as_ref()) {
+            if !self.publish {
+                continue;
+            }
+            let at = self.batch.lines.len() - 1;
+            let line = self.batch.lines[at].as_bytes();
+            match o {
+                // An event in JSON publishes its line's envelope: signed where the batch is
+                // written, so that the folding thread goes on.
+                Output::Event(e)
+                    if settings.format == Format::Json
+                        && loyalty_store::envelope_rest(line).is_some() =>
+                {
+                    let (entry, t) = outbox::event_of_line(settings, e, at);
+                    self.unsigned.push(outbox::Unsigned {
+                        entry: self.batch.outbox.len(),
+                        t,
+                    });
+                    self.batch.outbox.push(entry);
+                }
+                _ => {
+                    let line = std::str::from_utf8(line).ok();
+                    let Some(mut e) = outbox::entry(settings, o, line, value, meta.source.as_ref())
+                    else {
+                        continue;
+                    };
                     if let (Output::Rejected(_), Some(why)) = (o, &undecodable) {
                         for (k, v) in &mut e.headers {
                             if k == outbox::DETAIL {
@@ -215,12 +247,35 @@ impl Folder {
                             }
                         }
                     }
-                    e.line = Some(self.batch.lines.len() - 1);
+                    // Only an event's message may be its line's envelope.
+                    e.line = matches!(o, Output::Event(_)).then_some(at);
                     self.batch.outbox.push(e);
                 }
             }
         }
         Ok(())
+    }
+
+    /// Makes sure the open batch's events are signed under `secret`: a signer under
+    /// another secret signs the events waiting for it first.
+    fn sign_with(&mut self, secret: &[u8]) {
+        if self.signer.as_ref().is_some_and(|s| s.is_under(secret)) {
+            return;
+        }
+        if let Some(before) = self.signer.take() {
+            outbox::sign_events(&before, &mut self.batch, &self.unsigned);
+            self.unsigned.clear();
+        }
+        self.signer = Some(Arc::new(Signer::new(secret)));
+    }
+
+    /// The open batch's waiting signatures, with their signer.
+    fn take_unsigned(&mut self) -> Option<(Arc<Signer>, Vec<outbox::Unsigned>)> {
+        if self.unsigned.is_empty() {
+            return None;
+        }
+        let signer = self.signer.clone()?;
+        Some((signer, std::mem::take(&mut self.unsigned)))
     }
 
     /// The highest offset of each input partition that the folded log holds.
@@ -242,6 +297,9 @@ impl Folder {
         }
         let mut batch = std::mem::take(&mut self.batch);
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
+        if let Some((signer, unsigned)) = self.take_unsigned() {
+            outbox::sign_events(&signer, &mut batch, &unsigned);
+        }
         store.commit(&self.ws.engine, batch)?;
         // Committed: the store hands back what the engine forgets when a record needs it.
         self.ws.committed();
@@ -264,8 +322,9 @@ impl Folder {
         let mut batch = std::mem::take(&mut self.batch);
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
         let changes = batch.changes.clone();
+        let unsigned = self.take_unsigned();
         // Prepared while the batch before is written (it reads nothing of the store).
-        let prepared = store.prepare(&self.ws.engine, batch)?;
+        let mut prepared = store.prepare(&self.ws.engine, batch)?;
         self.ws.expect_dues(prepared.dues.clone());
         self.wait()?;
         // The batches before are written: what they changed goes, this one's stays.
@@ -280,6 +339,9 @@ impl Folder {
                 if late {
                     // Dropped or sent: either way, go.
                     let _ = wait_for.recv();
+                }
+                if let Some((signer, unsigned)) = unsigned {
+                    outbox::sign_events(&signer, prepared.batch_mut(), &unsigned);
                 }
                 writer.write_back(prepared)
             })
@@ -362,5 +424,123 @@ impl Folder {
             m.accounts_loaded
                 .inc_by(std::mem::take(&mut self.ws.loaded));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::logrec::Source;
+
+    const PROGRAM: &str = r#"{"id":"prog_a","currency":"EUR","autoEnroll":true,"earningRules":[{"id":"rule_a","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}]}"#;
+
+    fn log() -> Vec<String> {
+        let mut log = vec![format!(
+            r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{PROGRAM}}}"#
+        )];
+        for i in 0..40 {
+            log.push(format!(
+                r#"{{"id":"e{i}","type":"payment.completed","created":"2026-01-02T00:00:{:02}Z","data":{{"id":"p{i}","customer":"c{} \"q\" é","amount":{},"currency":"EUR"}}}}"#,
+                i % 60,
+                i % 7,
+                1000 + i * 37
+            ));
+        }
+        // Not JSON: a dead letter, whose payload is the record itself.
+        log.push("{not json".into());
+        log
+    }
+
+    fn meta(i: usize) -> Meta {
+        Meta {
+            source: Some(Source {
+                topic: "payment.completed".into(),
+                partition: 0,
+                offset: i as i64,
+            }),
+            broadcast: false,
+            content_type: None,
+        }
+    }
+
+    /// Folds `log` into a new store in `dir`, publishing, committing every `every`
+    /// records as `loyalty run` does or, `pipelined`, as replay does.
+    fn folded(dir: &std::path::Path, log: &[String], every: usize, pipelined: bool) -> Arc<Store> {
+        let _ = std::fs::remove_dir_all(dir);
+        let store = Arc::new(Store::open(dir).unwrap());
+        let mut settings = Settings::new("unused:9092");
+        settings.signing_secret = b"whsec_folder".to_vec();
+        let mut f = Folder::open(&store, true).unwrap();
+        for (i, r) in log.iter().enumerate() {
+            f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
+                .unwrap();
+            if f.pending >= every {
+                if pipelined {
+                    f.commit_pipelined(&store).unwrap();
+                } else {
+                    f.commit(&store).unwrap();
+                }
+            }
+        }
+        f.commit(&store).unwrap();
+        drop(f);
+        store
+    }
+
+    /// The messages a folder stores, signed where each batch is written, are those its
+    /// outputs make one by one ([`outbox::entry`], which signs a copy of each payload),
+    /// byte for byte, whether the batches are written in turn or beside the fold; and
+    /// each signature verifies under the secret.
+    #[test]
+    fn published_events_are_signed_as_each_output_alone_signs() {
+        let log = log();
+        let mut settings = Settings::new("unused:9092");
+        settings.signing_secret = b"whsec_folder".to_vec();
+        let mut engine = loyalty_core::Engine::empty();
+        let mut expected = Vec::new();
+        for (i, r) in log.iter().enumerate() {
+            let mut out = Vec::new();
+            engine.apply_parsed(envelope::parse(r.as_bytes()), &mut out);
+            let source = meta(i).source;
+            expected.extend(
+                out.iter().filter_map(|o| {
+                    outbox::entry(&settings, o, None, r.as_bytes(), source.as_ref())
+                }),
+            );
+        }
+        assert!(expected.len() > 40, "{}", expected.len());
+        let base = std::env::temp_dir().join(format!("loyalty-folder-{}", std::process::id()));
+        for (every, pipelined) in [(1000, false), (7, false), (7, true), (1, true)] {
+            let dir = base.join(format!("{every}-{pipelined}"));
+            let store = folded(&dir, &log, every, pipelined);
+            let got = store.outbox().unwrap();
+            assert_eq!(
+                got.len(),
+                expected.len(),
+                "every {every}, pipelined {pipelined}"
+            );
+            for (g, e) in got.iter().zip(&expected) {
+                assert_eq!(
+                    (&g.topic, &g.key, &g.payload, &g.headers, g.partition),
+                    (&e.topic, &e.key, &e.payload, &e.headers, e.partition),
+                    "every {every}, pipelined {pipelined}"
+                );
+                if let Some((_, sig)) = g
+                    .headers
+                    .iter()
+                    .find(|(k, _)| k == crate::signature::HEADER)
+                {
+                    let sig = std::str::from_utf8(sig).unwrap();
+                    assert_eq!(
+                        crate::signature::verify(sig, &g.payload, b"whsec_folder", None, 0),
+                        Ok(())
+                    );
+                }
+            }
+            assert!(store.verify().unwrap().is_empty());
+            drop(store);
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

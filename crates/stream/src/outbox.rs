@@ -126,6 +126,60 @@ pub fn entry(
     }
 }
 
+/// An event's message in JSON whose payload is the envelope of its output line, the
+/// batch's line `line` (which must be an event's: [`loyalty_store::envelope_rest`]),
+/// published as [`entry`] makes it, but made for the folding thread to hand on cheaply: the
+/// payload is not copied (the store keeps a reference to the line) and the signature is
+/// left for [`sign_events`] to write where the batch is written; its header's value is
+/// empty until then. Returns the entry and the second its signature carries.
+pub fn event_of_line(settings: &Settings, e: &OutEvent, line: usize) -> (OutboxEntry, i64) {
+    let entry = OutboxEntry {
+        seq: 0,
+        topic: settings.output_topic(e.kind()),
+        key: Some(e.member.customer.as_bytes().to_vec()),
+        payload: Vec::new(),
+        headers: vec![
+            (signature::HEADER.into(), Vec::new()),
+            ("content-type".into(), b"application/json".to_vec()),
+            (EVENT_ID.into(), e.id.clone().into_bytes()),
+        ],
+        partition: None,
+        line: Some(line),
+    };
+    (entry, e.created.0)
+}
+
+/// An outbox entry of a batch waiting for its signature ([`event_of_line`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unsigned {
+    /// Its index in the batch's outbox.
+    pub entry: usize,
+    /// The unix second its signature carries (the event's `created`).
+    pub t: i64,
+}
+
+/// Signs the entries of `batch` that wait for it, each over its line's envelope, as
+/// [`entry`] signs the copy it makes. An entry whose line is not an event's is left
+/// unsigned, and the store refuses the batch.
+pub fn sign_events(
+    signer: &signature::Signer,
+    batch: &mut loyalty_store::Batch,
+    unsigned: &[Unsigned],
+) {
+    for u in unsigned {
+        let Some(entry) = batch.outbox.get_mut(u.entry) else {
+            continue;
+        };
+        let rest = entry
+            .line
+            .and_then(|i| batch.lines.get(i))
+            .and_then(|l| loyalty_store::envelope_rest(l.as_bytes()));
+        if let (Some(rest), Some((_, value))) = (rest, entry.headers.first_mut()) {
+            *value = signer.sign(u.t, &[b"{", rest]).into_bytes();
+        }
+    }
+}
+
 /// The id of a dead letter (header [`EVENT_ID`], as on outbound events): a pure function of
 /// the input record it rejects, its topic, partition and offset, so that a dead letter sent
 /// again after a crash carries the id of the first, and a consumer of the DLQ drops the
