@@ -96,7 +96,12 @@ fn streamed_reading(
     read_ahead: usize,
     commit: Commit,
 ) -> (String, usize) {
-    let store = std::sync::Arc::new(Store::open(dir).unwrap());
+    let mut store = Store::open(dir).unwrap();
+    if matches!(commit, Commit::Pipelined | Commit::PipelinedLate) {
+        // As replay folds: into a new state that keeps which ids it wrote.
+        assert!(store.track_written().unwrap());
+    }
+    let store = std::sync::Arc::new(store);
     let settings = Settings::new("unused:9092");
     let open = || {
         let mut f = Folder::open(&store, false).unwrap();

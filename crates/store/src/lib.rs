@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 
 mod api;
 mod stats;
+mod written;
 pub use api::{customer_key, tier_key, ApiCommand, LineIndex, View, Walk};
 pub use stats::{local_date, DayStats, StatDeltas, StatLine, StoredStats, Totals};
 
@@ -259,6 +260,9 @@ pub struct Store {
     wal: bool,
     /// Opened read-only ([`Store::open_read_only`]).
     read_only: bool,
+    /// The seen ids and payments written since the store was created empty, when it keeps
+    /// them ([`Store::track_written`]).
+    written: Option<std::sync::Mutex<written::Written>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -486,6 +490,7 @@ impl Store {
             sync: true,
             wal: true,
             read_only: false,
+            written: None,
         })
     }
 
@@ -525,6 +530,7 @@ impl Store {
             sync: false,
             wal: true,
             read_only: true,
+            written: None,
         })
     }
 
@@ -532,6 +538,32 @@ impl Store {
     /// redone from the log if the machine fails).
     pub fn set_sync(&mut self, sync: bool) {
         self.sync = sync;
+    }
+
+    /// Keeps, in memory, which seen ids and payments this process writes (a Bloom filter,
+    /// about 1.25 bytes an id), so that looking up one never written (most are: a new
+    /// record's id, a new payment) reads nothing from RocksDB. Only for a store that holds
+    /// none yet, all of whose ids then go through [`Store::commit`] (replay into a new
+    /// directory); otherwise it is left off. Whether it is on.
+    pub fn track_written(&mut self) -> Result<bool, StoreError> {
+        for prefix in ["s/", "p/"] {
+            if let Some(first) = self.prefix(prefix).next() {
+                first?;
+                return Ok(false);
+            }
+        }
+        self.written = Some(std::sync::Mutex::new(written::Written::new()));
+        Ok(true)
+    }
+
+    /// False when the store kept which ids it wrote ([`Store::track_written`]) and
+    /// `prefix` + `id` is not one of them.
+    fn may_hold(&self, prefix: &[u8], id: &str) -> bool {
+        match &self.written {
+            None => true,
+            // A poisoned lock (a panic while adding): no longer known.
+            Some(w) => w.lock().map_or(true, |w| w.may_hold(prefix, id)),
+        }
     }
 
     /// Writes batches without the write-ahead log (for replay into a fresh directory: a
@@ -654,11 +686,17 @@ impl Store {
 
     /// Whether a record id was applied (or refused) and committed.
     pub fn is_seen(&self, id: &str) -> Result<bool, StoreError> {
+        if !self.may_hold(b"s/", id) {
+            return Ok(false);
+        }
         Ok(self.db.get_pinned(format!("s/{id}"))?.is_some())
     }
 
     /// A committed payment, by its `data.id`.
     pub fn payment(&self, id: &str) -> Result<Option<PaymentRecord>, StoreError> {
+        if !self.may_hold(b"p/", id) {
+            return Ok(None);
+        }
         let key = format!("p/{id}");
         match self.db.get_pinned(&key)? {
             Some(v) => decode_payment(key.as_bytes(), &v).map(Some),
@@ -994,6 +1032,17 @@ impl Store {
         }
         for id in &c.seen {
             wb.put(format!("s/{id}"), b"");
+        }
+        // Noted before the batch is written: a lookup meanwhile goes on to RocksDB, as it
+        // would without the filter (the working set holds what is being written). A
+        // poisoned lock answers "maybe" to every lookup ([`Store::may_hold`]).
+        if let Some(Ok(mut w)) = self.written.as_ref().map(|w| w.lock()) {
+            for id in &c.payments {
+                w.add(b"p/", id);
+            }
+            for id in &c.seen {
+                w.add(b"s/", id);
+            }
         }
         if c.programs {
             let p = StoredPrograms {
@@ -2184,6 +2233,53 @@ mod tests {
         assert!(got.code_holders.is_empty() && got.parked.is_empty());
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A store that keeps which ids it wrote answers lookups as RocksDB does: every seen
+    /// id and payment committed is found, in a later batch and after many others; ids never
+    /// written are not. A store already holding ids does not keep them.
+    #[test]
+    fn a_store_that_keeps_its_written_ids_finds_each() {
+        let dir = tmp("written");
+        let mut store = Store::open(&dir).unwrap();
+        assert!(store.track_written().unwrap());
+        let mut engine = Engine::empty();
+        let mut out = Vec::new();
+        let update = format!(
+            r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{PROGRAM}}}"#
+        );
+        engine.apply(update.as_bytes(), &mut out);
+        let n = 70_000;
+        for batch in 0..2 {
+            for i in (batch * n / 2)..((batch + 1) * n / 2) {
+                let r = format!(
+                    r#"{{"id":"e{i}","type":"payment.completed","created":"2026-01-02T00:00:00Z","data":{{"id":"p{i}","customer":"c{}","amount":1000,"currency":"EUR"}}}}"#,
+                    i % 100
+                );
+                engine.apply(r.as_bytes(), &mut out);
+            }
+            let batch = Batch {
+                changes: engine.take_changes(),
+                log: [(0, 1)].into_iter().collect(),
+                ..Batch::default()
+            };
+            store.commit(&engine, batch).unwrap();
+        }
+        for i in 0..n {
+            assert!(store.is_seen(&format!("e{i}")).unwrap(), "e{i}");
+            assert!(store.payment(&format!("p{i}")).unwrap().is_some(), "p{i}");
+        }
+        for i in n..2 * n {
+            assert!(!store.is_seen(&format!("e{i}")).unwrap());
+            assert!(store.payment(&format!("p{i}")).unwrap().is_none());
+        }
+        // The ids under one prefix are not taken for the other's.
+        assert!(!store.is_seen("p1").unwrap());
+        assert!(store.payment("e1").unwrap().is_none());
+        drop(store);
+        let mut again = Store::open(&dir).unwrap();
+        assert!(!again.track_written().unwrap(), "it holds ids already");
+        assert!(again.is_seen("e1").unwrap());
     }
 
     /// An entry with no payload of its own publishes its line's envelope, so its line must

@@ -1,0 +1,147 @@
+//! The keys a store was given since it was created empty, as Bloom filters: for a state
+//! whose every seen id and payment went through this process's batches (`loyalty replay`
+//! into a new directory), a lookup of an id never written is answered from memory instead
+//! of probing each of RocksDB's table files.
+//!
+//! A filter answers "maybe" for every key added to it and, for about one key in a hundred
+//! of the others, too; "maybe" sends the lookup on to RocksDB, so the answers are RocksDB's.
+//! The filters are blocked (each key's bits lie in one 64-byte block: one cache line a
+//! probe) and grow as a chain: when one is full, the next, twice as large, takes the new
+//! keys, and a lookup probes each (about 20 for a billion keys).
+
+use std::hash::{BuildHasher, Hasher};
+
+/// Bits a key in a filter: about 1% false "maybe"s with [`PROBES`] bits set a key.
+const BITS_A_KEY: usize = 10;
+/// Bits set (and tested) a key, in its block.
+const PROBES: u32 = 7;
+/// Keys the first filter of a chain holds.
+const FIRST: usize = 1 << 16;
+
+/// One filter: blocks of 512 bits.
+struct Filter {
+    blocks: Vec<[u64; 8]>,
+    /// Keys it holds, and may hold.
+    keys: usize,
+    room: usize,
+}
+
+impl Filter {
+    fn new(room: usize) -> Filter {
+        let blocks = (room * BITS_A_KEY).div_ceil(512).next_power_of_two();
+        Filter {
+            blocks: vec![[0; 8]; blocks],
+            keys: 0,
+            room,
+        }
+    }
+
+    /// The block of a hash, and its bits there (double hashing on the hash's high half).
+    fn bits(&self, h: u64) -> (usize, impl Iterator<Item = usize>) {
+        let block = (h as usize) & (self.blocks.len() - 1);
+        let (mut at, step) = ((h >> 32) as u32, ((h >> 47) as u32) | 1);
+        let bits = (0..PROBES).map(move |_| {
+            at = at.wrapping_add(step);
+            (at & 511) as usize
+        });
+        (block, bits)
+    }
+
+    fn add(&mut self, h: u64) {
+        let (block, bits) = self.bits(h);
+        let b = &mut self.blocks[block];
+        for bit in bits {
+            b[bit / 64] |= 1 << (bit % 64);
+        }
+        self.keys += 1;
+    }
+
+    fn may_hold(&self, h: u64) -> bool {
+        let (block, mut bits) = self.bits(h);
+        let b = &self.blocks[block];
+        bits.all(|bit| b[bit / 64] & (1 << (bit % 64)) != 0)
+    }
+}
+
+/// The keys written, by prefix and id.
+pub(crate) struct Written {
+    chain: Vec<Filter>,
+    hasher: std::hash::RandomState,
+}
+
+impl Written {
+    /// No key written yet.
+    pub(crate) fn new() -> Written {
+        Written {
+            chain: vec![Filter::new(FIRST)],
+            hasher: std::hash::RandomState::new(),
+        }
+    }
+
+    fn hash(&self, prefix: &[u8], id: &str) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        h.write(prefix);
+        h.write(id.as_bytes());
+        h.finish()
+    }
+
+    /// Notes that `prefix` + `id` is written.
+    pub(crate) fn add(&mut self, prefix: &[u8], id: &str) {
+        let h = self.hash(prefix, id);
+        let last = self.chain.last().map_or(0, |f| f.room);
+        if self.chain.last().is_none_or(|f| f.keys >= f.room) {
+            self.chain.push(Filter::new((last * 2).max(FIRST)));
+        }
+        if let Some(f) = self.chain.last_mut() {
+            f.add(h);
+        }
+    }
+
+    /// False when `prefix` + `id` was never written; true when it was, and for about one
+    /// in a hundred of the others.
+    pub(crate) fn may_hold(&self, prefix: &[u8], id: &str) -> bool {
+        let h = self.hash(prefix, id);
+        self.chain.iter().any(|f| f.may_hold(h))
+    }
+
+    /// Keys written.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.chain.iter().map(|f| f.keys).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every key added is held, through several growths of the chain; of as many keys
+    /// never added (other ids, and the same ids under the other prefix), only a few in a
+    /// hundred are said to maybe be held.
+    #[test]
+    fn holds_every_key_written_and_few_others() {
+        let mut w = Written::new();
+        let n = FIRST * 5;
+        for i in 0..n {
+            w.add(b"s/", &format!("evt_{i}"));
+        }
+        assert_eq!(w.len(), n);
+        assert!(w.chain.len() >= 3, "{} filters", w.chain.len());
+        for i in 0..n {
+            assert!(w.may_hold(b"s/", &format!("evt_{i}")), "evt_{i}");
+        }
+        let mut false_maybes = 0;
+        for i in 0..n {
+            false_maybes += usize::from(w.may_hold(b"s/", &format!("evt_{}", n + i)));
+            false_maybes += usize::from(w.may_hold(b"p/", &format!("evt_{i}")));
+        }
+        assert!(false_maybes * 20 < 2 * n, "{false_maybes} of {}", 2 * n);
+    }
+
+    /// An empty filter holds nothing.
+    #[test]
+    fn an_empty_filter_holds_nothing() {
+        let w = Written::new();
+        assert!((0..10_000).all(|i| !w.may_hold(b"p/", &i.to_string())));
+    }
+}
