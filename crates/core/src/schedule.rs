@@ -119,8 +119,21 @@ impl Schedule {
     /// working set takes its effects along (program-wide effects stay). Its effects come
     /// back with it (`Engine::load_account`).
     pub fn retain_accounts(&mut self, keep: impl Fn(&str) -> bool) {
-        self.lots.retain(|Reverse(l)| keep(&l.account));
-        self.early_lots.retain(|l| keep(&l.account));
+        // Asked once an account, not once a lot: every lot entry shares its account's id
+        // with `names` (`insert_lot`), so the ids refused are told by address.
+        let address = |a: &Arc<str>| Arc::as_ptr(a) as *const u8 as usize;
+        let gone: HashSet<usize, FixedState> = self
+            .names
+            .iter()
+            .filter(|n| !keep(n))
+            .map(address)
+            .collect();
+        if !gone.is_empty() {
+            self.lots
+                .retain(|Reverse(l)| !gone.contains(&address(&l.account)));
+            self.early_lots
+                .retain(|l| !gone.contains(&address(&l.account)));
+        }
         self.timed
             .retain(|d| d.account.is_empty() || keep(&d.account));
         self.names.retain(|n| Arc::strong_count(n) > 1);
@@ -297,6 +310,15 @@ mod tests {
                     let want: Vec<Due> = set.iter().filter(|x| x.at <= to).cloned().collect();
                     assert_eq!(s.due_by(to), want, "due by {to}, drained to {d}");
                 }
+            }
+            // An account leaving the working set takes its effects along, lots and all.
+            if round % 97 == 0 {
+                let gone = format!("loy_{}", next(7));
+                let keep = |a: &str| a != gone;
+                s.retain_accounts(keep);
+                set.retain(|d| d.account.is_empty() || keep(&d.account));
+                assert_eq!(s.to_vec(), set.iter().cloned().collect::<Vec<_>>());
+                assert!(!s.names.iter().any(|n| **n == *gone), "{gone} still named");
             }
             if round % 7 == 0 {
                 let to = next(50) as i64;

@@ -306,8 +306,8 @@ fn tier_place(program: &str, tier: &str) -> Vec<u8> {
 /// An account's tier, taken from the engine for [`put_tier_index`].
 #[derive(Debug)]
 pub(crate) struct TierOf {
-    pub(crate) id: String,
-    pub(crate) program: String,
+    pub(crate) id: loyalty_core::Sym,
+    pub(crate) program: loyalty_core::Sym,
     pub(crate) tier: Option<String>,
 }
 
@@ -322,7 +322,7 @@ pub(crate) fn put_tier_index(
     let was = db.multi_get(accounts.iter().map(|a| tier_place_key(&a.id)));
     for (a, was) in accounts.iter().zip(was) {
         let was = was?;
-        let id = a.id.as_str();
+        let id: &str = &a.id;
         let now = a.tier.as_deref().map(|t| tier_place(&a.program, t));
         if was == now {
             continue;

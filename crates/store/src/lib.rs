@@ -1078,8 +1078,8 @@ impl Store {
             .iter()
             .filter_map(|id| state.accounts.get(id))
             .map(|a| api::TierOf {
-                id: str::to_owned(&a.id),
-                program: str::to_owned(&a.program),
+                id: a.id.clone(),
+                program: a.program.clone(),
                 tier: a.tier.as_deref().map(str::to_string),
             })
             .collect();
