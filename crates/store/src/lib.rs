@@ -420,6 +420,14 @@ fn chain_link(prev: &[u8; 32], line: &[u8]) -> Result<[u8; 32], String> {
 
 /// `{prefix}/{seq}` with the number in 20 digits (so that keys sort by number), written
 /// without a format string: two keys a record, and `format!` showed in the profile.
+/// `prefix` then `id`: an account's, payment's or seen id's key.
+fn key_of(prefix: &str, id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + id.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(id.as_bytes());
+    k
+}
+
 fn seq_key(prefix: &str, seq: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + 21);
     k.extend_from_slice(prefix.as_bytes());
@@ -689,7 +697,7 @@ impl Store {
         if !self.may_hold(b"s/", id) {
             return Ok(false);
         }
-        Ok(self.db.get_pinned(format!("s/{id}"))?.is_some())
+        Ok(self.db.get_pinned(key_of("s/", id))?.is_some())
     }
 
     /// A committed payment, by its `data.id`.
@@ -697,18 +705,18 @@ impl Store {
         if !self.may_hold(b"p/", id) {
             return Ok(None);
         }
-        let key = format!("p/{id}");
+        let key = key_of("p/", id);
         match self.db.get_pinned(&key)? {
-            Some(v) => decode_payment(key.as_bytes(), &v).map(Some),
+            Some(v) => decode_payment(&key, &v).map(Some),
             None => Ok(None),
         }
     }
 
     /// A committed account.
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
-        let key = format!("a/{id}");
+        let key = key_of("a/", id);
         match self.db.get_pinned(&key)? {
-            Some(v) => decode_account(key.as_bytes(), &v).map(Some),
+            Some(v) => decode_account(&key, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -992,7 +1000,7 @@ impl Store {
         let c = &batch.changes;
         for id in &c.accounts {
             if let Some(a) = state.accounts.get(id) {
-                wb.put(format!("a/{id}"), encode_account(a)?);
+                wb.put(key_of("a/", id), encode_account(a)?);
             }
         }
         // The due index: each account changed, or whose entry the clock passed, is found
@@ -1005,7 +1013,8 @@ impl Store {
             .dues_passed
             .iter()
             .filter_map(|k| parse_due_key(k).map(|(_, id)| id));
-        let mut indexed = std::collections::HashSet::new();
+        let mut indexed: std::collections::HashSet<&str, loyalty_core::state::FixedState> =
+            std::collections::HashSet::default();
         for id in c.accounts.iter().map(|id| &**id).chain(passed) {
             if !indexed.insert(id) {
                 continue;
@@ -1027,11 +1036,11 @@ impl Store {
         }
         for id in &c.payments {
             if let Some(p) = state.payments.get(id) {
-                wb.put(format!("p/{id}"), encode_payment(p));
+                wb.put(key_of("p/", id), encode_payment(p));
             }
         }
         for id in &c.seen {
-            wb.put(format!("s/{id}"), b"");
+            wb.put(key_of("s/", id), b"");
         }
         // Noted before the batch is written: a lookup meanwhile goes on to RocksDB, as it
         // would without the filter (the working set holds what is being written). A
