@@ -262,20 +262,20 @@ impl Folder {
         if self.signer.as_ref().is_some_and(|s| s.is_under(secret)) {
             return;
         }
-        if let Some(before) = self.signer.take() {
-            outbox::sign_events(&before, &mut self.batch, &self.unsigned);
-            self.unsigned.clear();
+        let before = self.signer.replace(Arc::new(Signer::new(secret)));
+        if !self.unsigned.is_empty() {
+            let unsigned = std::mem::take(&mut self.unsigned);
+            // Signed here, on the batch not yet taken. A message that cannot be signed
+            // (none can fail here) is left for the commit, which refuses the batch.
+            if outbox::sign_events(before.as_deref(), &mut self.batch, &unsigned).is_err() {
+                self.unsigned = unsigned;
+            }
         }
-        self.signer = Some(Arc::new(Signer::new(secret)));
     }
 
     /// The open batch's waiting signatures, with their signer.
-    fn take_unsigned(&mut self) -> Option<(Arc<Signer>, Vec<outbox::Unsigned>)> {
-        if self.unsigned.is_empty() {
-            return None;
-        }
-        let signer = self.signer.clone()?;
-        Some((signer, std::mem::take(&mut self.unsigned)))
+    fn take_unsigned(&mut self) -> (Option<Arc<Signer>>, Vec<outbox::Unsigned>) {
+        (self.signer.clone(), std::mem::take(&mut self.unsigned))
     }
 
     /// The highest offset of each input partition that the folded log holds.
@@ -297,9 +297,8 @@ impl Folder {
         }
         let mut batch = std::mem::take(&mut self.batch);
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
-        if let Some((signer, unsigned)) = self.take_unsigned() {
-            outbox::sign_events(&signer, &mut batch, &unsigned);
-        }
+        let (signer, unsigned) = self.take_unsigned();
+        outbox::sign_events(signer.as_deref(), &mut batch, &unsigned)?;
         store.commit(&self.ws.engine, batch)?;
         // Committed: the store hands back what the engine forgets when a record needs it.
         self.ws.committed();
@@ -340,9 +339,8 @@ impl Folder {
                     // Dropped or sent: either way, go.
                     let _ = wait_for.recv();
                 }
-                if let Some((signer, unsigned)) = unsigned {
-                    outbox::sign_events(&signer, prepared.batch_mut(), &unsigned);
-                }
+                let (signer, unsigned) = unsigned;
+                outbox::sign_events(signer.as_deref(), prepared.batch_mut(), &unsigned)?;
                 writer.write_back(prepared)
             })
             .map_err(|e| StoreError::Corrupt {
@@ -485,6 +483,54 @@ mod tests {
         f.commit(&store).unwrap();
         drop(f);
         store
+    }
+
+    /// A secret changed between two records of one open batch: the events folded before
+    /// are signed under the secret they were folded with, those after under the new one.
+    #[test]
+    fn events_folded_before_a_new_secret_keep_the_old_one() {
+        let log = log();
+        let dir =
+            std::env::temp_dir().join(format!("loyalty-folder-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let mut settings = Settings::new("unused:9092");
+        let mut f = Folder::open(&store, true).unwrap();
+        let half = log.len() / 2;
+        let mut secrets = Vec::new();
+        for (i, r) in log.iter().enumerate() {
+            settings.signing_secret = if i < half {
+                b"first".to_vec()
+            } else {
+                b"second".to_vec()
+            };
+            let before = f.batch.outbox.len();
+            f.fold(&store, &settings, 0, i as i64, &meta(i), r.as_bytes())
+                .unwrap();
+            secrets.extend((before..f.batch.outbox.len()).map(|_| settings.signing_secret.clone()));
+        }
+        f.commit(&store).unwrap();
+        let got = store.outbox().unwrap();
+        assert_eq!(got.len(), secrets.len());
+        let mut signed = [0, 0];
+        for (g, secret) in got.iter().zip(&secrets) {
+            if let Some((_, sig)) = g
+                .headers
+                .iter()
+                .find(|(k, _)| k == crate::signature::HEADER)
+            {
+                let sig = std::str::from_utf8(sig).unwrap();
+                assert_eq!(
+                    crate::signature::verify(sig, &g.payload, secret, None, 0),
+                    Ok(())
+                );
+                signed[usize::from(secret.as_slice() == b"second")] += 1;
+            }
+        }
+        assert!(signed[0] > 0 && signed[1] > 0, "{signed:?}");
+        drop(f);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The messages a folder stores, signed where each batch is written, are those its

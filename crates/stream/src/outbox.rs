@@ -159,25 +159,36 @@ pub struct Unsigned {
 }
 
 /// Signs the entries of `batch` that wait for it, each over its line's envelope, as
-/// [`entry`] signs the copy it makes. An entry whose line is not an event's is left
-/// unsigned, and the store refuses the batch.
+/// [`entry`] signs the copy it makes. Refuses the batch (nothing is then written) when one
+/// cannot be signed: no signer, or an entry that is not an event's message of that batch.
 pub fn sign_events(
-    signer: &signature::Signer,
+    signer: Option<&signature::Signer>,
     batch: &mut loyalty_store::Batch,
     unsigned: &[Unsigned],
-) {
+) -> Result<(), loyalty_store::StoreError> {
     for u in unsigned {
-        let Some(entry) = batch.outbox.get_mut(u.entry) else {
-            continue;
+        let refuse = |why: &str| loyalty_store::StoreError::Corrupt {
+            key: format!("x/ (message {} of the batch)", u.entry),
+            why: format!("cannot sign the event's message: {why}"),
         };
+        let signer = signer.ok_or_else(|| refuse("no signer"))?;
+        let entry = batch
+            .outbox
+            .get_mut(u.entry)
+            .ok_or_else(|| refuse("no such message"))?;
         let rest = entry
             .line
             .and_then(|i| batch.lines.get(i))
-            .and_then(|l| loyalty_store::envelope_rest(l.as_bytes()));
-        if let (Some(rest), Some((_, value))) = (rest, entry.headers.first_mut()) {
-            *value = signer.sign(u.t, &[b"{", rest]).into_bytes();
-        }
+            .and_then(|l| loyalty_store::envelope_rest(l.as_bytes()))
+            .ok_or_else(|| refuse("its line is not an event's"))?;
+        let header = entry
+            .headers
+            .iter_mut()
+            .find(|(k, _)| k == signature::HEADER)
+            .ok_or_else(|| refuse("no signature header"))?;
+        header.1 = signer.sign(u.t, &[b"{", rest]).into_bytes();
     }
+    Ok(())
 }
 
 /// The id of a dead letter (header [`EVENT_ID`], as on outbound events): a pure function of
@@ -246,6 +257,64 @@ mod tests {
             }
         }
         assert!(events >= 2, "{out:?}");
+    }
+
+    /// A message waiting for its signature is signed over its line's envelope as
+    /// [`entry`] signs its copy; one that cannot be signed (no signer, no such message, a
+    /// line that is not an event's) refuses the batch.
+    #[test]
+    fn waiting_messages_are_signed_or_refused() {
+        let program = r#"{"id":"prog_a","currency":"EUR","autoEnroll":true,"earningRules":[{"id":"rule_a","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}]}"#;
+        let update = format!(
+            r#"{{"id":"u1","type":"loyalty.program.updated","created":"2026-01-01T00:00:00Z","data":{program}}}"#
+        );
+        let pay = r#"{"id":"e1","type":"payment.completed","created":"2026-01-02T00:00:00Z","data":{"id":"p1","customer":"c","amount":1000,"currency":"EUR"}}"#;
+        let mut engine = loyalty_core::Engine::empty();
+        let mut out = Vec::new();
+        engine.apply(update.as_bytes(), &mut out);
+        engine.apply(pay.as_bytes(), &mut out);
+        let mut settings = Settings::new("127.0.0.1:9092");
+        settings.signing_secret = b"whsec".to_vec();
+        let signer = signature::Signer::new(b"whsec");
+        let lines: Vec<String> = out.iter().map(Output::to_json_line).collect();
+        let (i, e) = out
+            .iter()
+            .enumerate()
+            .find_map(|(i, o)| match o {
+                Output::Event(e) => Some((i, e)),
+                _ => None,
+            })
+            .expect("an event");
+        let (waiting, t) = event_of_line(&settings, e, i);
+        let batch = |line: Option<usize>| {
+            let mut w = waiting.clone();
+            w.line = line;
+            loyalty_store::Batch {
+                lines: lines.clone(),
+                outbox: vec![w],
+                ..Default::default()
+            }
+        };
+        let unsigned = [Unsigned { entry: 0, t }];
+        assert!(sign_events(None, &mut batch(Some(i)), &unsigned).is_err());
+        assert!(sign_events(
+            Some(&signer),
+            &mut batch(Some(i)),
+            &[Unsigned { entry: 1, t }]
+        )
+        .is_err());
+        let transaction = out.iter().position(|o| matches!(o, Output::Transaction(_)));
+        assert!(transaction.is_some());
+        assert!(sign_events(Some(&signer), &mut batch(transaction), &unsigned).is_err());
+        assert!(sign_events(Some(&signer), &mut batch(None), &unsigned).is_err());
+        let mut batch = batch(Some(i));
+        sign_events(Some(&signer), &mut batch, &unsigned).unwrap();
+        let fresh = entry(&settings, &out[i], None, b"", None).expect("sent");
+        assert_eq!(batch.outbox[0].headers, fresh.headers);
+        assert_eq!(
+            (&batch.outbox[0].topic, &batch.outbox[0].key),
+            (&fresh.topic, &fresh.key)
+        );
     }
 
     fn src(offset: i64) -> Source {
