@@ -1,6 +1,7 @@
 //! Criterion benchmarks of the durable path: log records folded into RocksDB with their
 //! offsets, ledger lines and outbox entries, one synced write batch per batch of records,
-//! as `loyalty run` does; beside its physical reference, RocksDB itself writing the same
+//! each written while the next folds as `loyalty run` does (and one batch at a time, as an
+//! instance of a group does); beside its physical reference, RocksDB itself writing the same
 //! synced batches (recorded from a fold: the same keys and bytes in the same groups), and
 //! the earlier, looser one: as many keys and bytes as the fold's state holds, under
 //! sequential keys.
@@ -183,7 +184,7 @@ fn bench(c: &mut Criterion) {
             black_box(fold_commit(&store, &settings, &records, false))
         })
     });
-    // As replay commits: each batch written while the next folds.
+    // As `loyalty run` and replay commit: each batch written while the next folds.
     g.bench_function("fold_commit_pipelined_20k_batches_of_2000", |b| {
         b.iter(|| {
             let dir = TempDir::new();
@@ -194,8 +195,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 }
 
-/// Folds `records` into `store` as `loyalty run` does, committing every `BATCH` records
-/// (`pipelined`: as `loyalty replay` does, each batch written while the next folds).
+/// Folds `records` into `store`, committing every `BATCH` records one batch at a time, as
+/// an instance of a group does (`pipelined`: as `loyalty run` and `loyalty replay` do,
+/// each batch written while the next folds).
 /// Returns the records of the last batch.
 fn fold_commit(
     store: &Arc<Store>,

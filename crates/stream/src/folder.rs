@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use loyalty_core::envelope;
 use loyalty_core::output::Output;
@@ -44,6 +45,11 @@ pub struct Folder {
     /// ([`outbox::event_of_line`]), and the signer they are signed with.
     unsigned: Vec<outbox::Unsigned>,
     signer: Option<Arc<Signer>>,
+    /// When the open batch's first record was folded.
+    opened: Option<Instant>,
+    /// The last batch known written since [`Folder::take_written`]: its records, and the
+    /// time from its first record folded to its write confirmed.
+    written: Option<(usize, Duration)>,
 }
 
 /// A batch being written while the next one folds (what it changed stays in the working
@@ -53,6 +59,9 @@ struct Writing {
     thread: std::thread::JoinHandle<Result<loyalty_store::Batch, StoreError>>,
     /// Lets a held write go ([`Folder::write_late`]).
     go: Option<std::sync::mpsc::Sender<()>>,
+    /// The batch's records, and when its first was folded.
+    records: usize,
+    opened: Option<Instant>,
 }
 
 pub use loyalty_core::working_set::{DEFAULT_ACCOUNT_CACHE, READ_AHEAD};
@@ -109,6 +118,8 @@ impl Folder {
             late_writes: false,
             unsigned: Vec::new(),
             signer: None,
+            opened: None,
+            written: None,
         })
     }
 
@@ -144,6 +155,9 @@ impl Folder {
     ) -> Result<(), StoreError> {
         self.positions.insert(partition, offset + 1);
         self.batch.log.insert(partition, offset + 1);
+        if self.pending == 0 {
+            self.opened = Some(Instant::now());
+        }
         self.pending += 1;
         // A record written to every partition (a program update, a tick) is applied from
         // partition 0 by a folder of every partition; its copies elsewhere only mark those
@@ -303,7 +317,33 @@ impl Folder {
         // Committed: the store hands back what the engine forgets when a record needs it.
         self.ws.committed();
         self.count_accounts();
-        Ok(std::mem::take(&mut self.pending))
+        let records = std::mem::take(&mut self.pending);
+        let opened = self.opened.take();
+        self.note_written(records, opened);
+        Ok(records)
+    }
+
+    /// Whether a batch is being written ([`Folder::commit_pipelined`]).
+    pub fn is_writing(&self) -> bool {
+        self.writing.is_some()
+    }
+
+    /// The last batch whose write was confirmed since the last call (by [`Folder::commit`],
+    /// or, for a pipelined batch, by the next commit or [`Folder::finish`]): its records,
+    /// and the time from its first record folded to its write confirmed. A caller that
+    /// reports each batch asks after each of those calls, each of which confirms at most
+    /// one batch but [`Folder::commit`], which may confirm a pipelined batch before its own.
+    pub fn take_written(&mut self) -> Option<(usize, Duration)> {
+        self.written.take()
+    }
+
+    fn note_written(&mut self, records: usize, opened: Option<Instant>) {
+        let took = opened.map_or(Duration::ZERO, |t| t.elapsed());
+        self.written = Some(match self.written.take() {
+            // Two at once (a commit after a pipelined batch): reported as one.
+            Some((n, _)) => (n + records, took),
+            None => (records, took),
+        });
     }
 
     /// Starts writing the open batch on a thread of its own, and returns while it is
@@ -347,11 +387,14 @@ impl Folder {
                 key: String::new(),
                 why: format!("cannot start the writing thread: {e}"),
             })?;
+        let records = std::mem::take(&mut self.pending);
         self.writing = Some(Writing {
             thread,
             go: late.then_some(go),
+            records,
+            opened: self.opened.take(),
         });
-        Ok(std::mem::take(&mut self.pending))
+        Ok(records)
     }
 
     /// Waits until the batch being written ([`Folder::commit_pipelined`]), if any, is
@@ -385,6 +428,7 @@ impl Folder {
         match w.thread.join() {
             Ok(written) => {
                 self.recycle(written?);
+                self.note_written(w.records, w.opened);
                 Ok(true)
             }
             Err(panic) => std::panic::resume_unwind(panic),
@@ -483,6 +527,60 @@ mod tests {
         f.commit(&store).unwrap();
         drop(f);
         store
+    }
+
+    /// A pipelined batch is reported written only once its write is confirmed (by the next
+    /// commit, or by `finish`), each batch once, with its own records; a serial commit
+    /// reports its own batch (and one still being written before it) at once.
+    #[test]
+    fn a_batch_is_reported_written_once_its_write_is_confirmed() {
+        let log = log();
+        let dir =
+            std::env::temp_dir().join(format!("loyalty-folder-written-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = Arc::new(Store::open(&dir).unwrap());
+        let settings = Settings::new("unused:9092");
+        let mut f = Folder::open(&store, true).unwrap();
+        f.write_late(true);
+        let fold = |f: &mut Folder, range: std::ops::Range<usize>| {
+            for i in range {
+                f.fold(&store, &settings, 0, i as i64, &meta(i), log[i].as_bytes())
+                    .unwrap();
+            }
+        };
+        fold(&mut f, 0..10);
+        assert_eq!(f.take_written(), None, "nothing is written yet");
+        assert_eq!(f.commit_pipelined(&store).unwrap(), 10);
+        assert!(f.is_writing());
+        // Held until the next commit: not yet written, and not reported.
+        assert_eq!(f.take_written(), None);
+        assert_eq!(store.positions().unwrap().log.get(&0), None);
+        fold(&mut f, 10..25);
+        assert_eq!(f.commit_pipelined(&store).unwrap(), 15);
+        let (n, _) = f.take_written().expect("the first batch is written");
+        assert_eq!(n, 10);
+        assert_eq!(store.positions().unwrap().log.get(&0), Some(&10));
+        assert_eq!(f.take_written(), None, "reported once");
+        f.finish().unwrap();
+        assert!(!f.is_writing());
+        assert_eq!(f.take_written().map(|(n, _)| n), Some(15));
+        assert_eq!(store.positions().unwrap().log.get(&0), Some(&25));
+        f.finish().unwrap();
+        assert_eq!(f.take_written(), None, "nothing more to confirm");
+        // A serial commit after a pipelined one: both confirmed by the one call.
+        fold(&mut f, 25..30);
+        f.commit_pipelined(&store).unwrap();
+        fold(&mut f, 30..log.len());
+        let rest = log.len() - 30;
+        assert_eq!(f.commit(&store).unwrap(), rest);
+        assert_eq!(f.take_written().map(|(n, _)| n), Some(5 + rest));
+        assert_eq!(
+            store.positions().unwrap().log.get(&0),
+            Some(&(log.len() as i64))
+        );
+        drop(f);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A secret changed between two records of one open batch: the events folded before

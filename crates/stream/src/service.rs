@@ -460,7 +460,7 @@ pub(crate) fn start(settings: &Settings) -> Result<(Runtime, Producer)> {
 /// outbox is flushed.
 pub fn run(
     settings: &Settings,
-    store: &Store,
+    store: &Arc<Store>,
     stop: &AtomicBool,
     counters: &Arc<Counters>,
 ) -> Result<()> {
@@ -512,6 +512,9 @@ pub fn run(
                 break;
             }
         }
+        // All of it written before anything reads the state (the config last applied,
+        // the input offsets, the API once ready).
+        settle(store, folder, counters)?;
         Ok(())
     };
     catch_up(&mut folder)?;
@@ -666,7 +669,9 @@ pub fn run(
             .unwrap_or_else(|_| Err(StreamError::broken("the sequencer panicked")));
         // What the sequencer appended last is folded before the publisher's last round.
         let last = if folded.is_ok() && sequenced.is_ok() {
-            fold_step(settings, store, &log_consumer, &mut folder, counters).map(|_| ())
+            fold_step(settings, store, &log_consumer, &mut folder, counters)
+                .and_then(|_| settle(store, &mut folder, counters))
+                .map(|_| ())
         } else {
             Ok(())
         };
@@ -1004,15 +1009,26 @@ fn record_log_lag(
     }
 }
 
+/// Folds what the log holds next into a batch and hands it to the store, to be written
+/// while the next batch folds ([`Folder::commit_pipelined`]); with nothing to fold, waits
+/// for the batch being written, if any. Returns the records whose write was confirmed by
+/// this step: only then are they reported committed (the HTTP API answers a command on
+/// that signal, the publisher sends what they put in the outbox).
 fn fold_step(
     settings: &Settings,
-    store: &Store,
+    store: &Arc<Store>,
     consumer: &BaseConsumer,
     folder: &mut Folder,
     counters: &Counters,
 ) -> Result<usize> {
-    let messages = poll_batch(consumer, settings.batch_size, Duration::from_millis(5))?;
-    let started = Instant::now();
+    // While a batch is written, what has arrived folds beside it, without waiting for
+    // more: with nothing there, the write is waited for and reported at once.
+    let wait = if folder.is_writing() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(5)
+    };
+    let messages = poll_batch(consumer, settings.batch_size, wait)?;
     for m in &messages {
         let meta = logrec::meta(m.headers());
         folder
@@ -1026,24 +1042,43 @@ fn fold_step(
             )
             .context("cannot read the state")?;
     }
-    let n = folder
+    drop(messages);
+    if folder.pending > 0 {
+        folder
+            .commit_pipelined(store)
+            .context("cannot store a folded batch")?;
+    } else {
+        folder.finish().context("cannot store a folded batch")?;
+    }
+    Ok(report_written(folder, counters))
+}
+
+/// Waits until every folded record is written, and reports the last batch. Returns the
+/// records it confirmed.
+fn settle(store: &Store, folder: &mut Folder, counters: &Counters) -> Result<usize> {
+    folder
         .commit(store)
         .context("cannot store a folded batch")?;
-    if n > 0 {
-        failpoint::hit("fold-after-commit");
-    }
+    Ok(report_written(folder, counters))
+}
+
+/// Reports the batch whose write the folder confirmed last, if any: counts, metrics, the
+/// signal the HTTP API waits on. Returns its records.
+fn report_written(folder: &mut Folder, counters: &Counters) -> usize {
+    let Some((n, took)) = folder.take_written() else {
+        return 0;
+    };
+    failpoint::hit("fold-after-commit");
     counters.folded.fetch_add(n as u64, Ordering::Relaxed);
-    if n > 0 {
-        counters.committed.send_modify(|c| *c += 1);
-        let m = &counters.metrics;
-        m.folded.inc_by(n as u64);
-        m.batch_size.observe(n as f64);
-        m.batch_seconds.observe(started.elapsed().as_secs_f64());
-        for (p, next) in &folder.positions {
-            m.log_offset
-                .get_or_create(&label("partition", p.to_string()))
-                .set(*next);
-        }
+    counters.committed.send_modify(|c| *c += 1);
+    let m = &counters.metrics;
+    m.folded.inc_by(n as u64);
+    m.batch_size.observe(n as f64);
+    m.batch_seconds.observe(took.as_secs_f64());
+    for (p, next) in &folder.positions {
+        m.log_offset
+            .get_or_create(&label("partition", p.to_string()))
+            .set(*next);
     }
     counters.awarded.store(
         i64::try_from(folder.awarded).unwrap_or(i64::MAX),
@@ -1052,7 +1087,7 @@ fn fold_step(
     counters
         .tier_changes
         .store(folder.tier_changes, Ordering::Relaxed);
-    Ok(n)
+    n
 }
 
 #[cfg(test)]
