@@ -457,6 +457,14 @@ impl Store {
         let mut opts = Options::default();
         opts.create_if_missing(true);
         opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
+        // Level 0 uncompressed: its files are the memtables flushed, soon compacted into
+        // the levels below (compressed), so compressing them, and decompressing them again
+        // to compact them, was CPU spent on files that live minutes. Replay of 1M records:
+        // 22.6-24.3 s against 25.3-25.5 s (BENCHMARKS.md, the twentieth round).
+        {
+            use rocksdb::DBCompressionType::{Lz4, None as Plain};
+            opts.set_compression_per_level(&[Plain, Lz4, Lz4, Lz4, Lz4, Lz4, Lz4]);
+        }
         opts.increase_parallelism(2);
         // Larger memtables, and level 0 compacted less often: a bulk load (an import of a
         // million members writes ~1.5 GB) spent a third of the engine's CPU compacting.
