@@ -570,3 +570,63 @@ pub(crate) mod random {
         }
     }
 }
+
+/// Between batches, a working set over its bound keeps the accounts changed most recently:
+/// down to three quarters of the bound, the least recently changed go first, and a member
+/// that comes back is read again from the store with what it had.
+#[test]
+fn the_least_recently_changed_accounts_go_first() {
+    const PROGRAM: &str = r#"{"id":"prog_lru","currency":"EUR","autoEnroll":true,"earningRules":[{"id":"r","trigger":"payment.completed","award":{"type":"per_amount","per":100,"points":1}}]}"#;
+    let dir = TempDir::new("lru");
+    let store = Store::open(&dir.0).unwrap();
+    let settings = Settings::new("unused:9092");
+    let mut f = Folder::open(&store, false).unwrap();
+    f.ws.account_cache = 8;
+    let mut offset = 0;
+    let mut fold = |f: &mut Folder, record: String| {
+        f.fold(
+            &store,
+            &settings,
+            0,
+            offset,
+            &Meta::default(),
+            record.as_bytes(),
+        )
+        .unwrap();
+        offset += 1;
+    };
+    fold(
+        &mut f,
+        json!({"id": "cfg_lru", "type": "loyalty.program.updated",
+            "created": "2026-01-01T00:00:00Z", "data": serde_json::from_str::<Value>(PROGRAM).unwrap()})
+        .to_string(),
+    );
+    let pay = |n: usize, customer: usize| {
+        json!({"id": format!("e{n}"), "type": "payment.completed",
+            "created": format!("2026-01-02T00:00:{:02}Z", n % 60),
+            "data": {"id": format!("p{n}"), "customer": format!("c{customer}"),
+                "amount": 1000, "currency": "EUR"}})
+        .to_string()
+    };
+    let id = |customer: usize| loyalty_core::ids::account_id("prog_lru", &format!("c{customer}"));
+    // Customers 0 to 7, one batch each, then 0 and 1 again: 2 to 7 are the least recent.
+    let order = [0, 1, 2, 3, 4, 5, 6, 7, 0, 1];
+    for (n, c) in order.iter().enumerate() {
+        fold(&mut f, pay(n, *c));
+        f.commit(&store).unwrap();
+    }
+    assert_eq!(f.ws.engine.account_count(), 8, "within the bound: all kept");
+    // A ninth: over the bound, down to six, the most recent kept.
+    fold(&mut f, pay(10, 8));
+    f.commit(&store).unwrap();
+    let held: Vec<usize> = (0..9)
+        .filter(|c| f.ws.engine.holds_account(&id(*c)))
+        .collect();
+    assert_eq!(held, vec![0, 1, 5, 6, 7, 8]);
+    // Customer 2 comes back: read again, with the points it had.
+    let loaded = f.ws.loaded;
+    fold(&mut f, pay(11, 2));
+    assert_eq!(f.ws.loaded, loaded + 1);
+    assert_eq!(f.ws.engine.state().accounts[&*id(2)].balance, 20);
+    f.commit(&store).unwrap();
+}

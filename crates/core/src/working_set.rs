@@ -227,6 +227,16 @@ impl Engine {
         self.state.accounts.len()
     }
 
+    /// The ids of the accounts in memory.
+    pub fn account_ids(&self) -> impl Iterator<Item = &str> + '_ {
+        self.state.accounts.keys().map(|id| &**id)
+    }
+
+    /// Whether the account of that id is in memory.
+    pub fn holds_account(&self, id: &str) -> bool {
+        self.state.accounts.contains_key(id)
+    }
+
     /// Puts a stored account into the working set, with its effects still to come (an
     /// account already there is kept as it is: it may be newer than the store's).
     pub(crate) fn load_account(&mut self, account: Account) {
@@ -351,7 +361,8 @@ pub trait Source {
 pub const READ_AHEAD: usize = 512;
 
 /// Accounts an engine keeps in memory by default: every account of a batch stays until it
-/// is committed; between batches, the least recently changed go once there are more.
+/// is committed; between batches, once there are more, the least recently changed go, down
+/// to three quarters of the bound.
 pub const DEFAULT_ACCOUNT_CACHE: usize = 100_000;
 
 /// An engine that holds only some of the accounts, and reads the others from a [`Source`]
@@ -367,8 +378,11 @@ pub struct WorkingSet {
     pub loaded: u64,
     /// How many due index entries to read past the ones a record needs.
     pub read_ahead: usize,
-    /// Accounts changed since the last eviction: kept at the next one.
-    recent: std::collections::HashSet<Sym>,
+    /// The batch in which each account in memory last changed (the count of batches taken
+    /// then): between batches, the least recently changed go first.
+    used: HashMap<Sym, u64, crate::state::FixedState>,
+    /// Batches taken so far.
+    batches: u64,
     /// The due index has been read up to this time (inclusive), into `ahead`.
     read_to: i64,
     /// Due index entries read and not yet reached by the clock, in time order. The index
@@ -396,7 +410,8 @@ impl WorkingSet {
             account_cache: DEFAULT_ACCOUNT_CACHE,
             loaded: 0,
             read_ahead: READ_AHEAD,
-            recent: Default::default(),
+            used: HashMap::default(),
+            batches: 0,
             read_to,
             ahead: Default::default(),
             scanned: Vec::new(),
@@ -552,14 +567,18 @@ impl WorkingSet {
         self.expected = false;
         self.read_to = clock;
         if self.account_cache > 0 {
-            self.recent.extend(changes.accounts.iter().cloned());
+            self.batches += 1;
+            for id in &changes.accounts {
+                self.used.insert(id.clone(), self.batches);
+            }
         }
         (changes, passed)
     }
 
     /// After the batch [`WorkingSet::take_batch`] gave is committed: forget the seen ids and
     /// payments (the source hands them back), and keep the accounts within
-    /// `account_cache`: once there are more, those not changed since the last eviction go.
+    /// `account_cache`: once there are more, the least recently changed go, down to three
+    /// quarters of it.
     /// What the records applied since changed stays.
     pub fn committed(&mut self) {
         self.release(None);
@@ -580,8 +599,25 @@ impl WorkingSet {
         if self.account_cache == 0 {
             self.engine.evict(|_| false, writing);
         } else if self.engine.account_count() > self.account_cache {
-            let recent = std::mem::take(&mut self.recent);
-            self.engine.evict(|id| recent.contains(id), writing);
+            // Down to three quarters of the bound, the most recently changed kept, so that
+            // the next eviction is a quarter of the bound's loads away.
+            let keep = self.account_cache - self.account_cache / 4;
+            let used = &self.used;
+            let stamp = |id: &str| used.get(id).copied().unwrap_or(0);
+            let mut stamps: Vec<u64> = self.engine.account_ids().map(stamp).collect();
+            let last = stamps.len() - keep.max(1);
+            let (_, &mut nth, _) = stamps.select_nth_unstable(last);
+            // The accounts changed in batch `nth` may not all fit: then none of them stays.
+            let at_least = if stamps[last..].iter().filter(|&&s| s == nth).count()
+                == stamps.iter().filter(|&&s| s == nth).count()
+            {
+                nth
+            } else {
+                nth + 1
+            };
+            self.engine.evict(|id| stamp(id) >= at_least, writing);
+            let engine = &self.engine;
+            self.used.retain(|id, _| engine.holds_account(id));
         }
     }
 

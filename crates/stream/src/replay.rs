@@ -177,6 +177,11 @@ pub fn replay(
         publish_outbox(&rt, producer, store, None, &mut 0)?;
     }
     let secs = start.elapsed().as_secs_f64();
-    tracing::info!(total, secs, "replay: done");
+    tracing::info!(
+        total,
+        secs,
+        accounts_loaded = folder.ws.loaded,
+        "replay: done"
+    );
     Ok(total)
 }
