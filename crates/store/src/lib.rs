@@ -556,13 +556,13 @@ impl Store {
         self.sync = sync;
     }
 
-    /// Keeps, in memory, which seen ids and payments this process writes (Bloom filters,
-    /// 2 to 4 bytes an id), so that looking up one never written (most are: a new
-    /// record's id, a new payment) reads nothing from RocksDB. Only for a store that holds
+    /// Keeps, in memory, which seen ids, payments and accounts this process writes (Bloom
+    /// filters, 2 to 4 bytes an id), so that looking up one never written (most are: a new
+    /// record's id, a new payment, a new member's account) reads nothing from RocksDB. Only for a store that holds
     /// none yet, all of whose ids then go through [`Store::commit`] (replay into a new
     /// directory); otherwise it is left off. Whether it is on.
     pub fn track_written(&mut self) -> Result<bool, StoreError> {
-        for prefix in ["s/", "p/"] {
+        for prefix in ["s/", "p/", "a/"] {
             if let Some(first) = self.prefix(prefix).next() {
                 first?;
                 return Ok(false);
@@ -722,6 +722,9 @@ impl Store {
 
     /// A committed account.
     pub fn account(&self, id: &str) -> Result<Option<Account>, StoreError> {
+        if !self.may_hold(b"a/", id) {
+            return Ok(None);
+        }
         let key = key_of("a/", id);
         match self.db.get_pinned(&key)? {
             Some(v) => decode_account(&key, &v).map(Some),
@@ -1059,6 +1062,9 @@ impl Store {
             }
             for id in &c.seen {
                 w.add(b"s/", id);
+            }
+            for id in c.accounts.iter().filter(|id| state.accounts.contains_key(*id)) {
+                w.add(b"a/", id);
             }
         }
         if c.programs {
@@ -2253,7 +2259,7 @@ mod tests {
     }
 
     /// A store that keeps which ids it wrote answers lookups as RocksDB does: every seen
-    /// id and payment committed is found, in a later batch and after many others; ids never
+    /// id, payment and account committed is found, in a later batch and after many others; ids never
     /// written are not. A store already holding ids does not keep them.
     #[test]
     fn a_store_that_keeps_its_written_ids_finds_each() {
@@ -2301,6 +2307,19 @@ mod tests {
         // The ids under one prefix are not taken for the other's.
         assert!(!store.is_seen("p1").unwrap());
         assert!(store.payment("e1").unwrap().is_none());
+        // Every account written is found, with what the engine holds; others are not.
+        let mut accounts = 0;
+        for (id, a) in &engine.state().accounts {
+            assert!(store.may_hold(b"a/", id), "{id}");
+            assert_eq!(store.account(id).unwrap().as_ref(), Some(&**a));
+            accounts += 1;
+        }
+        assert_eq!(accounts, 100);
+        let strangers = (0..n)
+            .filter(|i| store.may_hold(b"a/", &format!("loy_{i}")))
+            .count();
+        assert!(strangers * 100 < n, "{strangers} of {n} never written");
+        assert!(store.account("loy_none").unwrap().is_none());
         drop(store);
         let mut again = Store::open(&dir).unwrap();
         assert!(!again.track_written().unwrap(), "it holds ids already");
