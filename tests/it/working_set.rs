@@ -75,10 +75,14 @@ fn streamed(dir: &Path, log: &[String], cache: usize, every: usize) -> (String, 
 /// How a streamed fold commits.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Commit {
-    /// Each batch written before the next folds (`loyalty run`).
+    /// Each batch written before the next folds (an instance of a group, `--group`).
     Each,
-    /// Each batch written while the next folds (`loyalty replay`).
+    /// Each batch written while the next folds, into a state that keeps which ids it wrote
+    /// (`loyalty replay`).
     Pipelined,
+    /// Each batch written while the next folds, without that filter, and every third batch
+    /// waited for before the next folds, as when nothing more has arrived (`loyalty run`).
+    Run,
     /// [`Commit::Pipelined`], each batch's write held until the next batch is committed:
     /// the next batch's records never find it written.
     PipelinedLate,
@@ -116,9 +120,15 @@ fn streamed_reading(
         f.fold(&store, &settings, 0, i as i64, &meta, r.as_bytes())
             .unwrap();
         if i % every == every - 1 {
-            if matches!(commit, Commit::Pipelined | Commit::PipelinedLate) {
+            if matches!(
+                commit,
+                Commit::Pipelined | Commit::PipelinedLate | Commit::Run
+            ) {
                 f.write_late(commit == Commit::PipelinedLate);
                 f.commit_pipelined(&store).unwrap();
+                if commit == Commit::Run && (i / every) % 3 == 2 {
+                    f.finish().unwrap();
+                }
             } else {
                 f.commit(&store).unwrap();
             }
@@ -160,6 +170,9 @@ fn check(name: &str, log: &[String]) {
         (0, 7, 0, Commit::PipelinedLate),
         (3, 5, 2, Commit::PipelinedLate),
         (1_000_000, 50, 512, Commit::Pipelined),
+        (0, 1, 512, Commit::Run),
+        (3, 5, 2, Commit::Run),
+        (1_000_000, 50, 512, Commit::Run),
     ] {
         let t = TempDir::new("working-set");
         let (got, _) = streamed_reading(&t.0.join("state"), log, cache, every, read_ahead, commit);
@@ -560,6 +573,7 @@ pub(crate) mod random {
                 Just(super::Commit::Each),
                 Just(super::Commit::Pipelined),
                 Just(super::Commit::PipelinedLate),
+                Just(super::Commit::Run),
                 Just(super::Commit::Restart),
             ],
         ) {

@@ -407,8 +407,8 @@ pub fn replay(args: &RunArgs, state: &Path, publish: bool, partition: Option<i32
         .with_context(|| format!("cannot create the state in {}", state.display()))?;
     store.set_sync(false);
     store.set_wal(false);
-    // Every seen id and payment of the new state goes through this replay: a lookup of
-    // one never written (most are) is answered from memory.
+    // Every seen id, payment and account of the new state goes through this replay: a
+    // lookup of one never written (most are) is answered from memory.
     store.track_written().context("cannot read the new state")?;
     let store = std::sync::Arc::new(store);
     let stop = stop_on_signal();

@@ -260,8 +260,8 @@ pub struct Store {
     wal: bool,
     /// Opened read-only ([`Store::open_read_only`]).
     read_only: bool,
-    /// The seen ids and payments written since the store was created empty, when it keeps
-    /// them ([`Store::track_written`]).
+    /// The seen ids, payments and accounts written since the store was created empty, when
+    /// it keeps them ([`Store::track_written`]).
     written: Option<std::sync::Mutex<written::Written>>,
 }
 
@@ -558,9 +558,10 @@ impl Store {
 
     /// Keeps, in memory, which seen ids, payments and accounts this process writes (Bloom
     /// filters, 2 to 4 bytes an id), so that looking up one never written (most are: a new
-    /// record's id, a new payment, a new member's account) reads nothing from RocksDB. Only for a store that holds
-    /// none yet, all of whose ids then go through [`Store::commit`] (replay into a new
-    /// directory); otherwise it is left off. Whether it is on.
+    /// record's id, a new payment, a new member's account) reads nothing from RocksDB.
+    /// Only for a store that holds none yet, all of whose ids then go through
+    /// [`Store::commit`] (replay into a new directory); otherwise it is left off. Whether
+    /// it is on.
     pub fn track_written(&mut self) -> Result<bool, StoreError> {
         for prefix in ["s/", "p/", "a/"] {
             if let Some(first) = self.prefix(prefix).next() {
@@ -1063,7 +1064,11 @@ impl Store {
             for id in &c.seen {
                 w.add(b"s/", id);
             }
-            for id in c.accounts.iter().filter(|id| state.accounts.contains_key(*id)) {
+            for id in c
+                .accounts
+                .iter()
+                .filter(|id| state.accounts.contains_key(*id))
+            {
                 w.add(b"a/", id);
             }
         }

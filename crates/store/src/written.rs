@@ -1,5 +1,5 @@
 //! The keys a store was given since it was created empty, as Bloom filters: for a state
-//! whose every seen id and payment went through this process's batches (`loyalty replay`
+//! whose every seen id, payment and account went through this process's batches (`loyalty replay`
 //! into a new directory), a lookup of an id never written is answered from memory instead
 //! of probing each of RocksDB's table files.
 //!

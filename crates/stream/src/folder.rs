@@ -47,10 +47,16 @@ pub struct Folder {
     signer: Option<Arc<Signer>>,
     /// When the open batch's first record was folded.
     opened: Option<Instant>,
-    /// The last batch known written since [`Folder::take_written`]: its records, and the
-    /// time from its first record folded to its write confirmed.
-    written: Option<(usize, Duration)>,
+    /// Told of each batch once its write is confirmed ([`OnWritten`]).
+    pub on_written: Option<OnWritten>,
 }
+
+/// Told of each batch once its write is confirmed, on the thread that wrote it, at once (a
+/// pipelined batch's next batch may still be folding): its records, the time from its first
+/// record folded to its write confirmed, and the next log offset of each log partition it
+/// stored. Only then does a batch count as committed (`loyalty run` answers and publishes
+/// on this).
+pub type OnWritten = Arc<dyn Fn(usize, Duration, &BTreeMap<i32, i64>) + Send + Sync>;
 
 /// A batch being written while the next one folds (what it changed stays in the working
 /// set until then: [`WorkingSet::committed_before`]).
@@ -59,9 +65,6 @@ struct Writing {
     thread: std::thread::JoinHandle<Result<loyalty_store::Batch, StoreError>>,
     /// Lets a held write go ([`Folder::write_late`]).
     go: Option<std::sync::mpsc::Sender<()>>,
-    /// The batch's records, and when its first was folded.
-    records: usize,
-    opened: Option<Instant>,
 }
 
 pub use loyalty_core::working_set::{DEFAULT_ACCOUNT_CACHE, READ_AHEAD};
@@ -119,7 +122,7 @@ impl Folder {
             unsigned: Vec::new(),
             signer: None,
             opened: None,
-            written: None,
+            on_written: None,
         })
     }
 
@@ -313,37 +316,25 @@ impl Folder {
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
         let (signer, unsigned) = self.take_unsigned();
         outbox::sign_events(signer.as_deref(), &mut batch, &unsigned)?;
+        let log = batch.log.clone();
         store.commit(&self.ws.engine, batch)?;
         // Committed: the store hands back what the engine forgets when a record needs it.
         self.ws.committed();
         self.count_accounts();
         let records = std::mem::take(&mut self.pending);
-        let opened = self.opened.take();
-        self.note_written(records, opened);
+        if let Some(tell) = &self.on_written {
+            tell(
+                records,
+                self.opened.take().map_or(Duration::ZERO, |t| t.elapsed()),
+                &log,
+            );
+        }
         Ok(records)
     }
 
     /// Whether a batch is being written ([`Folder::commit_pipelined`]).
     pub fn is_writing(&self) -> bool {
         self.writing.is_some()
-    }
-
-    /// The last batch whose write was confirmed since the last call (by [`Folder::commit`],
-    /// or, for a pipelined batch, by the next commit or [`Folder::finish`]): its records,
-    /// and the time from its first record folded to its write confirmed. A caller that
-    /// reports each batch asks after each of those calls, each of which confirms at most
-    /// one batch but [`Folder::commit`], which may confirm a pipelined batch before its own.
-    pub fn take_written(&mut self) -> Option<(usize, Duration)> {
-        self.written.take()
-    }
-
-    fn note_written(&mut self, records: usize, opened: Option<Instant>) {
-        let took = opened.map_or(Duration::ZERO, |t| t.elapsed());
-        self.written = Some(match self.written.take() {
-            // Two at once (a commit after a pipelined batch): reported as one.
-            Some((n, _)) => (n + records, took),
-            None => (records, took),
-        });
     }
 
     /// Starts writing the open batch on a thread of its own, and returns while it is
@@ -372,6 +363,9 @@ impl Folder {
         let writer = store.clone();
         let (go, wait_for) = std::sync::mpsc::channel::<()>();
         let late = self.late_writes;
+        let records = std::mem::take(&mut self.pending);
+        let opened = self.opened.take();
+        let tell = self.on_written.clone();
         let thread = std::thread::Builder::new()
             .name("loyalty-write".into())
             .spawn(move || {
@@ -381,18 +375,20 @@ impl Folder {
                 }
                 let (signer, unsigned) = unsigned;
                 outbox::sign_events(signer.as_deref(), prepared.batch_mut(), &unsigned)?;
-                writer.write_back(prepared)
+                let written = writer.write_back(prepared)?;
+                if let Some(tell) = tell {
+                    let took = opened.map_or(Duration::ZERO, |t| t.elapsed());
+                    tell(records, took, &written.log);
+                }
+                Ok(written)
             })
             .map_err(|e| StoreError::Corrupt {
                 key: String::new(),
                 why: format!("cannot start the writing thread: {e}"),
             })?;
-        let records = std::mem::take(&mut self.pending);
         self.writing = Some(Writing {
             thread,
             go: late.then_some(go),
-            records,
-            opened: self.opened.take(),
         });
         Ok(records)
     }
@@ -428,7 +424,6 @@ impl Folder {
         match w.thread.join() {
             Ok(written) => {
                 self.recycle(written?);
-                self.note_written(w.records, w.opened);
                 Ok(true)
             }
             Err(panic) => std::panic::resume_unwind(panic),
@@ -506,7 +501,8 @@ mod tests {
     }
 
     /// Folds `log` into a new store in `dir`, publishing, committing every `every`
-    /// records as `loyalty run` does or, `pipelined`, as replay does.
+    /// records one batch at a time (as an instance of a group does) or, `pipelined`, each
+    /// written while the next folds (as `loyalty run` and replay do).
     fn folded(dir: &std::path::Path, log: &[String], every: usize, pipelined: bool) -> Arc<Store> {
         let _ = std::fs::remove_dir_all(dir);
         let store = Arc::new(Store::open(dir).unwrap());
@@ -529,9 +525,9 @@ mod tests {
         store
     }
 
-    /// A pipelined batch is reported written only once its write is confirmed (by the next
-    /// commit, or by `finish`), each batch once, with its own records; a serial commit
-    /// reports its own batch (and one still being written before it) at once.
+    /// A pipelined batch is reported written only once its write is confirmed (here held
+    /// until the next commit, or `finish`), each batch once, with its own records and the
+    /// log positions it stored; a serial commit reports its own batch at once.
     #[test]
     fn a_batch_is_reported_written_once_its_write_is_confirmed() {
         let log = log();
@@ -541,6 +537,12 @@ mod tests {
         let store = Arc::new(Store::open(&dir).unwrap());
         let settings = Settings::new("unused:9092");
         let mut f = Folder::open(&store, true).unwrap();
+        let told = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tell = told.clone();
+        f.on_written = Some(Arc::new(move |n, _, log: &BTreeMap<i32, i64>| {
+            tell.lock().unwrap().push((n, log.get(&0).copied()));
+        }));
+        let reported = || std::mem::take(&mut *told.lock().unwrap());
         f.write_late(true);
         let fold = |f: &mut Folder, range: std::ops::Range<usize>| {
             for i in range {
@@ -549,35 +551,30 @@ mod tests {
             }
         };
         fold(&mut f, 0..10);
-        assert_eq!(f.take_written(), None, "nothing is written yet");
         assert_eq!(f.commit_pipelined(&store).unwrap(), 10);
         assert!(f.is_writing());
         // Held until the next commit: not yet written, and not reported.
-        assert_eq!(f.take_written(), None);
+        assert_eq!(reported(), vec![]);
         assert_eq!(store.positions().unwrap().log.get(&0), None);
         fold(&mut f, 10..25);
         assert_eq!(f.commit_pipelined(&store).unwrap(), 15);
-        let (n, _) = f.take_written().expect("the first batch is written");
-        assert_eq!(n, 10);
+        assert_eq!(reported(), vec![(10, Some(10))], "the first batch, once");
         assert_eq!(store.positions().unwrap().log.get(&0), Some(&10));
-        assert_eq!(f.take_written(), None, "reported once");
         f.finish().unwrap();
         assert!(!f.is_writing());
-        assert_eq!(f.take_written().map(|(n, _)| n), Some(15));
+        assert_eq!(reported(), vec![(15, Some(25))]);
         assert_eq!(store.positions().unwrap().log.get(&0), Some(&25));
         f.finish().unwrap();
-        assert_eq!(f.take_written(), None, "nothing more to confirm");
-        // A serial commit after a pipelined one: both confirmed by the one call.
+        assert_eq!(reported(), vec![], "nothing more to confirm");
+        // A serial commit after a pipelined one: each reported, in order.
         fold(&mut f, 25..30);
         f.commit_pipelined(&store).unwrap();
         fold(&mut f, 30..log.len());
         let rest = log.len() - 30;
         assert_eq!(f.commit(&store).unwrap(), rest);
-        assert_eq!(f.take_written().map(|(n, _)| n), Some(5 + rest));
-        assert_eq!(
-            store.positions().unwrap().log.get(&0),
-            Some(&(log.len() as i64))
-        );
+        let end = Some(log.len() as i64);
+        assert_eq!(reported(), vec![(5, Some(30)), (rest, end)]);
+        assert_eq!(store.positions().unwrap().log.get(&0).copied(), end);
         drop(f);
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);

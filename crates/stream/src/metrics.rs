@@ -185,7 +185,7 @@ impl Metrics {
         );
         registry.register(
             "batch_duration_seconds",
-            "Seconds to fold a batch and commit it to RocksDB",
+            "Seconds from a batch's first record folded to its RocksDB write confirmed",
             m.batch_seconds.clone(),
         );
         registry.register(

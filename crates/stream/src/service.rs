@@ -470,6 +470,10 @@ pub fn run(
     let mut folder = Folder::open(store, true).context("cannot load the state")?;
     folder.metrics = Some(metrics.clone());
     folder.ws.account_cache = settings.account_cache;
+    // Each batch is reported committed from the thread that wrote it, once written: the
+    // API answers, and the publisher sends, without waiting for the next batch to fold.
+    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+    folder.on_written = Some(on_written(counters.clone(), wake.clone()));
 
     // Whatever a previous run stored but did not deliver goes out first.
     publish_outbox(&rt, &producer, store, Some(&counters.metrics), &mut 0)?;
@@ -514,7 +518,7 @@ pub fn run(
         }
         // All of it written before anything reads the state (the config last applied,
         // the input offsets, the API once ready).
-        settle(store, folder, counters)?;
+        settle(store, folder)?;
         Ok(())
     };
     catch_up(&mut folder)?;
@@ -613,7 +617,6 @@ pub fn run(
     // first to fail stops the others, and its error is the run's.
     let failed = AtomicBool::new(false);
     let halt = || stop.load(Ordering::Relaxed) || failed.load(Ordering::Relaxed);
-    let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
     let keep_offsets = |_: &BaseConsumer, touched: &BTreeMap<(String, i32), i64>| {
         store
             .store_input_offsets(touched)
@@ -652,10 +655,7 @@ pub fn run(
         let _guard = FailOnPanic(failed);
         let folded = (|| -> Result<()> {
             while !halt() {
-                if fold_step(settings, store, &log_consumer, &mut folder, counters)? > 0 {
-                    // Full: the publisher is already due to look.
-                    let _ = wake.try_send(());
-                }
+                fold_step(settings, store, &log_consumer, &mut folder, counters)?;
                 record_log_lag(metrics, settings, &log_consumer, log_partitions, &folder);
                 metrics.beat_stage(Stage::Fold);
             }
@@ -669,12 +669,15 @@ pub fn run(
             .unwrap_or_else(|_| Err(StreamError::broken("the sequencer panicked")));
         // What the sequencer appended last is folded before the publisher's last round.
         let last = if folded.is_ok() && sequenced.is_ok() {
-            fold_step(settings, store, &log_consumer, &mut folder, counters)
-                .and_then(|_| settle(store, &mut folder, counters))
-                .map(|_| ())
+            settle(store, &mut folder)
+                .and_then(|()| fold_step(settings, store, &log_consumer, &mut folder, counters))
+                .and_then(|_| settle(store, &mut folder))
         } else {
             Ok(())
         };
+        // The publisher's last round comes once nothing can wake it any more (a batch
+        // still being written after a failure holds the callback until it is written).
+        folder.on_written = None;
         drop(wake);
         let published = published
             .join()
@@ -1011,9 +1014,8 @@ fn record_log_lag(
 
 /// Folds what the log holds next into a batch and hands it to the store, to be written
 /// while the next batch folds ([`Folder::commit_pipelined`]); with nothing to fold, waits
-/// for the batch being written, if any. Returns the records whose write was confirmed by
-/// this step: only then are they reported committed (the HTTP API answers a command on
-/// that signal, the publisher sends what they put in the outbox).
+/// for the batch being written, if any. A batch is reported committed once written, by the
+/// folder's callback ([`on_written`]). Returns the records folded.
 fn fold_step(
     settings: &Settings,
     store: &Arc<Store>,
@@ -1022,13 +1024,14 @@ fn fold_step(
     counters: &Counters,
 ) -> Result<usize> {
     // While a batch is written, what has arrived folds beside it, without waiting for
-    // more: with nothing there, the write is waited for and reported at once.
+    // more: with nothing there, the write is waited for.
     let wait = if folder.is_writing() {
         Duration::ZERO
     } else {
         Duration::from_millis(5)
     };
     let messages = poll_batch(consumer, settings.batch_size, wait)?;
+    let n = messages.len();
     for m in &messages {
         let meta = logrec::meta(m.headers());
         folder
@@ -1050,36 +1053,7 @@ fn fold_step(
     } else {
         folder.finish().context("cannot store a folded batch")?;
     }
-    Ok(report_written(folder, counters))
-}
-
-/// Waits until every folded record is written, and reports the last batch. Returns the
-/// records it confirmed.
-fn settle(store: &Store, folder: &mut Folder, counters: &Counters) -> Result<usize> {
-    folder
-        .commit(store)
-        .context("cannot store a folded batch")?;
-    Ok(report_written(folder, counters))
-}
-
-/// Reports the batch whose write the folder confirmed last, if any: counts, metrics, the
-/// signal the HTTP API waits on. Returns its records.
-fn report_written(folder: &mut Folder, counters: &Counters) -> usize {
-    let Some((n, took)) = folder.take_written() else {
-        return 0;
-    };
-    failpoint::hit("fold-after-commit");
-    counters.folded.fetch_add(n as u64, Ordering::Relaxed);
-    counters.committed.send_modify(|c| *c += 1);
-    let m = &counters.metrics;
-    m.folded.inc_by(n as u64);
-    m.batch_size.observe(n as f64);
-    m.batch_seconds.observe(took.as_secs_f64());
-    for (p, next) in &folder.positions {
-        m.log_offset
-            .get_or_create(&label("partition", p.to_string()))
-            .set(*next);
-    }
+    // The live view's totals, as folded.
     counters.awarded.store(
         i64::try_from(folder.awarded).unwrap_or(i64::MAX),
         Ordering::Relaxed,
@@ -1087,7 +1061,38 @@ fn report_written(folder: &mut Folder, counters: &Counters) -> usize {
     counters
         .tier_changes
         .store(folder.tier_changes, Ordering::Relaxed);
-    n
+    Ok(n)
+}
+
+/// Waits until every folded record is written.
+fn settle(store: &Store, folder: &mut Folder) -> Result<()> {
+    folder
+        .commit(store)
+        .context("cannot store a folded batch")
+        .map(drop)
+}
+
+/// What a batch tells once written, on the thread that wrote it: counts, metrics, the
+/// signal the HTTP API waits on; and the publisher woken.
+fn on_written(
+    counters: Arc<Counters>,
+    wake: std::sync::mpsc::SyncSender<()>,
+) -> crate::folder::OnWritten {
+    Arc::new(move |n, took, log| {
+        failpoint::hit("fold-after-commit");
+        counters.folded.fetch_add(n as u64, Ordering::Relaxed);
+        counters.committed.send_modify(|c| *c += 1);
+        let m = &counters.metrics;
+        m.folded.inc_by(n as u64);
+        m.batch_size.observe(n as f64);
+        m.batch_seconds.observe(took.as_secs_f64());
+        for (p, next) in log {
+            m.log_offset
+                .get_or_create(&label("partition", p.to_string()))
+                .set(*next);
+        }
+        let _ = wake.try_send(());
+    })
 }
 
 #[cfg(test)]
