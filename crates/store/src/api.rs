@@ -311,23 +311,95 @@ pub(crate) struct TierOf {
     pub(crate) tier: Option<String>,
 }
 
+/// Where the tier index holds the accounts lately written (`K/`), as the batches written
+/// left it, so that the next batch's accounts found here are not read back from RocksDB.
+/// Once the store is open only the writing of batches changes `K/`, one batch at a time,
+/// and what a batch moved is noted here only once it is written ([`TierPlaces::note`]).
+/// Bounded: emptied when it holds [`TierPlaces::MAX`] accounts.
+#[derive(Debug, Default)]
+pub(crate) struct TierPlaces {
+    /// The distinct places (`{program}\0{tier}`): a handful, shared by every account.
+    places: Vec<Box<[u8]>>,
+    place_of: rustc_hash::FxHashMap<Box<[u8]>, u32>,
+    /// Each account's place, [`NOWHERE`] when it has none.
+    of: rustc_hash::FxHashMap<loyalty_core::Sym, u32>,
+}
+
+/// An account the tier index does not hold.
+const NOWHERE: u32 = u32::MAX;
+
+impl TierPlaces {
+    /// The most accounts kept.
+    const MAX: usize = 1 << 18;
+
+    /// Where `account` is, if known: `Some(None)` when it is in no tier.
+    fn place(&self, account: &str) -> Option<Option<&[u8]>> {
+        let &i = self.of.get(account)?;
+        Some(self.places.get(i as usize).map(|p| &p[..]))
+    }
+
+    /// Notes where the accounts of a batch just written now are.
+    pub(crate) fn note(&mut self, moved: TierMoves) {
+        if self.of.len() + moved.0.len() > Self::MAX {
+            self.of.clear();
+        }
+        for (id, place) in moved.0 {
+            let i = match place {
+                None => NOWHERE,
+                Some(p) => match self.place_of.get(&p[..]) {
+                    Some(&i) => i,
+                    None => {
+                        let i = self.places.len() as u32;
+                        self.places.push(p.clone().into_boxed_slice());
+                        self.place_of.insert(p.into_boxed_slice(), i);
+                        i
+                    }
+                },
+            };
+            self.of.insert(id, i);
+        }
+    }
+}
+
+/// Where each account of a batch is in the tier index once the batch is written
+/// ([`put_tier_index`]), for [`TierPlaces::note`].
+#[derive(Debug, Default)]
+pub(crate) struct TierMoves(Vec<(loyalty_core::Sym, Option<Vec<u8>>)>);
+
 /// Moves the accounts the batch changed to their tier's place in the index (`k/`, `K/`):
-/// one multi-get of where they were, then only the accounts that moved are written.
+/// where each was is known ([`TierPlaces`]) or read in one multi-get, then only the
+/// accounts that moved are written.
 pub(crate) fn put_tier_index(
     db: &DB,
     wb: &mut crate::Writes,
     accounts: &[TierOf],
     stats: &mut crate::StatDeltas,
-) -> Result<(), StoreError> {
-    let was = db.multi_get(accounts.iter().map(|a| tier_place_key(&a.id)));
-    for (a, was) in accounts.iter().zip(was) {
-        let was = was?;
+    known: &TierPlaces,
+) -> Result<TierMoves, StoreError> {
+    let unknown: Vec<&TierOf> = accounts
+        .iter()
+        .filter(|a| known.place(&a.id).is_none())
+        .collect();
+    let mut read = db
+        .multi_get(unknown.iter().map(|a| tier_place_key(&a.id)))
+        .into_iter();
+    let mut moves = Vec::with_capacity(accounts.len());
+    for a in accounts {
+        let read_back;
+        let was: Option<&[u8]> = match known.place(&a.id) {
+            Some(was) => was,
+            None => {
+                read_back = read.next().transpose()?.flatten();
+                read_back.as_deref()
+            }
+        };
         let id: &str = &a.id;
         let now = a.tier.as_deref().map(|t| tier_place(&a.program, t));
-        if was == now {
+        if was == now.as_deref() {
+            moves.push((a.id.clone(), now));
             continue;
         }
-        if let Some(old) = &was {
+        if let Some(old) = was {
             if let Some(i) = old.iter().position(|b| *b == 0) {
                 let program = String::from_utf8_lossy(&old[..i]);
                 let tier = String::from_utf8_lossy(&old[i + 1..]);
@@ -339,7 +411,7 @@ pub(crate) fn put_tier_index(
             k.extend_from_slice(id.as_bytes());
             wb.delete(k);
         }
-        match (&a.tier, now) {
+        match (&a.tier, &now) {
             (Some(t), Some(place)) => {
                 stats.add_tier(&a.program, t, 1);
                 wb.put(tier_key(&a.program, t, id), b"");
@@ -347,8 +419,9 @@ pub(crate) fn put_tier_index(
             }
             _ => wb.delete(tier_place_key(id)),
         }
+        moves.push((a.id.clone(), now));
     }
-    Ok(())
+    Ok(TierMoves(moves))
 }
 
 /// A command the API sent to the log, kept under `h/{id}` so that a repeat of its
@@ -464,6 +537,10 @@ impl Store {
         let mark = api_index_mark(&self.log_positions()?);
         if self.db.get(API_INDEX_KEY)?.as_deref() == Some(mark.as_bytes()) {
             return Ok(());
+        }
+        // Rewritten whole: what was known of the tier index is read again.
+        if let Ok(mut places) = self.tier_places.lock() {
+            *places = TierPlaces::default();
         }
         let mut wb = WriteBatch::default();
         for prefix in PREFIXES {
