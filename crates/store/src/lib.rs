@@ -46,10 +46,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use loyalty_core::engine::{next_due, Changes};
+use loyalty_core::output::Output;
 use loyalty_core::state::{Account, Due, PackedPayment, PaymentRecord, State};
 use loyalty_core::time::Timestamp;
 use loyalty_core::working_set::FlowKey;
-use loyalty_core::{config::parse_program, Engine};
+use loyalty_core::{config::parse_program, Engine, Sym};
 use rocksdb::{Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB};
 use serde::{Deserialize, Serialize};
 
@@ -197,6 +198,44 @@ pub struct Batch {
     pub dues_passed: Vec<Vec<u8>>,
     /// The digest of the `--config` file whose programs this batch applied (`m/config`).
     pub config: Option<String>,
+    /// Outputs whose lines and index entries are made where the batch is written
+    /// ([`Batch::render`]), `(place in lines, the record that wrote it, the output)`: their
+    /// places in `lines` and `index` are empty until then.
+    pub deferred: Vec<(usize, Option<Sym>, Output)>,
+    /// How many of `deferred` are made already.
+    pub rendered: usize,
+}
+
+impl Batch {
+    /// Adds an output's line and index entries, made at once.
+    pub fn push_line(&mut self, output: &Output, record: Option<&str>) {
+        self.lines.push(output.to_json_line());
+        self.index.push(LineIndex::of_output(output, record));
+    }
+
+    /// Adds an output whose line and index entries are made later ([`Batch::render`]),
+    /// by the thread that writes the batch: a transaction's or an event's, which the
+    /// folding thread has no more need of. Returns its place in `lines`.
+    pub fn push_deferred(&mut self, output: Output, record: Option<Sym>) -> usize {
+        let at = self.lines.len();
+        self.lines.push(String::new());
+        self.index.push(LineIndex::default());
+        self.deferred.push((at, record, output));
+        at
+    }
+
+    /// Makes the lines and index entries of the outputs added by [`Batch::push_deferred`]
+    /// since it last ran. The outputs stay (the folding thread frees them, where they were
+    /// made, once the batch is written).
+    pub fn render(&mut self) {
+        for (at, record, output) in self.deferred.iter().skip(self.rendered) {
+            if let (Some(line), Some(ix)) = (self.lines.get_mut(*at), self.index.get_mut(*at)) {
+                *line = output.to_json_line();
+                *ix = LineIndex::of_output(output, record.as_deref());
+            }
+        }
+        self.rendered = self.deferred.len();
+    }
 }
 
 /// The key of an account's entry in the due index at `at`.
@@ -1139,9 +1178,10 @@ impl Store {
         let Prepared {
             writes: mut wb,
             tiers,
-            batch,
+            mut batch,
             ..
         } = prepared;
+        batch.render();
         let Batch {
             lines,
             index,
@@ -2270,6 +2310,8 @@ mod tests {
             dues_passed: Vec::new(),
             index: Vec::new(),
             config: None,
+            deferred: Vec::new(),
+            rendered: 0,
             log: [(0, records.len() as i64)].into_iter().collect(),
             src: [((0, "payment.completed".to_string(), 0), 7)]
                 .into_iter()

@@ -188,9 +188,9 @@ impl Folder {
                 Some(why),
             ),
         };
-        let record = match &parsed {
-            Ok(rec) => Some(str::to_owned(&rec.id)),
-            Err(rejection) => rejection.source.clone(),
+        let record: Option<loyalty_core::Sym> = match &parsed {
+            Ok(rec) => Some(rec.id.as_ref().into()),
+            Err(rejection) => rejection.source.as_deref().map(Into::into),
         };
         match parsed {
             Ok(rec) => {
@@ -207,9 +207,9 @@ impl Folder {
         if self.publish {
             self.sign_with(&settings.signing_secret);
         }
-        for o in &self.out {
+        for o in self.out.drain(..) {
             if let Some(m) = &self.metrics {
-                match o {
+                match &o {
                     Output::Transaction(t) => m
                         .transactions
                         .get_or_create(&label("type", t.kind.as_str()))
@@ -221,43 +221,48 @@ impl Folder {
                     Output::Event(_) | Output::Message(_) => 0,
                 };
             }
-            match o {
+            match &o {
                 Output::Transaction(t) if t.kind == loyalty_core::output::TxKind::Award => {
                     self.awarded += i128::from(t.points);
                 }
                 Output::Event(e) if e.kind() == "loyalty.tier.changed" => self.tier_changes += 1,
                 _ => {}
             }
-            self.batch.lines.push(o.to_json_line());
-            self.batch
-                .index
-                .push(loyalty_store::LineIndex::of_output(o, record.as_deref()));
-            if !self.publish {
-                continue;
-            }
-            let at = self.batch.lines.len() - 1;
-            let line = self.batch.lines[at].as_bytes();
+            // A transaction's line, and an event's whose message is its line's envelope,
+            // are made where the batch is written (Batch::render): the folding thread goes
+            // on.
+            let json = settings.format == Format::Json;
             match o {
+                Output::Transaction(_) => {
+                    self.batch.push_deferred(o, record.clone());
+                }
+                Output::Event(_) if !self.publish => {
+                    self.batch.push_deferred(o, record.clone());
+                }
                 // An event in JSON publishes its line's envelope: signed where the batch is
-                // written, so that the folding thread goes on.
-                Output::Event(e)
-                    if settings.format == Format::Json
-                        && loyalty_store::envelope_rest(line).is_some() =>
-                {
-                    let (entry, t) = outbox::event_of_line(settings, e, at);
+                // written too.
+                Output::Event(ref e) if json => {
+                    let (entry, t) = outbox::event_of_line(settings, e, self.batch.lines.len());
                     self.unsigned.push(outbox::Unsigned {
                         entry: self.batch.outbox.len(),
                         t,
                     });
                     self.batch.outbox.push(entry);
+                    self.batch.push_deferred(o, record.clone());
                 }
-                _ => {
-                    let line = std::str::from_utf8(line).ok();
-                    let Some(mut e) = outbox::entry(settings, o, line, value, meta.source.as_ref())
+                o => {
+                    self.batch.push_line(&o, record.as_deref());
+                    if !self.publish {
+                        continue;
+                    }
+                    let at = self.batch.lines.len() - 1;
+                    let line = std::str::from_utf8(self.batch.lines[at].as_bytes()).ok();
+                    let Some(mut e) =
+                        outbox::entry(settings, &o, line, value, meta.source.as_ref())
                     else {
                         continue;
                     };
-                    if let (Output::Rejected(_), Some(why)) = (o, &undecodable) {
+                    if let (Output::Rejected(_), Some(why)) = (&o, &undecodable) {
                         for (k, v) in &mut e.headers {
                             if k == outbox::DETAIL {
                                 *v = why.clone().into_bytes();
@@ -282,6 +287,7 @@ impl Folder {
         let before = self.signer.replace(Arc::new(Signer::new(secret)));
         if !self.unsigned.is_empty() {
             let unsigned = std::mem::take(&mut self.unsigned);
+            self.batch.render();
             // Signed here, on the batch not yet taken. A message that cannot be signed
             // (none can fail here) is left for the commit, which refuses the batch.
             if outbox::sign_events(before.as_deref(), &mut self.batch, &unsigned).is_err() {
@@ -315,6 +321,7 @@ impl Folder {
         let mut batch = std::mem::take(&mut self.batch);
         (batch.changes, batch.dues_passed) = self.ws.take_batch();
         let (signer, unsigned) = self.take_unsigned();
+        batch.render();
         outbox::sign_events(signer.as_deref(), &mut batch, &unsigned)?;
         let log = batch.log.clone();
         store.commit(&self.ws.engine, batch)?;
@@ -374,6 +381,7 @@ impl Folder {
                     let _ = wait_for.recv();
                 }
                 let (signer, unsigned) = unsigned;
+                prepared.batch_mut().render();
                 outbox::sign_events(signer.as_deref(), prepared.batch_mut(), &unsigned)?;
                 let written = writer.write_back(prepared)?;
                 if let Some(tell) = tell {
@@ -442,6 +450,8 @@ impl Folder {
         done.lines.clear();
         done.index.clear();
         done.outbox.clear();
+        done.deferred.clear();
+        done.rendered = 0;
         let open = &mut self.batch;
         if open.lines.capacity() == 0 && done.lines.capacity() <= KEEP {
             open.lines = std::mem::take(&mut done.lines);
@@ -451,6 +461,9 @@ impl Folder {
         }
         if open.outbox.capacity() == 0 && done.outbox.capacity() <= KEEP {
             open.outbox = std::mem::take(&mut done.outbox);
+        }
+        if open.deferred.capacity() == 0 && done.deferred.capacity() <= KEEP {
+            open.deferred = std::mem::take(&mut done.deferred);
         }
     }
 
