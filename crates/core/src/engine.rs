@@ -11,10 +11,11 @@
 //! rule lives whole in the module named after it (`earning`, `caps`, `campaigns`, `tiers`,
 //! `clock`, `lots`, `refunds`, `redemption`, `referrals`, `stamps`, `transfers`,
 //! `enrolment`, `programs`), transactions are posted by `ledger`, and what a store needs
-//! to run the engine on part of the accounts is in `working_set`. What stays here besides
-//! the order is the fan-out of one activity event to each program it reaches (the account,
-//! qualifying spend, the rules, stamps, a referral's conversion, and the payment's record
-//! that a refund later reads), and the account view.
+//! to run the engine on part of the accounts is in `working_set`; the account view is
+//! `view`'s. What stays here besides the order is the fan-out of one activity event to
+//! each program it reaches: the account, then in turn the qualifying spend (`tiers`
+//! decides what counts), the rules, stamps, a referral's conversion, and the payment's
+//! record that a refund later reads (kept by `refunds`).
 //!
 //! Must not: apply a rule's arithmetic (earning, caps, tiers, lots and the rest own theirs)
 //! or post a transaction (only `ledger` moves a balance).
@@ -22,20 +23,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::config::{parse_program, Config, Program, QualifyOn};
+use crate::config::{parse_program, Config, Program};
 use crate::earning::{Recipients, Trigger};
 use crate::envelope::{self, Activity, Body, Reason, Record, Rejection};
 use crate::ids;
 use crate::ledger::Cx;
-use crate::output::{AccountView, Output, TierView};
+use crate::output::{AccountView, Output};
 use crate::partition::Partitioning;
 use crate::referrals::claim_code;
-use crate::state::{Account, PackedPayment, PaymentRecord, State};
+use crate::state::{Account, PackedPayment, State};
 use crate::tiers;
 use crate::time::Timestamp;
 use crate::Sym;
 
 pub use crate::clock::next_due;
+pub use crate::view::view_account;
 pub use crate::working_set::Changes;
 
 /// Why the clock cannot be moved where it was asked to go.
@@ -506,14 +508,7 @@ impl Engine {
                 self.explain_not_enrolled(&prog, &rec.kind);
                 continue;
             };
-            // Qualifying spend: payments in the program currency (SPEC section 5).
-            let spend = prog
-                .tiers
-                .as_ref()
-                .is_some_and(|t| t.qualify_on == QualifyOn::Spend)
-                && a.currency
-                    .as_deref()
-                    .is_some_and(|c| c.eq_ignore_ascii_case(&prog.currency));
+            let spend = tiers::counts_as_spend(&prog, a.currency.as_deref());
             if let (true, true, Some(amount)) = (is_payment, spend, a.amount) {
                 self.qualify(&account, rec.created, amount, cx);
                 spend_accounts.push(account.clone());
@@ -546,72 +541,12 @@ impl Engine {
         if let (true, Some(pid), Some(awards)) =
             (is_payment, &a.object_id, cx.payment_awards.take())
         {
-            let mut entry = self.state.payments.get(pid).map_or_else(
-                || PaymentRecord {
-                    currency: a.currency.clone().unwrap_or_default(),
-                    created: rec.created.0,
-                    ..PaymentRecord::default()
-                },
-                PackedPayment::unpack,
-            );
-            entry.amount = entry.amount.saturating_add(a.amount.unwrap_or(0));
-            entry.awards.extend(awards);
-            for acct in spend_accounts {
-                if !entry.spend_accounts.contains(&acct) {
-                    entry.spend_accounts.push(acct);
-                }
-            }
-            self.state.payments.insert(pid.clone(), entry.pack());
-            if self.track {
-                self.changes.payments.insert(pid.clone());
-            }
+            let paid = crate::refunds::Paid {
+                currency: a.currency.as_deref(),
+                amount: a.amount,
+                created: rec.created,
+            };
+            self.record_payment(pid, &paid, awards, spend_accounts);
         }
-    }
-}
-
-/// An account as the fold prints it, in its program (`None`: a program the state no longer
-/// holds) at the clock: what `loyalty fold` prints last, and what the HTTP API answers.
-pub fn view_account(a: &Account, prog: Option<&Program>, clock: Option<Timestamp>) -> AccountView {
-    let tier = prog.and_then(|p| a.tier.as_deref().and_then(|t| p.tier(t)));
-    let now = clock.unwrap_or(Timestamp(i64::MIN / 4));
-    let value = prog.map_or(0, |p| tiers::value_at(a, p, now));
-    AccountView {
-        kind: "account",
-        id: a.id.to_string(),
-        customer: a.customer.to_string(),
-        program: a.program.to_string(),
-        balance: a.balance,
-        tier: tier.map(|t| TierView {
-            name: t.name.clone(),
-            rank: t.rank,
-            earn_multiplier: crate::output::DecNumber(t.earn_multiplier),
-        }),
-        qualifying_value: value,
-        // Below the threshold with a tier to fall to, unless a manual floor at or above the
-        // tier held keeps the member there. (Soft landing's wait of a period after a
-        // demotion is not considered: such a member stays at risk.)
-        at_risk: tier.is_some_and(|t| {
-            value < t.threshold
-                && prog.is_some_and(|p| {
-                    tiers::one_below(p, t).is_some()
-                        && tiers::manual_at(a, p, now)
-                            .and_then(|m| p.tier(&m.tier))
-                            .is_none_or(|floor| floor.rank < t.rank)
-                })
-        }),
-        referral_code: a.referral_code.clone(),
-        stamps: a.stamps.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        ledger_hash: crate::output::hex32(&a.ledger_hash),
-        // Also after an update took `pendingDays` away: what is pending still vests.
-        pending_balance: (prog.is_some_and(|p| p.pending_days.is_some())
-            || !a.extra.pending.is_empty())
-        .then(|| a.pending_balance()),
-        manual_tier: prog.and_then(|p| tiers::manual_at(a, p, now)).map(|m| {
-            crate::output::ManualTierView {
-                tier: m.tier.clone(),
-                until: Timestamp(m.until),
-                reason: m.reason.clone(),
-            }
-        }),
     }
 }

@@ -5,6 +5,7 @@
 //! (0x1f) so that ("ab","c") and ("a","bc") never collide.
 //!
 //! Owns: the shape of `loy_`, `ptx_`, `rdm_` and outbound event ids, and referral codes.
+//! Must not: read state or decide when an id is minted (the modules that mint them do).
 
 use sha2::{Digest, Sha256};
 

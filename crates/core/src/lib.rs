@@ -22,7 +22,7 @@
 //!   another (docs/scale-out.md).
 //! - [`working_set`]: what a store needs to run the engine on some of the accounts.
 //! - [`output`]: transactions, outbound events, rejections and account lines, with their
-//!   JSON form.
+//!   JSON form; [`view`]: an account as `loyalty fold` prints it and the API answers it.
 //! - [`fold`]: a whole log through the engine to JSON lines (`loyalty fold`).
 //! - [`dec`], [`time`], [`ids`], [`vecmap`]: exact decimals, calendars in a time zone,
 //!   minted ids, a small sorted map.
@@ -64,6 +64,7 @@ pub mod tiers;
 pub mod time;
 pub mod transfers;
 pub mod vecmap;
+pub mod view;
 pub mod working_set;
 
 /// A shared, immutable string: the ids and names the engine copies into many outputs (a

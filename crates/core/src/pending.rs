@@ -6,6 +6,8 @@
 //!
 //! Owns: the pending awards of an account and their vesting. The award itself is written
 //! by `earning`, a refund's share of it decided by `refunds`.
+//! Must not: move a balance or form a lot itself (a vest is posted through `ledger`, which
+//! forms its lot).
 
 use crate::engine::Engine;
 use crate::ids;

@@ -2,7 +2,9 @@
 //! refunded so far, the points each award of the payment gave, takes the refund off the
 //! qualifying spend the payment added, and leaves a debt where the points were spent.
 //!
-//! Owns: `Engine::apply_refund`. The refusals of a refund (unknown payment, currency,
+//! Owns: `Engine::apply_refund`, and the payment's record it reads
+//! (`Engine::record_payment`: its amount, currency, awards and the accounts whose
+//! qualifying spend it added). The refusals of a refund (unknown payment, currency,
 //! amount) are decided with the other rejections in `engine`; lots and debt in `lots`.
 //! Must not: take points from lots itself, or decide a rejection.
 
@@ -12,10 +14,49 @@ use crate::envelope::{self};
 use crate::ledger::{member, Cx};
 use crate::lots;
 use crate::output::{Event, Status, TxKind, TxMeta, Why};
-use crate::state::AwardRecord;
+use crate::state::{AwardRecord, PackedPayment, PaymentRecord};
 use crate::time::Timestamp;
+use crate::Sym;
+
+/// What a `payment.completed` says of the payment, for its record.
+pub(crate) struct Paid<'a> {
+    pub(crate) currency: Option<&'a str>,
+    pub(crate) amount: Option<i64>,
+    pub(crate) created: Timestamp,
+}
 
 impl Engine {
+    /// Records what a `payment.completed` of payment `id` gave, for a refund to reverse:
+    /// its amount (added to an earlier record of the same payment), the awards of each
+    /// program it reached, and the accounts whose qualifying spend it added.
+    pub(crate) fn record_payment(
+        &mut self,
+        id: &str,
+        paid: &Paid<'_>,
+        awards: Vec<AwardRecord>,
+        spend_accounts: Vec<Sym>,
+    ) {
+        let mut entry = self.state.payments.get(id).map_or_else(
+            || PaymentRecord {
+                currency: paid.currency.map(str::to_string).unwrap_or_default(),
+                created: paid.created.0,
+                ..PaymentRecord::default()
+            },
+            PackedPayment::unpack,
+        );
+        entry.amount = entry.amount.saturating_add(paid.amount.unwrap_or(0));
+        entry.awards.extend(awards);
+        for acct in spend_accounts {
+            if !entry.spend_accounts.contains(&acct) {
+                entry.spend_accounts.push(acct);
+            }
+        }
+        self.state.payments.insert(id.to_string(), entry.pack());
+        if self.track {
+            self.changes.payments.insert(id.to_string());
+        }
+    }
+
     pub(crate) fn apply_refund(&mut self, r: &envelope::Refund, cx: &mut Cx<'_>) {
         let Some(mut payment) = self.state.payments.remove(&r.payment).map(|p| p.unpack()) else {
             return;

@@ -488,6 +488,27 @@ impl Engine {
     }
 }
 
+/// Whether a payment in `currency` counts as qualifying spend in `prog` (SPEC section 5):
+/// the program qualifies on spend, and the payment is in its currency.
+pub(crate) fn counts_as_spend(prog: &Program, currency: Option<&str>) -> bool {
+    prog.tiers
+        .as_ref()
+        .is_some_and(|t| t.qualify_on == QualifyOn::Spend)
+        && currency.is_some_and(|c| c.eq_ignore_ascii_case(&prog.currency))
+}
+
+/// Whether a member holding `tier` with qualifying `value` at `now` is at risk of losing it:
+/// below its threshold with a tier to fall to, unless a manual floor at or above the tier
+/// held keeps the member there. (Soft landing's wait of a period after a demotion is not
+/// considered: such a member stays at risk.)
+pub fn at_risk(a: &Account, prog: &Program, tier: &Tier, value: i64, now: Timestamp) -> bool {
+    value < tier.threshold
+        && one_below(prog, tier).is_some()
+        && manual_at(a, prog, now)
+            .and_then(|m| prog.tier(&m.tier))
+            .is_none_or(|floor| floor.rank < tier.rank)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,6 +3,9 @@
 //!
 //! Owns: the explanation types and their JSON. Keys are written in byte order, like an
 //! event's `data`; decimals as exact JSON numbers, like the config's.
+//!
+//! Must not: compute points or decide a rule (`earning`, `caps` and `campaigns` fill it in
+//! as they decide).
 
 use serde_json::Value;
 

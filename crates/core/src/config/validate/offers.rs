@@ -1,5 +1,8 @@
 //! Validation of campaigns (SPEC sections 4 and 13, with their schedules) and rewards
 //! (SPEC section 7).
+//!
+//! Owns: the config errors of a program's campaigns and rewards. Must not: change the
+//! program, or apply a campaign or a reward (`campaigns` and `redemption` do).
 
 use super::*;
 

@@ -1,5 +1,8 @@
 //! Validation of `tierConfig` (SPEC section 5): the period, the tiers in rank order, the
 //! lowest tier's threshold.
+//!
+//! Owns: the config errors of a program's tiers. Must not: change the program, or evaluate
+//! a member's tier (`tiers` does).
 
 use super::*;
 
