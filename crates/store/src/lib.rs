@@ -1742,8 +1742,9 @@ impl Writes {
         self.bytes.clear();
         self.ops.clear();
         // The serialized batch is made again from the rest: its room is kept only while
-        // modest (a program update's batch of a million members does not keep it).
-        match self.rep.capacity() > 1 << 26 {
+        // modest (a replay's batches of 20,000 records, some 40 MB, and a program update's
+        // of a million members, do not keep theirs: RocksDB holds a copy meanwhile).
+        match self.rep.capacity() > 1 << 23 {
             true => self.rep = Vec::new(),
             false => self.rep.clear(),
         }
