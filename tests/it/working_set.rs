@@ -132,14 +132,14 @@ fn streamed_reading(
             } else {
                 f.commit(&store).unwrap();
             }
-            most = most.max(f.ws.engine.account_count());
+            most = most.max(f.ws.account_count());
             if commit == Commit::Restart {
                 f = open();
             }
         }
     }
     f.commit(&store).unwrap();
-    most = most.max(f.ws.engine.account_count());
+    most = most.max(f.ws.account_count());
     (sound_export(&store), most)
 }
 
@@ -629,13 +629,11 @@ fn the_least_recently_changed_accounts_go_first() {
         fold(&mut f, pay(n, *c));
         f.commit(&store).unwrap();
     }
-    assert_eq!(f.ws.engine.account_count(), 8, "within the bound: all kept");
+    assert_eq!(f.ws.account_count(), 8, "within the bound: all kept");
     // A ninth: over the bound, down to six, the most recent kept.
     fold(&mut f, pay(10, 8));
     f.commit(&store).unwrap();
-    let held: Vec<usize> = (0..9)
-        .filter(|c| f.ws.engine.holds_account(&id(*c)))
-        .collect();
+    let held: Vec<usize> = (0..9).filter(|c| f.ws.holds_account(&id(*c))).collect();
     assert_eq!(held, vec![0, 1, 5, 6, 7, 8]);
     // Customer 2 comes back: read again, with the points it had.
     let loaded = f.ws.loaded;

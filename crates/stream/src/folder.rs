@@ -469,8 +469,7 @@ impl Folder {
 
     fn count_accounts(&mut self) {
         if let Some(m) = &self.metrics {
-            m.accounts_in_memory
-                .set(self.ws.engine.account_count() as i64);
+            m.accounts_in_memory.set(self.ws.account_count() as i64);
             m.accounts_loaded
                 .inc_by(std::mem::take(&mut self.ws.loaded));
         }

@@ -153,17 +153,17 @@ impl Engine {
     }
 
     /// How many accounts the working set holds.
-    pub fn account_count(&self) -> usize {
+    pub(crate) fn account_count(&self) -> usize {
         self.state.accounts.len()
     }
 
     /// The ids of the accounts in memory.
-    pub fn account_ids(&self) -> impl Iterator<Item = &str> + '_ {
+    pub(crate) fn account_ids(&self) -> impl Iterator<Item = &str> + '_ {
         self.state.accounts.keys().map(|id| &**id)
     }
 
     /// Whether the account of that id is in memory.
-    pub fn holds_account(&self, id: &str) -> bool {
+    pub(crate) fn holds_account(&self, id: &str) -> bool {
         self.state.accounts.contains_key(id)
     }
 

@@ -184,6 +184,16 @@ impl WorkingSet {
         Ok(ws)
     }
 
+    /// How many accounts it holds in memory.
+    pub fn account_count(&self) -> usize {
+        self.engine.account_count()
+    }
+
+    /// Whether the account of that id is in memory.
+    pub fn holds_account(&self, id: &str) -> bool {
+        self.engine.holds_account(id)
+    }
+
     /// Reads what applying `rec` needs and the engine lacks, then applies it.
     pub fn apply<S: Source>(
         &mut self,
