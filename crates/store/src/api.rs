@@ -376,17 +376,21 @@ pub(crate) fn put_tier_index(
     stats: &mut crate::StatDeltas,
     known: &TierPlaces,
 ) -> Result<TierMoves, StoreError> {
-    let unknown: Vec<&TierOf> = accounts
-        .iter()
-        .filter(|a| known.place(&a.id).is_none())
-        .collect();
+    // Each account's place if known, looked up once; the others are read in one multi-get.
+    let known: Vec<Option<Option<&[u8]>>> = accounts.iter().map(|a| known.place(&a.id)).collect();
     let mut read = db
-        .multi_get(unknown.iter().map(|a| tier_place_key(&a.id)))
+        .multi_get(
+            accounts
+                .iter()
+                .zip(&known)
+                .filter(|(_, k)| k.is_none())
+                .map(|(a, _)| tier_place_key(&a.id)),
+        )
         .into_iter();
-    let mut moves = Vec::with_capacity(accounts.len());
-    for a in accounts {
+    let mut moves = Vec::new();
+    for (a, known) in accounts.iter().zip(known) {
         let read_back;
-        let was: Option<&[u8]> = match known.place(&a.id) {
+        let was: Option<&[u8]> = match known {
             Some(was) => was,
             None => {
                 read_back = read.next().transpose()?.flatten();
@@ -396,7 +400,10 @@ pub(crate) fn put_tier_index(
         let id: &str = &a.id;
         let now = a.tier.as_deref().map(|t| tier_place(&a.program, t));
         if was == now.as_deref() {
-            moves.push((a.id.clone(), now));
+            // Noted only when read: a known place that did not move is known already.
+            if known.is_none() {
+                moves.push((a.id.clone(), now));
+            }
             continue;
         }
         if let Some(old) = was {

@@ -207,6 +207,7 @@ impl Folder {
         if self.publish {
             self.sign_with(&settings.signing_secret);
         }
+        let json = settings.format == Format::Json;
         for o in self.out.drain(..) {
             if let Some(m) = &self.metrics {
                 match &o {
@@ -228,10 +229,9 @@ impl Folder {
                 Output::Event(e) if e.kind() == "loyalty.tier.changed" => self.tier_changes += 1,
                 _ => {}
             }
-            // A transaction's line, and an event's whose message is its line's envelope,
-            // are made where the batch is written (Batch::render): the folding thread goes
-            // on.
-            let json = settings.format == Format::Json;
+            // A transaction's line, and an event's whose message is its line's envelope (or
+            // that is not published), are made where the batch is written (Batch::render):
+            // the folding thread goes on.
             match o {
                 Output::Transaction(_) => {
                     self.batch.push_deferred(o, record.clone());
