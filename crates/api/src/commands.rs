@@ -241,7 +241,12 @@ impl Api {
             // The sink gives up on its own (the producer's message timeout), and only
             // then: a message still queued could yet be delivered.
             if let Err(why) = commands.sink.submit(cmd.key.clone(), value).await {
-                tracing::warn!(command = %id, error = %why, "cannot send a command");
+                tracing::warn!(
+                    command = %id,
+                    error = %why,
+                    retriable = why.is_retriable(),
+                    "cannot send a command"
+                );
                 return Err(unavailable());
             }
         }

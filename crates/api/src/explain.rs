@@ -428,7 +428,7 @@ pub(crate) async fn backtest(
         let mut bt = loyalty_core::backtest::Backtest::new(baseline.as_ref(), &candidate, from)
             .map_err(|e| ApiError::invalid("config", e.to_string()))?;
         log(&mut |line| bt.apply(line))
-            .map_err(|e| ApiError::unavailable(format!("The log cannot be read: {e}")))?;
+            .map_err(|e| ApiError::unavailable(format!("The log cannot be read: {}", e.why)))?;
         bt.finish()
             .map_err(|e| ApiError::invalid("baseline", e.to_string()))
     })

@@ -45,7 +45,29 @@ pub trait Submit: Send + Sync + 'static {
         &self,
         key: String,
         value: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+    ) -> Pin<Box<dyn Future<Output = Result<(), SubmitError>> + Send>>;
+}
+
+/// Why a command record was not sent. Either way the request's answer is 503
+/// `service_unavailable` and nothing was written: the command may be sent again with the
+/// same idempotency key.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    /// The broker may yet take it: unreachable, not acknowledging within the producer's
+    /// timeout, a full queue, a leader being elected.
+    #[error("the broker did not take the command record yet: {0}")]
+    Retriable(String),
+    /// No retry mends it: the record is refused (too large, not authorised, no such
+    /// topic), or the producer is gone.
+    #[error("the broker refused the command record: {0}")]
+    Fatal(String),
+}
+
+impl SubmitError {
+    /// Whether sending the same record again may succeed.
+    pub fn is_retriable(&self) -> bool {
+        matches!(self, SubmitError::Retriable(_))
+    }
 }
 
 /// What the API needs to take commands (absent in `loyalty serve`).
@@ -115,7 +137,17 @@ pub struct Api {
 /// Reads the engine's whole log now, handing each record (an envelope's JSON) to the
 /// callback in log order.
 pub type LogReader =
-    Arc<dyn Fn(&mut dyn FnMut(&[u8])) -> Result<(), String> + Send + Sync + 'static>;
+    Arc<dyn Fn(&mut dyn FnMut(&[u8])) -> Result<(), LogReadError> + Send + Sync + 'static>;
+
+/// Why the log could not be read whole (a backtest is then answered 503
+/// `service_unavailable`).
+#[derive(Debug, thiserror::Error)]
+#[error("the log cannot be read: {why}")]
+pub struct LogReadError {
+    /// What went wrong, as the reader says it (the broker's error, or the record that
+    /// could not be decoded).
+    pub why: String,
+}
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use loyalty_api::{Api, Commands, Submit};
+use loyalty_api::{Api, Commands, LogReadError, Submit, SubmitError};
 use loyalty_store::Store;
 use loyalty_stream::service::{self, Counters, Producer};
 use loyalty_stream::Settings;
@@ -57,7 +57,7 @@ impl Submit for KafkaSubmit {
         &self,
         key: String,
         value: Vec<u8>,
-    ) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> {
+    ) -> Pin<Box<dyn Future<Output = Result<(), SubmitError>> + Send>> {
         let record = FutureRecord::to(&self.topic)
             .key(key.as_bytes())
             .payload(&value)
@@ -70,17 +70,27 @@ impl Submit for KafkaSubmit {
         let sent = self
             .producer
             .send_result(record)
-            .map_err(|(e, _)| e.to_string());
+            .map_err(|(e, _)| submit_error(&e));
         Box::pin(async move {
             match sent {
                 Ok(delivery) => match delivery.await {
                     Ok(Ok(_)) => Ok(()),
-                    Ok(Err((e, _))) => Err(e.to_string()),
-                    Err(_) => Err("the producer went away".into()),
+                    Ok(Err((e, _))) => Err(submit_error(&e)),
+                    Err(_) => Err(SubmitError::Fatal("the producer went away".into())),
                 },
                 Err(e) => Err(e),
             }
         })
+    }
+}
+
+/// A producer's error, sorted as the engine sorts Kafka errors
+/// ([`loyalty_stream::error::retriable`]).
+fn submit_error(e: &rdkafka::error::KafkaError) -> SubmitError {
+    if loyalty_stream::error::retriable(e) {
+        SubmitError::Retriable(e.to_string())
+    } else {
+        SubmitError::Fatal(e.to_string())
     }
 }
 
@@ -160,8 +170,10 @@ fn log_reader(settings: &Settings) -> loyalty_api::LogReader {
     let settings = settings.clone();
     Arc::new(move |emit: &mut dyn FnMut(&[u8])| {
         let mut lines = crate::backtest::LineSplitter::new(emit);
-        loyalty_stream::replay::print_log(&settings, &mut lines).map_err(|e| format!("{e:#}"))?;
-        std::io::Write::flush(&mut lines).map_err(|e| e.to_string())
+        loyalty_stream::replay::print_log(&settings, &mut lines).map_err(|e| LogReadError {
+            why: format!("{e:#}"),
+        })?;
+        std::io::Write::flush(&mut lines).map_err(|e| LogReadError { why: e.to_string() })
     })
 }
 

@@ -265,7 +265,7 @@ impl Folder {
                     if let (Output::Rejected(_), Some(why)) = (&o, &undecodable) {
                         for (k, v) in &mut e.headers {
                             if k == outbox::DETAIL {
-                                *v = why.clone().into_bytes();
+                                *v = why.to_string().into_bytes();
                             }
                         }
                     }

@@ -111,20 +111,31 @@ pub fn is_protobuf(content_type: Option<&str>) -> bool {
     })
 }
 
+/// Why a protobuf record value stands for no JSON envelope (the detail of its `malformed`
+/// rejection, and of its dead letter).
+#[derive(Debug, thiserror::Error)]
+pub enum UndecodableValue {
+    /// The bytes are not a loyalty `Envelope` message.
+    #[error("the protobuf value is not a loyalty Envelope: {0}")]
+    NotAnEnvelope(#[from] prost::DecodeError),
+    /// The envelope's `data_json` is not JSON.
+    #[error("data_json: the protobuf Envelope's data is not JSON: {0}")]
+    DataNotJson(#[source] serde_json::Error),
+}
+
 /// The JSON envelope a record value stands for: JSON values as they are, protobuf
 /// `Envelope`s turned into the same JSON. A protobuf value that does not decode gives the
 /// reason it does not, for a `malformed` rejection.
 pub fn json_value<'a>(
     content_type: Option<&str>,
     value: &'a [u8],
-) -> Result<std::borrow::Cow<'a, [u8]>, String> {
+) -> Result<std::borrow::Cow<'a, [u8]>, UndecodableValue> {
     if !is_protobuf(content_type) {
         return Ok(std::borrow::Cow::Borrowed(value));
     }
-    let env = Envelope::decode(value)
-        .map_err(|e| format!("the protobuf value is not a loyalty Envelope: {e}"))?;
+    let env = Envelope::decode(value)?;
     let data = serde_json::value::RawValue::from_string(env.data_json)
-        .map_err(|e| format!("data_json: the protobuf Envelope's data is not JSON: {e}"))?;
+        .map_err(UndecodableValue::DataNotJson)?;
     let json = serde_json::json!({"id": env.id, "type": env.r#type, "created": env.created});
     let mut obj = json.to_string();
     obj.pop(); // the closing brace
@@ -146,7 +157,7 @@ pub fn parse(
         Err(detail) => Err(loyalty_core::envelope::Rejection::new(
             None,
             loyalty_core::envelope::Reason::Malformed,
-            detail,
+            detail.to_string(),
         )),
     }
 }
@@ -218,6 +229,10 @@ mod tests {
         assert_eq!(r.reason, loyalty_core::envelope::Reason::Malformed);
         assert!(r.detail.contains("protobuf"), "{}", r.detail);
         assert!(!r.detail.contains("JSON object"), "{}", r.detail);
+        assert!(matches!(
+            json_value(Some("application/x-protobuf"), b"\xff\xff"),
+            Err(UndecodableValue::NotAnEnvelope(_))
+        ));
         let env = Envelope {
             source: None,
             id: "evt_1".into(),
@@ -228,6 +243,10 @@ mod tests {
         let r = parse(Some("application/x-protobuf"), &env.encode_to_vec()).expect_err("rejected");
         assert_eq!(r.reason, loyalty_core::envelope::Reason::Malformed);
         assert!(r.detail.starts_with("data_json:"), "{}", r.detail);
+        assert!(matches!(
+            json_value(Some("application/x-protobuf"), &env.encode_to_vec()),
+            Err(UndecodableValue::DataNotJson(_))
+        ));
     }
 
     #[test]

@@ -166,11 +166,25 @@ impl From<Due> for DueText {
     }
 }
 
-impl TryFrom<DueText> for Due {
-    type Error = String;
+/// A stored due entry that names no effect the engine schedules: its kind, and the item
+/// and account it came with, do not go together.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("a {kind} effect with the item {item:?}")]
+pub struct OddDue {
+    /// The effect's kind as stored.
+    pub kind: String,
+    /// Its item as stored.
+    pub item: String,
+}
 
-    fn try_from(d: DueText) -> Result<Due, String> {
-        let odd = || format!("a {} effect with the item {:?}", d.kind, d.item);
+impl TryFrom<DueText> for Due {
+    type Error = OddDue;
+
+    fn try_from(d: DueText) -> Result<Due, OddDue> {
+        let odd = || OddDue {
+            kind: d.kind.clone(),
+            item: d.item.clone(),
+        };
         let lot = || {
             d.item
                 .parse::<u64>()
