@@ -2,7 +2,10 @@
 //! mixed synthetic log, folded and compared byte for byte with the output the engine gave
 //! before the core was redesigned (`tests/golden/`). The scenario tests check what SPEC.md
 //! says of each case; this test checks that nothing else moved either: every id, key order,
-//! event, account line and rejection detail.
+//! event, account line and rejection detail. The messages partitions hand each other are
+//! compared the same way, with `tests/golden/partitions.txt`, by
+//! `partitions::the_partitions_ledgers_and_messages_are_the_golden_bytes` (blessed after the
+//! redesign: it keeps them from moving from now on).
 //!
 //! `GOLDEN_BLESS=1 cargo test --release golden` rewrites the files; do so only for a change
 //! of output that is meant, and say why in the commit.
@@ -13,7 +16,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{bin, fold, TempDir};
 
-fn root() -> PathBuf {
+pub(crate) fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
@@ -22,7 +25,7 @@ fn bless() -> bool {
 }
 
 /// Compares `got` with the golden file `name`, line by line, naming the first difference.
-fn check(name: &Path, got: &str, problems: &mut Vec<String>) {
+pub(crate) fn check(name: &Path, got: &str, problems: &mut Vec<String>) {
     if bless() {
         std::fs::create_dir_all(name.parent().unwrap()).unwrap();
         std::fs::write(name, got).unwrap();

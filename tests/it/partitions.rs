@@ -994,3 +994,37 @@ fn messages_of_two_partitions_never_share_an_id() {
         "{out:?}"
     );
 }
+
+/// Golden: the ledgers three partitions commit for two seeds' traffic and deliveries, every
+/// `message` line (a transfer's credit, a referral's claim and conversion, a stocked
+/// reward's grant, each handed to another partition) and every line the messages make
+/// where they land, compared byte for byte with `tests/golden/partitions.txt` (each line
+/// prefixed with its seed and partition). The tests above check what the messages do;
+/// this one checks that no byte of them moves (`GOLDEN_BLESS=1` rewrites the file).
+#[test]
+fn the_partitions_ledgers_and_messages_are_the_golden_bytes() {
+    let config = parse_config(CONFIG).expect("the config validates");
+    let mut got = String::new();
+    let mut messages = 0;
+    for seed in [3u64, 11] {
+        let input = input(&mut Rng(seed ^ 0x5eed));
+        let parts = run(seed, &config, &input);
+        for (p, part) in parts.iter().enumerate() {
+            for line in &part.ledger {
+                messages += usize::from(line.starts_with(r#"{"kind":"message""#));
+                got.push_str(&format!("{seed} {p} {line}\n"));
+            }
+        }
+    }
+    assert!(
+        messages > 20,
+        "only {messages} messages: the traffic crosses too little"
+    );
+    let mut problems = Vec::new();
+    crate::golden::check(
+        &crate::golden::root().join("tests/golden/partitions.txt"),
+        &got,
+        &mut problems,
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
