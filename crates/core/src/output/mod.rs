@@ -7,8 +7,11 @@
 //!
 //! Owns: output types and their serialisation. Must not touch state.
 
+#[cfg(test)]
 use serde::Serialize;
+#[cfg(test)]
 use serde_json::value::RawValue;
+#[cfg(test)]
 use serde_json::{json, Value};
 
 use crate::dec::Dec;
@@ -86,8 +89,8 @@ impl Direction {
 
 /// Whether an award or a reversal moved the balance or the pending balance (SPEC section
 /// 13): only in a program with `pendingDays`.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "snake_case"))]
 pub enum Status {
     /// Pending: counted in `pendingBalance`, not in the balance.
     Pending,
@@ -131,8 +134,8 @@ pub struct Message {
 }
 
 /// The kind of a ledger entry.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "snake_case"))]
 pub enum TxKind {
     /// Points earned by a rule or a campaign bonus.
     Award,
@@ -169,8 +172,8 @@ impl TxKind {
 }
 
 /// A points transaction: one entry of the append-only ledger.
-#[derive(Clone, PartialEq, Eq, Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[cfg_attr(test, derive(Serialize), serde(rename_all = "camelCase"))]
 pub struct Transaction {
     /// `ptx_…`.
     pub id: Sym,
@@ -181,7 +184,7 @@ pub struct Transaction {
     /// The account's program.
     pub program: Sym,
     /// What kind of entry.
-    #[serde(rename = "type")]
+    #[cfg_attr(test, serde(rename = "type"))]
     pub kind: TxKind,
     /// Signed points.
     pub points: i64,
@@ -208,7 +211,7 @@ pub struct Transaction {
     /// does not write them again. Only the engine sets it, on a transaction it has just
     /// posted and that nothing changes after; a transaction made otherwise has none and is
     /// written from its fields.
-    #[serde(skip)]
+    #[cfg_attr(test, serde(skip))]
     pub(crate) written: Written,
 }
 
@@ -376,7 +379,8 @@ impl TxMeta {
         }
     }
 
-    /// The same object as a `serde_json::Value`.
+    /// The same object as a `serde_json::Value` (the tests' oracle).
+    #[cfg(test)]
     pub fn to_value(&self) -> Value {
         match self {
             TxMeta::None => json!({}),
@@ -390,6 +394,7 @@ impl TxMeta {
     }
 }
 
+#[cfg(test)]
 impl Serialize for TxMeta {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.to_value().serialize(s)
@@ -517,6 +522,7 @@ pub struct TierView {
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct DecNumber(pub Dec);
 
+#[cfg(test)]
 impl Serialize for DecNumber {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let raw = RawValue::from_string(self.0.to_string()).map_err(serde::ser::Error::custom)?;

@@ -7,6 +7,7 @@
 //! Must not: compute points or decide a rule (`earning`, `caps` and `campaigns` fill it in
 //! as they decide).
 
+#[cfg(test)]
 use serde_json::Value;
 
 use crate::dec::{Dec, Rounding};
@@ -244,7 +245,8 @@ impl Why {
         }
     }
 
-    /// The same object as a `serde_json::Value`.
+    /// The same object as a `serde_json::Value` (the tests' oracle).
+    #[cfg(test)]
     pub fn to_value(&self) -> Value {
         let mut out = Vec::with_capacity(128);
         self.write(&mut out);
@@ -252,6 +254,7 @@ impl Why {
     }
 }
 
+#[cfg(test)]
 impl serde::Serialize for Why {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut out = Vec::with_capacity(128);
