@@ -187,6 +187,42 @@ fn bad_files_exit_2_with_the_reason() {
     assert_eq!(out.status.code(), Some(2), "a missing argument is exit 2");
 }
 
+/// A mistyped `--state` is an error naming the directory, for every command that reads a
+/// state, and leaves no directory behind that would later look like a state.
+#[test]
+fn a_state_that_is_not_there_is_named_and_not_created() {
+    let dir = TempDir::new("nostate");
+    let missing = dir.0.join("no-such-state");
+    let commands: [&[&str]; 4] = [
+        &["export", "--state"],
+        &["verify", "--state"],
+        &[
+            "serve",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--api-keys",
+            "sk_test_1",
+            "--state",
+        ],
+        &["checkpoint", "--to", "/nonexistent/copy", "--state"],
+    ];
+    for args in commands {
+        let out = Command::new(bin())
+            .args(args)
+            .arg(&missing)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{} holds no state", missing.display())),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("rocksdb"), "{args:?}: {err}");
+        assert!(!missing.exists(), "{args:?} created {}", missing.display());
+    }
+}
+
 #[test]
 fn demo_prints_a_summary() {
     let out = Command::new(bin())

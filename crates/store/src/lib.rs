@@ -87,6 +87,13 @@ pub enum StoreError {
         /// The format the state says it is in, if it says.
         found: Option<String>,
     },
+    /// A read-only open of a directory that holds no state (no RocksDB `CURRENT` file): a
+    /// mistyped `--state`. Nothing is created there.
+    #[error("{path} holds no state")]
+    NoState {
+        /// The directory.
+        path: String,
+    },
 }
 
 /// The format of the state this version writes and reads, stored under `m/format` when a
@@ -561,6 +568,13 @@ impl Store {
     /// mode opens every table file now (`max_open_files = -1`: each footer and index is read)
     /// and fails, naming the file, when one cannot be opened.
     pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        // RocksDB would create the directory (for its info log) before finding no state in
+        // it, leaving an empty directory behind that looks like a state.
+        if !path.join("CURRENT").exists() {
+            return Err(StoreError::NoState {
+                path: path.display().to_string(),
+            });
+        }
         let mut opts = Options::default();
         opts.set_max_open_files(-1);
         opts.set_paranoid_checks(true);
