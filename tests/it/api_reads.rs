@@ -78,6 +78,50 @@ async fn get(app: &axum::Router, path: &str) -> Value {
     serde_json::from_slice(&body).unwrap()
 }
 
+/// The key goes in `Authorization: Bearer KEY`, the scheme's name in any case; anything
+/// else is a 401 whose message says how to send it.
+#[test]
+fn the_key_is_a_bearer_token_in_any_case() {
+    let dir = TempDir::new("auth");
+    let store = stored(&dir.0, &[], 1);
+    let api = loyalty_api::Api::new(store, &[KEY.to_string()], None).unwrap();
+    let app = loyalty_api::router(Arc::new(api), axum::Router::new());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ask = |auth: Option<String>| {
+        let mut req = Request::get("/v1/accounts");
+        if let Some(a) = auth {
+            req = req.header("authorization", a);
+        }
+        let res = rt
+            .block_on(app.clone().oneshot(req.body(Body::empty()).unwrap()))
+            .unwrap();
+        let status = res.status();
+        let body = rt
+            .block_on(axum::body::to_bytes(res.into_body(), usize::MAX))
+            .unwrap();
+        (status, serde_json::from_slice::<Value>(&body).unwrap())
+    };
+    for scheme in ["Bearer", "bearer", "BEARER"] {
+        let (status, body) = ask(Some(format!("{scheme} {KEY}")));
+        assert_eq!(status, StatusCode::OK, "{scheme}: {body}");
+    }
+    for (auth, says) in [
+        (None, "No API key provided"),
+        (Some(format!("Basic {KEY}")), "not a bearer token"),
+        (Some(KEY.to_string()), "not a bearer token"),
+        (Some("Bearer rk_test_other".to_string()), "Invalid API key"),
+    ] {
+        let (status, body) = ask(auth.clone());
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{auth:?}: {body}");
+        assert_eq!(body["error"]["type"], "authentication_error", "{auth:?}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{auth:?}: {message}");
+    }
+}
+
 /// Every item of a list, walked forward with `starting_after`, and backward from its end
 /// with `ending_before`; both walks must agree.
 async fn walk(app: &axum::Router, path: &str, limit: usize) -> Vec<Value> {

@@ -57,9 +57,9 @@ pub enum SubmitError {
     /// timeout, a full queue, a leader being elected.
     #[error("the broker did not take the command record yet: {0}")]
     Retriable(String),
-    /// No retry mends it: the record is refused (too large, not authorised, no such
-    /// topic), or the producer is gone.
-    #[error("the broker refused the command record: {0}")]
+    /// No retry mends it: the broker refuses the record (too large, not authorised), or
+    /// the producer is gone.
+    #[error("the command record cannot be sent: {0}")]
     Fatal(String),
 }
 
@@ -79,6 +79,10 @@ pub struct Commands {
     pub committed: tokio::sync::watch::Receiver<u64>,
     /// How long a command may take before the answer is 202 (`--command-timeout-ms`).
     pub timeout: Duration,
+    /// How far ahead of the wall clock a record's `created` may be (`--max-skew-secs`): a
+    /// simulated record further ahead is refused as the engine would refuse it at entry.
+    /// Without commands (`loyalty serve`), the engine's default, 300 s.
+    pub max_skew: Duration,
 }
 
 /// An API key as kept: its digest and what it may do.
@@ -282,16 +286,23 @@ pub(crate) fn key_refusal(
     if !path.starts_with("/v1/") && path != "/v1" {
         return None;
     }
-    let presented = headers
+    let header = headers
         .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim);
+        .map(|v| v.to_str().unwrap_or(""));
+    // The scheme's name is case-insensitive (RFC 9110, section 11.1).
+    let presented = header.and_then(|v| {
+        let (scheme, key) = v.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+    });
     let Some(presented) = presented else {
         return Some(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "authentication_error",
-            "No API key provided: send Authorization: Bearer KEY",
+            if header.is_some() {
+                "The Authorization header is not a bearer token: send Authorization: Bearer KEY"
+            } else {
+                "No API key provided: send Authorization: Bearer KEY"
+            },
         ));
     };
     match authorize(keys, presented) {
