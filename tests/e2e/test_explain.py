@@ -12,7 +12,7 @@ import json
 import subprocess
 import tempfile
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -55,7 +55,8 @@ def counted_stats(lines):
 
 def test_why_stats_simulate_and_backtest_on_a_running_engine(broker):
     # Without pendingDays: every payment's award is posted at once, and counts as earned.
-    api = ApiEngine(broker, "explain", config=config(pending=False))
+    # A wider skew than the default 300 s, which the dry run must use as the engine does.
+    api = ApiEngine(broker, "explain", config=config(pending=False), extra=["--max-skew-secs", "600"])
     work = Path(tempfile.mkdtemp(prefix="loyalty-explain-"))
     try:
         api.start()
@@ -96,6 +97,20 @@ def test_why_stats_simulate_and_backtest_on_a_running_engine(broker):
         assert {r["rule"]: r["outcome"] for r in sim["rules"]} == {"rule_spend": "awarded", "rule_welcome": "skipped"}
         assert api.engine.export() == before
         assert api.get(TX, limit=100)["data"] == got
+
+        # What the engine would refuse at entry, the dry run refuses, under the engine's own
+        # --max-skew-secs: 450 s ahead passes (the default 300 s would refuse it), 900 s not.
+        def ahead(seconds):
+            return (datetime.now(timezone.utc) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        near = dict(record, id="evt_sim_2", created=ahead(450), data=dict(record["data"], id="pay_sim_2"))
+        sim = api.ok(api.post("/v1/simulate", near, key=RK))
+        assert sim["rejected"] == [] and sim["transactions"], sim
+        far = dict(record, id="evt_sim_3", created=ahead(900), data=dict(record["data"], id="pay_sim_3"))
+        sim = api.ok(api.post("/v1/simulate", far, key=RK))
+        assert [r["reason"] for r in sim["rejected"]] == ["invalid"], sim
+        assert "more than 600 s ahead of the wall clock" in sim["rejected"][0]["detail"], sim
+        assert not sim["transactions"], sim
+        assert api.engine.export() == before
 
         # The same backtest three ways.
         cand = config(pending=False)

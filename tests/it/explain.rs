@@ -865,6 +865,15 @@ fn stats_days_follow_the_zone_the_program_has_now() {
             None,
         ));
         assert_eq!(one["days"].as_array().unwrap().len(), 1, "{one}");
+        // A range that ends before it starts is a 400 naming `to`, not an empty answer.
+        let (status, bad) = rt.block_on(call(
+            &app,
+            "GET",
+            "/v1/programs/prog_z/stats?from=2026-12-10&to=2026-12-01",
+            None,
+        ));
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(bad["error"]["param"], "to", "{bad}");
         answers.push(got);
     }
     assert!(answers.windows(2).all(|w| w[0] == w[1]));

@@ -66,6 +66,14 @@ pub(crate) async fn program_stats(
     };
     let from = date_param(&q, "from", prog.tz)?;
     let to = date_param(&q, "to", prog.tz)?;
+    if let (Some(f), Some(t)) = (&from, &to) {
+        if t < f {
+            return Err(ApiError::invalid(
+                "to",
+                format!("to ({t}) must not be before from ({f})"),
+            ));
+        }
+    }
     let stored = view.program_stats(&id, prog.tz, from.as_deref(), to.as_deref())?;
     let clock = view.clock()?;
     // Every tier of the program, with the members holding it (a tier an update removed,
@@ -285,7 +293,11 @@ fn dry_run(api: &Api, bytes: &[u8]) -> Result<DryRun, ApiError> {
     let mut ws = WorkingSet::open(engine, store)?;
     ws.engine.explain_rules();
     let mut out = Vec::new();
-    match loyalty_core::envelope::parse(bytes).and_then(entry_check) {
+    let skew = api
+        .commands
+        .as_ref()
+        .map_or(DEFAULT_MAX_SKEW_SECS, |c| c.max_skew.as_secs());
+    match loyalty_core::envelope::parse(bytes).and_then(|rec| entry_check(rec, skew)) {
         Ok(rec) => ws.apply(store, &rec, &mut out)?,
         Err(rejection) => out.push(Output::Rejected(rejection)),
     }
@@ -294,20 +306,20 @@ fn dry_run(api: &Api, bytes: &[u8]) -> Result<DryRun, ApiError> {
 }
 
 /// The engine's default `--max-skew-secs`: a record this far ahead of the wall clock is
-/// refused at entry.
-const MAX_SKEW_SECS: i64 = 300;
+/// refused at entry (the skew of `loyalty serve`, which takes no records).
+const DEFAULT_MAX_SKEW_SECS: u64 = 300;
 
 /// What the engine refuses before a record enters its log, a dry run refuses too, as the
-/// same `invalid` rejection: a `created` more than the skew ahead of the wall clock (which
-/// would also move the copy's clock past every effect due until then), or a type the engine
-/// writes to its own log.
-fn entry_check(rec: Record) -> Result<Record, Rejection> {
+/// same `invalid` rejection, with the same detail: a `created` more than `skew` seconds
+/// ahead of the wall clock (which would also move the copy's clock past every effect due
+/// until then), or a type the engine writes to its own log.
+fn entry_check(rec: Record, skew: u64) -> Result<Record, Rejection> {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let detail = if rec.created.0 > wall + MAX_SKEW_SECS {
+    let detail = if rec.created.0 > wall.saturating_add(i64::try_from(skew).unwrap_or(i64::MAX)) {
         format!(
-            "created: {} is more than {MAX_SKEW_SECS} s ahead of the engine's clock",
+            "created: {} is more than {skew} s ahead of the wall clock",
             rec.created
         )
     } else if rec.is_message() || loyalty_core::partition::INTERNAL.contains(&rec.kind.as_str()) {

@@ -21,7 +21,8 @@ pub struct HttpArgs {
     /// Serve the HTTP API (and /healthz, /readyz, /metrics) on this address (`HOST:PORT`).
     #[arg(long, env = "LOYALTY_HTTP_ADDR")]
     pub http_addr: Option<String>,
-    /// API keys, comma-separated: `sk_…` read and write, `rk_…` read only. Never logged.
+    /// API keys, comma-separated: `sk_…` read and write (commands: `loyalty run` only),
+    /// `rk_…` read only. Never logged.
     #[arg(
         long,
         env = "LOYALTY_API_KEYS",
@@ -29,7 +30,8 @@ pub struct HttpArgs {
         hide_env_values = true
     )]
     pub api_keys: Vec<String>,
-    /// How long a command's answer waits for the engine to fold it before answering 202.
+    /// How long a command's answer waits for the engine to fold it before answering 202
+    /// (`loyalty run` only).
     #[arg(long, default_value_t = 5000, env = "LOYALTY_COMMAND_TIMEOUT_MS")]
     pub command_timeout_ms: u64,
 }
@@ -118,6 +120,7 @@ fn commands(http: &HttpArgs, settings: &Settings, counters: &Counters) -> Result
         }),
         committed: counters.committed.subscribe(),
         timeout: Duration::from_millis(http.command_timeout_ms.max(1)),
+        max_skew: settings.max_skew,
     })
 }
 
@@ -220,7 +223,7 @@ pub fn serve(
     log: Option<&crate::streaming::KafkaArgs>,
 ) -> Result<()> {
     let Some(addr) = &http.http_addr else {
-        bail!("--http-addr is needed");
+        bail!("loyalty serve needs --http-addr HOST:PORT (the address to serve the API on)");
     };
     let store = Store::open_read_only(state)
         .with_context(|| format!("cannot open the state in {}", state.display()))?;

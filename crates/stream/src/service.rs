@@ -729,7 +729,7 @@ pub(crate) struct SequencerArgs<'a> {
 pub fn refused_at_entry(rec: &loyalty_core::Record, wall: i64, skew: Duration) -> Option<String> {
     if rec.created.0 > wall + skew.as_secs() as i64 {
         return Some(format!(
-            "created: {} is more than {} s ahead of the engine's clock",
+            "created: {} is more than {} s ahead of the wall clock",
             rec.created,
             skew.as_secs()
         ));
