@@ -58,7 +58,8 @@ enum LogFormat {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Fold a file of envelopes through the engine and print JSON lines (SPEC section 9).
+    /// Fold a file of envelopes through the engine and print its JSON lines (transactions,
+    /// events, rejections, then every account; docs/output.md).
     Fold {
         /// The program config (`{"programs": [...]}`).
         #[arg(long)]
@@ -88,7 +89,8 @@ enum Command {
         state: PathBuf,
     },
     /// Serve a state directory (a replayed state, a checkpoint) over the HTTP API,
-    /// read-only.
+    /// read-only: `--http-addr` is needed, and every command answers 405 (keys `sk_` and
+    /// `rk_` both read).
     Serve {
         #[command(flatten)]
         http: api::HttpArgs,
