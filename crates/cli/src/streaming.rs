@@ -81,21 +81,22 @@ pub struct RunArgs {
     /// Serve `/metrics`, `/healthz` and `/readyz` on this address (`HOST:PORT`).
     #[arg(long, env = "LOYALTY_METRICS_ADDR")]
     pub metrics_addr: Option<String>,
-    /// Run as one instance of a group: instances started with the same name split the
-    /// log's partitions through Kafka's consumer-group protocol, each keeping the state of
+    /// `loyalty run` only (replay ignores it; `--partition` rebuilds one partition): run
+    /// as one instance of a group: instances started with the same name split the log's
+    /// partitions through Kafka's consumer-group protocol, each keeping the state of
     /// the partitions it holds under its own `--state` (docs/scale-out.md).
     #[arg(long, env = "LOYALTY_GROUP")]
     pub group: Option<String>,
-    /// In a group: milliseconds without a heartbeat after which the group gives a silent
-    /// instance's partitions to the others.
+    /// `loyalty run --group` only: milliseconds without a heartbeat after which the group gives
+    /// a silent instance's partitions to the others.
     #[arg(long, default_value_t = 10_000, env = "LOYALTY_SESSION_TIMEOUT_MS")]
     pub session_timeout_ms: u64,
-    /// In a group: how many other instances keep a warm copy of each partition, folding
-    /// its log as its owner does (publishing nothing), so that a partition whose owner
+    /// `loyalty run --group` only: how many other instances keep a warm copy of each partition,
+    /// folding its log as its owner does (publishing nothing), so that a partition whose owner
     /// dies is served again from a copy instead of a fold from the start.
     #[arg(long, default_value_t = 0, env = "LOYALTY_STANDBY_REPLICAS")]
     pub standby_replicas: usize,
-    /// In a group: the URL the other instances reach this one's HTTP API at
+    /// `loyalty run --group` only: the URL the other instances reach this one's HTTP API at
     /// (`http://HOST:PORT`; by default `http://` and `--http-addr`).
     #[arg(long, env = "LOYALTY_ADVERTISE_URL")]
     pub advertise_url: Option<String>,
