@@ -922,6 +922,10 @@ def test_idempotency_key_same_body_same_answer_other_body_409(api):
     assert first.status == 200, first
     second = adjust(api, acct, 10, "idempotent goodwill", headers={"Idempotency-Key": key})
     assert (second.status, second.json) == (first.status, first.json)
+    # The same parameters serialized otherwise (key order, spacing) are the same body.
+    raw = b'{ "reason" : "idempotent goodwill",\n  "points": 10 }\n'
+    third = api.call("POST", f"/v1/accounts/{acct}/adjustments", headers={"Idempotency-Key": key}, raw=raw)
+    assert (third.status, third.json) == (first.status, first.json)
     # Another body under the same key: 409, nothing applied.
     assert_error(adjust(api, acct, 11, "idempotent goodwill", headers={"Idempotency-Key": key}), 409,
                  "idempotency_error")
@@ -1030,6 +1034,18 @@ def test_body_over_one_mib_is_413(api):
         conn.close()
     assert_error(reply, 413, "invalid_request_error")
     assert walk(api, "/v1/accounts", customer="cus_big_2") == []
+    # Under 1 MiB, but its record (the reason kept whole, in an envelope) is over what the
+    # producer and the broker take (about 1 MB): 413 at once, not a 503 asking for a retry
+    # that can never succeed; nothing applied, and the same again on a repeat.
+    acct = enroll(api, "cus_big_3")["id"]
+    before = api.get(f"/v1/accounts/{acct}")["balance"]
+    body = json.dumps({"points": 5, "reason": "r" * (MIB - 100)}).encode()
+    assert len(body) < MIB
+    for _ in range(2):
+        big = api.call("POST", f"/v1/accounts/{acct}/adjustments", raw=body, headers={"Idempotency-Key": "big-3"})
+        assert_error(big, 413, "invalid_request_error")
+        assert "broker" in big.json["error"]["message"], big.json
+    assert api.get(f"/v1/accounts/{acct}")["balance"] == before
 
 
 def test_bad_requests_are_400_naming_the_parameter(api):

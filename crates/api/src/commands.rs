@@ -117,6 +117,41 @@ fn fresh_id() -> String {
     format!("req_{}", &hex(&sha256(seed.as_bytes()))[..24])
 }
 
+/// What an idempotent repeat must match: the method, the path and the body's parameters
+/// (as Stripe compares them), not its bytes: a client that serializes the same body again
+/// with other spacing or key order is answered the first answer, not a 409.
+fn fingerprint(method: &Method, uri: &Uri, canonical: &[u8]) -> String {
+    fingerprint_of_bytes(method, uri, canonical)
+}
+
+/// The fingerprint of a request with this body's bytes as they are.
+fn fingerprint_of_bytes(method: &Method, uri: &Uri, body: &[u8]) -> String {
+    let mut fp = format!("{method} {}\n", uri.path()).into_bytes();
+    fp.extend_from_slice(body);
+    hex(&sha256(&fp))
+}
+
+/// The body's JSON with every object's keys sorted and no spaces (the bytes themselves if
+/// it is not JSON, which a command's body always is by now).
+fn canonical_body(body: &[u8]) -> Vec<u8> {
+    fn sorted(v: Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut entries: Vec<(String, Value)> =
+                    m.into_iter().map(|(k, v)| (k, sorted(v))).collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                Value::Object(entries.into_iter().collect())
+            }
+            Value::Array(a) => Value::Array(a.into_iter().map(sorted).collect()),
+            other => other,
+        }
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => serde_json::to_vec(&sorted(v)).unwrap_or_else(|_| body.to_vec()),
+        Err(_) => body.to_vec(),
+    }
+}
+
 /// The record id an Idempotency-Key stands for, or a 400 when the key is not 1 to 255
 /// printable characters.
 fn idempotent_id(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -160,9 +195,10 @@ impl Api {
         cmd: Command,
     ) -> Result<Response, ApiError> {
         let commands = self.commands()?;
-        let mut fp = format!("{method} {}\n", uri.path()).into_bytes();
-        fp.extend_from_slice(body);
-        let fingerprint = hex(&sha256(&fp));
+        let fingerprint = fingerprint(method, uri, &canonical_body(body));
+        // Commands sent before fingerprints were of the body's parameters were kept with the
+        // fingerprint of its bytes: a repeat of one still matches it.
+        let bytes_fingerprint = fingerprint_of_bytes(method, uri, body);
         let keyed = idempotent_id(headers)?;
         let id = keyed.clone().unwrap_or_else(fresh_id);
         let stored = ApiCommand {
@@ -178,7 +214,7 @@ impl Api {
             let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             let known = self.store.view().command(&id)?;
             if let Some(k) = &known {
-                if k.fingerprint != fingerprint {
+                if k.fingerprint != fingerprint && k.fingerprint != bytes_fingerprint {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
                         "idempotency_error",
@@ -247,7 +283,10 @@ impl Api {
                     retriable = why.is_retriable(),
                     "cannot send a command"
                 );
-                return Err(unavailable());
+                return Err(match why {
+                    crate::SubmitError::TooLarge(_) => too_large_for_the_broker(),
+                    _ => unavailable(),
+                });
             }
         }
         loop {
@@ -386,6 +425,16 @@ impl Drop for Claim {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.1);
     }
+}
+
+/// A command whose record the broker will never take (its `max.message.bytes`): a body
+/// under the API's 1 MiB whose record, with its envelope, is over the broker's limit.
+fn too_large_for_the_broker() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "invalid_request_error",
+        "The command's record is larger than the broker takes: send a smaller body",
+    )
 }
 
 fn unavailable() -> ApiError {
@@ -815,4 +864,50 @@ pub(crate) async fn get_command(
         "status": status,
         "outcome": outcome,
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An idempotent repeat is compared by its parameters: spacing and key order (at any
+    /// depth) do not matter, a value, a key or the path does.
+    #[test]
+    fn a_repeat_is_the_same_body_by_its_parameters() {
+        let post = Method::POST;
+        let path: Uri = "/v1/accounts/loy_1/adjustments".parse().unwrap();
+        let fp = |body: &[u8]| fingerprint(&post, &path, &canonical_body(body));
+        let first = fp(br#"{"points":10,"reason":"goodwill","m":{"a":1,"b":[1,{"y":2,"x":1}]}}"#);
+        assert_eq!(
+            first,
+            fp(b"{ \"m\": {\"b\": [1, {\"x\": 1, \"y\": 2}], \"a\": 1},\n \"reason\": \"goodwill\", \"points\": 10 }\n")
+        );
+        for other in [
+            &br#"{"points":11,"reason":"goodwill","m":{"a":1,"b":[1,{"y":2,"x":1}]}}"#[..],
+            br#"{"points":10,"reason":"goodwill","m":{"a":1,"b":[{"y":2,"x":1},1]}}"#,
+            br#"{"points":10,"reason":"goodwill","m":{"a":1,"b":[1,{"y":2,"x":1}]},"z":null}"#,
+        ] {
+            assert_ne!(first, fp(other), "{}", String::from_utf8_lossy(other));
+        }
+        let elsewhere: Uri = "/v1/accounts/loy_2/adjustments".parse().unwrap();
+        assert_ne!(
+            first,
+            fingerprint(
+                &post,
+                &elsewhere,
+                &canonical_body(
+                    br#"{"points":10,"reason":"goodwill","m":{"a":1,"b":[1,{"y":2,"x":1}]}}"#
+                )
+            )
+        );
+        // A command kept before: its fingerprint was of the bytes, which a repeat of the
+        // same bytes still gives.
+        let bytes = br#"{"reason":"goodwill","points":10}"#;
+        assert_eq!(
+            fingerprint_of_bytes(&post, &path, bytes),
+            hex(&sha256(
+                &[b"POST /v1/accounts/loy_1/adjustments\n".as_slice(), bytes].concat()
+            ))
+        );
+    }
 }

@@ -61,6 +61,10 @@ pub enum SubmitError {
     /// the producer is gone.
     #[error("the command record cannot be sent: {0}")]
     Fatal(String),
+    /// The record is larger than the broker (or the producer) takes: the same body can never
+    /// be sent, and the request's answer is 413 instead of 503.
+    #[error("the command record is too large for the broker: {0}")]
+    TooLarge(String),
 }
 
 impl SubmitError {

@@ -89,7 +89,9 @@ impl Submit for KafkaSubmit {
 /// A producer's error, sorted as the engine sorts Kafka errors
 /// ([`loyalty_stream::error::retriable`]).
 fn submit_error(e: &rdkafka::error::KafkaError) -> SubmitError {
-    if loyalty_stream::error::retriable(e) {
+    if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge) {
+        SubmitError::TooLarge(e.to_string())
+    } else if loyalty_stream::error::retriable(e) {
         SubmitError::Retriable(e.to_string())
     } else {
         SubmitError::Fatal(e.to_string())
