@@ -78,8 +78,18 @@ fn integer(
         None | Some(Value::Null) => {
             Err(ApiError::invalid(k, format!("Missing required param: {k}")))
         }
-        Some(v) => match v.as_i64() {
-            Some(n) if n.unsigned_abs() <= 1_000_000_000_000_000 && check(n) => Ok(Some(n)),
+        // A whole number however it is written (`10`, `1e1`, `10.0`), as the engine reads
+        // its input; f64 holds every integer up to the bound exactly, and a larger one
+        // saturates in the cast, over the bound either way.
+        Some(v) => match v
+            .as_i64()
+            .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+        {
+            Some(n) if n.unsigned_abs() > 1_000_000_000_000_000 => Err(ApiError::invalid(
+                k,
+                format!("{k} must be {want} of at most 10^15 in absolute value"),
+            )),
+            Some(n) if check(n) => Ok(Some(n)),
             _ => Err(ApiError::invalid(k, format!("{k} must be {want}"))),
         },
     }
@@ -909,5 +919,46 @@ mod tests {
                 &[b"POST /v1/accounts/loy_1/adjustments\n".as_slice(), bytes].concat()
             ))
         );
+    }
+}
+
+#[cfg(test)]
+mod integer_tests {
+    use super::*;
+
+    fn points(v: Value) -> Result<Option<i64>, ApiError> {
+        let m: Map<String, Value> = [("points".to_string(), v)].into_iter().collect();
+        integer(&m, "points", true, |n| n != 0, "a non-zero integer")
+    }
+
+    /// A whole number is read however it is written; a fraction, a string, zero or a value
+    /// over the engine's bound is a 400 naming `points`, the bound said when it is the cause.
+    #[test]
+    fn integers_are_whole_numbers_within_the_bound() {
+        for (v, n) in [
+            (json!(10), 10),
+            (json!(-10), -10),
+            (serde_json::from_str::<Value>("1e1").unwrap(), 10),
+            (json!(10.0), 10),
+            (json!(1_000_000_000_000_000i64), 1_000_000_000_000_000),
+        ] {
+            assert_eq!(points(v.clone()).ok().flatten(), Some(n), "{v}");
+        }
+        for (v, bound) in [
+            (json!(10.5), false),
+            (json!("10"), false),
+            (json!(0), false),
+            (json!(1_000_000_000_000_001i64), true),
+            (serde_json::from_str::<Value>("1e20").unwrap(), true),
+            (
+                serde_json::from_str::<Value>("18446744073709551615").unwrap(),
+                true,
+            ),
+        ] {
+            let e = points(v.clone()).expect_err("refused");
+            let body = format!("{e:?}");
+            assert!(body.contains("points"), "{v}: {body}");
+            assert_eq!(body.contains("10^15"), bound, "{v}: {body}");
+        }
     }
 }
