@@ -112,6 +112,10 @@ def test_why_stats_simulate_and_backtest_on_a_running_engine(broker):
         assert not sim["transactions"], sim
         assert api.engine.export() == before
 
+        # The engine's log goes to a file here: plain text, no terminal colour codes.
+        tail = api.engine.log_tail(400)
+        assert "INFO" in tail and "\x1b[" not in tail, tail[-2000:]
+
         # The same backtest three ways.
         cand = config(pending=False)
         for r in cand["programs"][0]["earningRules"]:

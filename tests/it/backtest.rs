@@ -270,6 +270,57 @@ fn a_doubled_rule_doubles_what_it_awarded() {
     );
 }
 
+/// A candidate with a trigger a typo away from a known type is warned of on standard error,
+/// as `check` warns of it, and the report still says what it would do (award nothing).
+#[test]
+fn a_mistyped_trigger_in_the_candidate_is_warned_of() {
+    let program = |trigger: &str| {
+        json!({"programs": [{"id": "prog_t", "currency": "EUR", "autoEnroll": true,
+            "earningRules": [{"id": "rule_spend", "trigger": trigger,
+                 "award": {"type": "per_amount", "per": 100, "points": 1}}]}]})
+    };
+    let log: String = (0..5)
+        .map(|i| {
+            json!({"id": format!("evt_{i}"), "type": "payment.completed",
+                "created": format!("2026-03-0{}T10:00:00Z", i + 1),
+                "data": {"id": format!("pay_{i}"), "customer": "cus_1",
+                         "amount": 1000, "currency": "EUR"}})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    let dir = TempDir::new("backtest-typo");
+    for (trigger, warned) in [("payment.complete", true), ("payment.completed", false)] {
+        let c = dir.write("candidate.json", &program(trigger).to_string());
+        let b = dir.write("baseline.json", &program("payment.completed").to_string());
+        let e = dir.write("events.jsonl", &log);
+        let out = Command::new(bin())
+            .arg("backtest")
+            .arg("--config")
+            .arg(&c)
+            .arg("--baseline")
+            .arg(&b)
+            .arg("--events")
+            .arg(&e)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            err.contains("programs[0].earningRules[0].trigger")
+                && err.contains("did you mean \"payment.completed\""),
+            warned,
+            "{trigger}: {err}"
+        );
+        let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let candidate = report["programs"][0]["rules"][0]["candidate"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(candidate == 0, warned, "{report}");
+    }
+}
+
 #[test]
 fn the_report_is_two_plain_folds() {
     let dir = TempDir::new("backtest-folds");

@@ -87,6 +87,13 @@ pub fn run(args: &BacktestArgs) -> Result<()> {
     };
     let (b, c) = sides(baseline.as_ref(), &candidate, from)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    // What `check` warns of in the candidate (a trigger a typo away from a known type, a
+    // range that holds for nothing): a backtest is where a marketer tries a config first.
+    if let Ok(config) = parse_config(&candidate) {
+        for w in loyalty_core::config::warnings(&config) {
+            eprintln!("loyalty: warning: {}: {w}", args.config.display());
+        }
+    }
     let report = match (&args.events, &args.brokers) {
         (Some(path), _) => {
             let file = std::fs::File::open(path)

@@ -215,7 +215,10 @@ fn streaming(args: &DemoArgs) -> Result<()> {
         .map_err(|_| anyhow::anyhow!("the engine thread panicked"))?;
     let _ = std::fs::remove_dir_all(&dir);
     result.context("the engine failed")?;
-    println!("\nNext: `loyalty run --brokers HOST:PORT --config programs.json --state DIR` against a real broker.");
+    println!(
+        "\nNext: `LOYALTY_SIGNING_SECRET=... loyalty run --brokers HOST:PORT --config programs.json \
+         --state DIR` against a real broker (docs/operations.md)."
+    );
     Ok(())
 }
 

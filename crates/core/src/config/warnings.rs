@@ -1,6 +1,8 @@
-//! Config mistakes that validate but surprise a user (SPEC section 13): a trigger that is no
-//! known type but within two edits of one (`payment.complete`), and a trigger that is a
-//! known type that never fires a rule (a refund, a command, a tick, an outbound event).
+//! Config mistakes that validate but surprise a user (SPEC section 13): a trigger (of a
+//! rule, a campaign or a stamp card) that is no known type but within two edits of one
+//! (`payment.complete`), a trigger that is a known type that never fires a rule (a refund,
+//! a command, a tick, an outbound event), a range that holds for nothing (an amount, a time
+//! window, ranks, a campaign's `[starts, ends)`), and a tier no qualifying value reaches.
 //!
 //! Owns: the warnings and their wording. Must not refuse anything: a custom trigger of any
 //! other name is a legitimate custom event type.
@@ -114,7 +116,121 @@ pub fn program_warnings(p: &Program, path: &str) -> Vec<ConfigWarning> {
             ));
         }
     }
+    for (i, c) in p.stamp_cards.iter().enumerate() {
+        out.extend(trigger_warning(
+            at(format!("stampCards[{i}].trigger")),
+            &c.trigger,
+        ));
+    }
+    // Ranges that hold for no event, member or time: what they guard never happens.
+    for (i, r) in p.rules.iter().enumerate() {
+        out.extend(empty_conditions(
+            &at(format!("earningRules[{i}].conditions")),
+            &r.conditions,
+        ));
+    }
+    for (i, c) in p.stamp_cards.iter().enumerate() {
+        out.extend(empty_conditions(
+            &at(format!("stampCards[{i}].conditions")),
+            &c.conditions,
+        ));
+    }
+    for (i, c) in p.campaigns.iter().enumerate() {
+        out.extend(empty_ranks(
+            &at(format!("campaigns[{i}]")),
+            Some(c.min_rank),
+            c.max_rank,
+            "the campaign applies to no member",
+        ));
+        if let (Some(s), Some(e)) = (c.starts, c.ends) {
+            if s == e {
+                out.push(ConfigWarning {
+                    path: at(format!("campaigns[{i}].ends")),
+                    message: "ends at its starts: the campaign runs for no time ([starts, \
+                              ends) is empty)"
+                        .into(),
+                });
+            }
+        }
+    }
+    for (i, r) in p.rewards.iter().enumerate() {
+        out.extend(empty_ranks(
+            &at(format!("rewards[{i}]")),
+            Some(r.min_rank),
+            r.max_rank,
+            "no member may redeem the reward",
+        ));
+    }
+    if let Some(t) = &p.tiers {
+        for (i, tier) in t.tiers.iter().enumerate() {
+            // A tier is the highest rank whose threshold the value reaches: one above this
+            // with a threshold at or below this one's always wins.
+            if let Some(above) = t
+                .tiers
+                .iter()
+                .find(|o| o.rank > tier.rank && o.threshold <= tier.threshold)
+            {
+                out.push(ConfigWarning {
+                    path: at(format!("tierConfig.tiers[{i}].threshold")),
+                    message: format!(
+                        "{:?} is never reached by qualifying value: {:?}, of a higher rank, \
+                         has a threshold of {} (at or below this one's {}), and the highest \
+                         rank reached wins (only loyalty.tier.set can give {:?})",
+                        tier.name, above.name, above.threshold, tier.threshold, tier.name
+                    ),
+                });
+            }
+        }
+    }
     out
+}
+
+/// What a rule's or a stamp card's conditions at `path` warn of: ranges no event can fall in.
+fn empty_conditions(path: &str, c: &super::Conditions) -> Vec<ConfigWarning> {
+    let mut out = Vec::new();
+    if let (Some(lo), Some(hi)) = (c.min_amount, c.max_amount) {
+        if lo > hi {
+            out.push(ConfigWarning {
+                path: format!("{path}.maxAmount"),
+                message: format!(
+                    "{hi} is below minAmount {lo}: no amount meets both, so this never applies"
+                ),
+            });
+        }
+    }
+    if let (Some(from), Some(until)) = (c.valid_from, c.valid_until) {
+        if until <= from {
+            out.push(ConfigWarning {
+                path: format!("{path}.validUntil"),
+                message: "is not after validFrom: no event time is in [validFrom, \
+                          validUntil), so this never applies"
+                    .into(),
+            });
+        }
+    }
+    out.extend(empty_ranks(
+        path,
+        c.min_rank,
+        c.max_rank,
+        "no member's rank meets both, so this never applies",
+    ));
+    out
+}
+
+/// A `minRank` above its `maxRank` at `path`.
+fn empty_ranks(
+    path: &str,
+    min: Option<u32>,
+    max: Option<u32>,
+    what: &str,
+) -> Option<ConfigWarning> {
+    match (min, max) {
+        (Some(lo), Some(hi)) if lo > hi => Some(ConfigWarning {
+            path: format!("{path}.maxRank"),
+            message: format!("{hi} is below minRank {lo}: {what}"),
+        }),
+        _ => None,
+    }
 }
 
 /// The warnings of a whole config.
@@ -186,5 +302,64 @@ mod tests {
         assert!(w[4].message.contains("\"invoice.paid\""), "{}", w[4]);
         assert_eq!(distance("payment.complete", "payment.completed", 2), 1);
         assert_eq!(distance("abc", "xyz", 2), 3);
+    }
+
+    /// Ranges that hold for nothing, a campaign that runs for no time and a tier no value
+    /// reaches are named; the same fields with room in them are not.
+    #[test]
+    fn what_can_never_apply_is_named() {
+        let config = |bad: bool| {
+            let (lo, hi) = if bad { (500, 100) } else { (100, 500) };
+            let (from, until) = if bad {
+                ("2026-06-01T00:00:00Z", "2026-05-01T00:00:00Z")
+            } else {
+                ("2026-05-01T00:00:00Z", "2026-06-01T00:00:00Z")
+            };
+            let (rmin, rmax) = if bad { (2, 1) } else { (1, 2) };
+            let ends = if bad {
+                "2026-07-01T00:00:00Z"
+            } else {
+                "2026-07-02T00:00:00Z"
+            };
+            let gold = if bad { 1000 } else { 2000 };
+            super::super::parse_config(&format!(
+                r#"{{"programs":[{{"id":"p","currency":"EUR",
+                  "earningRules":[{{"id":"r","trigger":"payment.completed",
+                    "award":{{"type":"fixed","points":1}},
+                    "conditions":{{"minAmount":{lo},"maxAmount":{hi},"validFrom":"{from}",
+                      "validUntil":"{until}","minRank":{rmin},"maxRank":{rmax}}}}}],
+                  "tierConfig":{{"qualifyOn":"spend","period":{{"type":"rolling","months":12}},
+                    "tiers":[{{"name":"Member","rank":0,"threshold":0}},
+                           {{"name":"Silver","rank":1,"threshold":1000}},
+                           {{"name":"Gold","rank":2,"threshold":{gold}}}]}},
+                  "campaigns":[{{"id":"c","multiplier":2,"minRank":{rmin},"maxRank":{rmax},
+                    "starts":"2026-07-01T00:00:00Z","ends":"{ends}"}}],
+                  "rewards":[{{"id":"w","cost":10,"minRank":{rmin},"maxRank":{rmax}}}],
+                  "stampCards":[{{"id":"s","trigger":"payment.complete","stampsRequired":3,
+                    "reward":"w"}}]}}]}}"#
+            ))
+            .unwrap()
+        };
+        let paths = |bad| {
+            warnings(&config(bad))
+                .into_iter()
+                .map(|w| w.path)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            paths(true),
+            [
+                "programs[0].stampCards[0].trigger",
+                "programs[0].earningRules[0].conditions.maxAmount",
+                "programs[0].earningRules[0].conditions.validUntil",
+                "programs[0].earningRules[0].conditions.maxRank",
+                "programs[0].campaigns[0].maxRank",
+                "programs[0].campaigns[0].ends",
+                "programs[0].rewards[0].maxRank",
+                "programs[0].tierConfig.tiers[1].threshold",
+            ]
+        );
+        // The stamp card's typo stays; nothing else is warned of.
+        assert_eq!(paths(false), ["programs[0].stampCards[0].trigger"]);
     }
 }
