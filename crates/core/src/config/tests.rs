@@ -182,3 +182,22 @@ fn nulls_read_as_absent() {
     .unwrap();
     assert_eq!(c.programs[0].campaigns[0].bonus, None);
 }
+
+/// A file that is no JSON says where (a stray comma, a missing brace); a file that is JSON
+/// but not a valid config names the field, with no position.
+#[test]
+fn a_syntax_error_says_where() {
+    let doubled = "{\"programs\": [\n  {\"id\": \"p\",, \"currency\": \"EUR\"}]}";
+    let e = parse_config(doubled).expect_err("no JSON");
+    assert!(e.to_string().ends_with("(line 2, column 14)"), "{e}");
+    let cut = "{\"programs\": [\n  {\"id\": \"p\"";
+    let e = parse_config(cut).expect_err("no JSON");
+    assert!(e.to_string().contains("(line 2, column"), "{e}");
+    let trailing = "{\"programs\": []} x";
+    let e = parse_config(trailing).expect_err("trailing text");
+    assert!(e.to_string().contains("(line 1, column"), "{e}");
+    let wrong = "{\"programs\": [{\"id\": \"p\", \"currency\": 5}]}";
+    let e = parse_config(wrong).expect_err("a number for a string");
+    assert!(e.to_string().contains("programs[0].currency"), "{e}");
+    assert!(!e.to_string().contains("line"), "{e}");
+}

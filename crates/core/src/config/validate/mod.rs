@@ -36,12 +36,25 @@ pub(super) fn from_json<'a, T: Deserialize<'a>>(
             } else {
                 path
             },
-            strip_position(&inner.to_string()),
+            with_position(&inner),
         )
     })?;
     de.end()
-        .map_err(|e| ConfigError::at(".", strip_position(&e.to_string())))?;
+        .map_err(|e| ConfigError::at(".", with_position(&e)))?;
     Ok(value)
+}
+
+/// serde_json's message without its position, but for a text that is no JSON (a syntax
+/// error, or an end too early): then where, so that a person finds the stray comma. (A
+/// program update's text is JSON already, read from its record: its messages, which its
+/// `rejected` line prints, stay without a position.)
+fn with_position(e: &serde_json::Error) -> String {
+    let msg = strip_position(&e.to_string());
+    if e.is_syntax() || e.is_eof() {
+        format!("{msg} (line {}, column {})", e.line(), e.column())
+    } else {
+        msg
+    }
 }
 
 pub(super) fn strip_position(msg: &str) -> String {
