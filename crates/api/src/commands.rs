@@ -127,15 +127,11 @@ fn fresh_id() -> String {
     format!("req_{}", &hex(&sha256(seed.as_bytes()))[..24])
 }
 
-/// What an idempotent repeat must match: the method, the path and the body's parameters
-/// (as Stripe compares them), not its bytes: a client that serializes the same body again
-/// with other spacing or key order is answered the first answer, not a 409.
-fn fingerprint(method: &Method, uri: &Uri, canonical: &[u8]) -> String {
-    fingerprint_of_bytes(method, uri, canonical)
-}
-
-/// The fingerprint of a request with this body's bytes as they are.
-fn fingerprint_of_bytes(method: &Method, uri: &Uri, body: &[u8]) -> String {
+/// What an idempotent repeat must match: the method, the path and the body. Given the
+/// body's [`canonical_body`], its parameters (as Stripe compares them), not its bytes: a
+/// client that serializes the same body again with other spacing or key order is answered
+/// the first answer, not a 409.
+fn fingerprint(method: &Method, uri: &Uri, body: &[u8]) -> String {
     let mut fp = format!("{method} {}\n", uri.path()).into_bytes();
     fp.extend_from_slice(body);
     hex(&sha256(&fp))
@@ -205,10 +201,10 @@ impl Api {
         cmd: Command,
     ) -> Result<Response, ApiError> {
         let commands = self.commands()?;
-        let fingerprint = fingerprint(method, uri, &canonical_body(body));
         // Commands sent before fingerprints were of the body's parameters were kept with the
         // fingerprint of its bytes: a repeat of one still matches it.
-        let bytes_fingerprint = fingerprint_of_bytes(method, uri, body);
+        let bytes_fingerprint = fingerprint(method, uri, body);
+        let fingerprint = fingerprint(method, uri, &canonical_body(body));
         let keyed = idempotent_id(headers)?;
         let id = keyed.clone().unwrap_or_else(fresh_id);
         let stored = ApiCommand {
@@ -914,7 +910,7 @@ mod tests {
         // same bytes still gives.
         let bytes = br#"{"reason":"goodwill","points":10}"#;
         assert_eq!(
-            fingerprint_of_bytes(&post, &path, bytes),
+            fingerprint(&post, &path, bytes),
             hex(&sha256(
                 &[b"POST /v1/accounts/loy_1/adjustments\n".as_slice(), bytes].concat()
             ))
